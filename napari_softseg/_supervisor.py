@@ -1,0 +1,413 @@
+"""Supervise a ``softseg train ... --json-progress`` child process from the viewer (DESIGN.md 3).
+
+Two layers, so the process handling is testable without Qt:
+
+:class:`TrainingProcess`
+    Starts ``python -m softseg train ... --json-progress`` with :class:`subprocess.Popen`, parses
+    its stdout JSON lines into :mod:`softseg.events` objects, keeps the tail of its stderr (for the
+    child's last error line), asks it to stop (SIGINT on POSIX, CTRL_BREAK on Windows) and kills
+    it (its whole process group) when it does not stop within a timeout. It always reaps the
+    child, so no zombie is left behind, and an ``atexit`` hook stops children still running when
+    the interpreter exits.
+
+:func:`supervise`
+    A napari ``thread_worker`` generator over a :class:`TrainingProcess`: it yields each parsed
+    event (handled in the main thread by the widget) and returns a :class:`Outcome` when the child
+    has exited.
+
+Nothing here touches layers; the Train widget does that in its main-thread handlers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from softseg import events as ev
+
+__all__ = ["DEFAULT_STOP_TIMEOUT_S", "Outcome", "TrainingProcess", "is_alive", "supervise", "train_argv"]
+
+#: Seconds a child may take to stop and save after a cancel request before it is killed.
+DEFAULT_STOP_TIMEOUT_S = 30.0
+
+_LIVE: weakref.WeakSet[TrainingProcess] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a supervised training run ended.
+
+    Attributes
+    ----------
+    returncode : int
+        The child's exit status (negative = killed by that signal on POSIX).
+    done : softseg.events.DoneEvent or None
+        The final ``done`` event, when the child sent one.
+    error : softseg.events.ErrorEvent or None
+        The last ``error`` event, when the child sent one.
+    error_line : str or None
+        One line saying what went wrong (the error event's message, else the child's last
+        ``softseg train: error: ...`` line, else its last stderr line), ``None`` on success.
+    cancelled : bool
+        ``True`` when :meth:`TrainingProcess.request_stop` was called.
+    killed : bool
+        ``True`` when the child did not stop in time and was killed.
+    checkpoint : str or None
+        The last resumable checkpoint the child reported.
+    """
+
+    returncode: int
+    done: ev.DoneEvent | None
+    error: ev.ErrorEvent | None
+    error_line: str | None
+    cancelled: bool
+    killed: bool
+    checkpoint: str | None
+
+    @property
+    def ok(self) -> bool:
+        """The child exited cleanly and wrote its model (or stopped on request)."""
+        return self.returncode == 0 and self.error is None and self.done is not None
+
+
+def train_argv(
+    dataset: str | os.PathLike,
+    *,
+    candidate: str,
+    out: str | os.PathLike,
+    options: dict[str, object] | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """The command line of a supervised training run.
+
+    Parameters
+    ----------
+    dataset : path
+        Dataset folder (DESIGN.md layout).
+    candidate : str
+        Candidate name (``softseg.candidates.CANDIDATES`` key).
+    out : path
+        Model file to write (``.safetensors``).
+    options : dict, optional
+        Further ``softseg train`` options, ``{"epochs": 2, "batch_size": 8, "overwrite": True}``:
+        underscores become dashes, ``True`` gives a bare flag, ``False``/``None`` leave it out.
+    python : str, optional
+        Interpreter; default :data:`sys.executable` (the viewer's environment).
+
+    Returns
+    -------
+    list of str
+        ``[python, "-m", "softseg", "train", DATASET, "--candidate", NAME, "--out", OUT, ...,
+        "--json-progress"]``.
+    """
+    argv = [python or sys.executable, "-m", "softseg", "train", os.fspath(dataset),
+            "--candidate", candidate, "--out", os.fspath(out)]
+    for key, value in (options or {}).items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        else:
+            argv.extend([flag, str(value)])
+    argv.append("--json-progress")
+    return argv
+
+
+class TrainingProcess:
+    """One child process emitting :mod:`softseg.events` JSON lines on stdout.
+
+    Parameters
+    ----------
+    argv : sequence of str
+        Command line (see :func:`train_argv`). Nothing runs until :meth:`start`.
+    env : dict, optional
+        Extra environment variables for the child (added to ``os.environ``).
+    cwd : path, optional
+        Working directory of the child.
+    stderr_lines : int
+        How many trailing stderr lines to keep.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike | None = None,
+        stderr_lines: int = 200,
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        self._env = dict(env or {})
+        self._cwd = cwd
+        self._popen: subprocess.Popen[str] | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=stderr_lines)
+        self._stderr_thread: threading.Thread | None = None
+        self._stop_requested = threading.Event()
+        self._killed = False
+        self._lock = threading.Lock()
+        self.last_checkpoint: str | None = None
+        self.last_error: ev.ErrorEvent | None = None
+        self.done: ev.DoneEvent | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (``None`` before :meth:`start`)."""
+        return None if self._popen is None else self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status once reaped, else ``None``."""
+        return None if self._popen is None else self._popen.poll()
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet exited."""
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        """The last stderr lines of the child (newest last)."""
+        with self._lock:
+            return list(self._stderr_tail)
+
+    def start(self) -> TrainingProcess:
+        """Start the child (once). Returns ``self``."""
+        if self._popen is not None:
+            raise RuntimeError("this training process was already started")
+        env = dict(os.environ)
+        env.update(self._env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("PYTHONIOENCODING", "utf-8")
+        kwargs: dict[str, object] = {}
+        if sys.platform == "win32":
+            # A new process group receives CTRL_BREAK_EVENT without disturbing the viewer.
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        else:
+            # Own session = own process group: a terminal Ctrl-C in the viewer's shell does not
+            # reach it, and a hard kill takes data-loader workers with it.
+            kwargs["start_new_session"] = True
+        self._popen = subprocess.Popen(  # noqa: S603 - argv is built by train_argv, no shell
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            cwd=self._cwd,
+            env=env,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        _LIVE.add(self)
+        self._stderr_thread = threading.Thread(
+            target=self._drain_stderr, name=f"softseg-stderr-{self._popen.pid}", daemon=True
+        )
+        self._stderr_thread.start()
+        return self
+
+    def _drain_stderr(self) -> None:
+        assert self._popen is not None and self._popen.stderr is not None
+        for line in self._popen.stderr:
+            line = line.rstrip("\r\n")
+            if line.strip():
+                with self._lock:
+                    self._stderr_tail.append(line)
+        self._popen.stderr.close()
+
+    def events(self) -> Iterator[ev.Event]:
+        """Parsed events from the child's stdout until it closes (blocking).
+
+        Lines that are not events (a library's stray print) are skipped; a malformed event of
+        a known type is skipped too (the schema says consumers must be lenient).
+        """
+        if self._popen is None or self._popen.stdout is None:
+            raise RuntimeError("start() the training process first")
+        for line in self._popen.stdout:
+            try:
+                event = ev.from_json(line)
+            except ValueError:
+                continue
+            if event is None:
+                continue
+            if isinstance(event, ev.CheckpointEvent):
+                self.last_checkpoint = event.path
+            elif isinstance(event, ev.ErrorEvent):
+                self.last_error = event
+                if event.checkpoint:
+                    self.last_checkpoint = event.checkpoint
+            elif isinstance(event, ev.DoneEvent):
+                self.done = event
+                if event.checkpoint:
+                    self.last_checkpoint = event.checkpoint
+            yield event
+        self._popen.stdout.close()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to exit and reap it; returns its exit status."""
+        if self._popen is None:
+            raise RuntimeError("start() the training process first")
+        code = self._popen.wait(timeout)
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=5.0)
+        return code
+
+    # -- stopping -------------------------------------------------------------------------------
+    def request_stop(self) -> bool:
+        """Ask the child to stop at its next step and save a checkpoint (non-blocking).
+
+        Returns ``False`` when the child is not running.
+        """
+        self._stop_requested.set()
+        popen = self._popen
+        if popen is None or popen.poll() is not None:
+            return False
+        try:
+            if sys.platform == "win32":
+                os.kill(popen.pid, signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+            else:
+                os.kill(popen.pid, signal.SIGINT)
+        except (ProcessLookupError, OSError):
+            return False
+        return True
+
+    def kill(self) -> None:
+        """Kill the child (and its process group on POSIX) now and reap it."""
+        popen = self._popen
+        if popen is None or popen.poll() is not None:
+            return
+        self._killed = True
+        try:
+            if sys.platform == "win32":
+                popen.kill()
+            else:
+                os.killpg(popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            try:
+                popen.kill()
+            except OSError:
+                pass
+        popen.wait()
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S, *, block: bool = False) -> None:
+        """Ask the child to stop and save; kill it if it is still running after ``timeout``.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds the child gets to save its checkpoint and exit.
+        block : bool
+            Wait here until the child is gone (used when the viewer closes). Otherwise a
+            daemon thread enforces the timeout and the caller returns at once.
+        """
+        if not self.request_stop():
+            return
+
+        def enforce() -> None:
+            try:
+                self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+        if block:
+            enforce()
+        else:
+            threading.Thread(target=enforce, name="softseg-stop", daemon=True).start()
+
+    @property
+    def killed(self) -> bool:
+        """The child had to be killed."""
+        return self._killed
+
+    def outcome(self) -> Outcome:
+        """Summary once the child has exited (reaps it if needed)."""
+        code = self.wait()
+        return Outcome(
+            returncode=code,
+            done=self.done,
+            error=self.last_error,
+            error_line=self._error_line(code),
+            cancelled=self.stop_requested,
+            killed=self._killed,
+            checkpoint=self.last_checkpoint,
+        )
+
+    def _error_line(self, code: int) -> str | None:
+        if self.last_error is not None:
+            return self.last_error.message
+        if code == 0 and self.done is not None:
+            return None
+        if self._killed:
+            return "training did not stop in time and was killed; the last checkpoint is kept"
+        tail = self.stderr_tail
+        for line in reversed(tail):
+            if line.startswith("softseg ") and (": error:" in line or ": internal error:" in line):
+                return line.strip()
+        if tail:
+            return tail[-1].strip()
+        if code == 0:
+            if self.stop_requested:
+                return None
+            return "training ended without reporting a result"
+        return f"training exited with status {code} and no message"
+
+
+def supervise(process: TrainingProcess) -> Iterator[ev.Event]:
+    """Generator body of the supervising ``thread_worker``: start, yield events, reap.
+
+    Runs in a worker thread. Yields every event; returns the :class:`Outcome`. If the worker is
+    told to quit (napari activity dock), the child is asked to stop as well.
+
+    Parameters
+    ----------
+    process : TrainingProcess
+        Not yet started.
+    """
+    if not process.running and process.returncode is None:
+        process.start()
+    try:
+        for event in process.events():
+            yield event
+    except GeneratorExit:  # worker.quit(): do not leave the child running
+        process.stop()
+        raise
+    return process.outcome()
+
+
+@atexit.register
+def _stop_all_children() -> None:  # pragma: no cover - runs at interpreter exit
+    for proc in list(_LIVE):
+        if proc.running:
+            proc.stop(timeout=10.0, block=True)
+
+
+def is_alive(pid: int) -> bool:
+    """Whether a process with this id exists (and is not a reaped zombie) - for tests/docs."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if sys.platform.startswith("linux"):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+    return True

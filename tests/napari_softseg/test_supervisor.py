@@ -1,0 +1,171 @@
+"""The child-process supervisor of the Train widget, against a small scripted child.
+
+The child here is a test fixture: a few lines of Python printing events in the documented
+``softseg.events`` schema (and misbehaving on purpose). The widget tests drive the real
+``softseg train``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+
+from napari_softseg._supervisor import TrainingProcess, is_alive, supervise, train_argv
+from softseg import events as ev
+
+CHILD = textwrap.dedent(
+    """
+    import signal, sys, time
+    from softseg import events as ev
+
+    mode = sys.argv[1]
+    stop = []
+    if mode != "stubborn":
+        signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    else:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def emit(event):
+        print(ev.to_json(event), flush=True)
+
+    if mode == "crash":
+        print("loading data", flush=True)
+        emit(ev.StepEvent(epoch=1, epochs=2, step=1, steps=2, loss=0.5, eta_s=None))
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("softseg train: error: subject 'sub-01' has no rater files", file=sys.stderr)
+        sys.exit(2)
+    if mode == "nan":
+        emit(ev.CheckpointEvent(epoch=1, path="ckpt.safetensors", reason="epoch"))
+        emit(ev.ErrorEvent(epoch=2, kind="nan", message="loss became NaN; lower --lr",
+                           checkpoint="ckpt.safetensors"))
+        sys.exit(1)
+    epochs = 2 if mode == "ok" else 10_000
+    for epoch in range(1, epochs + 1):
+        for step in (1, 2):
+            if stop:
+                emit(ev.CheckpointEvent(epoch=epoch - 1, path="ckpt.safetensors", reason="cancel"))
+                emit(ev.DoneEvent(epoch=epoch - 1, epochs=epochs, reason="cancelled",
+                                  best_epoch=None, best_val_loss=None, threshold=None,
+                                  path=None, checkpoint="ckpt.safetensors", elapsed_s=0.1))
+                sys.exit(0)
+            print("a stray print from some library", flush=True)
+            emit(ev.StepEvent(epoch=epoch, epochs=epochs, step=step, steps=2, loss=1.0 / epoch,
+                              eta_s=1.0))
+            time.sleep(0.02 if mode == "ok" else 0.05)
+        emit(ev.ValEvent(epoch=epoch, val_loss=0.5 / epoch, val_dice=0.4, val_soft_dice=0.3))
+    emit(ev.DoneEvent(epoch=epochs, epochs=epochs, reason="completed", best_epoch=2,
+                      best_val_loss=0.25, threshold=0.45, path="model.safetensors",
+                      checkpoint="ckpt.safetensors", elapsed_s=0.2))
+    """
+)
+
+
+@pytest.fixture
+def child(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+
+    def make(mode: str) -> TrainingProcess:
+        return TrainingProcess([sys.executable, str(script), mode], cwd=tmp_path)
+
+    return make
+
+
+def _wait_for_step(proc: TrainingProcess) -> list[ev.Event]:
+    got = []
+    for event in proc.events():
+        got.append(event)
+        if isinstance(event, ev.StepEvent):
+            return got
+    raise AssertionError("child ended before its first step")
+
+
+def test_train_argv_options():
+    argv = train_argv("data", candidate="softseg", out="m.safetensors",
+                      options={"epochs": 2, "batch_size": 8, "overwrite": True, "seed": None,
+                               "resume": False}, python="py")
+    assert argv == ["py", "-m", "softseg", "train", "data", "--candidate", "softseg", "--out",
+                    "m.safetensors", "--epochs", "2", "--batch-size", "8", "--overwrite",
+                    "--json-progress"]
+
+
+def test_completed_run_yields_typed_events_and_skips_stray_lines(child):
+    proc = child("ok").start()
+    got = list(proc.events())
+    out = proc.outcome()
+    assert [type(e).__name__ for e in got] == (
+        ["StepEvent", "StepEvent", "ValEvent"] * 2 + ["DoneEvent"]
+    )
+    assert got[2].val_loss == 0.5 and got[5].val_loss == 0.25
+    assert out.ok and out.returncode == 0 and out.error_line is None
+    assert out.done.path == "model.safetensors" and out.done.threshold == 0.45
+    assert not is_alive(proc.pid)
+
+
+def test_cancel_asks_child_to_save_then_reaps_it(child):
+    proc = child("long").start()
+    _wait_for_step(proc)
+    proc.stop(timeout=10.0)
+    rest = list(proc.events())
+    out = proc.outcome()
+    assert out.cancelled and not out.killed and out.returncode == 0
+    assert isinstance(rest[-1], ev.DoneEvent) and rest[-1].reason == "cancelled"
+    assert out.checkpoint == "ckpt.safetensors"
+    assert out.error_line is None
+    assert not is_alive(proc.pid)
+
+
+def test_stubborn_child_is_killed_after_timeout(child):
+    proc = child("stubborn").start()
+    _wait_for_step(proc)
+    t0 = time.perf_counter()
+    proc.stop(timeout=0.5)
+    list(proc.events())  # stdout closes when the child dies
+    out = proc.outcome()
+    assert time.perf_counter() - t0 < 10
+    assert out.killed and out.returncode == -signal.SIGKILL
+    assert "killed" in out.error_line
+    assert not is_alive(proc.pid)
+
+
+def test_crash_reports_the_childs_error_line(child):
+    proc = child("crash").start()
+    list(proc.events())
+    out = proc.outcome()
+    assert out.returncode == 2 and not out.ok
+    assert out.error_line == "softseg train: error: subject 'sub-01' has no rater files"
+
+
+def test_error_event_wins_and_keeps_checkpoint(child):
+    proc = child("nan").start()
+    list(proc.events())
+    out = proc.outcome()
+    assert out.error.kind == "nan"
+    assert out.error_line == "loss became NaN; lower --lr"
+    assert out.checkpoint == "ckpt.safetensors"
+
+
+def test_missing_interpreter_fails_cleanly(tmp_path):
+    proc = TrainingProcess([str(tmp_path / "no-such-python"), "-m", "softseg"])
+    with pytest.raises(FileNotFoundError):
+        proc.start()
+    assert proc.pid is None and not proc.running
+
+
+def test_supervise_in_a_thread_worker(child, qtbot):
+    from napari.qt.threading import thread_worker
+
+    proc = child("ok")
+    worker = thread_worker(supervise, start_thread=False)(proc)
+    yielded, returned = [], []
+    worker.yielded.connect(yielded.append)
+    worker.returned.connect(returned.append)
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        worker.start()
+    assert len(yielded) == 7 and isinstance(yielded[-1], ev.DoneEvent)
+    assert returned and returned[0].ok
+    assert not is_alive(proc.pid)
