@@ -1,0 +1,596 @@
+"""Segmentation losses: pure functions plus thin :class:`torch.nn.Module` wrappers.
+
+Every loss takes **probabilities** (the output of the candidate's final activation, see
+:mod:`softseg.activations`), never logits, and targets in [0, 1] of the same shape
+``(N, C, *spatial)``. Targets may be soft (fractional), which is the point of SoftSeg. Every loss
+takes ``reduction={'mean', 'sum', 'none'}``, implemented once in :func:`reduce_loss`; the docstring
+of each loss says what ``'none'`` returns (per voxel, per sample or per channel).
+
+Half-precision inputs (autocast) are computed in float32; float64 stays float64 (gradcheck).
+
+=====================  ==========================================================================
+name (``LOSSES`` key)  reference
+=====================  ==========================================================================
+``adaptive_wing``      Wang, Bo, Fuxin 2019, "Adaptive Wing Loss for Robust Face Alignment via
+                       Heatmap Regression", eq. 6-7; SoftSeg parameters alpha=2.1, omega=8,
+                       epsilon=1, theta=0.5.
+``dice``               soft Dice (Milletari et al. 2016) with additive smoothing.
+``generalized_dice``   Sudre et al. 2017, weights 1 / (sum of the target)^2.
+``bce``                binary cross-entropy (Bertels et al. 2019: unbiased volumes).
+``mse``                mean squared error.
+``boundary``           Kervadec et al. 2019, eq. 5: mean of probability x signed distance map.
+``gdl_boundary``       Kervadec et al. 2019, eq. 6: alpha * GDL + (1 - alpha) * boundary.
+=====================  ==========================================================================
+
+The signed distance map of the boundary loss is computed in the data pipeline with
+:func:`signed_distance_map` (numpy/scipy), never inside the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from softseg.errors import InputError
+
+__all__ = [
+    "DISTANCE_MAP_LOSSES",
+    "LOSSES",
+    "LOSS_MODULES",
+    "REDUCTIONS",
+    "AdaptiveWingLoss",
+    "BinaryCrossEntropyLoss",
+    "BoundaryLoss",
+    "DiceLoss",
+    "GDLBoundaryLoss",
+    "GeneralizedDiceLoss",
+    "MSELoss",
+    "adaptive_wing_loss",
+    "binary_cross_entropy",
+    "boundary_loss",
+    "boundary_weight",
+    "dice_loss",
+    "gdl_boundary_loss",
+    "generalized_dice_loss",
+    "mse_loss",
+    "reduce_loss",
+    "signed_distance_map",
+]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+# --------------------------------------------------------------------------------------- helpers
+def _check_reduction(reduction: str, what: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise InputError(f"{what}: unknown reduction {reduction!r}; choose one of: {', '.join(REDUCTIONS)}")
+
+
+def reduce_loss(values: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The one reduction helper: ``'mean'`` -> mean, ``'sum'`` -> sum, ``'none'`` -> unchanged."""
+    _check_reduction(reduction, "reduce_loss")
+    if reduction == "mean":
+        return values.mean()
+    if reduction == "sum":
+        return values.sum()
+    return values
+
+
+def _prepare(
+    probs: torch.Tensor, target: torch.Tensor, what: str, *, min_ndim: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a (probs, target) pair and bring both to one floating dtype."""
+    for name, t in (("probs", probs), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise InputError(f"{what}: {name} must be a torch.Tensor; got {type(t).__name__}")
+    if probs.shape != target.shape:
+        raise InputError(
+            f"{what}: probs and target must have the same shape (N, C, *spatial); "
+            f"got {tuple(probs.shape)} and {tuple(target.shape)}"
+        )
+    if probs.ndim < min_ndim:
+        raise InputError(
+            f"{what}: expected tensors of shape (N, C, *spatial); got {tuple(probs.shape)}"
+        )
+    if not probs.is_floating_point():
+        raise InputError(f"{what}: probs must be floating point (probabilities); got {probs.dtype}")
+    dtype = probs.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # autocast: compute losses in float32
+        dtype = torch.float32
+    return probs.to(dtype), target.to(dtype)
+
+
+# ---------------------------------------------------------------------------------- Adaptive Wing
+def adaptive_wing_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 2.1,
+    omega: float = 8.0,
+    epsilon: float = 1.0,
+    theta: float = 0.5,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Adaptive Wing loss (Wang et al. 2019, eq. 6-7), the SoftSeg regression loss.
+
+    With ``d = |target - probs|`` and ``y = target``::
+
+        AWing = omega * ln(1 + (d / epsilon) ** (alpha - y))   if d < theta
+                A * d - C                                       otherwise
+        A = omega / (1 + (theta / epsilon) ** (alpha - y)) * (alpha - y)
+            * (theta / epsilon) ** (alpha - y - 1) / epsilon
+        C = theta * A - omega * ln(1 + (theta / epsilon) ** (alpha - y))
+
+    ``A`` and ``C`` make the two pieces meet with equal value and slope at ``d = theta``.
+
+    Parameters
+    ----------
+    probs, target : torch.Tensor, shape (N, C, *spatial)
+        Probabilities in [0, 1] and (soft) targets in [0, 1].
+    alpha, omega, epsilon, theta : float, keyword-only
+        Defaults are the SoftSeg configuration (alpha=2.1, omega=8, epsilon=1, theta=0.5).
+        ``alpha`` must exceed 1 + max(target) for the loss to be smooth at ``d = 0``.
+    reduction : {'mean', 'sum', 'none'}
+        ``'none'`` returns the per-voxel loss, shape (N, C, *spatial). ``'mean'`` averages over
+        every voxel. (ivadomed returns the plain *sum* over the batch, which ties the loss scale
+        to the slice size; the mean does not.)
+    """
+    _check_reduction(reduction, "adaptive_wing_loss")
+    if not (omega > 0 and epsilon > 0 and theta > 0):
+        raise InputError(
+            f"adaptive_wing_loss: omega, epsilon and theta must be > 0; got {omega}, {epsilon}, {theta}"
+        )
+    probs, target = _prepare(probs, target, "adaptive_wing_loss", min_ndim=1)
+    power = alpha - target
+    ratio = theta / epsilon
+    ratio_pow = torch.pow(torch.as_tensor(ratio, dtype=probs.dtype, device=probs.device), power)
+    a = omega / (1.0 + ratio_pow) * power * ratio_pow / ratio / epsilon  # ratio**(p-1) = ratio**p / ratio
+    c = theta * a - omega * torch.log1p(ratio_pow)
+    d = (target - probs).abs()
+    nonlinear = omega * torch.log1p(torch.pow(d / epsilon, power))
+    linear = a * d - c
+    return reduce_loss(torch.where(d < theta, nonlinear, linear), reduction)
+
+
+# ------------------------------------------------------------------------------------------ Dice
+def dice_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    smooth: float = 1.0,
+    per_sample: bool = False,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Soft Dice loss ``1 - (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth)`` per channel.
+
+    Soft targets are used as they are (no binarisation): the numerator is the soft intersection.
+
+    Parameters
+    ----------
+    probs, target : torch.Tensor, shape (N, C, *spatial)
+    smooth : float, keyword-only
+        Added to numerator and denominator (default 1, as in ivadomed and the SoftSeg runs). It
+        makes an empty target with an empty prediction a perfect score (loss 0) and keeps the
+        gradient finite; over a batch of slices (thousands of voxels) its effect is negligible.
+    per_sample : bool, keyword-only
+        ``False`` (default, as the papers' toolbox): the sums run over the whole batch and all
+        voxels, one Dice per channel, so slices without foreground do not each count as a
+        separate (easily perfect or easily failed) term. ``True``: one Dice per sample and channel.
+    reduction : {'mean', 'sum', 'none'}
+        ``'none'`` returns shape (C,) or, with ``per_sample=True``, (N, C).
+    """
+    _check_reduction(reduction, "dice_loss")
+    if smooth < 0:
+        raise InputError(f"dice_loss: smooth must be >= 0; got {smooth}")
+    probs, target = _prepare(probs, target, "dice_loss")
+    axes = tuple(range(2, probs.ndim)) if per_sample else (0, *range(2, probs.ndim))
+    intersection = (probs * target).sum(dim=axes)
+    total = probs.sum(dim=axes) + target.sum(dim=axes)
+    dice = (2.0 * intersection + smooth) / (total + smooth).clamp_min(torch.finfo(probs.dtype).tiny)
+    return reduce_loss(1.0 - dice, reduction)
+
+
+def generalized_dice_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    add_background: bool = True,
+    eps: float = 1e-6,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Generalized Dice loss (Sudre et al. 2017), one value per sample.
+
+    ``GDL = 1 - 2 sum_l w_l sum_n p_ln g_ln / sum_l w_l sum_n (p_ln + g_ln)`` with class weights
+    ``w_l = 1 / (sum_n g_ln)^2`` computed per sample.
+
+    Parameters
+    ----------
+    probs, target : torch.Tensor, shape (N, C, *spatial)
+    add_background : bool, keyword-only
+        ``True`` (default): a background class ``1 - sum_c p_c`` (and ``1 - sum_c g_c``) is added,
+        so a single-channel (sigmoid or normalized ReLU) output is scored on foreground *and*
+        background as in Sudre's two-class formulation. Use ``False`` when the channels already
+        include background (softmax / multi-class normalized ReLU).
+    eps : float, keyword-only
+        Added to numerator and denominator; a sample with empty target and empty prediction gets 0.
+    reduction : {'mean', 'sum', 'none'}
+        ``'none'`` returns shape (N,).
+
+    Notes
+    -----
+    **Empty classes.** ``1 / 0^2`` is infinite; a class absent from a sample's target gets the
+    largest weight among that sample's present classes (the guard MONAI uses), so a false positive
+    there still costs, without dominating. If no class is present the weights are 1.
+    """
+    _check_reduction(reduction, "generalized_dice_loss")
+    if eps <= 0:
+        raise InputError(f"generalized_dice_loss: eps must be > 0; got {eps}")
+    probs, target = _prepare(probs, target, "generalized_dice_loss")
+    if add_background:
+        probs = torch.cat([1.0 - probs.sum(dim=1, keepdim=True), probs], dim=1)
+        target = torch.cat([1.0 - target.sum(dim=1, keepdim=True), target], dim=1)
+    axes = tuple(range(2, probs.ndim))
+    volume = target.sum(dim=axes)  # (N, L)
+    present = volume > 0
+    weight = 1.0 / torch.where(present, volume, torch.ones_like(volume)) ** 2
+    largest = torch.where(present, weight, torch.zeros_like(weight)).amax(dim=1, keepdim=True)
+    largest = torch.where(largest > 0, largest, torch.ones_like(largest))
+    weight = torch.where(present, weight, largest)
+    intersection = (weight * (probs * target).sum(dim=axes)).sum(dim=1)
+    union = (weight * (probs.sum(dim=axes) + volume)).sum(dim=1)
+    gdl = 1.0 - (2.0 * intersection + eps) / (union + eps)
+    return reduce_loss(gdl, reduction)
+
+
+# ----------------------------------------------------------------------------- cross-entropy, MSE
+def binary_cross_entropy(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    eps: float = 1e-7,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Binary cross-entropy ``-(g ln p + (1 - g) ln(1 - p))`` on probabilities, soft targets allowed.
+
+    Finite on the exact 0 and 1 a normalized ReLU (or a saturated float32 sigmoid) produces:
+    probabilities are clamped to ``[eps, 1 - eps]`` before the logarithm, so one voxel costs at
+    most ``-ln(eps)`` (about 16 for the default). The clamp has zero gradient outside the range,
+    which loses nothing: at an exact 0 or 1 the activation's own gradient is already 0 (ReLU below
+    0, ``x / max`` at the maximum, a saturated sigmoid). (``torch.nn.functional.binary_cross_entropy``
+    clamps the log at -100 instead and gives gradients of order 1e12 there.)
+
+    Parameters
+    ----------
+    probs, target : torch.Tensor, shape (N, C, *spatial)
+    eps : float, keyword-only
+        Clamp margin, 0 < eps < 0.5.
+    reduction : {'mean', 'sum', 'none'}
+        ``'none'`` returns the per-voxel loss.
+    """
+    _check_reduction(reduction, "binary_cross_entropy")
+    if not 0 < eps < 0.5:
+        raise InputError(f"binary_cross_entropy: eps must be in (0, 0.5); got {eps}")
+    probs, target = _prepare(probs, target, "binary_cross_entropy", min_ndim=1)
+    p = probs.clamp(eps, 1.0 - eps)
+    values = -(target * torch.log(p) + (1.0 - target) * torch.log1p(-p))
+    return reduce_loss(values, reduction)
+
+
+def mse_loss(probs: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """Squared error ``(p - g)^2``; ``'none'`` returns the per-voxel values."""
+    _check_reduction(reduction, "mse_loss")
+    probs, target = _prepare(probs, target, "mse_loss", min_ndim=1)
+    return reduce_loss((probs - target) ** 2, reduction)
+
+
+# -------------------------------------------------------------------------------- boundary loss
+def _check_distance_map(probs: torch.Tensor, distance_map: torch.Tensor | None, what: str) -> torch.Tensor:
+    if distance_map is None:
+        raise InputError(
+            f"{what}: needs a signed distance map of the target "
+            "(compute it with softseg.losses.signed_distance_map in the data pipeline)"
+        )
+    if not isinstance(distance_map, torch.Tensor):
+        raise InputError(f"{what}: distance_map must be a torch.Tensor; got {type(distance_map).__name__}")
+    if distance_map.shape != probs.shape:
+        raise InputError(
+            f"{what}: distance_map must have the shape of probs {tuple(probs.shape)}; "
+            f"got {tuple(distance_map.shape)}"
+        )
+    return distance_map.to(probs.dtype)
+
+
+def boundary_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    distance_map: torch.Tensor,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Boundary loss (Kervadec et al. 2019, eq. 5): ``mean(probs * phi_G)``.
+
+    Parameters
+    ----------
+    probs : torch.Tensor, shape (N, C, *spatial)
+    target : torch.Tensor, same shape
+        Only checked for shape (uniform signature with the other losses): the ground truth enters
+        through ``distance_map``.
+    distance_map : torch.Tensor, same shape, keyword-only
+        Signed distance map ``phi_G`` of the target from :func:`signed_distance_map`
+        (negative inside, positive outside, 0 for slices without foreground).
+    reduction : {'mean', 'sum', 'none'}
+        ``'none'`` returns the per-voxel products (Kervadec's code averages them).
+
+    Notes
+    -----
+    The loss can be negative (probability mass inside the target is rewarded); its minimum is
+    reached by a prediction equal to the target region. Alone it has a trivial near-minimum at an
+    empty prediction, hence its use together with :func:`generalized_dice_loss`.
+    """
+    _check_reduction(reduction, "boundary_loss")
+    probs, _ = _prepare(probs, target, "boundary_loss", min_ndim=1)
+    phi = _check_distance_map(probs, distance_map, "boundary_loss")
+    return reduce_loss(probs * phi, reduction)
+
+
+def gdl_boundary_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    distance_map: torch.Tensor,
+    alpha: float = 1.0,
+    add_background: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""``alpha * GDL + (1 - alpha) * boundary`` (Kervadec et al. 2019, eq. 6), per sample.
+
+    Parameters
+    ----------
+    probs, target, distance_map : torch.Tensor, shape (N, C, *spatial)
+    alpha : float in [0, 1], keyword-only
+        Weight of the regional term; get it from :func:`boundary_weight` (1 at the first epoch,
+        then 0.01 less per epoch, floor 0.01).
+    add_background : bool, keyword-only
+        Passed to :func:`generalized_dice_loss`.
+    reduction : {'mean', 'sum', 'none'}
+        ``'none'`` returns shape (N,): the GDL of each sample plus the mean boundary term of
+        that sample; ``'mean'`` therefore equals ``alpha * mean(GDL) + (1 - alpha) * mean(phi p)``.
+    """
+    _check_reduction(reduction, "gdl_boundary_loss")
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"gdl_boundary_loss: alpha must be in [0, 1]; got {alpha}")
+    probs, target = _prepare(probs, target, "gdl_boundary_loss")
+    phi = _check_distance_map(probs, distance_map, "gdl_boundary_loss")
+    regional = generalized_dice_loss(probs, target, add_background=add_background, reduction="none")
+    boundary = (probs * phi).flatten(1).mean(dim=1)
+    return reduce_loss(alpha * regional + (1.0 - alpha) * boundary, reduction)
+
+
+def boundary_weight(epoch: int, *, start: float = 1.0, step: float = 0.01, floor: float = 0.01) -> float:
+    """Kervadec's rebalancing schedule: ``alpha = max(start - step * epoch, floor)``.
+
+    ``epoch`` is the 0-based index of the epoch being trained: epoch 0 trains with alpha = 1
+    (generalized Dice only), epoch 1 with 0.99, ..., and from epoch 99 on alpha stays at 0.01.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise InputError(f"boundary_weight: epoch must be an integer >= 0; got {epoch!r}")
+    if not 0.0 <= floor <= start <= 1.0 or step < 0:
+        raise InputError(
+            f"boundary_weight: need 0 <= floor <= start <= 1 and step >= 0; got start={start}, "
+            f"step={step}, floor={floor}"
+        )
+    # round() removes the float noise of 1 - 0.01 * k so that epoch 99 gives exactly 0.01.
+    return max(round(start - step * int(epoch), 12), floor)
+
+
+# ---------------------------------------------------------------------------- signed distance map
+def signed_distance_map(
+    mask: np.ndarray,
+    *,
+    spacing: float | Sequence[float] | None = None,
+    ndim: int | None = None,
+) -> np.ndarray:
+    """Signed distance map ``phi_G`` of a (soft) mask, for :func:`boundary_loss`.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray, shape (*batch, *spatial)
+        Binary or soft mask; soft values are taken at 0.5 (``mask >= 0.5`` is inside).
+    spacing : float or sequence of float, keyword-only
+        Voxel size along the ``ndim`` spatial axes (distances in those units); default 1 voxel.
+    ndim : int, keyword-only
+        Number of trailing axes forming one image (default: all axes). Leading axes are looped
+        over, each image getting its own map, e.g. ``ndim=2`` for a stack of slices (S, H, W) or
+        (N, C, H, W).
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape of ``mask``
+        ``-D`` inside, ``+D`` outside, where ``D`` is the Euclidean distance to the boundary
+        ``dG`` of the mask; an image without foreground, or entirely foreground, gives 0
+        everywhere (Kervadec: "a zero-distance map" for background-only slices).
+
+    Notes
+    -----
+    Boundary convention (Kervadec et al. 2019, section 2: "the set of points of G which have a
+    spatial neighbour in the background"): ``dG`` is the set of foreground voxels with a
+    face-neighbour in the background, and those voxels get 0. Outside the mask the value is the
+    distance to the nearest foreground voxel, identical to Kervadec's reference code
+    (``edt(~G) * ~G - (edt(G) - 1) * G``); inside, it is the distance to the nearest boundary voxel,
+    which equals the reference ``edt(G) - 1`` along the grid axes and, unlike it, stays exact with
+    anisotropic ``spacing``. The image border is not a boundary (a mask touching the edge of the
+    field of view continues beyond it).
+    """
+    arr = np.asarray(mask)
+    if arr.dtype == bool:
+        inside = arr
+    elif np.issubdtype(arr.dtype, np.number):
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            raise InputError("signed_distance_map: the mask contains NaN or Inf values")
+        inside = arr >= 0.5
+    else:
+        raise InputError(f"signed_distance_map: expected a numeric or boolean mask; got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise InputError("signed_distance_map: expected an array with at least one axis; got a scalar")
+    if ndim is None:
+        ndim = arr.ndim
+    if not 1 <= ndim <= arr.ndim:
+        raise InputError(f"signed_distance_map: ndim must be in 1..{arr.ndim} for shape {arr.shape}; got {ndim}")
+    if spacing is None:
+        sampling = (1.0,) * ndim
+    else:
+        sampling = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,)))
+        if not all(math.isfinite(s) and s > 0 for s in sampling):
+            raise InputError(f"signed_distance_map: spacing must be positive numbers; got {spacing}")
+    out = np.zeros(arr.shape, dtype=np.float32)
+    structure = ndimage.generate_binary_structure(ndim, 1)  # face neighbours
+    for index in np.ndindex(arr.shape[: arr.ndim - ndim]):
+        image = inside[index]
+        if not image.any() or image.all():
+            continue
+        boundary = image & ~ndimage.binary_erosion(image, structure=structure, border_value=1)
+        distance = ndimage.distance_transform_edt(~boundary, sampling=sampling)
+        out[index] = np.where(image, -distance, distance) + 0.0  # no -0.0 on the boundary
+    return out
+
+
+# --------------------------------------------------------------------------------- thin modules
+class _Loss(nn.Module):
+    def __init__(self, reduction: str) -> None:
+        super().__init__()
+        _check_reduction(reduction, type(self).__name__)
+        self.reduction = reduction
+
+
+class AdaptiveWingLoss(_Loss):
+    """Module form of :func:`adaptive_wing_loss`; ``forward(probs, target)``."""
+
+    def __init__(
+        self, *, alpha: float = 2.1, omega: float = 8.0, epsilon: float = 1.0, theta: float = 0.5,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        if not (omega > 0 and epsilon > 0 and theta > 0):
+            raise InputError(
+                f"AdaptiveWingLoss: omega, epsilon and theta must be > 0; got {omega}, {epsilon}, {theta}"
+            )
+        self.alpha, self.omega, self.epsilon, self.theta = alpha, omega, epsilon, theta
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return adaptive_wing_loss(
+            probs, target, alpha=self.alpha, omega=self.omega, epsilon=self.epsilon,
+            theta=self.theta, reduction=self.reduction,
+        )
+
+
+class DiceLoss(_Loss):
+    """Module form of :func:`dice_loss`; ``forward(probs, target)``."""
+
+    def __init__(self, *, smooth: float = 1.0, per_sample: bool = False, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if smooth < 0:
+            raise InputError(f"DiceLoss: smooth must be >= 0; got {smooth}")
+        self.smooth, self.per_sample = smooth, per_sample
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return dice_loss(probs, target, smooth=self.smooth, per_sample=self.per_sample, reduction=self.reduction)
+
+
+class GeneralizedDiceLoss(_Loss):
+    """Module form of :func:`generalized_dice_loss`; ``forward(probs, target)``."""
+
+    def __init__(self, *, add_background: bool = True, eps: float = 1e-6, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if eps <= 0:
+            raise InputError(f"GeneralizedDiceLoss: eps must be > 0; got {eps}")
+        self.add_background, self.eps = add_background, eps
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return generalized_dice_loss(
+            probs, target, add_background=self.add_background, eps=self.eps, reduction=self.reduction
+        )
+
+
+class BinaryCrossEntropyLoss(_Loss):
+    """Module form of :func:`binary_cross_entropy`; ``forward(probs, target)``."""
+
+    def __init__(self, *, eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if not 0 < eps < 0.5:
+            raise InputError(f"BinaryCrossEntropyLoss: eps must be in (0, 0.5); got {eps}")
+        self.eps = eps
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy(probs, target, eps=self.eps, reduction=self.reduction)
+
+
+class MSELoss(_Loss):
+    """Module form of :func:`mse_loss`; ``forward(probs, target)``."""
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return mse_loss(probs, target, reduction=self.reduction)
+
+
+class BoundaryLoss(_Loss):
+    """Module form of :func:`boundary_loss`; ``forward(probs, target, distance_map)``."""
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor, distance_map: torch.Tensor) -> torch.Tensor:
+        return boundary_loss(probs, target, distance_map=distance_map, reduction=self.reduction)
+
+
+class GDLBoundaryLoss(_Loss):
+    """Generalized Dice + boundary loss with Kervadec's schedule built in.
+
+    ``forward(probs, target, distance_map, *, epoch)`` computes
+    :func:`gdl_boundary_loss` with ``alpha = boundary_weight(epoch, start=..., step=..., floor=...)``.
+    """
+
+    def __init__(
+        self, *, start: float = 1.0, step: float = 0.01, floor: float = 0.01,
+        add_background: bool = True, reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        boundary_weight(0, start=start, step=step, floor=floor)  # validates the schedule
+        self.start, self.step, self.floor = start, step, floor
+        self.add_background = add_background
+
+    def forward(
+        self, probs: torch.Tensor, target: torch.Tensor, distance_map: torch.Tensor, *, epoch: int
+    ) -> torch.Tensor:
+        alpha = boundary_weight(epoch, start=self.start, step=self.step, floor=self.floor)
+        return gdl_boundary_loss(
+            probs, target, distance_map=distance_map, alpha=alpha,
+            add_background=self.add_background, reduction=self.reduction,
+        )
+
+
+#: loss name -> pure function ``f(probs, target, *, reduction, **params)`` (plain dict, STYLE.md 6).
+#: Losses in :data:`DISTANCE_MAP_LOSSES` also need ``distance_map=`` (keyword).
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "adaptive_wing": adaptive_wing_loss,
+    "dice": dice_loss,
+    "generalized_dice": generalized_dice_loss,
+    "bce": binary_cross_entropy,
+    "mse": mse_loss,
+    "boundary": boundary_loss,
+    "gdl_boundary": gdl_boundary_loss,
+}
+
+#: loss name -> module class.
+LOSS_MODULES: dict[str, type[nn.Module]] = {
+    "adaptive_wing": AdaptiveWingLoss,
+    "dice": DiceLoss,
+    "generalized_dice": GeneralizedDiceLoss,
+    "bce": BinaryCrossEntropyLoss,
+    "mse": MSELoss,
+    "boundary": BoundaryLoss,
+    "gdl_boundary": GDLBoundaryLoss,
+}
+
+#: names of the losses that take a signed distance map.
+DISTANCE_MAP_LOSSES = frozenset({"boundary", "gdl_boundary"})
