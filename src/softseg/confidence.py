@@ -1,0 +1,368 @@
+"""Confidence scales: painted integer levels <-> soft values in [0, 1].
+
+A rater paints integer *levels* in a label map: 0 is background, ``1..K`` are increasing levels
+of confidence that the voxel belongs to the structure. A :class:`ConfidenceScale` maps each level
+to a soft value, so a level map becomes a soft ground truth for SoftSeg training or soft fusion.
+
+Two three-level scales ship with the package:
+
+``ConfidenceScale.default()``  low / medium / high = 1/3, 2/3, 1 (equal steps). Thresholding the
+    soft map at 0.5 keeps "medium" and "high" and drops "low", which matches how raters read
+    the words.
+``ConfidenceScale.from_paper()``  low / medium / high = 0.25, 0.5, 1: the SoftSeg paper's
+    suggestion of 0.5, 1 and 2 (section 4.4.2 of Gros et al. 2021) divided by the maximum so
+    the values lie in [0, 1]. "Medium" then sits exactly on the usual 0.5 threshold.
+
+The scale travels with the data: in napari layer metadata (``"softseg_confidence"``) and in the
+JSON sidecar of a saved rater file (``as_dict`` / ``from_dict``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from softseg.errors import InputError
+
+__all__ = [
+    "MAX_LEVELS",
+    "METADATA_KEY",
+    "PRESETS",
+    "ConfidenceScale",
+    "LabelKind",
+    "detect_label_kind",
+    "get_preset",
+    "label_to_soft",
+]
+
+#: Layer metadata / sidecar key holding :meth:`ConfidenceScale.as_dict`.
+METADATA_KEY = "softseg_confidence"
+#: Most levels a scale may have (keys 1..9 select them in the viewer).
+MAX_LEVELS = 9
+
+LabelKind = Literal["binary", "levels", "soft"]
+
+
+@dataclass(frozen=True)
+class ConfidenceScale:
+    """Map painted confidence levels ``1..K`` to soft values in (0, 1].
+
+    Parameters
+    ----------
+    values : tuple of float, length K (1 <= K <= 9)
+        Soft value of level ``k`` at position ``k - 1``; strictly increasing, each in (0, 1].
+        Level 0 (background) is always 0.
+    names : tuple of str, length K, optional
+        A short word per level shown to the rater ("low", "medium", "high"). Defaults to
+        ``"level 1"``, ``"level 2"``, ... when empty.
+
+    Examples
+    --------
+    >>> scale = ConfidenceScale.default()
+    >>> scale.to_soft(np.array([0, 1, 2, 3], dtype=np.uint8)).round(3).tolist()
+    [0.0, 0.333, 0.667, 1.0]
+    """
+
+    values: tuple[float, ...]
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            values = tuple(float(v) for v in self.values)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"confidence values must be numbers in (0, 1]; got {self.values!r}"
+            ) from None
+        if not 1 <= len(values) <= MAX_LEVELS:
+            raise InputError(
+                f"a confidence scale needs 1 to {MAX_LEVELS} levels; got {len(values)}"
+            )
+        bad = [v for v in values if not (np.isfinite(v) and 0.0 < v <= 1.0)]
+        if bad:
+            raise InputError(
+                f"confidence values must lie in (0, 1] (0 is the background); got {list(values)}; "
+                "divide by the largest value to normalise, e.g. 0.5/1/2 -> 0.25/0.5/1"
+            )
+        if any(b <= a for a, b in zip(values, values[1:])):
+            raise InputError(
+                f"confidence values must increase strictly with the level; got {list(values)}"
+            )
+        names = tuple(str(n).strip() for n in self.names)
+        if not names:
+            names = tuple(f"level {k}" for k in range(1, len(values) + 1))
+        if len(names) != len(values):
+            raise InputError(
+                f"expected one name per level ({len(values)} levels); got {len(names)} names {list(names)}"
+            )
+        if any(not n for n in names):
+            raise InputError(f"level names must not be empty; got {list(names)}")
+        if len(set(names)) != len(names):
+            raise InputError(f"level names must be distinct; got {list(names)}")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "names", names)
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def default(cls) -> ConfidenceScale:
+        """Three equal steps: low 1/3, medium 2/3, high 1."""
+        return cls(values=(1.0 / 3.0, 2.0 / 3.0, 1.0), names=("low", "medium", "high"))
+
+    @classmethod
+    def from_paper(cls) -> ConfidenceScale:
+        """The SoftSeg paper's 0.5 / 1 / 2 (section 4.4.2) normalised by the maximum: 0.25, 0.5, 1."""
+        return cls.from_weights((0.5, 1.0, 2.0), names=("low", "medium", "high"))
+
+    @classmethod
+    def binary(cls) -> ConfidenceScale:
+        """One level with value 1: an ordinary binary mask."""
+        return cls(values=(1.0,), names=("lesion",))
+
+    @classmethod
+    def linear(cls, n_levels: int, *, names: Sequence[str] | None = None) -> ConfidenceScale:
+        """``n_levels`` equal steps ``k / n_levels`` for ``k = 1..n_levels``.
+
+        Three levels get the names low / medium / high, two get low / high.
+        """
+        n = int(n_levels)
+        if not 1 <= n <= MAX_LEVELS:
+            raise InputError(f"number of levels must be 1 to {MAX_LEVELS}; got {n_levels}")
+        if names is None:
+            names = _DEFAULT_NAMES.get(n, ())
+        return cls(values=tuple(k / n for k in range(1, n + 1)), names=tuple(names))
+
+    @classmethod
+    def from_weights(
+        cls, weights: Sequence[float], *, names: Sequence[str] = ()
+    ) -> ConfidenceScale:
+        """Positive, increasing weights (any unit) divided by their maximum.
+
+        ``from_weights((0.5, 1, 2))`` gives values 0.25, 0.5, 1.
+        """
+        w = np.asarray([float(x) for x in weights], dtype=np.float64)
+        if w.size == 0 or not np.isfinite(w).all() or (w <= 0).any():
+            raise InputError(f"confidence weights must be positive numbers; got {list(weights)}")
+        return cls(values=tuple(float(x) for x in w / w.max()), names=tuple(names))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_levels(self) -> int:
+        """Number of painted levels K (background excluded)."""
+        return len(self.values)
+
+    @property
+    def lut(self) -> np.ndarray:
+        """Lookup table, shape (K + 1,), float32: ``lut[level]`` is the soft value, ``lut[0] == 0``."""
+        return np.asarray((0.0, *self.values), dtype=np.float32)
+
+    def value_of(self, level: int) -> float:
+        """Soft value of one level (0 for the background)."""
+        level = int(level)
+        if not 0 <= level <= self.n_levels:
+            raise InputError(f"level {level} is not on this scale; valid levels are 0..{self.n_levels}")
+        return float(self.lut[level])
+
+    # ------------------------------------------------------------------ mapping
+    def to_soft(self, levels: np.ndarray) -> np.ndarray:
+        """Soft map of a painted level map.
+
+        Parameters
+        ----------
+        levels : ndarray of int (or integer-valued float), any shape
+            Values in ``0..K``.
+
+        Returns
+        -------
+        ndarray, same shape, float32, values in [0, 1]
+
+        Raises
+        ------
+        InputError
+            A value is negative, not an integer, or above K.
+        """
+        arr = np.asarray(levels)
+        if arr.dtype == np.bool_:
+            arr = arr.astype(np.uint8)
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+                raise InputError(
+                    "a level map must hold whole numbers 0..K; got fractional or NaN values "
+                    "(is this already a soft map?)"
+                )
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind not in "iu":
+            raise InputError(f"a level map must be an integer array; got dtype {arr.dtype}")
+        if arr.size:
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < 0 or hi > self.n_levels:
+                raise InputError(
+                    f"level map holds values {lo}..{hi} but the confidence scale has levels "
+                    f"0..{self.n_levels}; add levels to the scale or fix the map"
+                )
+        return self.lut[arr]
+
+    def to_levels(self, soft: np.ndarray) -> np.ndarray:
+        """Nearest level of each soft value (the inverse of :meth:`to_soft` on its own values).
+
+        Parameters
+        ----------
+        soft : ndarray of float, values in [0, 1]
+
+        Returns
+        -------
+        ndarray, same shape, uint8, values in ``0..K``
+        """
+        arr = np.asarray(soft, dtype=np.float64)
+        if not np.isfinite(arr).all() or (arr < 0).any() or (arr > 1).any():
+            raise InputError("soft values must be finite and in [0, 1]")
+        lut = self.lut.astype(np.float64)
+        mids = (lut[:-1] + lut[1:]) / 2.0
+        return np.searchsorted(mids, arr, side="left").astype(np.uint8)
+
+    # ------------------------------------------------------------------ serialisation
+    def as_dict(self) -> dict[str, Any]:
+        """``{"levels": [{"level": 1, "name": "low", "value": 0.33}, ...]}`` (JSON-able)."""
+        return {
+            "levels": [
+                {"level": k, "name": n, "value": v}
+                for k, (n, v) in enumerate(zip(self.names, self.values), start=1)
+            ]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfidenceScale:
+        """Inverse of :meth:`as_dict`; also accepts ``{"values": [...], "names": [...]}``."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"a confidence scale must be a JSON object; got {type(data).__name__}")
+        if METADATA_KEY in data and isinstance(data[METADATA_KEY], Mapping):
+            data = data[METADATA_KEY]
+        allowed = {"levels", "values", "names"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise InputError(f"unknown keys {unknown} in confidence scale; expected {sorted(allowed)}")
+        if "levels" in data:
+            rows = data["levels"]
+            if not isinstance(rows, Sequence) or isinstance(rows, str):
+                raise InputError("confidence scale 'levels' must be a list of {level, name, value}")
+            try:
+                rows = sorted(rows, key=lambda r: int(r["level"]))
+                if [int(r["level"]) for r in rows] != list(range(1, len(rows) + 1)):
+                    raise InputError(
+                        "confidence scale levels must be numbered 1..K without gaps; "
+                        f"got {[r['level'] for r in rows]}"
+                    )
+                return cls(
+                    values=tuple(float(r["value"]) for r in rows),
+                    names=tuple(str(r.get("name", f"level {r['level']}")) for r in rows),
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                if isinstance(exc, InputError):
+                    raise
+                raise InputError(
+                    f"confidence scale 'levels' entries need 'level' and 'value'; got {rows!r}"
+                ) from None
+        if "values" not in data:
+            raise InputError("confidence scale needs 'levels' or 'values'")
+        return cls(values=tuple(data["values"]), names=tuple(data.get("names", ())))
+
+
+_DEFAULT_NAMES = {
+    1: ("lesion",),
+    2: ("low", "high"),
+    3: ("low", "medium", "high"),
+    4: ("very low", "low", "medium", "high"),
+    5: ("very low", "low", "medium", "high", "very high"),
+}
+
+#: Named scales offered in the viewer; ``get_preset`` raises listing these names.
+PRESETS: dict[str, ConfidenceScale] = {
+    "default (1/3, 2/3, 1)": ConfidenceScale.default(),
+    "paper (0.5, 1, 2 / 2)": ConfidenceScale.from_paper(),
+    "binary": ConfidenceScale.binary(),
+}
+
+
+def get_preset(name: str) -> ConfidenceScale:
+    """A scale from :data:`PRESETS` by name."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown confidence preset {name!r}; choose one of {list(PRESETS)}") from None
+
+
+def detect_label_kind(array: np.ndarray) -> LabelKind:
+    """What a rater file holds: ``"binary"`` (0/1), ``"levels"`` (whole numbers 0..9) or ``"soft"``.
+
+    Parameters
+    ----------
+    array : ndarray, any shape, numeric or bool
+
+    Returns
+    -------
+    {"binary", "levels", "soft"}
+        A float map with any fractional value is soft (values must then lie in [0, 1]);
+        whole numbers {0, 1} are binary; whole numbers up to 9 are confidence levels.
+
+    Raises
+    ------
+    InputError
+        NaN/Inf, negative values, fractional values above 1, or integers above 9.
+    """
+    arr = np.asarray(array)
+    if arr.dtype == np.bool_:
+        return "binary"
+    if arr.dtype.kind not in "iuf":
+        raise InputError(f"a rater map must be numeric; got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise InputError("a rater map must not be empty")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError("rater map contains NaN or Inf; labels must be finite")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0:
+        raise InputError(f"rater map has negative values (min {lo:g}); expected 0/1, levels 0..9 or soft [0, 1]")
+    whole = arr.dtype.kind in "iu" or bool((arr == np.round(arr)).all())
+    if not whole:
+        if hi > 1.0:
+            raise InputError(
+                f"rater map has fractional values above 1 (max {hi:g}); soft maps must lie in [0, 1]"
+            )
+        return "soft"
+    if hi <= 1:
+        return "binary"
+    if hi <= MAX_LEVELS:
+        return "levels"
+    raise InputError(
+        f"rater map has whole values up to {hi:g}; confidence levels go from 0 to {MAX_LEVELS} "
+        "(is this a multi-label segmentation?)"
+    )
+
+
+def label_to_soft(array: np.ndarray, *, scale: ConfidenceScale | None = None) -> np.ndarray:
+    """Any rater map (binary, levels or soft) as a float32 soft map in [0, 1].
+
+    Parameters
+    ----------
+    array : ndarray, any shape
+    scale : ConfidenceScale, optional
+        The scale the map was painted with (from its sidecar or layer metadata); applied to
+        binary and level maps. Without it a binary map maps 1 -> 1.0 and a level map with
+        levels above 1 is refused (its values would be guesses).
+
+    Returns
+    -------
+    ndarray, same shape, float32
+    """
+    kind = detect_label_kind(array)
+    arr = np.asarray(array)
+    if kind == "soft":
+        return arr.astype(np.float32, copy=False)
+    if scale is None:
+        if kind == "binary":
+            return (arr > 0).astype(np.float32)
+        raise InputError(
+            f"this map holds confidence levels up to {int(np.max(arr))}; give its confidence scale "
+            "(the JSON sidecar written with it, or choose one)"
+        )
+    return scale.to_soft(arr)
