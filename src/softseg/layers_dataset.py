@@ -101,6 +101,7 @@ def write_layers_dataset(
     *,
     subject: str = "layers",
     n_subjects: int = 1,
+    sidecars: Mapping[str, Mapping[str, object]] | None = None,
     source: Mapping[str, object] | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -121,6 +122,9 @@ def write_layers_dataset(
         Subject id (prefix when ``n_subjects > 1``).
     n_subjects : int
         Cut the volume into this many axial slabs, each its own subject (see module doc).
+    sidecars : mapping of str to mapping, optional
+        JSON sidecar per target name, e.g. ``{"rater 1": {"softseg_confidence": scale.as_dict()}}``
+        for a map of painted confidence levels (the data loader maps levels through it).
     source : mapping, optional
         Provenance stored in ``dataset.json`` (layer names, source files).
     overwrite : bool
@@ -187,11 +191,13 @@ def write_layers_dataset(
         for fname, arr in zip(chan_files, chans.values()):
             save_display_array(sub_dir / fname, np.asarray(arr[start:stop], dtype=np.float32),
                                geo, overwrite=overwrite)
-        for fname, arr in zip(tgt_files, tgts.values()):
+        for fname, (tname, arr) in zip(tgt_files, tgts.items()):
             part = arr[start:stop]
             if part.dtype == bool:
                 part = part.astype(np.uint8)
-            save_display_array(sub_dir / fname, part, geo, overwrite=overwrite)
+            side = (sidecars or {}).get(tname)
+            save_display_array(sub_dir / fname, part, geo, overwrite=overwrite,
+                               sidecar=None if side is None else dict(side))
         subjects.append({"subject": sub, "axial_slices": [start, stop]})
     write_json(
         folder / "dataset.json",
