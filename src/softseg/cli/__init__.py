@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 
 from softseg import __version__
-from softseg.cli import demo
+from softseg.cli import candidates, demo
 from softseg.errors import InputError
 
 __all__ = ["main", "COMMANDS"]
@@ -27,6 +27,7 @@ __all__ = ["main", "COMMANDS"]
 #: sub-command name -> module (a plain dict, STYLE.md 6).
 COMMANDS = {
     "demo": demo,
+    "candidates": candidates,
 }
 
 

@@ -1,0 +1,44 @@
+"""``softseg candidates``: list the training candidates and the rater-fusion choices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "list the training candidates (softseg, conventional, ...) and the rater-fusion choices"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="*", metavar="NAME", help="show only these candidates")
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from softseg.candidates import CANDIDATES, FUSION_DESCRIPTIONS, FUSIONS, get_candidate
+
+    chosen = [get_candidate(n) for n in args.names] if args.names else list(CANDIDATES.values())
+    if args.json:
+        payload = {
+            "candidates": [c.as_dict() for c in chosen],
+            "fusions": [{"name": f, "description": FUSION_DESCRIPTIONS[f]} for f in FUSIONS],
+        }
+        json.dump(payload, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    width_name = max(len(c.name) for c in chosen)
+    width_title = max(len(c.title) for c in chosen)
+    print("Candidates (softseg train --candidate NAME):")
+    for c in chosen:
+        gt = "soft" if c.soft_gt else "hard"
+        print(f"  {c.name:<{width_name}}  {c.title:<{width_title}}  [{gt} GT, {c.activation}, {c.loss}]")
+        print(f"  {'':<{width_name}}  {c.description}")
+    if not args.names:
+        print()
+        print("Rater fusion for multi-rater datasets (softseg train --fusion NAME):")
+        width = max(len(f) for f in FUSIONS)
+        for f in FUSIONS:
+            print(f"  {f:<{width}}  {FUSION_DESCRIPTIONS[f]}")
+    return 0
