@@ -1,0 +1,92 @@
+"""napari reader for NIfTI volumes (``*.nii``, ``*.nii.gz``).
+
+A volume opens reoriented so that the slice slider runs along the axial axis (see
+:mod:`softseg.geometry`), with the voxel size as layer scale and the original affine/header in
+``layer.metadata``. Integer volumes with few values open as Labels, soft maps as a coloured
+Image, everything else as a grey Image (:func:`napari_softseg._layers.guess_kind`; a JSON sidecar
+``{"kind": ...}`` overrides).
+
+Bad input (truncated or corrupt file, 4D volume, ...) shows a one-line napari notification and
+opens nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from softseg.errors import InputError
+from softseg.io import is_nifti_path, load_volume, read_sidecar
+
+from napari_softseg._layers import (
+    CONFIDENCE_KEY,
+    RATER_KEY,
+    SIDECAR_KEY,
+    guess_kind,
+    layer_data_tuple,
+    notify_error,
+    volume_name,
+)
+
+__all__ = ["get_reader", "read_nifti", "read_volume_layers"]
+
+#: What the reader returns when it accepted a file but opens no layer (npe2's "null layer").
+_NOTHING = [(None,)]
+
+
+def get_reader(path: str | Sequence[str]) -> Callable[..., list] | None:
+    """npe2 ``get_reader``: our reader for NIfTI paths, None for anything else."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(is_nifti_path(p) for p in paths):
+        return None
+    return read_nifti
+
+
+def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layer-data tuples of one NIfTI file (raises :class:`InputError` on bad input)."""
+    name = volume_name(path)
+    sidecar = read_sidecar(path)
+    volume = load_volume(path)
+    from softseg.geometry import display_geometry
+
+    geometry = display_geometry(volume)
+    kind = guess_kind(volume.array, name=name, sidecar=sidecar)
+    if kind in ("labels", "soft") and volume.array.dtype.kind == "f":
+        n_bad = int(volume.array.size - np.count_nonzero(np.isfinite(volume.array)))
+        if n_bad:
+            raise InputError(
+                f"{path}: label contains {n_bad} NaN/Inf voxels; labels must be finite values in "
+                "[0, 1] or integer levels"
+            )
+    metadata: dict[str, Any] = {}
+    if sidecar:
+        metadata[SIDECAR_KEY] = dict(sidecar)
+        if "rater" in sidecar:
+            metadata[RATER_KEY] = str(sidecar["rater"])
+        if CONFIDENCE_KEY in sidecar:
+            metadata[CONFIDENCE_KEY] = sidecar[CONFIDENCE_KEY]
+    return [
+        layer_data_tuple(
+            geometry.to_display(volume.array),
+            geometry,
+            kind=kind,
+            name=name,
+            source_path=os.path.abspath(os.fspath(path)),
+            metadata=metadata,
+        )
+    ]
+
+
+def read_nifti(path: str | Sequence[str], *, stack: bool = False) -> list:
+    """npe2 reader function: one layer per file; a notification instead of a traceback on bad input."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list = []
+    for p in paths:
+        try:
+            layers.extend(read_volume_layers(p))
+        except InputError as exc:
+            notify_error(str(exc))
+    return layers or _NOTHING
