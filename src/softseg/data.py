@@ -379,6 +379,8 @@ def fuse_raters(raters: np.ndarray, method: str) -> np.ndarray:
     ----------
     raters : ndarray, shape (R, ...), float32 in [0, 1]
     method : {'staple', 'average', 'majority', 'random'}
+        ``staple``: STAPLE probability (soft STAPLE for non-binary raters) binarised at 0.5;
+        ``average``: soft mean; ``majority``: majority vote (soft raters cut at 0.5 first);
         ``random`` keeps all raters (one is drawn per epoch later).
 
     Returns
@@ -394,12 +396,13 @@ def fuse_raters(raters: np.ndarray, method: str) -> np.ndarray:
         return raters.copy()
     from softseg import fusion
 
+    binary = bool(np.isin(raters, (0.0, 1.0)).all())
     if method == "average":
         out = fusion.average(raters)
-    elif method == "majority":
-        out = fusion.majority_vote(raters)
-    else:
-        out = np.asarray(fusion.staple(raters).probability) >= 0.5
+    elif method == "majority":  # soft raters vote with their 0.5 cut
+        out = fusion.majority_vote(raters if binary else (raters >= 0.5).astype(np.float32))
+    else:  # STAPLE (soft STAPLE for soft raters), probability binarised at 0.5
+        out = np.asarray(fusion.staple(raters, soft=not binary).probability) >= 0.5
     return np.asarray(out, dtype=np.float32)[None]
 
 
