@@ -13,6 +13,7 @@ opens nothing.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from napari_softseg._layers import (
 
 __all__ = ["get_reader", "read_nifti", "read_volume_layers"]
 
+_RATER_FILE = re.compile(r"^rater-(.+)$")
 #: What the reader returns when it accepted a file but opens no layer (npe2's "null layer").
 _NOTHING = [(None,)]
 
@@ -68,6 +70,9 @@ def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any
             metadata[RATER_KEY] = str(sidecar["rater"])
         if CONFIDENCE_KEY in sidecar:
             metadata[CONFIDENCE_KEY] = sidecar[CONFIDENCE_KEY]
+    rater = _RATER_FILE.match(name)
+    if rater and RATER_KEY not in metadata and kind == "labels":
+        metadata[RATER_KEY] = rater.group(1)
     return [
         layer_data_tuple(
             geometry.to_display(volume.array),
