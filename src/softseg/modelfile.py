@@ -236,7 +236,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     InputError
         See :func:`read_metadata`; also an unknown architecture or weights that do not fit it.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -254,7 +254,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         raise InputError(f"{path}: bad architecture config ({exc})") from None
     try:
         state = load_file(str(path), device="cpu")
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"{path}: unreadable weights ({' '.join(str(exc).split())}); the file is damaged") from None
     try:
         model.load_state_dict(state, strict=True)

@@ -1,0 +1,189 @@
+"""Soft prediction of whole volumes in their native geometry.
+
+:func:`predict_volume` applies a trained model (:mod:`softseg.modelfile`) to a 3D image exactly
+as the training data were prepared (:mod:`softseg.data`): reorientation to the display order
+(axial slices), resampling to the training spacing (spline order 2), per-contrast z-score; the
+network then sees **whole** axial slices (the U-Net is fully convolutional, so nothing outside a
+training crop is lost), in batches of slices; the probabilities are resampled back to the native
+grid with linear interpolation and reoriented to the file's own axis order. The result is float32
+in [0, 1] with the input's shape, ready to save with the input's affine.
+
+Memory stays bounded: the network runs on chunks of slices whose size adapts to the device (a
+budget per batch estimated from the slice size and network width), so only the input, its
+preprocessed copy and the output volume are held in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from softseg.data import preprocess_image, resample
+from softseg.errors import InputError
+from softseg.geometry import DisplayGeometry
+from softseg.io import Volume
+
+__all__ = [
+    "PredictionCancelled",
+    "auto_batch_size",
+    "predict_volume",
+]
+
+#: Bytes of live activations per pixel and first-level filter of a U-Net forward pass without
+#: gradients (skip maps, current map, convolution output, concatenation), a measured bound.
+_BYTES_PER_PIXEL_FILTER = 4 * 8
+_CPU_BUDGET = 384 * 1024**2
+
+
+class PredictionCancelled(Exception):
+    """Raised by :func:`predict_volume` when its ``cancel`` check says stop."""
+
+
+def auto_batch_size(
+    slice_shape: Sequence[int], width: int, *, device: Any = "cpu", limit: int = 64
+) -> int:
+    """Slices per forward pass for a slice of *slice_shape* (rows, cols) and U-Net *width*.
+
+    CPU: a fixed activation budget (384 MiB). CUDA: half of the free device memory. The result
+    lies in ``[1, limit]``.
+    """
+    import torch
+
+    per_slice = int(np.prod(slice_shape)) * int(width) * _BYTES_PER_PIXEL_FILTER
+    device = torch.device(device)
+    budget = _CPU_BUDGET
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        budget = free // 2
+    return int(max(1, min(limit, budget // max(1, per_slice))))
+
+
+def _as_channels(volume: Any, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(C, X, Y, Z) float32 array and its affine from the accepted input forms."""
+    if isinstance(volume, Volume):
+        return np.asarray(volume.array, dtype=np.float32)[None], volume.affine
+    if isinstance(volume, (list, tuple)) and volume and all(isinstance(v, Volume) for v in volume):
+        ref = volume[0]
+        for v in volume[1:]:
+            if v.shape != ref.shape or not np.allclose(v.affine, ref.affine, atol=1e-3, rtol=1e-5):
+                raise InputError(
+                    f"channel images disagree in shape or affine ({v.path or 'array'} vs {ref.path or 'array'}); "
+                    "resample them onto one grid"
+                )
+        return np.stack([np.asarray(v.array, dtype=np.float32) for v in volume]), ref.affine
+    arr = np.asarray(volume)
+    if arr.dtype.kind not in "fiub":
+        raise InputError(f"expected a numeric image; got dtype {arr.dtype}")
+    if affine is None:
+        raise InputError("give the voxel-to-world affine of an array input (affine=...), or pass a Volume")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise InputError(f"expected an image of shape (X, Y, Z) or (C, X, Y, Z); got {arr.shape}")
+    return arr.astype(np.float32, copy=False), np.asarray(affine, dtype=np.float64)
+
+
+def predict_volume(
+    model: Any,
+    volume: Volume | Sequence[Volume] | np.ndarray,
+    *,
+    affine: np.ndarray | None = None,
+    device: Any = None,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Any = None,
+) -> np.ndarray:
+    """Soft prediction of a whole volume, in the input's native geometry.
+
+    Parameters
+    ----------
+    model : LoadedModel or path-like
+        A model file or what :func:`softseg.modelfile.load_model` returned.
+    volume : Volume, sequence of Volume (one per channel) or ndarray
+        The image in file axis order: a :class:`~softseg.io.Volume`, one Volume per input
+        channel (in the model's channel order), or an array (X, Y, Z) / (C, X, Y, Z) with
+        ``affine``.
+    affine : ndarray (4, 4), optional
+        Voxel-to-world transform of an array input.
+    device : str or torch.device, optional
+        Default: CUDA, then MPS, then CPU.
+    batch_size : int, optional
+        Slices per forward pass; default adapts to the slice size and device memory
+        (:func:`auto_batch_size`).
+    progress : callable(done, total), optional
+        Called after each batch with the number of slices done.
+    cancel : callable returning bool, or object with ``is_set()``, optional
+        Checked before each batch; when it says stop, :class:`PredictionCancelled` is raised.
+
+    Returns
+    -------
+    ndarray, shape (X, Y, Z) of the input, float32 in [0, 1]
+        Probabilities (before thresholding; the model's threshold is ``model.threshold``).
+
+    Raises
+    ------
+    InputError
+        Channel count different from the model's, bad shapes, non-finite values.
+    PredictionCancelled
+    """
+    import torch
+
+    from softseg.modelfile import LoadedModel, load_model
+    from softseg.train import resolve_device
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    prep = loaded.preprocessing
+    arr, aff = _as_channels(volume, affine)
+    if arr.shape[0] != len(prep.channels):
+        raise InputError(
+            f"the model expects {len(prep.channels)} input channel(s) ({', '.join(prep.channels)}) "
+            f"but got {arr.shape[0]} image(s); give one image per channel in that order"
+        )
+    if not np.isfinite(arr).all():
+        raise InputError("image contains NaN/Inf voxels; fix the image before predicting")
+    geom = DisplayGeometry.from_affine(aff, arr.shape[1:])
+    disp = geom.to_display(arr)  # (C, S, H, W)
+    del arr
+    spacing = geom.scale
+    images = preprocess_image(disp, spacing, prep, crop=False)  # (C, S', H', W')
+    native_shape = disp.shape[1:]
+    del disp
+    dev = resolve_device("auto") if device is None else torch.device(device)
+    net = loaded.model.to(dev).eval()
+    n_slices = images.shape[1]
+    width = int(loaded.metadata["architecture"]["config"].get("width", 32))
+    bs = int(batch_size) if batch_size else auto_batch_size(images.shape[2:], width, device=dev)
+    if bs < 1:
+        raise InputError(f"batch size must be >= 1; got {batch_size}")
+    activate = loaded.candidate.activate
+    amp = dev.type == "cuda"
+    out = np.empty((n_slices,) + images.shape[2:], dtype=np.float32)
+    check = _cancel_check(cancel)
+    with torch.inference_mode():
+        for start in range(0, n_slices, bs):
+            if check():
+                raise PredictionCancelled("prediction cancelled")
+            stop = min(n_slices, start + bs)
+            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(images[:, start:stop], 0, 1))).to(dev)
+            with torch.autocast(dev.type, enabled=amp):
+                logits = net(x)
+            probs = activate(logits.float())
+            out[start:stop] = probs[:, 0].cpu().numpy()
+            if progress is not None:
+                progress(stop, n_slices)
+    del images
+    back = resample(out, native_shape, order=1) if out.shape != tuple(native_shape) else out
+    np.clip(back, 0.0, 1.0, out=back)
+    return geom.from_display(back).astype(np.float32, copy=False)
+
+
+def _cancel_check(cancel: Any) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return lambda: bool(cancel.is_set())
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError("cancel must be a callable or have is_set()")
