@@ -419,12 +419,14 @@ def signed_distance_map(
     -----
     Boundary convention (Kervadec et al. 2019, section 2: "the set of points of G which have a
     spatial neighbour in the background"): ``dG`` is the set of foreground voxels with a
-    face-neighbour in the background, and those voxels get 0. Outside the mask the value is the
-    distance to the nearest foreground voxel, identical to Kervadec's reference code
-    (``edt(~G) * ~G - (edt(G) - 1) * G``); inside, it is the distance to the nearest boundary voxel,
-    which equals the reference ``edt(G) - 1`` along the grid axes and, unlike it, stays exact with
-    anisotropic ``spacing``. The image border is not a boundary (a mask touching the edge of the
-    field of view continues beyond it).
+    background neighbour (face, edge or corner), and those voxels get 0. Outside the mask the
+    value is the distance to the nearest foreground voxel, identical to Kervadec's reference code
+    (``edt(~G) * ~G - (edt(G) - 1) * G``); inside, it is the distance to the nearest boundary
+    voxel (close to the reference's ``edt(G) - 1``, equal to it near straight boundaries, and
+    consistent with anisotropic ``spacing`` where subtracting 1 voxel is not). The whole map equals SimpleITK's
+    ``SignedMaurerDistanceMap(insideIsPositive=False, squaredDistance=False,
+    useImageSpacing=True)``, which the tests use as the reference. The image border is not a
+    boundary (a mask touching the edge of the field of view continues beyond it).
     """
     arr = np.asarray(mask)
     if arr.dtype == bool:
@@ -448,7 +450,7 @@ def signed_distance_map(
         if not all(math.isfinite(s) and s > 0 for s in sampling):
             raise InputError(f"signed_distance_map: spacing must be positive numbers; got {spacing}")
     out = np.zeros(arr.shape, dtype=np.float32)
-    structure = ndimage.generate_binary_structure(ndim, 1)  # face neighbours
+    structure = ndimage.generate_binary_structure(ndim, ndim)  # face, edge and corner neighbours
     for index in np.ndindex(arr.shape[: arr.ndim - ndim]):
         image = inside[index]
         if not image.any() or image.all():
@@ -461,7 +463,7 @@ def signed_distance_map(
 
 # --------------------------------------------------------------------------------- thin modules
 class _Loss(nn.Module):
-    def __init__(self, reduction: str) -> None:
+    def __init__(self, *, reduction: str = "mean") -> None:
         super().__init__()
         _check_reduction(reduction, type(self).__name__)
         self.reduction = reduction
@@ -474,7 +476,7 @@ class AdaptiveWingLoss(_Loss):
         self, *, alpha: float = 2.1, omega: float = 8.0, epsilon: float = 1.0, theta: float = 0.5,
         reduction: str = "mean",
     ) -> None:
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         if not (omega > 0 and epsilon > 0 and theta > 0):
             raise InputError(
                 f"AdaptiveWingLoss: omega, epsilon and theta must be > 0; got {omega}, {epsilon}, {theta}"
@@ -492,7 +494,7 @@ class DiceLoss(_Loss):
     """Module form of :func:`dice_loss`; ``forward(probs, target)``."""
 
     def __init__(self, *, smooth: float = 1.0, per_sample: bool = False, reduction: str = "mean") -> None:
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         if smooth < 0:
             raise InputError(f"DiceLoss: smooth must be >= 0; got {smooth}")
         self.smooth, self.per_sample = smooth, per_sample
@@ -505,7 +507,7 @@ class GeneralizedDiceLoss(_Loss):
     """Module form of :func:`generalized_dice_loss`; ``forward(probs, target)``."""
 
     def __init__(self, *, add_background: bool = True, eps: float = 1e-6, reduction: str = "mean") -> None:
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         if eps <= 0:
             raise InputError(f"GeneralizedDiceLoss: eps must be > 0; got {eps}")
         self.add_background, self.eps = add_background, eps
@@ -520,7 +522,7 @@ class BinaryCrossEntropyLoss(_Loss):
     """Module form of :func:`binary_cross_entropy`; ``forward(probs, target)``."""
 
     def __init__(self, *, eps: float = 1e-7, reduction: str = "mean") -> None:
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         if not 0 < eps < 0.5:
             raise InputError(f"BinaryCrossEntropyLoss: eps must be in (0, 0.5); got {eps}")
         self.eps = eps
@@ -554,7 +556,7 @@ class GDLBoundaryLoss(_Loss):
         self, *, start: float = 1.0, step: float = 0.01, floor: float = 0.01,
         add_background: bool = True, reduction: str = "mean",
     ) -> None:
-        super().__init__(reduction)
+        super().__init__(reduction=reduction)
         boundary_weight(0, start=start, step=step, floor=floor)  # validates the schedule
         self.start, self.step, self.floor = start, step, floor
         self.add_background = add_background

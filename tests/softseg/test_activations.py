@@ -1,0 +1,112 @@
+"""softseg.activations: normalized ReLU properties, multi-class form, registry."""
+
+import pytest
+import torch
+
+from softseg.activations import (
+    ACTIVATIONS,
+    get_activation,
+    multiclass_normalized_relu,
+    normalized_relu,
+    sigmoid,
+    softmax,
+)
+from softseg.errors import InputError
+
+
+def _logits(*shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+def test_known_values_hand_computed():
+    x = torch.tensor([[[[-1.0, 0.0, 2.0, 4.0]]], [[[0.5, -3.0, 0.25, 1.0]]]])
+    out = normalized_relu(x)
+    expected = torch.tensor([[[[0.0, 0.0, 0.5, 1.0]]], [[[0.5, 0.0, 0.25, 1.0]]]])
+    torch.testing.assert_close(out, expected)
+
+
+def test_range_and_per_sample_max_is_one():
+    x = _logits(5, 2, 9, 7)
+    out = normalized_relu(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    torch.testing.assert_close(out.amax(dim=(1, 2, 3)), torch.ones(5))
+
+
+def test_zero_where_max_is_zero_no_nan_and_finite_gradient():
+    x = torch.cat([-torch.rand(1, 1, 4, 4) - 0.1, torch.zeros(1, 1, 4, 4), _logits(1, 1, 4, 4)])
+    x.requires_grad_(True)
+    out = normalized_relu(x)
+    assert torch.equal(out[:2], torch.zeros(2, 1, 4, 4))
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.equal(x.grad[:2], torch.zeros(2, 1, 4, 4))
+
+
+def test_tiny_maximum_stays_below_one_and_bounded():
+    x = torch.full((1, 1, 2, 2), 1e-9, requires_grad=True)
+    out = normalized_relu(x, eps=1e-6)
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 2), 1e-3))
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().max() <= 1e6
+
+
+def test_independent_of_batch_neighbours():
+    a = _logits(1, 1, 8, 8, seed=1)
+    big_neighbour = 100.0 * _logits(1, 1, 8, 8, seed=2).abs()
+    alone = normalized_relu(a)
+    together = normalized_relu(torch.cat([a, big_neighbour]))[:1]
+    torch.testing.assert_close(alone, together)
+    # dim=0 reproduces ivadomed's batch-global maximum, which does depend on the neighbour
+    global_max = normalized_relu(torch.cat([a, big_neighbour]), dim=0)[:1]
+    assert not torch.allclose(global_max, alone)
+    torch.testing.assert_close(global_max, torch.relu(a) / torch.relu(big_neighbour).max().clamp_min(torch.relu(a).max()))
+
+
+def test_gradcheck_float64():
+    x = _logits(2, 1, 3, 3, seed=3, dtype=torch.float64)
+    # keep values away from the ReLU kink and from ties in the maximum
+    x = torch.where(x.abs() < 0.1, x + 0.3, x).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: normalized_relu(t), (x,))
+    assert torch.autograd.gradcheck(lambda t: multiclass_normalized_relu(t), (x.detach().repeat(1, 3, 1, 1).requires_grad_(True),))
+
+
+def test_multiclass_sums_to_one_hand_computed():
+    # one sample, 3 classes (background first), 2 voxels
+    x = torch.tensor([[[2.0, -1.0], [1.0, -2.0], [1.0, -0.5]]])  # (1, 3, 2)
+    out = multiclass_normalized_relu(x)
+    # voxel 0: relu = (2, 1, 1) -> (0.5, 0.25, 0.25); voxel 1: all <= 0 -> zeros
+    torch.testing.assert_close(out, torch.tensor([[[0.5, 0.0], [0.25, 0.0], [0.25, 0.0]]]))
+
+
+def test_multiclass_properties():
+    x = _logits(3, 4, 6, 6)
+    out = multiclass_normalized_relu(x)
+    total = out.sum(dim=1)
+    positive = (x > 0).any(dim=1)
+    torch.testing.assert_close(total[positive], torch.ones(int(positive.sum())))
+    assert torch.equal(total[~positive], torch.zeros(int((~positive).sum())))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_sigmoid_softmax_by_name():
+    x = _logits(2, 3, 4, 4)
+    torch.testing.assert_close(get_activation("sigmoid")(x), 1 / (1 + torch.exp(-x)))
+    sm = get_activation("softmax")(x)
+    torch.testing.assert_close(sm, torch.exp(x) / torch.exp(x).sum(dim=1, keepdim=True))
+    assert get_activation("normalized_relu") is normalized_relu
+    assert sigmoid is ACTIVATIONS["sigmoid"] and softmax is ACTIVATIONS["softmax"]
+    assert {"sigmoid", "normalized_relu", "softmax"} <= set(ACTIVATIONS)
+
+
+def test_errors_are_clear():
+    with pytest.raises(InputError, match="unknown activation 'relu'.*normalized_relu.*sigmoid"):
+        get_activation("relu")
+    with pytest.raises(InputError, match="dim=4 is out of range"):
+        normalized_relu(torch.zeros(1, 1, 2, 2), dim=4)
+    with pytest.raises(InputError, match="floating-point"):
+        normalized_relu(torch.zeros(1, 1, 2, 2, dtype=torch.int64))
+    with pytest.raises(InputError, match="eps must be > 0"):
+        normalized_relu(torch.zeros(1, 1, 2, 2), eps=0)

@@ -1,0 +1,332 @@
+"""softseg.losses against hand-computed values, independent references and gradcheck."""
+
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from softseg.errors import InputError
+from softseg.losses import (
+    DISTANCE_MAP_LOSSES,
+    LOSS_MODULES,
+    LOSSES,
+    AdaptiveWingLoss,
+    BinaryCrossEntropyLoss,
+    BoundaryLoss,
+    DiceLoss,
+    GDLBoundaryLoss,
+    GeneralizedDiceLoss,
+    MSELoss,
+    adaptive_wing_loss,
+    binary_cross_entropy,
+    boundary_loss,
+    boundary_weight,
+    dice_loss,
+    gdl_boundary_loss,
+    generalized_dice_loss,
+    mse_loss,
+    reduce_loss,
+    signed_distance_map,
+)
+
+D = torch.float64
+
+
+def t(values, shape=None):
+    x = torch.tensor(values, dtype=D)
+    return x.reshape(shape) if shape is not None else x.reshape(1, 1, -1)
+
+
+def _pair(seed, shape=(2, 1, 5, 6)):
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(shape, generator=g, dtype=D) * 0.9 + 0.05
+    target = torch.rand(shape, generator=g, dtype=D)
+    target[0, :, :2] = 1.0  # some exact 0/1 alongside soft values
+    target[-1, :, -2:] = 0.0
+    return probs, target
+
+
+# ------------------------------------------------------------------------------- Adaptive Wing
+def _awing_scalar(y, p, alpha=2.1, omega=8.0, epsilon=1.0, theta=0.5):
+    """Wang et al. 2019, eq. 6-7, written independently with the math module."""
+    d = abs(y - p)
+    if d < theta:
+        return omega * math.log(1 + (d / epsilon) ** (alpha - y))
+    a = omega * (1 / (1 + (theta / epsilon) ** (alpha - y))) * (alpha - y) * (
+        (theta / epsilon) ** (alpha - y - 1)) * (1 / epsilon)
+    c = theta * a - omega * math.log(1 + (theta / epsilon) ** (alpha - y))
+    return a * d - c
+
+
+# (target, prediction, value worked out by hand from the formula):
+#  y=0,   p=0.3 : d=0.3<0.5  -> 8 ln(1 + 0.3^2.1) = 8 ln(1.07980) = 0.61414
+#  y=1,   p=0.2 : d=0.8>=0.5 -> A = 8/(1+0.5^1.1) * 1.1 * 0.5^0.1 = 5.59878,
+#                  C = 0.5 A - 8 ln(1 + 0.5^1.1) = -0.26368, A*0.8 - C = 4.74275
+#  y=0.5, p=0.9 : d=0.4      -> 8 ln(1 + 0.4^1.6) = 1.66152
+#  y=0.5, p=0.5 : d=0        -> 0
+#  y=0,   p=1   : d=1        -> linear piece with power 2.1 = 4.85483
+AWING_CASES = [(0.0, 0.3, 0.6141410205809967), (1.0, 0.2, 4.742750223080814),
+               (0.5, 0.9, 1.6615228099708013), (0.5, 0.5, 0.0), (0.0, 1.0, 4.85482623456434),
+               (1.0, 0.0, 5.862504463720541), (0.25, 0.85, 2.601345629153137)]
+
+
+@pytest.mark.parametrize(("y", "p", "expected"), AWING_CASES)
+def test_adaptive_wing_known_values(y, p, expected):
+    assert _awing_scalar(y, p) == pytest.approx(expected, rel=1e-12)
+    got = adaptive_wing_loss(t([p]), t([y]), reduction="sum").item()
+    assert got == pytest.approx(expected, rel=1e-10, abs=1e-12)
+
+
+def test_adaptive_wing_other_parameters_and_reductions():
+    ys, ps = [0.0, 0.3, 1.0, 0.8], [0.9, 0.1, 0.6, 0.8]
+    params = dict(alpha=2.5, omega=14.0, epsilon=0.5, theta=0.3)
+    expected = [_awing_scalar(y, p, **params) for y, p in zip(ys, ps)]
+    none = adaptive_wing_loss(t(ps), t(ys), reduction="none", **params)
+    assert none.shape == (1, 1, 4)
+    np.testing.assert_allclose(none.flatten().numpy(), expected, rtol=1e-10)
+    assert adaptive_wing_loss(t(ps), t(ys), **params).item() == pytest.approx(np.mean(expected))
+
+
+def test_adaptive_wing_is_continuous_and_smooth_at_theta():
+    y = torch.tensor([0.0, 0.4, 1.0], dtype=D)
+    h = 1e-7
+    for sign in (1.0, -1.0):
+        below = adaptive_wing_loss((y + sign * (0.5 - h)).reshape(1, 1, -1), y.reshape(1, 1, -1), reduction="none")
+        above = adaptive_wing_loss((y + sign * (0.5 + h)).reshape(1, 1, -1), y.reshape(1, 1, -1), reduction="none")
+        torch.testing.assert_close(below, above, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------- Dice
+def test_dice_hand_computed():
+    probs, target = t([1.0, 0.5, 0.0, 0.0]), t([1.0, 1.0, 0.0, 0.0])
+    # intersection 1.5, sums 1.5 + 2 = 3.5
+    assert dice_loss(probs, target, smooth=0).item() == pytest.approx(1 - 3 / 3.5)
+    assert dice_loss(probs, target, smooth=1).item() == pytest.approx(1 - 4 / 4.5)
+    # soft target: intersection 0.5*0.2 + 0.5*0.8 = 0.5, sums 1 + 1
+    assert dice_loss(t([0.5, 0.5]), t([0.2, 0.8]), smooth=0).item() == pytest.approx(0.5)
+    # empty target, empty prediction: perfect with smoothing
+    assert dice_loss(t([0.0, 0.0]), t([0.0, 0.0])).item() == 0.0
+
+
+def test_dice_per_batch_versus_per_sample():
+    probs = torch.tensor([[[1.0, 0.0]], [[0.0, 0.0]]], dtype=D)
+    target = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]], dtype=D)
+    # per batch: intersection 1, sums 1 + 2 -> Dice 2/3
+    assert dice_loss(probs, target, smooth=0).item() == pytest.approx(1 / 3)
+    per_sample = dice_loss(probs, target, smooth=0, per_sample=True, reduction="none")
+    assert per_sample.shape == (2, 1)
+    torch.testing.assert_close(per_sample, torch.tensor([[0.0], [1.0]], dtype=D))
+    assert dice_loss(probs, target, smooth=0, reduction="none").shape == (1,)
+
+
+# --------------------------------------------------------------------------- generalized Dice
+def test_generalized_dice_hand_computed_two_class():
+    probs, target = t([0.8, 0.1, 0.0, 0.0]), t([1.0, 0.0, 0.0, 0.0])
+    # background added: g_bg = (0,1,1,1), p_bg = (0.2,0.9,1,1); w_fg = 1/1^2, w_bg = 1/3^2
+    inter = 1 * 0.8 + (0.9 + 1 + 1) / 9
+    union = 1 * (0.9 + 1) + (3.1 + 3) / 9
+    expected = 1 - 2 * inter / union  # 0.129310...
+    got = generalized_dice_loss(probs, target, eps=1e-12)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+    assert expected == pytest.approx(0.12931, abs=1e-5)
+
+
+def test_generalized_dice_empty_class_guard():
+    # channels (background, foreground); the foreground is absent from the target
+    probs = torch.tensor([[[0.5, 1.0], [0.5, 0.0]]], dtype=D)
+    target = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]], dtype=D)
+    # w_bg = 1/4; empty foreground takes the largest present weight, 1/4
+    # inter = 0.25 * 1.5, union = 0.25 * 3.5 + 0.25 * 0.5 = 1 -> GDL = 1 - 0.75
+    got = generalized_dice_loss(probs, target, add_background=False, eps=1e-12)
+    assert got.item() == pytest.approx(0.25, rel=1e-9)
+    assert torch.isfinite(got)
+    # everything empty and predicted empty -> 0, no NaN
+    zero = torch.zeros(1, 1, 4, dtype=D)
+    assert generalized_dice_loss(zero, zero, add_background=False).item() == 0.0
+
+
+def test_generalized_dice_single_class_is_dice():
+    probs, target = _pair(4)
+    gdl = generalized_dice_loss(probs, target, add_background=False, eps=1e-12, reduction="none")
+    dice = dice_loss(probs, target, smooth=0, per_sample=True, reduction="none")[:, 0]
+    torch.testing.assert_close(gdl, dice)
+
+
+# ------------------------------------------------------------------------- BCE, MSE, boundary
+def test_bce_hand_computed_and_matches_torch_inside():
+    assert binary_cross_entropy(t([0.25]), t([1.0])).item() == pytest.approx(math.log(4))
+    # soft target 0.4: -(0.4 ln 0.25 + 0.6 ln 0.75)
+    expected = -(0.4 * math.log(0.25) + 0.6 * math.log(0.75))
+    assert binary_cross_entropy(t([0.25]), t([0.4])).item() == pytest.approx(expected)
+    probs, target = _pair(5)
+    torch.testing.assert_close(binary_cross_entropy(probs, target), F.binary_cross_entropy(probs, target))
+
+
+def test_bce_finite_on_exact_zero_and_one():
+    for dtype in (torch.float32, D):
+        probs = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=dtype).reshape(1, 1, 4).requires_grad_(True)
+        target = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=dtype).reshape(1, 1, 4)
+        loss = binary_cross_entropy(probs, target, reduction="none")
+        assert torch.isfinite(loss).all()
+        assert loss[0, 0, :2].max().item() < 1e-6  # right answers cost ~0
+        assert loss[0, 0, 2:].min().item() == pytest.approx(-math.log(1e-7), rel=0.02)  # capped at -ln(eps)
+        loss.sum().backward()
+        assert torch.isfinite(probs.grad).all()
+
+
+def test_mse_and_boundary_hand_computed():
+    assert mse_loss(t([0.5, 1.0]), t([0.0, 0.75])).item() == pytest.approx((0.25 + 0.0625) / 2)
+    probs, target = _pair(6)
+    torch.testing.assert_close(mse_loss(probs, target), F.mse_loss(probs, target))
+    phi = t([-2.0, 3.0])
+    assert boundary_loss(t([0.5, 1.0]), t([1.0, 0.0]), distance_map=phi).item() == pytest.approx(1.0)
+    assert boundary_loss(t([0.5, 1.0]), t([1.0, 0.0]), distance_map=phi, reduction="sum").item() == pytest.approx(2.0)
+
+
+def test_gdl_boundary_combination_and_schedule():
+    probs, target = _pair(7)
+    phi = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2)).to(D)
+    for alpha in (1.0, 0.7, 0.01):
+        combined = gdl_boundary_loss(probs, target, distance_map=phi, alpha=alpha)
+        expected = alpha * generalized_dice_loss(probs, target) + (1 - alpha) * boundary_loss(
+            probs, target, distance_map=phi)
+        torch.testing.assert_close(combined, expected)
+    assert gdl_boundary_loss(probs, target, distance_map=phi, reduction="none").shape == (2,)
+    # Kervadec: alpha starts at 1, decreases by 0.01 per epoch, floor 0.01
+    assert [boundary_weight(e) for e in (0, 1, 2, 50, 98, 99, 100, 1000)] == [
+        1.0, 0.99, 0.98, 0.5, 0.02, 0.01, 0.01, 0.01]
+    assert boundary_weight(3, start=0.5, step=0.1, floor=0.2) == pytest.approx(0.2)
+
+
+# ---------------------------------------------------------------------------------- gradcheck
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_gradcheck_float64(name):
+    probs, target = _pair(8, shape=(2, 1, 3, 4))
+    probs.requires_grad_(True)
+    kwargs = {}
+    if name in DISTANCE_MAP_LOSSES:
+        kwargs["distance_map"] = torch.from_numpy(signed_distance_map((target >= 0.5).numpy(), ndim=2)).to(D)
+    if name == "gdl_boundary":
+        kwargs["alpha"] = 0.4
+    fn = LOSSES[name]
+    assert torch.autograd.gradcheck(lambda p: fn(p, target, **kwargs), (probs,))
+    assert torch.autograd.gradcheck(lambda p: fn(p, target, reduction="none", **kwargs), (probs,))
+
+
+# ----------------------------------------------------------------------- modules == functions
+@pytest.mark.parametrize(
+    ("module", "function", "options"),
+    [
+        (AdaptiveWingLoss, adaptive_wing_loss, {"theta": 0.4}),
+        (DiceLoss, dice_loss, {"smooth": 0.5, "per_sample": True}),
+        (GeneralizedDiceLoss, generalized_dice_loss, {"add_background": False}),
+        (BinaryCrossEntropyLoss, binary_cross_entropy, {"eps": 1e-5}),
+        (MSELoss, mse_loss, {}),
+    ],
+)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_module_equals_function(module, function, options, reduction):
+    probs, target = _pair(9)
+    torch.testing.assert_close(
+        module(reduction=reduction, **options)(probs, target), function(probs, target, reduction=reduction, **options)
+    )
+
+
+def test_distance_map_modules_equal_functions():
+    probs, target = _pair(10)
+    phi = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2)).to(D)
+    torch.testing.assert_close(BoundaryLoss()(probs, target, phi), boundary_loss(probs, target, distance_map=phi))
+    for epoch in (0, 30, 200):
+        torch.testing.assert_close(
+            GDLBoundaryLoss()(probs, target, phi, epoch=epoch),
+            gdl_boundary_loss(probs, target, distance_map=phi, alpha=boundary_weight(epoch)),
+        )
+    assert set(LOSS_MODULES) == set(LOSSES)
+
+
+def test_half_precision_inputs_are_computed_in_float32():
+    probs, target = _pair(11)
+    loss = adaptive_wing_loss(probs.to(torch.bfloat16), target.to(torch.bfloat16))
+    assert loss.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------- signed distance map
+def test_signed_distance_map_hand_computed_1d():
+    mask = np.array([0, 0, 1, 1, 1, 0])
+    np.testing.assert_array_equal(signed_distance_map(mask), [2, 1, 0, -1, 0, 1])
+    np.testing.assert_allclose(signed_distance_map(mask, spacing=0.5), [1, 0.5, 0, -0.5, 0, 0.5])
+    assert signed_distance_map(mask).dtype == np.float32
+
+
+def _sitk_reference(mask, spacing):
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing([float(s) for s in spacing[::-1]])  # SimpleITK orders axes x, y, z
+    result = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+    return sitk.GetArrayFromImage(result)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.7, 1.3)])
+def test_signed_distance_map_matches_simpleitk_2d(spacing):
+    yy, xx = np.mgrid[:40, :50]
+    mask = ((yy - 20) ** 2 / 100 + (xx - 22) ** 2 / 200 < 1) | ((yy - 8) ** 2 + (xx - 40) ** 2 < 9)
+    mask[:5, :6] = True  # touches the image border, which is not a boundary
+    got = signed_distance_map(mask, spacing=spacing)
+    np.testing.assert_allclose(got, _sitk_reference(mask, spacing), atol=1e-4)
+    assert (got[mask] <= 0).all() and (got[~mask] > 0).all()
+    # outside the mask: exactly Kervadec's reference code, distance to the nearest foreground voxel
+    outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    np.testing.assert_allclose(got[~mask], outside[~mask], rtol=1e-6)
+
+
+def test_signed_distance_map_matches_simpleitk_3d_anisotropic():
+    mask = np.random.default_rng(0).random((10, 12, 9)) > 0.7
+    spacing = (0.5, 1.0, 1.5)
+    np.testing.assert_allclose(signed_distance_map(mask, spacing=spacing), _sitk_reference(mask, spacing), atol=1e-4)
+
+
+def test_signed_distance_map_empty_full_soft_and_per_slice():
+    assert not signed_distance_map(np.zeros((6, 7))).any()
+    assert not signed_distance_map(np.ones((6, 7))).any()
+    soft = np.zeros((2, 8, 8), dtype=np.float32)
+    soft[0, 2:6, 3:7] = 0.6
+    soft[0, 2:6, 2] = 0.4  # below 0.5: outside
+    hard = soft >= 0.5
+    per_slice = signed_distance_map(soft, ndim=2)
+    np.testing.assert_array_equal(per_slice, signed_distance_map(hard, ndim=2))
+    np.testing.assert_array_equal(per_slice[0], signed_distance_map(hard[0]))
+    assert not per_slice[1].any()  # background-only slice: zero map (Kervadec)
+
+
+# ------------------------------------------------------------------------------------ errors
+def test_errors_are_clear():
+    a = torch.zeros(1, 1, 4)
+    with pytest.raises(InputError, match=r"same shape.*\(1, 1, 4\) and \(1, 1, 5\)"):
+        dice_loss(a, torch.zeros(1, 1, 5))
+    with pytest.raises(InputError, match="unknown reduction 'avg'; choose one of: mean, sum, none"):
+        mse_loss(a, a, reduction="avg")
+    with pytest.raises(InputError, match="unknown reduction"):
+        reduce_loss(a, "max")
+    with pytest.raises(InputError, match="unknown reduction"):
+        DiceLoss(reduction="avg")
+    with pytest.raises(InputError, match="needs a signed distance map"):
+        boundary_loss(a, a, distance_map=None)
+    with pytest.raises(InputError, match="distance_map must have the shape"):
+        gdl_boundary_loss(a, a, distance_map=torch.zeros(1, 1, 3))
+    with pytest.raises(InputError, match="alpha must be in"):
+        gdl_boundary_loss(a, a, distance_map=a, alpha=1.5)
+    with pytest.raises(InputError, match="epoch must be an integer >= 0"):
+        boundary_weight(-1)
+    with pytest.raises(InputError, match="eps must be in"):
+        binary_cross_entropy(a, a, eps=0)
+    with pytest.raises(InputError, match="must be > 0"):
+        adaptive_wing_loss(a, a, theta=0)
+    with pytest.raises(InputError, match="NaN"):
+        signed_distance_map(np.array([np.nan, 1.0]))
+    with pytest.raises(InputError, match="spacing must be positive"):
+        signed_distance_map(np.zeros((3, 3)), spacing=(1.0, 0.0))
+    with pytest.raises(InputError, match="ndim must be in 1..2"):
+        signed_distance_map(np.zeros((3, 3)), ndim=3)
