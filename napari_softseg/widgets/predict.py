@@ -132,6 +132,7 @@ def start_prediction(
     device: str = "cpu",
     on_progress: Any = None,
     on_done: Any = None,
+    start: bool = True,
 ) -> Any:
     """Check inputs, snapshot the images and run the models in a thread worker.
 
@@ -147,7 +148,10 @@ def start_prediction(
     on_progress : callable(done_fraction: float, message: str), optional
         Called in the main thread.
     on_done : callable(list of layers, error message or None), optional
-        Called in the main thread when the worker ended (also after cancel or failure).
+        Called in the main thread when the worker ended (also after cancel or failure); the
+        message is ``"cancelled"`` after a cancel.
+    start : bool
+        Start the worker (``False``: the caller starts it, e.g. after connecting signals).
 
     Returns
     -------
@@ -248,18 +252,15 @@ def start_prediction(
     worker.finished.connect(finished)
     worker.cancel_event = cancel
     worker.reporter = reporter  # keep the emitter alive as long as the worker
-    worker.start()
+    if start:
+        worker.start()
     return worker
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def _predict_models(paths, file_images, geometry, device, cancel, emitter):
     """Worker generator: load each model, predict in native geometry, yield display arrays."""
     from softseg.modelfile import load_model
-    from softseg.predict import predict_volume
+    from softseg.predict import PredictionCancelled, predict_volume
 
     volume_images = [geometry.volume(ch) for ch in file_images]
     for index, path in enumerate(paths):
@@ -275,9 +276,9 @@ def _predict_models(paths, file_images, geometry, device, cancel, emitter):
         try:
             native = predict_volume(
                 loaded, volume_images, device=device, progress=progress,
-                cancel=cancel.is_set,
+                cancel=cancel,
             )
-        except _Cancelled:
+        except PredictionCancelled:
             return
         if cancel.is_set():
             return

@@ -99,7 +99,7 @@ class TrainConfig:
 
     candidate: str
     out: Path
-    fusion: str = "staple"
+    fusion: str = "average"
     epochs: int = PAPER_DEFAULTS["epochs"]
     patience: int = PAPER_DEFAULTS["patience"]
     batch_size: int = PAPER_DEFAULTS["batch_size"]
@@ -303,7 +303,7 @@ class TrainWidget(Container):
         )
         self.candidate_info = Label(label="")
         self.candidate_info.native.setWordWrap(True)
-        self.fusion = ComboBox(choices=list(FUSIONS), value="staple", label="Fusion",
+        self.fusion = ComboBox(choices=list(FUSIONS), value="average", label="Fusion",
                                tooltip="\n".join(f"{k}: {v}" for k, v in FUSIONS.items()))
         self.epochs = SpinBox(value=PAPER_DEFAULTS["epochs"], min=1, max=10_000, label="Epochs")
         self.patience = SpinBox(value=PAPER_DEFAULTS["patience"], min=1, max=10_000,
@@ -620,8 +620,11 @@ def _run_training(job: dict[str, Any], cfg: TrainConfig):
         tmp = Path(tempfile.mkdtemp(prefix="softseg-train-"))
         yield ("dataset", tmp)
         lay = job["layers"]
+        from softseg.layers_dataset import safe_name
+
+        name = safe_name(lay["source"]["images"][0])  # shown as "trained on" in Predict
         folder = write_layers_dataset(
-            tmp / "dataset", lay["channels"], lay["targets"], lay["geometry"],
+            tmp / name, lay["channels"], lay["targets"], lay["geometry"],
             n_subjects=min(LAYER_SUBJECTS, lay["geometry"].display_shape[0]),
             sidecars=lay["sidecars"], source=lay["source"],
         )

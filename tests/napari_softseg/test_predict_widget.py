@@ -1,0 +1,153 @@
+"""The Predict dock widget in a real viewer: metadata, geometry of the result, bad input, cancel."""
+
+from __future__ import annotations
+
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from softseg.modelfile import read_metadata
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A tiny softseg model trained for one epoch with the engine (CPU)."""
+    from softseg.datasets import write_dataset
+    from softseg.train import DataConfig, ModelConfig, OptimConfig, TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("predict-model")
+    data = write_dataset(root / "phantoms", n_subjects=3, shape=(32, 32, 8), n_raters=2, seed=3)
+    cfg = TrainConfig(candidate="softseg", device="cpu", seed=0,
+                      data=DataConfig(crop=(32, 32)), model=ModelConfig(depth=2, width=8),
+                      optim=OptimConfig(epochs=1, batch_size=4))
+    fit(data, cfg, out=root / "softseg.safetensors")
+    return root / "softseg.safetensors"
+
+
+@pytest.fixture
+def oblique_image(tmp_path):
+    """An image stored sagittal-first with flipped axes (file order != display order)."""
+    from softseg.datasets import phantom
+
+    ph = phantom((36, 36, 10), n_raters=1, seed=5)
+    data = np.transpose(ph.image, (2, 0, 1))[::-1]  # file axes: (Z flipped, X, Y)
+    aff = ph.affine @ np.array([[0, 1, 0, 0], [0, 0, 1, 0], [-1, 0, 0, 9], [0, 0, 0, 1.0]])
+    aff[:3, 3] += (12.5, -30.0, 7.0)
+    path = tmp_path / "sag.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), aff), path)
+    return path
+
+
+@pytest.fixture
+def notes():
+    from napari.utils.notifications import notification_manager
+
+    got: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: got.append(str(n.message)))
+    return got
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    from napari_softseg.widgets.predict import PredictWidget
+
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    return viewer, widget
+
+
+def test_metadata_is_shown_per_model(viewer_widget, model_file, tmp_path):
+    _, widget = viewer_widget
+    bogus = tmp_path / "notes.safetensors"
+    bogus.write_bytes(b"hello, not a model")
+    widget.models.value = (model_file, bogus)
+    text = widget.model_info.value
+    meta = read_metadata(model_file)
+    first, second = text.splitlines()
+    assert "Soft-ReLU-Wing (softseg)" in first and "trained on phantoms" in first
+    assert f"threshold {meta['threshold']:.2f}" in first
+    assert f"val Dice {meta['validation']['val_dice']:.3f}" in first
+    assert second.startswith("notes.safetensors: ✗") and "not a safetensors" in second
+
+
+def test_predictions_in_the_image_geometry(viewer_widget, model_file, oblique_image, qtbot, tmp_path):
+    from softseg.io import load_volume
+    from softseg.predict import predict_volume
+
+    viewer, widget = viewer_widget
+    [image] = viewer.open(oblique_image, plugin="napari-softseg")
+    second = tmp_path / "copy.safetensors"
+    shutil.copy(model_file, second)
+    widget.models.value = (model_file, second)
+    widget.images.value = [image]
+    with qtbot.waitSignal(widget.finished, timeout=120_000) as blocker:
+        widget.run_button.clicked.emit()
+    layers = blocker.args[0]
+    assert widget.last_error is None and len(layers) == 2
+    pred = layers[0]
+    assert pred.name == "sag · softseg"
+    assert pred.data.shape == image.data.shape and pred.data.dtype == np.float32
+    np.testing.assert_allclose(pred.scale, image.scale)
+    np.testing.assert_allclose(pred.translate, image.translate)
+    assert tuple(pred.contrast_limits) == (0.0, 1.0)
+    assert pred.colormap.colors[0][3] == 0.0 and pred.colormap.colors[-1][3] == 1.0
+    info = pred.metadata["softseg_prediction"]
+    meta = read_metadata(model_file)
+    assert info["threshold"] == pytest.approx(meta["threshold"])
+    assert info["candidate"] == "softseg" and info["model"] == str(model_file.resolve())
+    np.testing.assert_array_equal(pred.metadata["softseg_geometry"]["affine"],
+                                  image.metadata["softseg_geometry"]["affine"])
+    # reference: the engine on the file itself (native order), shown with the reader's geometry
+    native = predict_volume(model_file, load_volume(oblique_image), device="cpu")
+    from softseg.geometry import DisplayGeometry
+
+    geo = DisplayGeometry.from_metadata(image.metadata)
+    np.testing.assert_allclose(pred.data, geo.to_display(native), atol=1e-5)
+    # a saved prediction lands back on the file's own grid
+    assert geo.from_display(pred.data).shape == nib.load(oblique_image).shape
+    assert layers[1].colormap.colors[-1][:3].tolist() != pred.colormap.colors[-1][:3].tolist()
+
+
+def test_channel_mismatch_and_bad_model_are_notifications(viewer_widget, model_file, tmp_path,
+                                                          notes, qtbot):
+    import torch
+
+    viewer, widget = viewer_widget
+    a = viewer.add_image(np.random.default_rng(0).random((6, 20, 20), dtype=np.float32), name="a")
+    b = viewer.add_image(np.random.default_rng(1).random((6, 20, 20), dtype=np.float32), name="b")
+    widget.models.value = (model_file,)
+    widget.images.value = [a, b]
+    widget.run_button.clicked.emit()
+    assert widget.worker is None and widget.last_error is not None
+    assert any("expects 1 input channel" in n for n in notes)
+
+    pickle = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, pickle)
+    widget.models.value = (pickle,)
+    assert "pickle" in widget.model_info.value
+    widget.images.value = [a]
+    widget.run_button.clicked.emit()
+    assert any("PyTorch pickle" in n for n in notes)
+    assert len(viewer.layers) == 2  # nothing added, viewer fine
+    viewer.add_points(np.zeros((1, 3)))
+    assert len(viewer.layers) == 3
+
+
+def test_cancel_adds_nothing(viewer_widget, model_file, qtbot):
+    from napari_softseg.widgets.predict import start_prediction
+
+    viewer, _ = viewer_widget
+    img = viewer.add_image(np.random.default_rng(0).random((8, 24, 24), dtype=np.float32))
+    done = []
+    worker = start_prediction(viewer, [model_file], [img], device="cpu",
+                              on_done=lambda layers, err: done.append((layers, err)), start=False)
+    worker.cancel_event.set()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        worker.start()
+    assert done == [([], "cancelled")]
+    assert len(viewer.layers) == 1
