@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 from softseg import __version__
 from softseg.cli import candidates, demo
+from softseg.cli import predict as predict_cmd
+from softseg.cli import train as train_cmd
 from softseg.errors import InputError
 
 __all__ = ["main", "COMMANDS"]
@@ -28,6 +30,8 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS = {
     "demo": demo,
     "candidates": candidates,
+    "train": train_cmd,
+    "predict": predict_cmd,
 }
 
 

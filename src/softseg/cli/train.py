@@ -1,0 +1,247 @@
+"""``softseg train``: train a candidate on a dataset folder and write a model file.
+
+Progress goes to stderr as a progress line by default; with ``--json-progress`` every
+:mod:`softseg.events` event is printed as one JSON line on stdout (flushed), which is what the
+napari Train widget reads. SIGINT/SIGTERM stop the run after the current step and leave a
+resumable checkpoint (``--resume`` continues it). Under ``torchrun`` only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from softseg.errors import InputError
+
+__all__ = ["HELP", "add_arguments", "parse_crop", "parse_spacing", "run"]
+
+HELP = "train a SoftSeg (or conventional) model on a dataset folder; writes MODEL.safetensors"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", metavar="DATASET", help="dataset folder: DATASET/<subject>/image.nii.gz + rater-<id>.nii.gz")
+    parser.add_argument("--candidate", required=True, metavar="NAME", help="training candidate (see `softseg candidates`), e.g. softseg, conventional")
+    parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.safetensors)")
+    parser.add_argument("--config", metavar="JSON", help="TrainConfig as a JSON file (nested: data/model/optim/augment); options below override it")
+    parser.add_argument("--epochs", type=int, help="maximum number of epochs (default 200)")
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 50)")
+    parser.add_argument("--min-delta", type=float, help="minimum validation-loss improvement (default 0.001)")
+    parser.add_argument("--batch-size", type=int, help="slices per batch (default 8)")
+    parser.add_argument("--lr", type=float, help="initial learning rate of Adam (default 0.001)")
+    parser.add_argument("--crop", metavar="R[,C]", help="training slice size, e.g. 128 or 160,124 (default 128)")
+    parser.add_argument(
+        "--spacing", metavar="X,Y[,Z]",
+        help="target voxel size in mm in RAS order as in the paper's Table 1 (x left-right, y "
+        "posterior-anterior, z = axial slice axis); one value = isotropic in-plane; Z omitted keeps "
+        "the native slices (default: median in-plane spacing of the training subjects)",
+    )
+    parser.add_argument("--depth", type=int, help="U-Net depth (default 3)")
+    parser.add_argument("--width", type=int, help="filters of the first U-Net level (default 32)")
+    parser.add_argument("--dropout", type=float, help="dropout probability (default 0.3)")
+    parser.add_argument("--fusion", choices=("staple", "average", "majority", "random"), help="rater fusion (default average)")
+    parser.add_argument("--val-fraction", type=float, help="fraction of subjects for validation (default 0.2)")
+    parser.add_argument("--test-fraction", type=float, help="fraction of subjects held out for testing (default 0)")
+    parser.add_argument("--test-group", metavar="GROUP", help="hold out this dataset.json group as the test set")
+    parser.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
+    parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    parser.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run of MODEL from its checkpoint")
+    parser.add_argument("--json-progress", action="store_true", help="one JSON event per line on stdout (for supervisors)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model file / discard its checkpoint")
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--{what}: expected comma-separated numbers; got {text!r}") from None
+    if not values:
+        raise InputError(f"--{what}: expected comma-separated numbers; got {text!r}")
+    return values
+
+
+def parse_crop(text: str) -> tuple[int, int]:
+    """``"128"`` -> (128, 128); ``"160,124"`` -> (160, 124) (rows, cols)."""
+    values = _floats(text, "crop")
+    if len(values) not in (1, 2) or any(v != int(v) or v < 8 for v in values):
+        raise InputError(f"--crop: give one or two whole sizes >= 8 (e.g. 128 or 160,124); got {text!r}")
+    rows = int(values[0])
+    return rows, int(values[-1])
+
+
+def parse_spacing(text: str) -> tuple[float | None, float, float]:
+    """``X,Y[,Z]`` mm in RAS order -> display order (S, P, L) = (Z or None, Y, X)."""
+    values = _floats(text, "spacing")
+    if len(values) not in (1, 2, 3) or any(v <= 0 for v in values):
+        raise InputError(f"--spacing: give 1, 2 or 3 positive sizes in mm (X,Y[,Z]); got {text!r}")
+    if len(values) == 1:
+        values = [values[0], values[0]]
+    x, y = values[0], values[1]
+    z = values[2] if len(values) == 3 else None
+    return (z, y, x)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    from softseg.train import TrainConfig
+
+    base: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            base = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(base, dict):
+            raise InputError(f"{path}: expected a JSON object")
+    cfg: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for section in ("data", "model", "optim", "augment"):
+        cfg.setdefault(section, {})
+    cfg["candidate"] = args.candidate
+
+    def put(section: str | None, key: str, value: Any) -> None:
+        if value is None:
+            return
+        (cfg if section is None else cfg[section])[key] = value
+
+    put(None, "seed", args.seed)
+    put(None, "device", args.device)
+    if args.no_amp:
+        cfg["amp"] = False
+    put("optim", "epochs", args.epochs)
+    put("optim", "patience", args.patience)
+    put("optim", "min_delta", args.min_delta)
+    put("optim", "batch_size", args.batch_size)
+    put("optim", "lr", args.lr)
+    put("data", "crop", list(parse_crop(args.crop)) if args.crop else None)
+    put("data", "spacing", list(parse_spacing(args.spacing)) if args.spacing else None)
+    put("data", "fusion", args.fusion)
+    put("data", "val_fraction", args.val_fraction)
+    put("data", "test_fraction", args.test_fraction)
+    put("data", "test_group", args.test_group)
+    put("model", "depth", args.depth)
+    put("model", "width", args.width)
+    put("model", "dropout", args.dropout)
+    if args.no_augment:
+        cfg["augment"]["enabled"] = False
+    return TrainConfig.from_dict(cfg)
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class _ProgressPrinter:
+    """Human progress on stderr: a live step line on a terminal, one line per epoch always."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.live = bool(getattr(stream, "isatty", lambda: False)())
+        self.width = 0
+
+    def _line(self, text: str) -> None:
+        pad = " " * max(0, self.width - len(text))
+        self.stream.write("\r" + text + pad)
+        self.width = len(text)
+        self.stream.flush()
+
+    def _print(self, text: str) -> None:
+        if self.live and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.width = 0
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def __call__(self, event: Any) -> None:
+        t = event.type
+        if t == "step" and self.live:
+            frac = event.step / max(1, event.steps)
+            bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
+            self._line(
+                f"epoch {event.epoch}/{event.epochs} [{bar}] {event.step}/{event.steps} "
+                f"loss {event.loss:.4f}  eta {_fmt_time(event.eta_s)}"
+            )
+        elif t == "epoch":
+            self._print(
+                f"epoch {event.epoch}/{event.epochs}  loss {event.loss:.4f}  val loss {event.val_loss:.4f}  "
+                f"val Dice {event.val_dice:.3f}  soft Dice {event.val_soft_dice:.3f}  lr {event.lr:.2e}  "
+                f"eta {_fmt_time(event.eta_s)}"
+            )
+        elif t == "best":
+            pass
+        elif t == "checkpoint" and event.reason == "cancel":
+            self._print(f"checkpoint saved: {event.path} (continue with --resume)")
+        elif t == "done":
+            if event.reason == "cancelled":
+                self._print(f"stopped after epoch {event.epoch}; resume with --resume")
+            else:
+                why = "early stopping" if event.reason == "early_stopping" else "maximum epochs"
+                self._print(
+                    f"done ({why}) after {event.epoch} epochs in {_fmt_time(event.elapsed_s)}: best epoch "
+                    f"{event.best_epoch}, threshold {event.threshold:.2f} -> {event.path}"
+                )
+
+
+def run(args: argparse.Namespace) -> int:
+    from softseg import events as ev
+    from softseg.train import Trainer
+
+    json_out = bool(args.json_progress)
+
+    def emit(event: Any) -> None:
+        if json_out:
+            sys.stdout.write(ev.to_json(event) + "\n")
+            sys.stdout.flush()
+
+    try:
+        config = build_config(args)
+    except InputError as exc:
+        emit(ev.ErrorEvent(epoch=0, kind="input", message=" ".join(str(exc).split())))
+        raise
+    cancel = threading.Event()
+    printer = None if json_out else _ProgressPrinter(sys.stderr)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if cancel.is_set():  # second signal: stop now
+            raise KeyboardInterrupt
+        cancel.set()
+        if not json_out:
+            print(f"\nsoftseg train: {signal.Signals(signum).name}: stopping after this step and "
+                  "saving a checkpoint (again to abort)", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    trainer = Trainer(args.dataset, config, out=args.out, resume=args.resume, overwrite=args.overwrite, cancel=cancel)
+    error = None
+    try:
+        for event in trainer.run():
+            emit(event)
+            if printer is not None:
+                printer(event)
+            if isinstance(event, ev.ErrorEvent):
+                error = event
+    except InputError as exc:
+        emit(ev.ErrorEvent(epoch=0, kind="input", message=" ".join(str(exc).split())))
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        emit(ev.ErrorEvent(epoch=getattr(trainer, "epoch", 0), kind="internal", message=" ".join(str(exc).split()) or type(exc).__name__))
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if error is not None:
+        raise InputError(error.message)
+    return 0
