@@ -125,6 +125,10 @@ def load_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
     try:
         img = nib.load(path, mmap=False)
     except Exception as exc:  # nibabel raises several types for foreign files
+        if _is_gzip(path):
+            raise InputError(
+                f"{path}: truncated or corrupt gzip data ({_short(exc)}); re-export or re-download it"
+            ) from None
         raise InputError(
             f"{path}: not a NIfTI file ({_short(exc)}); expected a .nii or .nii.gz image"
         ) from None
@@ -157,6 +161,14 @@ def load_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
     if len(img.shape) != 3:
         header.set_data_shape(shape)
     return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), header=header, path=path)
+
+
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
 
 
 def _short(exc: BaseException) -> str:

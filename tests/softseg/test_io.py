@@ -1,0 +1,307 @@
+"""softseg.io: loading, atomic saving, dtypes, bad input (nothing written), geometry round trips."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from softseg.errors import InputError
+from softseg.io import (
+    atomic_path,
+    check_writable,
+    is_nifti_path,
+    load_volume,
+    read_sidecar,
+    save_volume,
+    sidecar_path,
+)
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _affine(kind: str) -> np.ndarray:
+    aff = np.eye(4)
+    if kind == "ras":
+        aff[:3, 3] = [-10.0, -12.0, -5.0]
+    elif kind == "lps":
+        aff[:3, :3] = np.diag([-1.0, -1.0, 1.0])
+        aff[:3, 3] = [20.5, 30.25, -7.0]
+    elif kind == "anisotropic":
+        aff[:3, :3] = np.diag([0.6, 0.75, 3.2])
+        aff[:3, 3] = [1.5, -2.5, 40.0]
+    elif kind == "oblique":
+        aff[:3, :3] = _rotation(0.2, -0.3, 0.35) @ np.diag([0.9, 1.1, 2.5])
+        aff[:3, 3] = [-90.3, 12.7, 44.1]
+    elif kind == "sagittal":  # slices stored along x (file axis 2 points left)
+        aff[:3, :3] = np.array([[0.0, 0.0, -1.2], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        aff[:3, 3] = [50.0, -30.0, 10.0]
+    return aff
+
+
+ORIENTATIONS = ["ras", "lps", "anisotropic", "oblique", "sagittal"]
+
+
+def _write(path: Path, array: np.ndarray, affine: np.ndarray, *, qform_only: bool = False) -> Path:
+    img = nib.Nifti1Image(array, affine)
+    if qform_only:
+        img.set_qform(affine, code=1)
+        img.set_sform(None, code=0)
+    else:
+        img.set_qform(affine, code=1)
+    nib.save(img, path)
+    return path
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --------------------------------------------------------------------------- round trips
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
+def test_round_trip_is_bit_exact(tmp_path, orientation, dtype):
+    rng = np.random.default_rng(1)
+    array = (rng.random((9, 11, 7)) * 100).astype(dtype)
+    src = _write(tmp_path / "in.nii.gz", array, _affine(orientation))
+    vol = load_volume(src)
+    assert vol.array.dtype == np.dtype(dtype)
+    out = save_volume(tmp_path / "out.nii.gz", vol.array, like=vol)
+    a, b = nib.load(src), nib.load(out)
+    assert b.get_data_dtype() == a.get_data_dtype()
+    assert np.array_equal(np.asanyarray(b.dataobj), np.asanyarray(a.dataobj))
+    assert np.array_equal(b.affine, a.affine)
+    assert b.header.binaryblock == a.header.binaryblock
+
+
+def test_qform_only_file_round_trip(tmp_path):
+    array = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    src = _write(tmp_path / "q.nii", array, _affine("oblique"), qform_only=True)
+    vol = load_volume(src)
+    out = save_volume(tmp_path / "q_out.nii", vol.array, like=vol)
+    a, b = nib.load(src), nib.load(out)
+    assert int(b.header["sform_code"]) == 0 and int(b.header["qform_code"]) == 1
+    assert np.array_equal(b.affine, a.affine)
+    assert b.header.binaryblock == a.header.binaryblock
+    assert Path(out).read_bytes() == Path(src).read_bytes()
+
+
+def test_spacing_and_array_agree_with_simpleitk(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    array = np.random.default_rng(2).random((8, 10, 6)).astype(np.float32)
+    src = _write(tmp_path / "a.nii.gz", array, _affine("anisotropic"))
+    vol = load_volume(src)
+    ref = sitk.ReadImage(str(src))
+    assert vol.spacing == pytest.approx(ref.GetSpacing(), rel=1e-6)
+    # SimpleITK arrays are (z, y, x); nibabel's are (x, y, z)
+    assert np.array_equal(vol.array, sitk.GetArrayFromImage(ref).transpose(2, 1, 0))
+
+
+# --------------------------------------------------------------------------- dtypes
+def test_float_maps_are_float32_and_unscaled(tmp_path):
+    soft = np.linspace(0, 1, 4 * 5 * 6).reshape(4, 5, 6)  # float64 in
+    out = save_volume(tmp_path / "soft.nii.gz", soft, affine=np.eye(4))
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.float32
+    assert img.header.get_slope_inter() == (None, None)
+    raw = np.asanyarray(img.dataobj)
+    assert raw.dtype == np.float32
+    assert np.array_equal(raw, soft.astype(np.float32))
+    assert len(np.unique(raw)) == soft.size  # nothing quantised
+
+
+def test_float_written_over_int_reference_stays_float(tmp_path):
+    ref = _write(tmp_path / "lab.nii.gz", np.zeros((4, 4, 4), np.int16), np.eye(4))
+    soft = np.full((4, 4, 4), 0.37, dtype=np.float64)
+    out = save_volume(tmp_path / "soft.nii.gz", soft, like=ref)
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.float32
+    assert np.asanyarray(img.dataobj)[0, 0, 0] == np.float32(0.37)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"),
+    [(np.int16, np.int16), (np.uint8, np.uint8), (np.int32, np.int32), (np.uint16, np.uint16), (bool, np.uint8)],
+)
+def test_integer_labels_keep_integer_dtype(tmp_path, dtype, expected):
+    labels = (np.arange(60).reshape(3, 4, 5) % 3).astype(dtype)
+    out = save_volume(tmp_path / "lab.nii.gz", labels, affine=np.eye(4))
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.dtype(expected)
+    assert np.array_equal(np.asanyarray(img.dataobj), labels.astype(expected))
+    assert load_volume(out).array.dtype == np.dtype(expected)
+
+
+def test_trailing_singleton_dimension_is_squeezed(tmp_path):
+    array = np.random.default_rng(3).random((5, 6, 7, 1)).astype(np.float32)
+    src = _write(tmp_path / "t.nii.gz", array, np.eye(4))
+    vol = load_volume(src)
+    assert vol.shape == (5, 6, 7)
+    assert np.array_equal(vol.array, array[..., 0])
+
+
+# --------------------------------------------------------------------------- bad input
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.nii\.gz: no such file"):
+        load_volume(tmp_path / "nope.nii.gz")
+
+
+def test_not_a_nifti(tmp_path):
+    bad = tmp_path / "notes.nii.gz"
+    bad.write_text("this is not an image\n")
+    with pytest.raises(InputError, match=r"notes\.nii\.gz: not a NIfTI file") as info:
+        load_volume(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_gzip_header(tmp_path):
+    src = _write(tmp_path / "ok.nii.gz", np.ones((20, 20, 20), np.float32), np.eye(4))
+    bad = tmp_path / "cut.nii.gz"
+    bad.write_bytes(src.read_bytes()[:100])
+    with pytest.raises(InputError, match=r"cut\.nii\.gz: truncated or corrupt gzip") as info:
+        load_volume(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_gzip_data(tmp_path):
+    rng = np.random.default_rng(4)
+    src = _write(tmp_path / "ok.nii.gz", rng.random((30, 30, 30)).astype(np.float32), np.eye(4))
+    bad = tmp_path / "cut.nii.gz"
+    data = src.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # header intact, voxel data cut
+    with pytest.raises(InputError, match=r"cut\.nii\.gz: truncated or corrupt"):
+        load_volume(bad)
+
+
+def test_corrupt_gzip_stream(tmp_path):
+    raw = nib.Nifti1Image(np.ones((10, 10, 10), np.float32), np.eye(4))
+    plain = tmp_path / "plain.nii"
+    nib.save(raw, plain)
+    payload = bytearray(gzip.compress(plain.read_bytes()))
+    payload[len(payload) // 2 : len(payload) // 2 + 16] = b"\x00" * 16
+    bad = tmp_path / "corrupt.nii.gz"
+    bad.write_bytes(bytes(payload))
+    with pytest.raises(InputError, match=r"corrupt\.nii\.gz: "):
+        load_volume(bad)
+
+
+def test_4d_volume_is_refused(tmp_path):
+    src = _write(tmp_path / "fmri.nii.gz", np.zeros((4, 4, 4, 3), np.float32), np.eye(4))
+    with pytest.raises(InputError, match=r"fmri\.nii\.gz: expected a 3D volume, got shape \(4, 4, 4, 3\)"):
+        load_volume(src)
+
+
+def test_nan_in_label_is_refused(tmp_path):
+    arr = np.zeros((4, 4, 4), np.float32)
+    arr[1, 2, 3] = np.nan
+    arr[0, 0, 0] = np.inf
+    src = _write(tmp_path / "rater-1.nii.gz", arr, np.eye(4))
+    with pytest.raises(InputError, match=r"rater-1\.nii\.gz: label contains 2 NaN/Inf voxels"):
+        load_volume(src, label=True)
+    assert np.isnan(load_volume(src).array[1, 2, 3])  # an image may hold NaN
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(InputError, match="is a folder"):
+        load_volume(tmp_path)
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder this process cannot write into (root ignores chmod, so use /proc/1 there)."""
+    if os.geteuid() == 0:
+        folder = Path("/proc/1")
+        assert not os.access(folder, os.W_OK)
+        yield folder
+        return
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)
+
+
+def test_unwritable_output_folder(unwritable_folder):
+    before = set(os.listdir(unwritable_folder))
+    with pytest.raises(InputError, match="is not writable"):
+        save_volume(unwritable_folder / "out.nii.gz", np.zeros((3, 3, 3)), affine=np.eye(4))
+    assert set(os.listdir(unwritable_folder)) == before
+
+
+def test_missing_output_folder(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        save_volume(tmp_path / "no" / "out.nii.gz", np.zeros((3, 3, 3)), affine=np.eye(4))
+    assert _listing(tmp_path) == []
+
+
+def test_existing_output_is_not_replaced(tmp_path):
+    target = save_volume(tmp_path / "out.nii.gz", np.ones((3, 3, 3), np.float32), affine=np.eye(4))
+    before = target.read_bytes()
+    with pytest.raises(InputError, match=r"out\.nii\.gz: already exists; pass overwrite=True"):
+        save_volume(target, np.zeros((3, 3, 3), np.float32), affine=np.eye(4))
+    assert target.read_bytes() == before
+    assert _listing(tmp_path) == ["out.nii.gz"]  # no temporary file left behind
+    save_volume(target, np.zeros((3, 3, 3), np.float32), affine=np.eye(4), overwrite=True)
+    assert np.array_equal(load_volume(target).array, np.zeros((3, 3, 3), np.float32))
+    assert _listing(tmp_path) == ["out.nii.gz"]
+
+
+def test_existing_sidecar_blocks_the_whole_save(tmp_path):
+    (tmp_path / "lab.json").write_text("{}")
+    with pytest.raises(InputError, match=r"lab\.json: already exists"):
+        save_volume(tmp_path / "lab.nii.gz", np.zeros((3, 3, 3), np.uint8), affine=np.eye(4), sidecar={"rater": "1"})
+    assert _listing(tmp_path) == ["lab.json"]  # the image was not written either
+
+
+def test_wrong_suffix_and_shape(tmp_path):
+    with pytest.raises(InputError, match=r"must end in \.nii or \.nii\.gz"):
+        save_volume(tmp_path / "out.png", np.zeros((3, 3, 3)))
+    with pytest.raises(InputError, match=r"expected a 3D array to save, got shape \(3, 3\)"):
+        save_volume(tmp_path / "out.nii", np.zeros((3, 3)))
+    ref = save_volume(tmp_path / "ref.nii", np.zeros((3, 3, 3)))
+    with pytest.raises(InputError, match="does not match the reference volume"):
+        save_volume(tmp_path / "out.nii", np.zeros((3, 3, 4)), like=ref)
+    with pytest.raises(InputError, match="dtype complex128"):
+        save_volume(tmp_path / "out.nii", np.zeros((3, 3, 3), complex))
+    assert _listing(tmp_path) == ["ref.nii"]
+
+
+def test_interrupted_write_leaves_previous_file_and_no_temp(tmp_path):
+    target = save_volume(tmp_path / "keep.nii.gz", np.ones((3, 3, 3), np.float32), affine=np.eye(4))
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="power cut"):
+        with atomic_path(target, overwrite=True) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("power cut")
+    assert target.read_bytes() == before
+    assert _listing(tmp_path) == ["keep.nii.gz"]
+
+
+# --------------------------------------------------------------------------- sidecars & helpers
+def test_sidecar_written_and_read(tmp_path):
+    out = save_volume(
+        tmp_path / "rater-2.nii.gz", np.zeros((3, 3, 3), np.uint8), affine=np.eye(4), sidecar={"rater": "2"}
+    )
+    assert sidecar_path(out) == tmp_path / "rater-2.json"
+    assert read_sidecar(out) == {"rater": "2"}
+    (tmp_path / "rater-2.json").write_text("{broken")
+    with pytest.raises(InputError, match=r"rater-2\.json: not valid JSON"):
+        read_sidecar(out)
+    assert read_sidecar(tmp_path / "other.nii.gz") is None
+
+
+def test_is_nifti_path_and_check_writable(tmp_path):
+    assert is_nifti_path("a.nii") and is_nifti_path("B.NII.GZ") and not is_nifti_path("a.nrrd")
+    assert check_writable(tmp_path / "x.nii.gz") == tmp_path / "x.nii.gz"
+    with pytest.raises(InputError, match="is a folder"):
+        check_writable(tmp_path)
