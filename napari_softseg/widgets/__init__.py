@@ -1,0 +1,1 @@
+"""Dock widgets of napari-softseg, one module per widget (imported lazily by napari)."""
