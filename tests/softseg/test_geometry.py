@@ -1,0 +1,166 @@
+"""softseg.geometry: display orientation (S, P, L), scale/translate, metadata, exact save."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from softseg.errors import InputError
+from softseg.geometry import DisplayGeometry, display_geometry, save_display_array
+from softseg.io import load_volume
+
+from test_io import ORIENTATIONS, _affine, _write  # noqa: E402  (same folder helpers)
+
+SHAPE = (9, 11, 7)
+
+
+def _world_centres(affine: np.ndarray, shape) -> np.ndarray:
+    """RAS mm of every voxel centre, shape (*shape, 3), computed straight from the affine."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
+    return idx @ affine[:3, :3].T + affine[:3, 3]
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_display_axes_point_superior_posterior_left(orientation):
+    affine = _affine(orientation)
+    geom = DisplayGeometry.from_affine(affine, SHAPE)
+    world = geom.to_display(np.moveaxis(_world_centres(affine, SHAPE), -1, 0))  # (3, *display)
+    x, y, z = world
+    # along each display axis the matching anatomical coordinate must grow (on average for oblique)
+    assert np.diff(z, axis=0).mean() > 0  # axis 0: towards superior
+    assert np.diff(-y, axis=1).mean() > 0  # axis 1: towards posterior (anterior at the top)
+    assert np.diff(-x, axis=2).mean() > 0  # axis 2: towards the patient's left (radiological)
+    if orientation != "oblique":  # exact: one anatomical coordinate per display axis
+        assert np.allclose(np.diff(z, axis=0), geom.scale[0])
+        assert np.allclose(np.diff(-y, axis=1), geom.scale[1])
+        assert np.allclose(np.diff(-x, axis=2), geom.scale[2])
+
+
+@pytest.mark.parametrize(
+    ("orientation", "display_shape", "scale"),
+    [
+        ("ras", (7, 11, 9), (1.0, 1.0, 1.0)),
+        ("lps", (7, 11, 9), (1.0, 1.0, 1.0)),
+        ("anisotropic", (7, 11, 9), (3.2, 0.75, 0.6)),
+        ("sagittal", (11, 9, 7), (1.0, 1.0, 1.2)),  # file axes point A, S, L
+    ],
+)
+def test_shape_and_scale_by_hand(orientation, display_shape, scale):
+    geom = DisplayGeometry.from_affine(_affine(orientation), SHAPE)
+    assert geom.display_shape == display_shape
+    assert geom.scale == pytest.approx(scale)
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_translate_is_the_position_of_display_voxel_zero(orientation):
+    affine = _affine(orientation)
+    geom = DisplayGeometry.from_affine(affine, SHAPE)
+    flat = np.arange(np.prod(SHAPE)).reshape(SHAPE)
+    file_index = np.unravel_index(int(geom.to_display(flat)[0, 0, 0]), SHAPE)
+    x, y, z, _one = affine @ np.array([*file_index, 1.0])
+    assert geom.translate == pytest.approx((z, -y, -x))
+
+
+def test_napari_world_coordinates_match_the_affine():
+    """Non-oblique: translate + scale * display index = (S, P, L) position of that voxel."""
+    affine = _affine("lps")
+    geom = DisplayGeometry.from_affine(affine, SHAPE)
+    world = geom.to_display(np.moveaxis(_world_centres(affine, SHAPE), -1, 0))
+    i, j, k = 3, 5, 2
+    expected = np.array(geom.translate) + np.array(geom.scale) * [i, j, k]
+    x, y, z = world[:, i, j, k]
+    assert np.allclose(expected, [z, -y, -x])
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_to_display_from_display_bit_exact(orientation):
+    geom = DisplayGeometry.from_affine(_affine(orientation), SHAPE)
+    rng = np.random.default_rng(5)
+    for arr in (rng.random(SHAPE).astype(np.float32), rng.integers(0, 5, size=(3, *SHAPE)).astype(np.uint8)):
+        disp = geom.to_display(arr)
+        assert disp.flags.c_contiguous and disp.dtype == arr.dtype
+        assert disp.shape[-3:] == geom.display_shape
+        back = geom.from_display(disp)
+        assert back.tobytes() == arr.tobytes()
+    # the rater axis stays in front: each rater is reoriented on its own
+    stack = rng.random((2, *SHAPE))
+    assert np.array_equal(geom.to_display(stack)[1], geom.to_display(stack[1]))
+
+
+def test_wrong_shapes_are_refused():
+    geom = DisplayGeometry.from_affine(_affine("lps"), SHAPE)
+    with pytest.raises(InputError, match=r"expected an array of shape \(\.\.\., 9, 11, 7\) in file order"):
+        geom.to_display(np.zeros((7, 11, 9)))
+    with pytest.raises(InputError, match="in display order"):
+        geom.from_display(np.zeros(SHAPE))
+    with pytest.raises(InputError, match="singular"):
+        DisplayGeometry.from_affine(np.diag([1.0, 0.0, 1.0, 1.0]), SHAPE)
+    with pytest.raises(InputError, match="4x4"):
+        DisplayGeometry.from_affine(np.eye(3), SHAPE)
+
+
+def test_metadata_survives_copy_and_pickle():
+    affine = _affine("oblique")
+    header = nib.Nifti1Header()
+    header.set_data_shape(SHAPE)
+    header["descrip"] = b"scanner X"
+    geom = DisplayGeometry.from_affine(affine, SHAPE, header=header)
+    meta = {"other": 1, **geom.as_metadata()}
+    for clone in (copy.deepcopy(meta), pickle.loads(pickle.dumps(meta))):
+        again = DisplayGeometry.from_metadata(clone)
+        assert again is not None
+        assert again.affine.tobytes() == affine.tobytes()
+        assert again.header.binaryblock == geom.header.binaryblock
+        assert again.file_shape == SHAPE
+        assert np.array_equal(again.transform, geom.transform)
+    # the inner dict and a doubly nested one are accepted too; no geometry -> None
+    inner = meta["softseg_geometry"]
+    assert DisplayGeometry.from_metadata(inner).file_shape == SHAPE
+    assert DisplayGeometry.from_metadata({"softseg_geometry": meta}).file_shape == SHAPE
+    assert DisplayGeometry.from_metadata({}) is None
+    assert DisplayGeometry.from_metadata(None) is None
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+@pytest.mark.parametrize("qform_only", [False, True])
+def test_save_display_array_reproduces_the_file(tmp_path, orientation, qform_only):
+    rng = np.random.default_rng(6)
+    array = (rng.random(SHAPE) * 300).astype(np.int16)
+    src = _write(tmp_path / "in.nii.gz", array, _affine(orientation), qform_only=qform_only)
+    vol = load_volume(src)
+    geom = DisplayGeometry.from_metadata(copy.deepcopy(display_geometry(vol).as_metadata()))
+    out = save_display_array(tmp_path / "out.nii.gz", geom.to_display(vol.array), geom)
+    a, b = nib.load(src), nib.load(out)
+    assert np.array_equal(np.asanyarray(a.dataobj), np.asanyarray(b.dataobj))
+    assert b.get_data_dtype() == a.get_data_dtype()
+    assert a.affine.tobytes() == b.affine.tobytes()
+    assert a.header.binaryblock == b.header.binaryblock
+
+
+def test_save_display_array_nifti2_and_bad_shape(tmp_path):
+    array = np.random.default_rng(7).random(SHAPE).astype(np.float32)
+    img = nib.Nifti2Image(array, _affine("anisotropic"))
+    src = tmp_path / "n2.nii"
+    nib.save(img, src)
+    vol = load_volume(src)
+    geom = DisplayGeometry.from_metadata(display_geometry(vol).as_metadata())
+    out = save_display_array(tmp_path / "n2_out.nii", geom.to_display(vol.array), geom)
+    assert src.read_bytes() == out.read_bytes()
+    with pytest.raises(InputError, match="display order"):
+        save_display_array(tmp_path / "bad.nii", np.zeros(SHAPE), geom)
+    assert not (tmp_path / "bad.nii").exists()
+
+
+def test_geometry_without_header_writes_its_affine(tmp_path):
+    affine = _affine("lps")
+    geom = DisplayGeometry.from_affine(affine, SHAPE)
+    data = np.random.default_rng(8).random(geom.display_shape).astype(np.float32)
+    out = save_display_array(tmp_path / "new.nii.gz", data, geom)
+    img = nib.load(out)
+    assert np.allclose(img.affine, affine)
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+    assert np.array_equal(geom.to_display(np.asanyarray(img.dataobj)), data)
