@@ -1,0 +1,200 @@
+"""softseg.candidates: the papers' ablation table, target preparation, losses, CLI listing."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from softseg import activations, losses
+from softseg import candidates as cand_module
+from softseg.augment import AffineAugment, random_affine
+from softseg.candidates import CANDIDATES, FUSION_DESCRIPTIONS, FUSIONS, Candidate, check_fusion, get_candidate
+from softseg.cli import COMMANDS, main
+from softseg.errors import InputError
+from softseg.losses import signed_distance_map
+from softseg.models import UNet2D
+
+# SoftSeg paper, Table 2 (+ the two loss baselines of issue 4)
+TABLE = {
+    "conventional": ("Hard-Sig-Dice", False, "sigmoid", "dice"),
+    "hard-relu-wing": ("Hard-ReLU-Wing", False, "normalized_relu", "adaptive_wing"),
+    "soft-sig-wing": ("Soft-Sig-Wing", True, "sigmoid", "adaptive_wing"),
+    "soft-relu-dice": ("Soft-ReLU-Dice", True, "normalized_relu", "dice"),
+    "softseg": ("Soft-ReLU-Wing", True, "normalized_relu", "adaptive_wing"),
+    "soft-sig-bce": ("Soft-Sig-BCE", True, "sigmoid", "bce"),
+    "gdl-boundary": ("Hard-Sig-GDL+Boundary", False, "sigmoid", "gdl_boundary"),
+}
+
+
+def _batch(seed=0, n=4, size=24):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.randn(n, 1, size, size, generator=g)
+    lab = torch.zeros(n, 1, size, size)
+    lab[:, :, 6:16, 8:18] = 1.0
+    img = img + 2 * lab
+    return img, lab
+
+
+def test_registry_matches_the_papers_table():
+    assert list(CANDIDATES) == list(TABLE)
+    for name, (title, soft, activation, loss) in TABLE.items():
+        c = get_candidate(name)
+        assert (c.name, c.title, c.soft_gt, c.activation, c.loss) == (name, title, soft, activation, loss)
+        assert c.description and "\n" not in c.description
+    wing = get_candidate("softseg").loss_params
+    assert wing == {"alpha": 2.1, "omega": 8.0, "epsilon": 1.0, "theta": 0.5}  # SoftSeg Table 1
+    assert get_candidate("gdl-boundary").needs_distance_map
+    assert not any(c.needs_distance_map for n, c in CANDIDATES.items() if n != "gdl-boundary")
+
+
+def test_names_known_without_torch_match_the_registries():
+    assert set(cand_module._ACTIVATION_NAMES) == set(activations.ACTIVATIONS)
+    assert set(cand_module._LOSS_NAMES) == set(losses.LOSSES)
+    assert set(cand_module._DISTANCE_MAP_LOSSES) == set(losses.DISTANCE_MAP_LOSSES)
+
+
+def test_importing_candidates_does_not_import_torch():
+    code = "import sys, softseg.candidates, softseg.cli.candidates; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_frozen_and_json_able():
+    c = get_candidate("softseg")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.loss = "dice"  # type: ignore[misc]
+    params = {"smooth": 1.0}
+    custom = Candidate(name="x", title="X", description="d", soft_gt=True, activation="sigmoid", loss="dice",
+                       loss_params=params)
+    params["smooth"] = 5.0
+    assert custom.loss_params == {"smooth": 1.0}  # own copy
+    assert json.loads(json.dumps([c.as_dict() for c in CANDIDATES.values()]))[4]["title"] == "Soft-ReLU-Wing"
+    assert hash(c) == hash(get_candidate("softseg"))
+
+
+def test_prepare_target_hard_binarises_at_half_soft_keeps():
+    target = torch.tensor([0.0, 0.2, 0.49, 0.5, 0.51, 0.9, 1.0]).reshape(1, 1, 1, -1)
+    hard = get_candidate("conventional").prepare_target(target)
+    assert hard.tolist() == [[[[0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]]]]
+    assert hard.dtype == target.dtype
+    assert get_candidate("softseg").prepare_target(target) is target
+    assert get_candidate("conventional").prepare_target(torch.tensor([0, 1], dtype=torch.uint8)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_after_augmentation_soft_sees_fractions_hard_sees_binary(name):
+    c = get_candidate(name)
+    img, lab = _batch()
+    _, aug = random_affine(img, lab, params=AffineAugment(), generator=torch.Generator().manual_seed(1))
+    target = c.prepare_target(aug)
+    fractional = ((target > 0) & (target < 1)).sum().item()
+    if c.soft_gt:
+        assert fractional > 10
+        assert torch.equal(target, aug)
+    else:
+        assert fractional == 0
+        assert set(target.unique().tolist()) == {0.0, 1.0}
+
+
+def test_activate_uses_the_named_activation():
+    logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(get_candidate("softseg").activate(logits), activations.normalized_relu(logits))
+    torch.testing.assert_close(get_candidate("conventional").activate(logits), torch.sigmoid(logits))
+
+
+def test_compute_loss_is_the_named_loss_with_its_parameters():
+    g = torch.Generator().manual_seed(3)
+    probs, target = torch.rand(2, 1, 8, 8, generator=g), torch.rand(2, 1, 8, 8, generator=g)
+    c = get_candidate("softseg")
+    torch.testing.assert_close(c.compute_loss(probs, target, epoch=0),
+                               losses.adaptive_wing_loss(probs, target, alpha=2.1, omega=8, epsilon=1, theta=0.5))
+    torch.testing.assert_close(get_candidate("conventional").compute_loss(probs, target, epoch=5),
+                               losses.dice_loss(probs, target, smooth=1.0))
+    torch.testing.assert_close(get_candidate("soft-sig-bce").compute_loss(probs, target, epoch=5),
+                               losses.binary_cross_entropy(probs, target))
+    assert c.compute_loss(probs, target, epoch=0).ndim == 0
+
+
+def test_gdl_boundary_schedule_moves_weight_to_boundary():
+    c = get_candidate("gdl-boundary")
+    g = torch.Generator().manual_seed(4)
+    probs = torch.rand(2, 1, 12, 12, generator=g)
+    target = c.prepare_target(torch.rand(2, 1, 12, 12, generator=g))
+    phi = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2))
+    gdl = losses.generalized_dice_loss(probs, target)
+    bnd = losses.boundary_loss(probs, target, distance_map=phi)
+    torch.testing.assert_close(c.compute_loss(probs, target, epoch=0, distance_map=phi), gdl)
+    torch.testing.assert_close(c.compute_loss(probs, target, epoch=40, distance_map=phi), 0.6 * gdl + 0.4 * bnd)
+    torch.testing.assert_close(c.compute_loss(probs, target, epoch=150, distance_map=phi), 0.01 * gdl + 0.99 * bnd)
+    assert [c.boundary_weight(e) for e in (0, 1, 99, 120)] == [1.0, 0.99, 0.01, 0.01]
+    with pytest.raises(InputError, match="needs the signed distance map"):
+        c.compute_loss(probs, target, epoch=0)
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_a_few_training_steps_reduce_the_loss(name):
+    """Wiring smoke test: augment -> prepare_target -> model -> activate -> loss -> Adam."""
+    torch.manual_seed(0)
+    c = get_candidate(name)
+    img, lab = _batch(n=4, size=16)
+    target = c.prepare_target(lab)
+    phi = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2)) if c.needs_distance_map else None
+    model = UNet2D(1, width=4, depth=2, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    values = []
+    for _ in range(8):
+        loss = c.compute_loss(c.activate(model(img)), target, epoch=0, distance_map=phi)
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        values.append(loss.item())
+    assert values[-1] < values[0]
+
+
+def test_fusions():
+    assert FUSIONS == ("staple", "average", "majority", "random")
+    assert set(FUSION_DESCRIPTIONS) == set(FUSIONS)
+    assert check_fusion("average") == "average"
+    with pytest.raises(InputError, match="unknown fusion 'mean'; choose one of: staple, average, majority, random"):
+        check_fusion("mean")
+
+
+def test_errors_are_clear():
+    with pytest.raises(InputError, match="unknown candidate 'soft'; choose one of: conventional, .*softseg"):
+        get_candidate("soft")
+    with pytest.raises(InputError, match="unknown activation 'tanh'"):
+        Candidate(name="x", title="X", description="d", soft_gt=True, activation="tanh", loss="dice")
+    with pytest.raises(InputError, match="unknown loss 'l1'"):
+        Candidate(name="x", title="X", description="d", soft_gt=True, activation="sigmoid", loss="l1")
+    with pytest.raises(InputError, match="boundary_schedule"):
+        Candidate(name="x", title="X", description="d", soft_gt=False, activation="sigmoid", loss="gdl_boundary")
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def test_cli_lists_candidates_and_fusions(capsys):
+    assert "candidates" in COMMANDS
+    assert main(["candidates"]) == 0
+    out = capsys.readouterr().out
+    for name, (title, *_rest) in TABLE.items():
+        assert name in out and title in out
+    for fusion in FUSIONS:
+        assert fusion in out
+
+
+def test_cli_json(capsys):
+    assert main(["candidates", "--json", "softseg", "conventional"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in payload["candidates"]] == ["softseg", "conventional"]
+    assert payload["candidates"][0]["loss_params"]["alpha"] == 2.1
+    assert [f["name"] for f in payload["fusions"]] == list(FUSIONS)
+
+
+def test_cli_unknown_name_exit_2(capsys):
+    assert main(["candidates", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith("softseg candidates: error: unknown candidate 'nope'; choose one of:")
+    assert len(err.strip().splitlines()) == 1
