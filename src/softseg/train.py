@@ -431,7 +431,10 @@ class Trainer:
         self.scheduler = self.build_scheduler(self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         # random streams of the run (STYLE.md 8): augmentation on the device, rater draws in numpy
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        # (ranks > 0 of a distributed run get their own augmentation/dropout streams)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 1 + 1_000_003 * self.dist.rank)
+        if self.dist.rank > 0:
+            torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank)
         self.rng = np.random.default_rng(cfg.seed + 2)
         self.train_images = torch.from_numpy(self.prepared.train.images)
         self.val_images = torch.from_numpy(self.prepared.val.images)
@@ -453,6 +456,10 @@ class Trainer:
         self.last_epoch_done = 0
         if self.resume:
             self.load_checkpoint()
+            if self.dist.rank > 0:  # the checkpoint holds rank 0's streams; keep ranks apart
+                salt = 1_000_003 * self.dist.rank + 7919 * self.epoch + self.step
+                self.generator.manual_seed(cfg.seed + 1 + salt)
+                torch.manual_seed(cfg.seed + salt)
 
     # ------------------------------------------------------------------ epoch hooks
     def indices(self, epoch: int) -> list[int]:
@@ -691,17 +698,28 @@ class Trainer:
     # ------------------------------------------------------------------ end of training
     @torch.no_grad()
     def find_threshold(self) -> tuple[float, list[list[float]]]:
-        """Optimal threshold of the best model on training + validation slices (no augmentation)."""
-        from softseg.metrics import optimal_threshold
+        """Optimal threshold of the best model on the training + validation subjects.
+
+        Dice of the binarised prediction against the label binarised at 0.5 is computed per
+        subject on the preprocessed (unaugmented) slices and averaged over subjects
+        (:func:`softseg.metrics.optimal_threshold`); the sweep (threshold, mean Dice) is kept.
+        """
+        from softseg.metrics import optimal_threshold, threshold_sweep
 
         if self.best_state is not None:
             self.net.load_state_dict(self.best_state)
-        images = torch.cat([self.train_images, self.val_images])
-        truth = np.concatenate([self.prepared.train.label_array(), self.prepared.val.label_array()]) >= 0.5
-        probs = self.predict_slices(images).numpy()
-        result = optimal_threshold(probs, truth, thresholds=np.asarray(THRESHOLDS))
-        threshold, sweep = _threshold_result(result)
-        return threshold, sweep
+        probs, truths = [], []
+        for part, images in ((self.prepared.train, self.train_images), (self.prepared.val, self.val_images)):
+            p = self.predict_slices(images).numpy()[:, 0]
+            t = part.label_array()[:, 0] >= 0.5
+            for start, stop in part.subject_slices:
+                probs.append(p[start:stop])
+                truths.append(t[start:stop])
+        thresholds = np.asarray(THRESHOLDS)
+        threshold = optimal_threshold(probs, truths, thresholds=thresholds)
+        mean = np.mean([threshold_sweep(p, t, thresholds=thresholds).dice for p, t in zip(probs, truths)], axis=0)
+        sweep = [[float(a), float(b)] for a, b in zip(thresholds, mean)]
+        return float(threshold), sweep
 
     def metadata(self, threshold: float, sweep: list[list[float]]) -> dict[str, Any]:
         """The model file's metadata (see :mod:`softseg.modelfile`)."""
@@ -857,34 +875,6 @@ class Trainer:
                 f"{self.ckpt}: --resume with different settings ({'; '.join(diffs)}); "
                 "use the original settings or start over with --overwrite"
             )
-
-
-def _threshold_result(result: Any) -> tuple[float, list[list[float]]]:
-    """Normalise :func:`softseg.metrics.optimal_threshold`'s result to (threshold, sweep)."""
-    if isinstance(result, (float, int, np.floating)):
-        return float(result), []
-    if isinstance(result, tuple) and len(result) == 2 and np.isscalar(result[0]):
-        t, extra = result
-        return float(t), _sweep_list(extra)
-    for name in ("threshold", "best_threshold"):
-        if hasattr(result, name):
-            t = getattr(result, name)
-            sweep = []
-            th = getattr(result, "thresholds", None)
-            sc = getattr(result, "scores", getattr(result, "dice", None))
-            if th is not None and sc is not None:
-                sweep = [[round(float(a), 4), float(b)] for a, b in zip(th, sc)]
-            return float(t), sweep
-    if isinstance(result, Mapping) and "threshold" in result:
-        return float(result["threshold"]), _sweep_list(result.get("sweep", []))
-    raise TypeError(f"unexpected optimal_threshold result {type(result).__name__}")
-
-
-def _sweep_list(extra: Any) -> list[list[float]]:
-    try:
-        return [[round(float(a), 4), float(b)] for a, b in extra]
-    except (TypeError, ValueError):
-        return []
 
 
 def _json_default(obj: Any) -> Any:

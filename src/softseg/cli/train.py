@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -199,18 +200,25 @@ def run(args: argparse.Namespace) -> int:
     from softseg.train import Trainer
 
     json_out = bool(args.json_progress)
+    cancel = threading.Event()
+    pipe = {"open": json_out}
 
     def emit(event: Any) -> None:
-        if json_out:
+        if not pipe["open"]:
+            return
+        try:
             sys.stdout.write(ev.to_json(event) + "\n")
             sys.stdout.flush()
+        except (BrokenPipeError, ValueError):  # the supervisor is gone: stop and checkpoint
+            pipe["open"] = False
+            cancel.set()
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more goes out
 
     try:
         config = build_config(args)
     except InputError as exc:
         emit(ev.ErrorEvent(epoch=0, kind="input", message=" ".join(str(exc).split())))
         raise
-    cancel = threading.Event()
     printer = None if json_out else _ProgressPrinter(sys.stderr)
 
     def on_signal(signum: int, _frame: Any) -> None:
