@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -108,6 +109,8 @@ class TrainConfig:
     depth: int = PAPER_DEFAULTS["depth"]
     device: str = "cpu"
     seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
 
     def options(self) -> dict[str, object]:
         """Options of :func:`napari_softseg._supervisor.train_argv`."""
@@ -121,6 +124,8 @@ class TrainConfig:
             "fusion": self.fusion,
             "device": self.device,
             "seed": self.seed,
+            "resume": self.resume,
+            "overwrite": self.overwrite,
         }
 
 
@@ -198,7 +203,7 @@ class _Curves:
         for ax in (self.ax, self.ax_dice):
             ax.tick_params(labelsize=7)
         self._dirty = False
-        self._timer = QTimer()
+        self._timer = QTimer(self.canvas)  # dies with the canvas
         self._timer.setInterval(_REDRAW_INTERVAL_MS)
         self._timer.timeout.connect(self._redraw)
         self._timer.start()
@@ -251,9 +256,6 @@ class _Curves:
         """Draw pending points now (end of a run, screenshots)."""
         self._dirty = True
         self._redraw()
-
-    def stop(self) -> None:
-        self._timer.stop()
 
 
 def _finite(x: Any) -> bool:
@@ -319,6 +321,8 @@ class TrainWidget(Container):
         self.device = ComboBox(choices=devices, value=devices[0], label="Device")
         self.output = FileEdit(mode="w", filter="*.safetensors", label="Model file",
                                value=str(Path.home() / "softseg-model.safetensors"))
+        self.resume = CheckBox(value=False, text="Resume from the checkpoint of this model file")
+        self.overwrite = CheckBox(value=False, text="Overwrite an existing model file")
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="Progress")
@@ -328,7 +332,7 @@ class TrainWidget(Container):
         self.extend([
             self.source, self.images, self.targets, self.dataset, self.candidate,
             self.candidate_info, self.fusion, self.epochs, self.patience, self.batch_size,
-            self.lr, self.crop, self.depth, self.device, self.output, self.train_button,
+            self.lr, self.crop, self.depth, self.device, self.output, self.resume, self.overwrite, self.train_button,
             self.cancel_button, self.progress, self.status, self.best,
         ])
         self.curves = _Curves()
@@ -353,7 +357,7 @@ class TrainWidget(Container):
         self.predict_worker: Any = None
         # Stop the child when this widget or the viewer's window goes away. The closure holds
         # the process holder, not the (deleted) widget.
-        holder = self._holder = {"process": None}
+        holder = self._holder = {"process": None, "closed": False}
         self.native.destroyed.connect(lambda *_: _stop_holder(holder))
         qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
         if qt_window is not None:
@@ -395,11 +399,14 @@ class TrainWidget(Container):
             raise InputError("choose an output model file (…/model.safetensors)")
         if out.suffix != ".safetensors":
             out = out.with_name(out.name + ".safetensors")
+        if out.exists() and not (self.overwrite.value or self.resume.value):
+            raise InputError(f"{out} exists; choose another model file or tick 'Overwrite'")
         return TrainConfig(
             candidate=str(self.candidate.value), out=out, fusion=str(self.fusion.value),
             epochs=int(self.epochs.value), patience=int(self.patience.value),
             batch_size=int(self.batch_size.value), lr=float(self.lr.value),
             crop=int(self.crop.value), depth=int(self.depth.value), device=str(self.device.value),
+            resume=bool(self.resume.value), overwrite=bool(self.overwrite.value),
         )
 
     @property
@@ -495,14 +502,24 @@ class TrainWidget(Container):
             self.process.stop(timeout=DEFAULT_STOP_TIMEOUT_S)
 
     # ---------------------------------------------------------------- handlers (main thread)
+    @property
+    def closed(self) -> bool:
+        """The widget (or the viewer) was closed; the child has been asked to stop."""
+        return bool(self._holder["closed"])
+
     def _on_item(self, item: Any) -> None:
         if isinstance(item, TrainingProcess):
             self.process = item
             self._holder["process"] = item
+            if self.closed:  # closed while the dataset was being written
+                item.stop(timeout=10.0)
+                return
             self.status.value = "starting the training process…"
             return
         if isinstance(item, tuple) and item and item[0] == "dataset":
             self._tmpdir = item[1]
+            return
+        if self.closed:
             return
         event = item
         self.curves.add(event)
@@ -534,6 +551,8 @@ class TrainWidget(Container):
 
     def _on_returned(self, outcome: Outcome) -> None:
         self.outcome = outcome
+        if self.closed:
+            return
         self.curves.flush()
         done = outcome.done
         elapsed = time.perf_counter() - self._started_at
@@ -560,13 +579,17 @@ class TrainWidget(Container):
     def _on_errored(self, exc: BaseException) -> None:
         # Writing the dataset or starting the child failed (bad layers, no interpreter ...).
         self.outcome = None
+        if self.closed:
+            return
         self.status.value = f"failed: {exc}"
         _notify_error(f"Training failed: {' '.join(str(exc).split())}")
 
     def _on_finished(self) -> None:
         self.worker = None
-        self.train_button.enabled = True
-        self.cancel_button.enabled = False
+        if not self.closed:
+            self.train_button.enabled = True
+            self.cancel_button.enabled = False
+            self.curves.flush()
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -606,6 +629,7 @@ class TrainWidget(Container):
 
 
 def _stop_holder(holder: dict[str, Any]) -> None:
+    holder["closed"] = True  # the Qt widgets are gone: handlers only clean up from now on
     proc = holder.get("process")
     if proc is not None and proc.running:
         proc.stop(timeout=10.0, block=True)
