@@ -20,6 +20,9 @@ from collections.abc import Sequence
 
 from softseg import __version__
 from softseg.cli import candidates, demo
+from softseg.cli import evaluate as evaluate_cmd
+from softseg.cli import fuse as fuse_cmd
+from softseg.cli import compare as compare_cmd
 from softseg.cli import predict as predict_cmd
 from softseg.cli import train as train_cmd
 from softseg.errors import InputError
@@ -29,9 +32,12 @@ __all__ = ["main", "COMMANDS"]
 #: sub-command name -> module (a plain dict, STYLE.md 6).
 COMMANDS = {
     "demo": demo,
+    "fuse": fuse_cmd,
+    "evaluate": evaluate_cmd,
     "candidates": candidates,
     "train": train_cmd,
     "predict": predict_cmd,
+    "compare": compare_cmd,
 }
 
 

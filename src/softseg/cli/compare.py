@@ -1,0 +1,189 @@
+"""``softseg compare``: candidates side by side, as an HTML report with figures, CSV and JSON.
+
+Two forms::
+
+    softseg compare MODEL.safetensors MODEL.safetensors ... --dataset DATASET [--out REPORT]
+    softseg compare --train CANDIDATE CANDIDATE ... --dataset DATASET --repeats N [--groups]
+                    [--reference softseg] [--epochs E ...] [--resume]
+
+The first evaluates trained models on the dataset's test subjects (mean ± std over subjects);
+the second runs the papers' protocol: N trainings per candidate on paired random (or
+leave-one-group-out) splits, mean ± std over repeats and a two-sided Wilcoxon signed-rank test
+against a reference candidate. ``--resume`` continues an interrupted protocol run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "compare candidates: trained models on a dataset, or the repeated-training protocol"
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help="two or more model files (.safetensors) to evaluate")
+    parser.add_argument("--train", nargs="+", metavar="CANDIDATE",
+                        help="train these candidates (NAME or NAME:FUSION, e.g. softseg:staple) "
+                             "--repeats times each instead of evaluating model files")
+    parser.add_argument("--dataset", required=True, help="dataset folder (DESIGN.md layout)")
+    parser.add_argument("--out", default="compare-report", metavar="REPORT_DIR",
+                        help="report folder (default: %(default)s)")
+    parser.add_argument("--ground-truth", default="staple",
+                        choices=["staple", "majority", "average", "truth"],
+                        help="reference of the overlap metrics (default: %(default)s; 'truth' "
+                             "reads each subject's truth_soft.nii.gz)")
+    parser.add_argument("--reference", default=None, metavar="CANDIDATE",
+                        help="candidate the Wilcoxon test compares the others with "
+                             "(default with --train: softseg)")
+    parser.add_argument("--no-stats", action="store_true",
+                        help="skip the Wilcoxon test (allows fewer repeats, e.g. a smoke run)")
+    parser.add_argument("--subjects", nargs="+", metavar="SUBJECT",
+                        help="MODEL form: evaluate these subjects (default: the models' test "
+                             "subjects)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="MODEL form: one common threshold (default: each model's optimum)")
+    g = parser.add_argument_group("--train protocol")
+    g.add_argument("--repeats", type=int, default=None, help="trainings per candidate")
+    g.add_argument("--groups", action="store_true",
+                   help="leave-one-group-out splits over the dataset.json groups")
+    g.add_argument("--test-fraction", type=float, default=0.2)
+    g.add_argument("--val-fraction", type=float, default=0.2)
+    g.add_argument("--seed", type=int, default=0, help="repeat k uses seed SEED+k")
+    g.add_argument("--epochs", type=int, default=200)
+    g.add_argument("--patience", type=int, default=50)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--crop", type=int, nargs=2, default=(128, 128), metavar=("ROWS", "COLS"))
+    g.add_argument("--width", type=int, default=32)
+    g.add_argument("--depth", type=int, default=3)
+    g.add_argument("--fusion", default="average",
+                   help="rater fusion for candidates without :FUSION (default: %(default)s)")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--resume", action="store_true", help="continue the run in REPORT_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report/run")
+    parser.add_argument("--json", action="store_true",
+                        help="print the summary as JSON on stdout")
+
+
+class _Bar:
+    """A one-line progress bar on stderr (redrawn in place on a terminal)."""
+
+    def __init__(self, stream=sys.stderr, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.t0 = time.perf_counter()
+        self._last = ""
+
+    def update(self, fraction: float, text: str) -> None:
+        filled = int(round(self.width * fraction))
+        elapsed = time.perf_counter() - self.t0
+        eta = f" ETA {elapsed * (1 - fraction) / fraction:,.0f}s" if 0 < fraction < 1 else ""
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {100 * fraction:5.1f}% {text}{eta}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(len(self._last)))
+        elif text != self._last:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self._last = text if not self.tty else line
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from softseg import compare, protocol
+    from softseg.errors import InputError
+
+    out = Path(args.out)
+    if args.train and args.models:
+        raise InputError("give either model files or --train CANDIDATE..., not both")
+    if not args.train and len(args.models) < 2:
+        raise InputError(
+            f"comparing needs at least two candidates; got {len(args.models)} model file(s). "
+            "Give two or more MODEL files, or --train CANDIDATE CANDIDATE ...")
+    if not Path(args.dataset).is_dir():
+        raise InputError(f"{args.dataset}: no such dataset folder")
+    bar = _Bar()
+    if args.train:
+        if args.repeats is None:
+            raise InputError("--train needs --repeats N (trainings per candidate)")
+        config = protocol.ProtocolConfig(
+            candidates=tuple(args.train), repeats=args.repeats, groups=args.groups,
+            reference=args.reference or ("softseg" if not args.no_stats else None),
+            stats=not args.no_stats, test_fraction=args.test_fraction,
+            val_fraction=args.val_fraction, seed=args.seed, ground_truth=args.ground_truth,
+            epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+            crop=tuple(args.crop), width=args.width, depth=args.depth, lr=args.lr,
+            fusion=args.fusion, device=args.device)
+
+        def on_progress(p: protocol.Progress) -> None:
+            what = {"train": f"training, epoch {p.epoch}/{p.epochs}", "evaluate": "evaluating",
+                    "finished": "done", "skip": "already done"}.get(p.stage, p.stage)
+            bar.update(p.fraction, f"{p.done}/{p.total} {p.candidate} repeat {p.repeat}: {what}")
+
+        result = protocol.run_protocol(args.dataset, config, out=out, resume=args.resume,
+                                       overwrite=args.overwrite, on_progress=on_progress)
+        bar.close()
+        comparison, summary, report = result.comparison, result.summary, result.report
+    else:
+        if (out / "index.html").exists() and not args.overwrite:
+            raise InputError(f"{out} already holds a report; add --overwrite or choose another --out")
+        seen = []
+
+        def on_subject(cand: str, subject: str) -> None:
+            seen.append((cand, subject))
+            bar.update(0.0, f"{subject}: predicting with {cand}")
+
+        comparison, meta = protocol.evaluate_models(
+            args.models, args.dataset, subjects=args.subjects,
+            ground_truth_method=args.ground_truth, thresholds=args.threshold,
+            on_subject=on_subject)
+        bar.update(1.0, "writing the report")
+        bar.close()
+        summary = compare.summarize(comparison.rows, reference=args.reference)
+        if args.reference and not args.no_stats:
+            need = compare.min_wilcoxon_pairs(summary.alpha)
+            n = len(meta["subjects"])
+            if n < need:
+                raise InputError(
+                    f"{n} test subject(s) are too few for the Wilcoxon test against "
+                    f"{args.reference!r} (needs at least {need}); drop --reference or add subjects")
+        report = compare.write_report(
+            out, comparison, summary=summary, title="SoftSeg model comparison",
+            meta={"dataset": meta["dataset"], "subjects": ", ".join(meta["subjects"]),
+                  "models": ", ".join(f"{k}: {v}" for k, v in meta["models"].items()),
+                  "thresholds": ", ".join(f"{k}: {v:.2f}" for k, v in meta["thresholds"].items()),
+                  "ground truth": protocol.GROUND_TRUTHS[meta["ground_truth"]]},
+            overwrite=True)
+
+    if args.json:
+        print(json.dumps(compare._json_safe({"report": str(report), **summary.as_dict()})))
+    else:
+        _print_table(comparison, summary)
+        print(f"report: {report}")
+    return 0
+
+
+def _print_table(comparison, summary) -> None:
+    from softseg import compare
+
+    cols = ["dice", "precision", "recall", "avd", "rvd", "mse", "ltpr", "lfdr", "ece", "brier"]
+    cols = [c for c in cols if any(summary.mean[k][c] == summary.mean[k][c] for k in summary.mean)]
+    name_w = max(len("candidate"), *(len(c) for c in comparison.rows)) + 2
+    cells = {c: [summary.cell(k, c) for k in comparison.rows] for c in cols}
+    widths = {c: max(len(compare.METRICS[c].header), *(len(x) for x in cells[c])) + 2 for c in cols}
+    print("candidate".ljust(name_w) + "".join(compare.METRICS[c].header.rjust(widths[c]) for c in cols))
+    for i, k in enumerate(comparison.rows):
+        print(k.ljust(name_w) + "".join(cells[c][i].rjust(widths[c]) for c in cols))
+    if summary.reference:
+        print(f"** p < {summary.alpha} (two-sided Wilcoxon signed-rank vs {summary.reference}, "
+              f"paired by {summary.unit})")
