@@ -13,7 +13,9 @@ Soft overlap
 Binarisation
     Metrics that need objects or surfaces (Hausdorff distance, lesion detection) and the
     calibration metrics binarise soft maps with ``value >= threshold`` (0.5 by default), the
-    convention of the papers' toolbox (ivadomed).
+    convention of the papers' toolbox (ivadomed). The comparison is made in the map's own
+    precision (the threshold is rounded to float32 for a float32 map), so a value stored as
+    float32(0.35) is foreground at threshold 0.35; :func:`threshold_sweep` uses the same rule.
 
 Empty masks (one policy for every metric)
     An undefined ratio 0/0 takes the metric's best value, because nothing could go wrong;
@@ -163,6 +165,8 @@ def binarize(prob: Any, threshold: float = 0.5) -> np.ndarray:
 def _binarize(arr: np.ndarray, threshold: float) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr
+    if arr.dtype.kind == "f":  # compare in the map's own precision (see the module notes)
+        return arr >= arr.dtype.type(threshold)
     return arr >= threshold
 
 
