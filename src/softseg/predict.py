@@ -130,6 +130,7 @@ def predict_volume(
     """
     import torch
 
+    from softseg.activations import get_activation
     from softseg.modelfile import LoadedModel, load_model
     from softseg.train import resolve_device
 
@@ -157,7 +158,8 @@ def predict_volume(
     bs = int(batch_size) if batch_size else auto_batch_size(images.shape[2:], width, device=dev)
     if bs < 1:
         raise InputError(f"batch size must be >= 1; got {batch_size}")
-    activate = loaded.candidate.activate
+    # the activation stored in the model file (not today's registry entry of the candidate)
+    activate = get_activation(str(loaded.metadata["candidate"]["activation"]))
     amp = dev.type == "cuda"
     out = np.empty((n_slices,) + images.shape[2:], dtype=np.float32)
     check = _cancel_check(cancel)
