@@ -129,16 +129,12 @@ def test_one_slider_drives_all_or_each_at_its_optimum(setup, arrays):
     assert "sharp [threshold]" not in viewer.layers
 
 
-def test_non_soft_layer_is_refused_with_a_reason(setup):
+def test_bad_layers_are_refused_with_a_reason(setup):
     viewer, widget, _ = setup
     n = len(viewer.layers)
-    widget.select_layers(["image"])
+    widget.select_layers(["image"])  # an MR image, not a probability map
     assert "outside [0, 1]" in widget.status.text()
     assert len(viewer.layers) == n and widget.selected_names() == []
-
-
-def test_reference_of_another_shape_is_refused(setup):
-    viewer, widget, _ = setup
     viewer.add_labels(np.zeros((4, 5, 6), dtype=np.uint8), name="small")
     widget.select_layers(["soft"])
     widget.reference_combo.setCurrentText("small")
