@@ -106,11 +106,14 @@ class _Blob:
 
     def rho(self, p: np.ndarray) -> np.ndarray:
         """p: (..., 3) mm relative to the centre -> (...,) normalised radius (1 = outer surface)."""
-        q = p / self.radii
-        r = np.sqrt(np.einsum("...i,...i->...", q, q))
-        u = q / np.maximum(r, 1e-9)[..., None]
-        proj = u @ self.dirs.T  # (..., K)
-        pert = np.sin(proj * self.freqs + self.phases) @ self.amps
+        # elementwise only (no BLAS calls: they oversubscribe small shared machines)
+        qx, qy, qz = (p[..., i] / self.radii[i] for i in range(3))
+        r = np.sqrt(qx * qx + qy * qy + qz * qz)
+        inv = 1.0 / np.maximum(r, 1e-9)
+        ux, uy, uz = qx * inv, qy * inv, qz * inv
+        pert = np.zeros_like(r)
+        for amp, freq, (dx, dy, dz), phase in zip(self.amps, self.freqs, self.dirs, self.phases):
+            pert += amp * np.sin(freq * (ux * dx + uy * dy + uz * dz) + phase)
         return r / (1.0 + pert)
 
 
@@ -219,19 +222,16 @@ def _lesion_fraction(
 def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, *, cell: float) -> np.ndarray:
     """Unit-variance smooth random field: coarse Gaussian noise, linearly upsampled.
 
-    ``cell`` is the correlation length in voxels. The upsampling is separable (one small
-    interpolation matrix per axis), which is much cheaper than interpolating at every voxel.
+    ``cell`` is the correlation length in voxels. The upsampling is separable (linear
+    interpolation along one axis at a time), much cheaper than interpolating at every voxel.
     """
     coarse_shape = tuple(max(2, int(np.ceil(s / cell)) + 2) for s in shape)
     field = ndimage.gaussian_filter(rng.normal(size=coarse_shape), sigma=0.7, mode="wrap")
     for axis, (n, c) in enumerate(zip(shape, coarse_shape)):
         pos = np.linspace(0.0, c - 1.0, n)
         lo = np.minimum(np.floor(pos).astype(int), c - 2)
-        w = pos - lo
-        matrix = np.zeros((n, c))
-        matrix[np.arange(n), lo] = 1.0 - w
-        matrix[np.arange(n), lo + 1] = w
-        field = np.moveaxis(np.tensordot(matrix, field, axes=([1], [axis])), 0, axis)
+        w = (pos - lo).reshape([-1 if a == axis else 1 for a in range(len(shape))])
+        field = np.take(field, lo, axis=axis) * (1.0 - w) + np.take(field, lo + 1, axis=axis) * w
     field -= field.mean()
     std = field.std()
     return field / std if std > 0 else field

@@ -189,10 +189,13 @@ class DisplayGeometry:
 
     @property
     def scale(self) -> tuple[float, float, float]:
-        """napari ``scale``: voxel size in mm along display axes 0, 1, 2."""
+        """napari ``scale``: voxel size in mm along display axes 0, 1, 2.
+
+        Rounded to a multiple of 2**-20 mm (about a nanometre; see :func:`_dyadic`).
+        """
         out = [0.0, 0.0, 0.0]
         for i, (axis, _flip) in enumerate(self.transform):
-            out[int(axis)] = self.file_spacing[i]
+            out[int(axis)] = _dyadic(self.file_spacing[i])
         return tuple(out)  # type: ignore[return-value]
 
     @property
@@ -209,7 +212,7 @@ class DisplayGeometry:
         world = self.affine @ index
         out = []
         for ras_axis, sign in _DISPLAY_ORNT:
-            out.append(float(sign * world[int(ras_axis)]))
+            out.append(_dyadic(float(sign * world[int(ras_axis)])))
         return tuple(out)  # type: ignore[return-value]
 
     def layer_kwargs(self) -> dict[str, Any]:
@@ -282,6 +285,21 @@ class DisplayGeometry:
                 f"expected an array of shape (..., {', '.join(map(str, shape))}) in {order} order; "
                 f"got {array.shape}"
             )
+
+
+def _dyadic(value: float) -> float:
+    """*value* rounded to a multiple of 2**-20 (~1e-6 mm).
+
+    napari counts the slices of a layer as ``int((stop - start) / step) + 1`` with
+    ``stop = translate + (n - 1) * scale``; with an arbitrary float scale (voxel sizes read from
+    float32 headers, e.g. 2.5000000386) that can round down and lose the last slice. With
+    scale and translate on a 2**-20 grid every one of those operations is exact. Only the
+    display uses these numbers; files keep their exact affine.
+    """
+    return round(float(value) * _DYADIC) / _DYADIC
+
+
+_DYADIC = float(2**20)
 
 
 def display_geometry(volume: Volume) -> DisplayGeometry:
