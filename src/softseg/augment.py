@@ -121,8 +121,14 @@ def affine_matrices(
     theta[:, 1, 0] = sin * (width / height)
     theta[:, 1, 1] = cos
     theta[:, :, 2] = shift
-    device = gen_device if device is None else device
-    return theta.to(device=device, dtype=dtype), zoom.to(device=device, dtype=dtype)
+    device = gen_device if device is None else torch.device(device)
+    # A CPU generator feeding CUDA tensors: upload without waiting for the queued kernels (safe
+    # host -> device; a device -> host copy must stay blocking to be readable at once).
+    upload = gen_device.type == "cpu" and device.type != "cpu"
+    return (
+        theta.to(dtype=dtype).to(device=device, non_blocking=upload),
+        zoom.to(dtype=dtype).to(device=device, non_blocking=upload),
+    )
 
 
 def warp(x: torch.Tensor, theta: torch.Tensor, *, padding_mode: str = "zeros") -> torch.Tensor:
