@@ -23,6 +23,8 @@ best model, early-stopping counters and every random state, and continues at the
 cancelled-and-resumed run gives the same weights as an uninterrupted one on CPU. Checkpoints are
 safetensors (tensors) with a JSON document in the header (everything else); nothing is pickled.
 A checkpoint is also written after every epoch; it is deleted when the model file is written.
+Resuming requires the same configuration except the maximum number of epochs, which may change
+(the cosine schedule then anneals towards the new maximum) and the device.
 
 Multi-GPU
 ---------
@@ -749,6 +751,7 @@ class Trainer:
                 "config": self.config.as_dict(),
                 "device": str(self.device),
                 "world_size": self.dist.world,
+                "distributed": _backend() if self.dist.enabled else None,
                 "softseg_version": __version__,
                 "torch_version": torch.__version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -843,6 +846,8 @@ class Trainer:
                 state.setdefault(int(pid), {})[key] = v.to(self.device)
         self.optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
         self.scheduler.load_state_dict(doc["scheduler"])
+        if hasattr(self.scheduler, "T_max"):  # --epochs may change on resume: anneal to the new end
+            self.scheduler.T_max = self.config.optim.epochs
         self.scaler.load_state_dict(doc["scaler"])
         torch.set_rng_state(tensors["rng/torch"])
         self.generator.set_state(tensors["rng/generator"])
@@ -875,6 +880,12 @@ class Trainer:
                 f"{self.ckpt}: --resume with different settings ({'; '.join(diffs)}); "
                 "use the original settings or start over with --overwrite"
             )
+
+
+def _backend() -> str | None:
+    import torch.distributed as tdist
+
+    return str(tdist.get_backend()) if tdist.is_available() and tdist.is_initialized() else None
 
 
 def _json_default(obj: Any) -> Any:

@@ -1,0 +1,202 @@
+"""``softseg train`` / ``softseg predict`` as a person (or the napari supervisor) runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from softseg import events as ev
+from softseg.cli import main
+from softseg.datasets import write_dataset
+from softseg.modelfile import read_metadata, save_model
+from softseg.models import UNet2D
+from softseg.train import checkpoint_path
+
+TINY = ["--crop", "32", "--width", "4", "--depth", "3", "--batch-size", "4", "--val-fraction", "0.34",
+        "--device", "cpu", "--seed", "1"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def softseg(*args, cwd=None, timeout=240):
+    return subprocess.run(
+        [sys.executable, "-m", "softseg", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout,
+    )
+
+
+def in_process(capsys, *args):
+    """Run ``softseg ARGS`` in this process (same ``main`` as the command): (code, out, err)."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, cap.out, cap.err)
+
+
+def _events(stdout: str) -> list:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    parsed = [ev.from_json(line) for line in lines]
+    assert all(p is not None for p in parsed), lines  # every stdout line is an event
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "ds"
+    write_dataset(root, n_subjects=3, shape=(48, 48, 8), n_raters=3, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "m.safetensors"
+    proc = softseg("train", dataset, "--candidate", "conventional", "--out", out, "--epochs", "2",
+                   "--fusion", "staple", "--json-progress", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_train_json_progress(trained):
+    out, proc = trained
+    events = _events(proc.stdout)
+    done = events[-1]
+    assert isinstance(done, ev.DoneEvent) and done.reason == "completed" and done.path == str(out)
+    assert [e.epoch for e in events if isinstance(e, ev.EpochEvent)] == [1, 2]
+    assert proc.stderr.strip() == ""  # JSON mode: nothing human on stderr
+    meta = read_metadata(out)
+    assert meta["candidate"]["name"] == "conventional" and meta["provenance"]["fusion"] == "staple"
+    assert meta["provenance"]["distributed"] is None
+
+
+def test_train_human_progress(dataset, tmp_path, capsys):
+    proc = in_process(capsys, "train", dataset, "--candidate", "softseg", "--out", tmp_path / "h.safetensors",
+                   "--epochs", "1", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "epoch 1/1" in proc.stderr and "done (maximum epochs)" in proc.stderr
+
+
+def test_predict_writes_native_float32_with_sidecar(trained, dataset, tmp_path, capsys):
+    model, _ = trained
+    outdir = tmp_path / "preds"
+    proc = softseg("predict", model, dataset, "-o", outdir, "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert [o["name"] for o in summary["outputs"]] == ["sub-01", "sub-02", "sub-03"]
+    meta = read_metadata(model)
+    for sub in ("sub-01", "sub-02", "sub-03"):
+        src = nib.load(dataset / sub / "image.nii.gz")
+        pred = nib.load(outdir / f"{sub}_pred.nii.gz")
+        assert pred.shape == src.shape
+        np.testing.assert_array_equal(pred.affine, src.affine)
+        assert pred.get_data_dtype() == np.float32
+        data = np.asarray(pred.dataobj)
+        assert data.min() >= 0 and data.max() <= 1
+        side = json.loads((outdir / f"{sub}_pred.json").read_text())
+        assert side["threshold"] == meta["threshold"] and side["candidate"] == "conventional"
+        assert side["model"] == str(model.resolve()) and side["binarized"] is False
+    # --binarize: 0/1 masks at the model threshold, equal to thresholding the soft map
+    proc = in_process(capsys, "predict", model, dataset / "sub-02" / "image.nii.gz", "-o", tmp_path / "bin", "--binarize")
+    assert proc.returncode == 0, proc.stderr
+    mask = nib.load(tmp_path / "bin" / "sub-02_pred.nii.gz")
+    assert mask.get_data_dtype() == np.uint8
+    soft = np.asarray(nib.load(outdir / "sub-02_pred.nii.gz").dataobj)
+    np.testing.assert_array_equal(np.asarray(mask.dataobj), soft >= meta["threshold"])
+    # existing outputs are kept unless --overwrite
+    before = (outdir / "sub-01_pred.nii.gz").read_bytes()
+    proc = in_process(capsys, "predict", model, dataset / "sub-01", "-o", outdir)
+    assert proc.returncode == 2 and "already exists" in proc.stderr and proc.stderr.count("\n") == 1
+    assert (outdir / "sub-01_pred.nii.gz").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_sigint_saves_checkpoint_and_resume_continues(dataset, tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    args = [sys.executable, "-m", "softseg", "train", str(dataset), "--candidate", "softseg",
+            "--out", str(out), "--epochs", "60", "--json-progress", *TINY]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    seen = []
+    for line in proc.stdout:
+        e = ev.from_json(line)
+        seen.append(e)
+        if isinstance(e, ev.StepEvent) and (e.epoch, e.step) >= (2, 1):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stdout.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr.read()
+    events = seen + _events(rest)
+    done = events[-1]
+    assert isinstance(done, ev.DoneEvent) and done.reason == "cancelled"
+    ckpt = checkpoint_path(out)
+    assert ckpt.exists() and not out.exists()
+    last_step = max((e.epoch, e.step) for e in events if isinstance(e, ev.StepEvent))
+    # resume (allowed to lower --epochs) continues right after the last step done
+    res = in_process(capsys, "train", dataset, "--candidate", "softseg", "--out", out, "--epochs", str(last_step[0] + 1),
+                  "--resume", "--json-progress", *TINY)
+    assert res.returncode == 0, res.stderr
+    again = _events(res.stdout)
+    first = next(e for e in again if isinstance(e, ev.StepEvent))
+    expected = (last_step[0], last_step[1] + 1) if last_step[1] < first.steps else (last_step[0] + 1, 1)
+    assert (first.epoch, first.step) == expected
+    assert again[-1].reason == "completed" and out.exists() and not ckpt.exists()
+    assert read_metadata(out)["provenance"]["epochs"] == last_step[0] + 1
+
+
+def _one_line_error(proc, text):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_inputs_exit_2_and_write_nothing(dataset, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = softseg("train", empty, "--candidate", "softseg", "--out", tmp_path / "m.safetensors", "--json-progress")
+    _one_line_error(proc, "empty dataset")
+    err = _events(proc.stdout)[-1]
+    assert isinstance(err, ev.ErrorEvent) and err.kind == "input"
+    _one_line_error(
+        in_process(capsys, "train", dataset, "--candidate", "softseg", "--out", tmp_path / "no" / "m.safetensors"),
+        "does not exist",
+    )
+    _one_line_error(in_process(capsys, "train", dataset, "--candidate", "nope", "--out", tmp_path / "m.safetensors"), "nope")
+    _one_line_error(
+        in_process(capsys, "train", dataset, "--candidate", "softseg", "--out", tmp_path / "m.safetensors", "--crop", "4"),
+        "--crop",
+    )
+    pt = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(1)}, pt)
+    _one_line_error(in_process(capsys, "predict", pt, dataset / "sub-01", "-o", tmp_path / "p1"), "PyTorch pickle")
+    two = save_model(
+        tmp_path / "two.safetensors", UNet2D(2, 1, depth=2, width=4),
+        {"candidate": {"name": "softseg", "activation": "sigmoid"},
+         "preprocessing": {"spacing": [None, 1, 1], "crop": [16, 16], "channels": ["flair", "t2"]},
+         "threshold": 0.5, "validation": {}, "provenance": {}},
+    )
+    _one_line_error(in_process(capsys, "predict", two, dataset / "sub-01", "-o", tmp_path / "p2"), "expects 2 channel(s)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "model.pt", "two.safetensors"]
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_path_on_cpu(dataset, tmp_path):
+    """``torchrun --nproc_per_node=1 -m softseg train`` (Gloo) trains and writes the model."""
+    out = tmp_path / "ddp.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "-m", "softseg", "train",
+         str(dataset), "--candidate", "softseg", "--out", str(out), "--epochs", "1", "--json-progress", *TINY],
+        capture_output=True, text=True, env=ENV, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = [e for e in map(ev.from_json, proc.stdout.splitlines()) if e is not None][-1]
+    assert isinstance(done, ev.DoneEvent) and done.reason == "completed"
+    prov = read_metadata(out)["provenance"]
+    assert prov["distributed"] == "gloo" and prov["world_size"] == 1
