@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "nn_overhead.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "nn_overhead.json")
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -76,7 +78,9 @@ def main() -> None:
     n, s = args.batch, args.size
     gen = torch.Generator(device=device).manual_seed(0)
     images = torch.randn(n, 1, s, s, device=device)
-    yy, xx = torch.meshgrid(torch.arange(s, device=device), torch.arange(s, device=device), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(s, device=device), torch.arange(s, device=device), indexing="ij"
+    )
     disc = (((yy - s / 2) ** 2 + (xx - s / 2.3) ** 2) < (s / 6) ** 2).float()
     labels = disc.expand(n, 1, s, s).contiguous()
     dmaps = torch.from_numpy(signed_distance_map(labels.cpu().numpy(), ndim=2)).to(device)
@@ -130,10 +134,14 @@ def main() -> None:
             sync()
 
         def full_step(cand=cand):
-            img, lab, dm = random_affine(images, labels, params=params, generator=gen, distance_maps=dmaps)
+            img, lab, dm = random_affine(
+                images, labels, params=params, generator=gen, distance_maps=dmaps
+            )
             target = cand.prepare_target(lab)
             probs = cand.activate(model(img))
-            loss = cand.compute_loss(probs, target, epoch=10, distance_map=dm if cand.needs_distance_map else None)
+            loss = cand.compute_loss(
+                probs, target, epoch=10, distance_map=dm if cand.needs_distance_map else None
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -149,14 +157,21 @@ def main() -> None:
             # robust to load drift: the measured extra work over the best bare step
             "overhead_fraction": (results["augment_s"] + loss_s) / min(bare, bare_s),
         }
-        print(f"{name:16s} step {step_s * 1e3:8.1f} ms  (bare {bare_s * 1e3:8.1f} ms)  ratio {bare_s / step_s:5.3f}  "
-              f"activation+loss {loss_s * 1e3:6.2f} ms", flush=True)
+        print(
+            f"{name:16s} step {step_s * 1e3:8.1f} ms  (bare {bare_s * 1e3:8.1f} ms)  "
+            f"ratio {bare_s / step_s:5.3f}  "
+            f"activation+loss {loss_s * 1e3:6.2f} ms",
+            flush=True,
+        )
     # re-measure the bare step at the end: machine load drifts over the run
     bare_end = _timeit(bare_step, repeats=args.repeats)
     results["bare_step_end_s"] = bare_end
     results["load_average_end"] = os.getloadavg()[0]
-    print(f"augment {results['augment_s'] * 1e3:.2f} ms per batch = {results['augment_fraction_of_bare_step']:.1%} "
-          f"of a bare step; bare step {bare * 1e3:.1f} ms (start) / {bare_end * 1e3:.1f} ms (end)")
+    print(
+        f"augment {results['augment_s'] * 1e3:.2f} ms per batch = "
+        f"{results['augment_fraction_of_bare_step']:.1%} "
+        f"of a bare step; bare step {bare * 1e3:.1f} ms (start) / {bare_end * 1e3:.1f} ms (end)"
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -55,15 +55,28 @@ class AffineAugment:
     def __post_init__(self) -> None:
         for name in ("rotation", "translation", "scale"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise InputError(f"AffineAugment: {name} must be a finite number >= 0; got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise InputError(
+                    f"AffineAugment: {name} must be a finite number >= 0; got {value!r}"
+                )
         if self.rotation > 180:
-            raise InputError(f"AffineAugment: rotation must be at most 180 degrees; got {self.rotation}")
+            raise InputError(
+                f"AffineAugment: rotation must be at most 180 degrees; got {self.rotation}"
+            )
         if self.scale >= 1:
-            raise InputError(f"AffineAugment: scale must be < 1 (zoom in [1 - scale, 1 + scale]); got {self.scale}")
+            raise InputError(
+                "AffineAugment: scale must be < 1 (zoom in [1 - scale, 1 + scale]); "
+                f"got {self.scale}"
+            )
         if self.image_padding not in PADDING_MODES:
             raise InputError(
-                f"AffineAugment: unknown image_padding {self.image_padding!r}; choose one of: {', '.join(PADDING_MODES)}"
+                f"AffineAugment: unknown image_padding {self.image_padding!r}; "
+                f"choose one of: {', '.join(PADDING_MODES)}"
             )
 
     @property
@@ -111,7 +124,9 @@ def affine_matrices(
     u = 2.0 * torch.rand((n, 4), generator=generator, device=gen_device, dtype=work) - 1.0
     angle = torch.deg2rad(u[:, 0] * params.rotation)
     zoom = 1.0 + u[:, 1] * params.scale
-    shift = u[:, 2:] * params.translation * 2.0  # fraction of the size -> normalised units (width 2)
+    shift = (
+        u[:, 2:] * params.translation * 2.0
+    )  # fraction of the size -> normalised units (width 2)
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     # Pixel-space map out -> in: p_in = R(angle) p_out / zoom + shift_px; with D = diag(W/2, H/2)
     # (normalised -> pixels) the normalised matrix is D^-1 R D / zoom.
@@ -141,7 +156,9 @@ def _check_batch(name: str, t: torch.Tensor) -> None:
     if not isinstance(t, torch.Tensor):
         raise InputError(f"random_affine: {name} must be a torch.Tensor; got {type(t).__name__}")
     if t.ndim != 4:
-        raise InputError(f"random_affine: expected {name} of shape (N, C, H, W); got {tuple(t.shape)}")
+        raise InputError(
+            f"random_affine: expected {name} of shape (N, C, H, W); got {tuple(t.shape)}"
+        )
 
 
 def random_affine(
@@ -186,9 +203,13 @@ def random_affine(
             f"got {tuple(images.shape)} and {tuple(labels.shape)}"
         )
     if labels.device != images.device:
-        raise InputError(f"random_affine: images are on {images.device} but labels on {labels.device}")
+        raise InputError(
+            f"random_affine: images are on {images.device} but labels on {labels.device}"
+        )
     if not isinstance(params, AffineAugment):
-        raise InputError(f"random_affine: params must be an AffineAugment; got {type(params).__name__}")
+        raise InputError(
+            f"random_affine: params must be an AffineAugment; got {type(params).__name__}"
+        )
     if distance_maps is not None:
         _check_batch("distance_maps", distance_maps)
         if distance_maps.shape != labels.shape:
@@ -201,7 +222,12 @@ def random_affine(
 
     n, _, height, width = images.shape
     theta, zoom = affine_matrices(
-        n, (height, width), params=params, generator=generator, device=images.device, dtype=torch.float32
+        n,
+        (height, width),
+        params=params,
+        generator=generator,
+        device=images.device,
+        dtype=torch.float32,
     )
     out_images = warp(images, theta, padding_mode=params.image_padding)
     out_labels = warp(labels, theta, padding_mode="zeros").clamp_(0.0, 1.0)

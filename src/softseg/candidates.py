@@ -47,7 +47,15 @@ HARD_THRESHOLD = 0.5
 # Names known to softseg.activations / softseg.losses, repeated here so that validating a
 # candidate does not import torch; tests check that they match the registries.
 _ACTIVATION_NAMES = ("sigmoid", "normalized_relu", "multiclass_normalized_relu", "softmax")
-_LOSS_NAMES = ("adaptive_wing", "dice", "generalized_dice", "bce", "mse", "boundary", "gdl_boundary")
+_LOSS_NAMES = (
+    "adaptive_wing",
+    "dice",
+    "generalized_dice",
+    "bce",
+    "mse",
+    "boundary",
+    "gdl_boundary",
+)
 _DISTANCE_MAP_LOSSES = ("boundary", "gdl_boundary")
 
 
@@ -97,10 +105,13 @@ class Candidate:
             )
         if self.loss not in _LOSS_NAMES:
             raise InputError(
-                f"candidate {self.name!r}: unknown loss {self.loss!r}; choose one of: {', '.join(_LOSS_NAMES)}"
+                f"candidate {self.name!r}: unknown loss {self.loss!r}; "
+                f"choose one of: {', '.join(_LOSS_NAMES)}"
             )
         if "reduction" in self.loss_params:
-            raise InputError(f"candidate {self.name!r}: loss_params must not set 'reduction' (always 'mean')")
+            raise InputError(
+                f"candidate {self.name!r}: loss_params must not set 'reduction' (always 'mean')"
+            )
         if (self.boundary_schedule is not None) != (self.loss == "gdl_boundary"):
             raise InputError(
                 f"candidate {self.name!r}: boundary_schedule (start, step, floor) is required for "
@@ -134,7 +145,9 @@ class Candidate:
         from softseg.losses import boundary_weight
 
         if self.boundary_schedule is None:
-            raise InputError(f"candidate {self.name!r} has no boundary schedule (loss {self.loss!r})")
+            raise InputError(
+                f"candidate {self.name!r} has no boundary schedule (loss {self.loss!r})"
+            )
         start, step, floor = self.boundary_schedule
         return boundary_weight(epoch, start=start, step=step, floor=floor)
 
@@ -184,8 +197,8 @@ class Candidate:
         if self.needs_distance_map:
             if distance_map is None:
                 raise InputError(
-                    f"candidate {self.name!r} ({self.loss} loss) needs the signed distance map of the "
-                    "target (softseg.losses.signed_distance_map); pass distance_map="
+                    f"candidate {self.name!r} ({self.loss} loss) needs the signed distance map "
+                    "of the target (softseg.losses.signed_distance_map); pass distance_map="
                 )
             kwargs["distance_map"] = distance_map
         if self.boundary_schedule is not None:
@@ -202,50 +215,72 @@ def _presets() -> dict[str, Candidate]:
         Candidate(
             name="conventional",
             title="Hard-Sig-Dice",
-            description="the conventional pipeline: labels binarised at 0.5, sigmoid, soft Dice loss",
-            soft_gt=False, activation="sigmoid", loss="dice", loss_params={"smooth": 1.0},
+            description="the conventional pipeline: labels binarised at 0.5, sigmoid, Dice loss",
+            soft_gt=False,
+            activation="sigmoid",
+            loss="dice",
+            loss_params={"smooth": 1.0},
             reference=_SOFTSEG,
         ),
         Candidate(
             name="hard-relu-wing",
             title="Hard-ReLU-Wing",
             description="SoftSeg but with labels binarised at 0.5 (normalized ReLU, Adaptive Wing)",
-            soft_gt=False, activation="normalized_relu", loss="adaptive_wing", loss_params=dict(_WING),
+            soft_gt=False,
+            activation="normalized_relu",
+            loss="adaptive_wing",
+            loss_params=dict(_WING),
             reference=_SOFTSEG,
         ),
         Candidate(
             name="soft-sig-wing",
             title="Soft-Sig-Wing",
             description="SoftSeg but with a sigmoid instead of the normalized ReLU",
-            soft_gt=True, activation="sigmoid", loss="adaptive_wing", loss_params=dict(_WING),
+            soft_gt=True,
+            activation="sigmoid",
+            loss="adaptive_wing",
+            loss_params=dict(_WING),
             reference=_SOFTSEG,
         ),
         Candidate(
             name="soft-relu-dice",
             title="Soft-ReLU-Dice",
             description="SoftSeg but with the soft Dice loss instead of Adaptive Wing",
-            soft_gt=True, activation="normalized_relu", loss="dice", loss_params={"smooth": 1.0},
+            soft_gt=True,
+            activation="normalized_relu",
+            loss="dice",
+            loss_params={"smooth": 1.0},
             reference=_SOFTSEG,
         ),
         Candidate(
             name="softseg",
             title="Soft-ReLU-Wing",
             description="SoftSeg: soft labels, normalized ReLU, Adaptive Wing loss (regression)",
-            soft_gt=True, activation="normalized_relu", loss="adaptive_wing", loss_params=dict(_WING),
+            soft_gt=True,
+            activation="normalized_relu",
+            loss="adaptive_wing",
+            loss_params=dict(_WING),
             reference=_SOFTSEG,
         ),
         Candidate(
             name="soft-sig-bce",
             title="Soft-Sig-BCE",
-            description="soft labels, sigmoid, binary cross-entropy (unbiased volumes per Bertels 2019)",
-            soft_gt=True, activation="sigmoid", loss="bce", loss_params={"eps": 1e-7},
+            description="soft labels, sigmoid, cross-entropy (unbiased volumes, Bertels 2019)",
+            soft_gt=True,
+            activation="sigmoid",
+            loss="bce",
+            loss_params={"eps": 1e-7},
             reference="Bertels et al. 2019, soft Dice volumetric bias",
         ),
         Candidate(
             name="gdl-boundary",
             title="Hard-Sig-GDL+Boundary",
-            description="binarised labels, sigmoid, generalized Dice moving to boundary loss by 0.01 per epoch",
-            soft_gt=False, activation="sigmoid", loss="gdl_boundary", loss_params={"add_background": True},
+            description="binarised labels, sigmoid, generalized Dice shifting to boundary loss "
+            "by 0.01 per epoch",
+            soft_gt=False,
+            activation="sigmoid",
+            loss="gdl_boundary",
+            loss_params={"add_background": True},
             boundary_schedule=(1.0, 0.01, 0.01),
             reference="Kervadec et al. 2019, boundary loss, eq. 6",
         ),
@@ -258,11 +293,13 @@ CANDIDATES: dict[str, Candidate] = _presets()
 
 
 def get_candidate(name: str) -> Candidate:
-    """Look up a candidate by name; an unknown name is an :class:`InputError` listing the valid ones."""
+    """Look up a candidate by name; an unknown name is an :class:`InputError` listing them."""
     try:
         return CANDIDATES[name]
     except (KeyError, TypeError):
-        raise InputError(f"unknown candidate {name!r}; choose one of: {', '.join(CANDIDATES)}") from None
+        raise InputError(
+            f"unknown candidate {name!r}; choose one of: {', '.join(CANDIDATES)}"
+        ) from None
 
 
 #: Ways to turn several raters into one training target (implemented by the trainer).
@@ -270,15 +307,16 @@ FUSIONS = ("staple", "average", "majority", "random")
 
 #: fusion name -> one-line description.
 FUSION_DESCRIPTIONS: dict[str, str] = {
-    "staple": "STAPLE consensus (Warfield 2004): expectation-maximisation of each rater's sensitivity and specificity",
+    "staple": "STAPLE consensus (Warfield 2004): EM estimate of each rater's sensitivity and "
+    "specificity",
     "average": "mean of the raters: a soft target whose value is the fraction of raters who agree",
     "majority": "majority vote of the raters: a binary target",
-    "random": "no fusion: one rater drawn at random per subject at every epoch (label-fusion paper)",
+    "random": "no fusion: one rater drawn at random per subject at every epoch (Lemay 2022)",
 }
 
 
 def check_fusion(name: str) -> str:
-    """Return ``name`` if it is one of :data:`FUSIONS`; otherwise an :class:`InputError` listing them."""
+    """Return ``name`` if it is in :data:`FUSIONS`, else an :class:`InputError` listing them."""
     if name not in FUSIONS:
         raise InputError(f"unknown fusion {name!r}; choose one of: {', '.join(FUSIONS)}")
     return name

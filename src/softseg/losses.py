@@ -68,7 +68,9 @@ REDUCTIONS = ("mean", "sum", "none")
 # --------------------------------------------------------------------------------------- helpers
 def _check_reduction(reduction: str, what: str) -> None:
     if reduction not in REDUCTIONS:
-        raise InputError(f"{what}: unknown reduction {reduction!r}; choose one of: {', '.join(REDUCTIONS)}")
+        raise InputError(
+            f"{what}: unknown reduction {reduction!r}; choose one of: {', '.join(REDUCTIONS)}"
+        )
 
 
 def reduce_loss(values: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -143,13 +145,18 @@ def adaptive_wing_loss(
     _check_reduction(reduction, "adaptive_wing_loss")
     if not (omega > 0 and epsilon > 0 and theta > 0):
         raise InputError(
-            f"adaptive_wing_loss: omega, epsilon and theta must be > 0; got {omega}, {epsilon}, {theta}"
+            "adaptive_wing_loss: omega, epsilon and theta must be > 0; "
+            f"got {omega}, {epsilon}, {theta}"
         )
     probs, target = _prepare(probs, target, "adaptive_wing_loss", min_ndim=1)
     power = alpha - target
     ratio = theta / epsilon
-    ratio_pow = torch.exp(power * math.log(ratio))  # (theta/epsilon) ** power, no scalar tensor upload
-    a = omega / (1.0 + ratio_pow) * power * ratio_pow / ratio / epsilon  # ratio**(p-1) = ratio**p / ratio
+    ratio_pow = torch.exp(
+        power * math.log(ratio)
+    )  # (theta/epsilon) ** power, no scalar tensor upload
+    a = (
+        omega / (1.0 + ratio_pow) * power * ratio_pow / ratio / epsilon
+    )  # ratio**(p-1) = ratio**p / ratio
     c = theta * a - omega * torch.log1p(ratio_pow)
     d = (target - probs).abs()
     nonlinear = omega * torch.log1p(torch.pow(d / epsilon, power))
@@ -255,13 +262,14 @@ def binary_cross_entropy(
     eps: float = 1e-7,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    r"""Binary cross-entropy ``-(g ln p + (1 - g) ln(1 - p))`` on probabilities, soft targets allowed.
+    r"""Binary cross-entropy ``-(g ln p + (1 - g) ln(1 - p))`` on probabilities, soft targets OK.
 
     Finite on the exact 0 and 1 a normalized ReLU (or a saturated float32 sigmoid) produces:
     probabilities are clamped to ``[eps, 1 - eps]`` before the logarithm, so one voxel costs at
     most ``-ln(eps)`` (about 16 for the default). The clamp has zero gradient outside the range,
     which loses nothing: at an exact 0 or 1 the activation's own gradient is already 0 (ReLU below
-    0, ``x / max`` at the maximum, a saturated sigmoid). (``torch.nn.functional.binary_cross_entropy``
+    0, ``x / max`` at the maximum, a saturated sigmoid).
+    (``torch.nn.functional.binary_cross_entropy``
     clamps the log at -100 instead and gives gradients of order 1e12 there.)
 
     Parameters
@@ -289,14 +297,18 @@ def mse_loss(probs: torch.Tensor, target: torch.Tensor, *, reduction: str = "mea
 
 
 # -------------------------------------------------------------------------------- boundary loss
-def _check_distance_map(probs: torch.Tensor, distance_map: torch.Tensor | None, what: str) -> torch.Tensor:
+def _check_distance_map(
+    probs: torch.Tensor, distance_map: torch.Tensor | None, what: str
+) -> torch.Tensor:
     if distance_map is None:
         raise InputError(
             f"{what}: needs a signed distance map of the target "
             "(compute it with softseg.losses.signed_distance_map in the data pipeline)"
         )
     if not isinstance(distance_map, torch.Tensor):
-        raise InputError(f"{what}: distance_map must be a torch.Tensor; got {type(distance_map).__name__}")
+        raise InputError(
+            f"{what}: distance_map must be a torch.Tensor; got {type(distance_map).__name__}"
+        )
     if distance_map.shape != probs.shape:
         raise InputError(
             f"{what}: distance_map must have the shape of probs {tuple(probs.shape)}; "
@@ -371,7 +383,9 @@ def gdl_boundary_loss(
     return reduce_loss(alpha * regional + (1.0 - alpha) * boundary, reduction)
 
 
-def boundary_weight(epoch: int, *, start: float = 1.0, step: float = 0.01, floor: float = 0.01) -> float:
+def boundary_weight(
+    epoch: int, *, start: float = 1.0, step: float = 0.01, floor: float = 0.01
+) -> float:
     """Kervadec's rebalancing schedule: ``alpha = max(start - step * epoch, floor)``.
 
     ``epoch`` is the 0-based index of the epoch being trained: epoch 0 trains with alpha = 1
@@ -423,7 +437,8 @@ def signed_distance_map(
     value is the distance to the nearest foreground voxel, identical to Kervadec's reference code
     (``edt(~G) * ~G - (edt(G) - 1) * G``); inside, it is the distance to the nearest boundary
     voxel (close to the reference's ``edt(G) - 1``, equal to it near straight boundaries, and
-    consistent with anisotropic ``spacing`` where subtracting 1 voxel is not). The whole map equals SimpleITK's
+    consistent with anisotropic ``spacing`` where subtracting 1 voxel is not). The whole map
+    equals SimpleITK's
     ``SignedMaurerDistanceMap(insideIsPositive=False, squaredDistance=False,
     useImageSpacing=True)``, which the tests use as the reference. The image border is not a
     boundary (a mask touching the edge of the field of view continues beyond it).
@@ -436,19 +451,29 @@ def signed_distance_map(
             raise InputError("signed_distance_map: the mask contains NaN or Inf values")
         inside = arr >= 0.5
     else:
-        raise InputError(f"signed_distance_map: expected a numeric or boolean mask; got dtype {arr.dtype}")
+        raise InputError(
+            f"signed_distance_map: expected a numeric or boolean mask; got dtype {arr.dtype}"
+        )
     if arr.ndim == 0:
-        raise InputError("signed_distance_map: expected an array with at least one axis; got a scalar")
+        raise InputError(
+            "signed_distance_map: expected an array with at least one axis; got a scalar"
+        )
     if ndim is None:
         ndim = arr.ndim
     if not 1 <= ndim <= arr.ndim:
-        raise InputError(f"signed_distance_map: ndim must be in 1..{arr.ndim} for shape {arr.shape}; got {ndim}")
+        raise InputError(
+            f"signed_distance_map: ndim must be in 1..{arr.ndim} for shape {arr.shape}; got {ndim}"
+        )
     if spacing is None:
         sampling = (1.0,) * ndim
     else:
-        sampling = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,)))
+        sampling = tuple(
+            float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,))
+        )
         if not all(math.isfinite(s) and s > 0 for s in sampling):
-            raise InputError(f"signed_distance_map: spacing must be positive numbers; got {spacing}")
+            raise InputError(
+                f"signed_distance_map: spacing must be positive numbers; got {spacing}"
+            )
     out = np.zeros(arr.shape, dtype=np.float32)
     structure = ndimage.generate_binary_structure(ndim, ndim)  # face, edge and corner neighbours
     for index in np.ndindex(arr.shape[: arr.ndim - ndim]):
@@ -473,40 +498,57 @@ class AdaptiveWingLoss(_Loss):
     """Module form of :func:`adaptive_wing_loss`; ``forward(probs, target)``."""
 
     def __init__(
-        self, *, alpha: float = 2.1, omega: float = 8.0, epsilon: float = 1.0, theta: float = 0.5,
+        self,
+        *,
+        alpha: float = 2.1,
+        omega: float = 8.0,
+        epsilon: float = 1.0,
+        theta: float = 0.5,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
         if not (omega > 0 and epsilon > 0 and theta > 0):
             raise InputError(
-                f"AdaptiveWingLoss: omega, epsilon and theta must be > 0; got {omega}, {epsilon}, {theta}"
+                "AdaptiveWingLoss: omega, epsilon and theta must be > 0; "
+                f"got {omega}, {epsilon}, {theta}"
             )
         self.alpha, self.omega, self.epsilon, self.theta = alpha, omega, epsilon, theta
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return adaptive_wing_loss(
-            probs, target, alpha=self.alpha, omega=self.omega, epsilon=self.epsilon,
-            theta=self.theta, reduction=self.reduction,
+            probs,
+            target,
+            alpha=self.alpha,
+            omega=self.omega,
+            epsilon=self.epsilon,
+            theta=self.theta,
+            reduction=self.reduction,
         )
 
 
 class DiceLoss(_Loss):
     """Module form of :func:`dice_loss`; ``forward(probs, target)``."""
 
-    def __init__(self, *, smooth: float = 1.0, per_sample: bool = False, reduction: str = "mean") -> None:
+    def __init__(
+        self, *, smooth: float = 1.0, per_sample: bool = False, reduction: str = "mean"
+    ) -> None:
         super().__init__(reduction=reduction)
         if smooth < 0:
             raise InputError(f"DiceLoss: smooth must be >= 0; got {smooth}")
         self.smooth, self.per_sample = smooth, per_sample
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice_loss(probs, target, smooth=self.smooth, per_sample=self.per_sample, reduction=self.reduction)
+        return dice_loss(
+            probs, target, smooth=self.smooth, per_sample=self.per_sample, reduction=self.reduction
+        )
 
 
 class GeneralizedDiceLoss(_Loss):
     """Module form of :func:`generalized_dice_loss`; ``forward(probs, target)``."""
 
-    def __init__(self, *, add_background: bool = True, eps: float = 1e-6, reduction: str = "mean") -> None:
+    def __init__(
+        self, *, add_background: bool = True, eps: float = 1e-6, reduction: str = "mean"
+    ) -> None:
         super().__init__(reduction=reduction)
         if eps <= 0:
             raise InputError(f"GeneralizedDiceLoss: eps must be > 0; got {eps}")
@@ -514,7 +556,11 @@ class GeneralizedDiceLoss(_Loss):
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return generalized_dice_loss(
-            probs, target, add_background=self.add_background, eps=self.eps, reduction=self.reduction
+            probs,
+            target,
+            add_background=self.add_background,
+            eps=self.eps,
+            reduction=self.reduction,
         )
 
 
@@ -541,7 +587,9 @@ class MSELoss(_Loss):
 class BoundaryLoss(_Loss):
     """Module form of :func:`boundary_loss`; ``forward(probs, target, distance_map)``."""
 
-    def forward(self, probs: torch.Tensor, target: torch.Tensor, distance_map: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, probs: torch.Tensor, target: torch.Tensor, distance_map: torch.Tensor
+    ) -> torch.Tensor:
         return boundary_loss(probs, target, distance_map=distance_map, reduction=self.reduction)
 
 
@@ -549,12 +597,18 @@ class GDLBoundaryLoss(_Loss):
     """Generalized Dice + boundary loss with Kervadec's schedule built in.
 
     ``forward(probs, target, distance_map, *, epoch)`` computes
-    :func:`gdl_boundary_loss` with ``alpha = boundary_weight(epoch, start=..., step=..., floor=...)``.
+    :func:`gdl_boundary_loss` with
+    ``alpha = boundary_weight(epoch, start=..., step=..., floor=...)``.
     """
 
     def __init__(
-        self, *, start: float = 1.0, step: float = 0.01, floor: float = 0.01,
-        add_background: bool = True, reduction: str = "mean",
+        self,
+        *,
+        start: float = 1.0,
+        step: float = 0.01,
+        floor: float = 0.01,
+        add_background: bool = True,
+        reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
         boundary_weight(0, start=start, step=step, floor=floor)  # validates the schedule
@@ -566,8 +620,12 @@ class GDLBoundaryLoss(_Loss):
     ) -> torch.Tensor:
         alpha = boundary_weight(epoch, start=self.start, step=self.step, floor=self.floor)
         return gdl_boundary_loss(
-            probs, target, distance_map=distance_map, alpha=alpha,
-            add_background=self.add_background, reduction=self.reduction,
+            probs,
+            target,
+            distance_map=distance_map,
+            alpha=alpha,
+            add_background=self.add_background,
+            reduction=self.reduction,
         )
 
 

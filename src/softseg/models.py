@@ -34,7 +34,9 @@ _CONFIG_KEYS = ("in_channels", "out_channels", "depth", "width", "dropout", "bat
 def _conv_block(in_ch: int, out_ch: int, *, dropout: float, batch_norm: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(2):
-        layers.append(nn.Conv2d(in_ch if i == 0 else out_ch, out_ch, 3, padding=1, bias=not batch_norm))
+        layers.append(
+            nn.Conv2d(in_ch if i == 0 else out_ch, out_ch, 3, padding=1, bias=not batch_norm)
+        )
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_ch))
         layers.append(nn.ReLU(inplace=True))
@@ -44,8 +46,11 @@ def _conv_block(in_ch: int, out_ch: int, *, dropout: float, batch_norm: bool) ->
 
 
 def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-        maximum is not None and value > maximum
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
     ):
         bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
         raise InputError(f"UNet2D: {name} must be an integer {bound}; got {value!r}")
@@ -91,7 +96,11 @@ class UNet2D(nn.Module):
         _check_int("out_channels", out_channels, 1)
         _check_int("depth", depth, 1, 6)
         _check_int("width", width, 1)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        if (
+            isinstance(dropout, bool)
+            or not isinstance(dropout, (int, float))
+            or not 0.0 <= dropout < 1.0
+        ):
             raise InputError(f"UNet2D: dropout must be a number in [0, 1); got {dropout!r}")
         if not isinstance(batch_norm, bool):
             raise InputError(f"UNet2D: batch_norm must be true or false; got {batch_norm!r}")
@@ -105,11 +114,17 @@ class UNet2D(nn.Module):
         opts = {"dropout": self.dropout, "batch_norm": batch_norm}
         channels = [width * 2**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList(
-            [_conv_block(in_channels if i == 0 else channels[i - 1], channels[i], **opts) for i in range(depth + 1)]
+            [
+                _conv_block(in_channels if i == 0 else channels[i - 1], channels[i], **opts)
+                for i in range(depth + 1)
+            ]
         )
         self.pool = nn.MaxPool2d(2)
         self.up = nn.ModuleList(
-            [nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2) for i in reversed(range(depth))]
+            [
+                nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2)
+                for i in reversed(range(depth))
+            ]
         )
         self.decoder = nn.ModuleList(
             [_conv_block(2 * channels[i], channels[i], **opts) for i in reversed(range(depth))]
@@ -130,13 +145,14 @@ class UNet2D(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> UNet2D:
-        """Build a network from :attr:`config`; unknown or missing keys are an :class:`InputError`."""
+        """Build a network from :attr:`config`; unknown or missing keys: InputError."""
         if not isinstance(config, dict):
             raise InputError(f"UNet2D.from_config: expected a dict; got {type(config).__name__}")
         unknown = sorted(set(config) - set(_CONFIG_KEYS))
         if unknown:
             raise InputError(
-                f"UNet2D.from_config: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(_CONFIG_KEYS)}"
+                f"UNet2D.from_config: unknown key(s) {', '.join(unknown)}; "
+                f"valid keys: {', '.join(_CONFIG_KEYS)}"
             )
         if "in_channels" not in config:
             raise InputError("UNet2D.from_config: missing key 'in_channels'")
@@ -149,7 +165,8 @@ class UNet2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise InputError(
-                f"UNet2D: expected input of shape (N, {self.in_channels}, H, W); got {tuple(x.shape)}"
+                f"UNet2D: expected input of shape (N, {self.in_channels}, H, W); "
+                f"got {tuple(x.shape)}"
             )
         height, width = x.shape[-2:]
         multiple = 2**self.depth
@@ -162,7 +179,7 @@ class UNet2D(nn.Module):
             if i < self.depth:
                 skips.append(x)
                 x = self.pool(x)
-        for up, block, skip in zip(self.up, self.decoder, reversed(skips)):
+        for up, block, skip in zip(self.up, self.decoder, reversed(skips), strict=True):
             x = block(torch.cat([skip, up(x)], dim=1))
         logits = self.head(x)
         if pad_h or pad_w:

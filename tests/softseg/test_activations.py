@@ -62,7 +62,9 @@ def test_independent_of_batch_neighbours():
     # dim=0 reproduces ivadomed's batch-global maximum, which does depend on the neighbour
     global_max = normalized_relu(torch.cat([a, big_neighbour]), dim=0)[:1]
     assert not torch.allclose(global_max, alone)
-    torch.testing.assert_close(global_max, torch.relu(a) / torch.relu(big_neighbour).max().clamp_min(torch.relu(a).max()))
+    torch.testing.assert_close(
+        global_max, torch.relu(a) / torch.relu(big_neighbour).max().clamp_min(torch.relu(a).max())
+    )
 
 
 def test_gradcheck_float64():
@@ -70,7 +72,10 @@ def test_gradcheck_float64():
     # keep values away from the ReLU kink and from ties in the maximum
     x = torch.where(x.abs() < 0.1, x + 0.3, x).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: normalized_relu(t), (x,))
-    assert torch.autograd.gradcheck(lambda t: multiclass_normalized_relu(t), (x.detach().repeat(1, 3, 1, 1).requires_grad_(True),))
+    assert torch.autograd.gradcheck(
+        lambda t: multiclass_normalized_relu(t),
+        (x.detach().repeat(1, 3, 1, 1).requires_grad_(True),),
+    )
 
 
 def test_multiclass_sums_to_one_hand_computed():

@@ -27,19 +27,30 @@ def _square_batch(n=6, h=40, w=56):
 
 def _disc(h, w, radius, centre=None):
     cy, cx = centre if centre is not None else ((h - 1) / 2, (w - 1) / 2)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     return (((yy - cy) ** 2 + (xx - cx) ** 2) <= radius**2).to(torch.float32)
 
 
 def _moments(mass):
     """Total mass, centroid (y, x) and covariance of a 2D mass distribution."""
     h, w = mass.shape
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     m = mass.to(torch.float64)
     total = m.sum()
     cy, cx = (m * yy).sum() / total, (m * xx).sum() / total
-    cov = torch.tensor([[(m * (yy - cy) ** 2).sum(), (m * (yy - cy) * (xx - cx)).sum()],
-                        [(m * (yy - cy) * (xx - cx)).sum(), (m * (xx - cx) ** 2).sum()]]) / total
+    cov = (
+        torch.tensor(
+            [
+                [(m * (yy - cy) ** 2).sum(), (m * (yy - cy) * (xx - cx)).sum()],
+                [(m * (yy - cy) * (xx - cx)).sum(), (m * (xx - cx) ** 2).sum()],
+            ]
+        )
+        / total
+    )
     return total, (cy, cx), cov
 
 
@@ -56,7 +67,9 @@ def test_shapes_dtypes_range_and_no_mutation():
 
 def test_square_stays_aligned_between_image_and_labels():
     img, lab = _square_batch()
-    out_img, out_lab = random_affine(img, lab, params=AffineAugment(image_padding="zeros"), generator=_gen(1))
+    out_img, out_lab = random_affine(
+        img, lab, params=AffineAugment(image_padding="zeros"), generator=_gen(1)
+    )
     torch.testing.assert_close(out_img[:, :1], out_lab, atol=1e-6, rtol=0)
     torch.testing.assert_close(out_img[:, 1:], 3.0 * out_lab, atol=1e-5, rtol=0)
     # every sample got a different transform
@@ -116,8 +129,11 @@ def test_scale_and_translation_match_the_drawn_matrices():
         total, (cy, cx), _ = _moments(out[k, 0])
         z = float(zoom[k])
         assert 0.8 <= z <= 1.2
-        assert float(total) == pytest.approx(float(ref_total) * z * z, rel=0.03)  # area scales by zoom^2
-        # output -> input map in pixels (align_corners=False): p_in = (p_out - c) / z + c + shift * size / 2
+        assert float(total) == pytest.approx(
+            float(ref_total) * z * z, rel=0.03
+        )  # area scales by zoom^2
+        # output -> input map in pixels (align_corners=False):
+        # p_in = (p_out - c) / z + c + shift * size / 2
         sy = float(theta[k, 1, 2]) * h / 2
         sx = float(theta[k, 0, 2]) * w / 2
         cy_expected = (float(ry) - (h - 1) / 2 - sy) * z + (h - 1) / 2
@@ -140,7 +156,9 @@ def test_drawn_parameters_respect_the_ranges():
 
 def test_identity_parameters_change_nothing():
     img, lab = _square_batch(n=2)
-    out_img, out_lab = random_affine(img, lab, params=AffineAugment(0.0, 0.0, 0.0), generator=_gen())
+    out_img, out_lab = random_affine(
+        img, lab, params=AffineAugment(0.0, 0.0, 0.0), generator=_gen()
+    )
     torch.testing.assert_close(out_img, img, atol=1e-5, rtol=0)
     torch.testing.assert_close(out_lab, lab, atol=1e-5, rtol=0)
 
@@ -165,7 +183,9 @@ def test_distance_maps_follow_the_labels():
     lab = _disc(h, w, 10.0).expand(4, 1, h, w).contiguous()
     dmap = torch.from_numpy(signed_distance_map(lab.numpy(), ndim=2))
     params = AffineAugment(rotation=20.0, translation=0.03, scale=0.1)
-    _, out_lab, out_map = random_affine(lab.clone(), lab, params=params, generator=_gen(10), distance_maps=dmap)
+    _, out_lab, out_map = random_affine(
+        lab.clone(), lab, params=params, generator=_gen(10), distance_maps=dmap
+    )
     assert out_map.shape == dmap.shape
     recomputed = signed_distance_map(out_lab.numpy(), ndim=2)
     near = np.abs(recomputed) < 6
@@ -189,7 +209,9 @@ def test_errors_are_clear():
         AffineAugment(rotation=-1)
     with pytest.raises(InputError, match="scale must be < 1"):
         AffineAugment(scale=1.0)
-    with pytest.raises(InputError, match="unknown image_padding 'mirror'; choose one of: border, zeros, reflection"):
+    with pytest.raises(
+        InputError, match="unknown image_padding 'mirror'; choose one of: border, zeros, reflection"
+    ):
         AffineAugment(image_padding="mirror")
     with pytest.raises(dataclasses.FrozenInstanceError):
         AffineAugment().rotation = 5.0  # type: ignore[misc]

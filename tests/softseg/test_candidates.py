@@ -11,7 +11,14 @@ import torch
 from softseg import activations, losses
 from softseg import candidates as cand_module
 from softseg.augment import AffineAugment, random_affine
-from softseg.candidates import CANDIDATES, FUSION_DESCRIPTIONS, FUSIONS, Candidate, check_fusion, get_candidate
+from softseg.candidates import (
+    CANDIDATES,
+    FUSION_DESCRIPTIONS,
+    FUSIONS,
+    Candidate,
+    check_fusion,
+    get_candidate,
+)
 from softseg.cli import COMMANDS, main
 from softseg.errors import InputError
 from softseg.losses import signed_distance_map
@@ -42,7 +49,13 @@ def test_registry_matches_the_papers_table():
     assert list(CANDIDATES) == list(TABLE)
     for name, (title, soft, activation, loss) in TABLE.items():
         c = get_candidate(name)
-        assert (c.name, c.title, c.soft_gt, c.activation, c.loss) == (name, title, soft, activation, loss)
+        assert (c.name, c.title, c.soft_gt, c.activation, c.loss) == (
+            name,
+            title,
+            soft,
+            activation,
+            loss,
+        )
         assert c.description and "\n" not in c.description
     wing = get_candidate("softseg").loss_params
     assert wing == {"alpha": 2.1, "omega": 8.0, "epsilon": 1.0, "theta": 0.5}  # SoftSeg Table 1
@@ -67,11 +80,21 @@ def test_frozen_and_json_able():
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.loss = "dice"  # type: ignore[misc]
     params = {"smooth": 1.0}
-    custom = Candidate(name="x", title="X", description="d", soft_gt=True, activation="sigmoid", loss="dice",
-                       loss_params=params)
+    custom = Candidate(
+        name="x",
+        title="X",
+        description="d",
+        soft_gt=True,
+        activation="sigmoid",
+        loss="dice",
+        loss_params=params,
+    )
     params["smooth"] = 5.0
     assert custom.loss_params == {"smooth": 1.0}  # own copy
-    assert json.loads(json.dumps([c.as_dict() for c in CANDIDATES.values()]))[4]["title"] == "Soft-ReLU-Wing"
+    assert (
+        json.loads(json.dumps([c.as_dict() for c in CANDIDATES.values()]))[4]["title"]
+        == "Soft-ReLU-Wing"
+    )
     assert hash(c) == hash(get_candidate("softseg"))
 
 
@@ -81,14 +104,19 @@ def test_prepare_target_hard_binarises_at_half_soft_keeps():
     assert hard.tolist() == [[[[0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]]]]
     assert hard.dtype == target.dtype
     assert get_candidate("softseg").prepare_target(target) is target
-    assert get_candidate("conventional").prepare_target(torch.tensor([0, 1], dtype=torch.uint8)).dtype == torch.float32
+    assert (
+        get_candidate("conventional").prepare_target(torch.tensor([0, 1], dtype=torch.uint8)).dtype
+        == torch.float32
+    )
 
 
 @pytest.mark.parametrize("name", list(TABLE))
 def test_after_augmentation_soft_sees_fractions_hard_sees_binary(name):
     c = get_candidate(name)
     img, lab = _batch()
-    _, aug = random_affine(img, lab, params=AffineAugment(), generator=torch.Generator().manual_seed(1))
+    _, aug = random_affine(
+        img, lab, params=AffineAugment(), generator=torch.Generator().manual_seed(1)
+    )
     target = c.prepare_target(aug)
     fractional = ((target > 0) & (target < 1)).sum().item()
     if c.soft_gt:
@@ -101,20 +129,30 @@ def test_after_augmentation_soft_sees_fractions_hard_sees_binary(name):
 
 def test_activate_uses_the_named_activation():
     logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(get_candidate("softseg").activate(logits), activations.normalized_relu(logits))
-    torch.testing.assert_close(get_candidate("conventional").activate(logits), torch.sigmoid(logits))
+    torch.testing.assert_close(
+        get_candidate("softseg").activate(logits), activations.normalized_relu(logits)
+    )
+    torch.testing.assert_close(
+        get_candidate("conventional").activate(logits), torch.sigmoid(logits)
+    )
 
 
 def test_compute_loss_is_the_named_loss_with_its_parameters():
     g = torch.Generator().manual_seed(3)
     probs, target = torch.rand(2, 1, 8, 8, generator=g), torch.rand(2, 1, 8, 8, generator=g)
     c = get_candidate("softseg")
-    torch.testing.assert_close(c.compute_loss(probs, target, epoch=0),
-                               losses.adaptive_wing_loss(probs, target, alpha=2.1, omega=8, epsilon=1, theta=0.5))
-    torch.testing.assert_close(get_candidate("conventional").compute_loss(probs, target, epoch=5),
-                               losses.dice_loss(probs, target, smooth=1.0))
-    torch.testing.assert_close(get_candidate("soft-sig-bce").compute_loss(probs, target, epoch=5),
-                               losses.binary_cross_entropy(probs, target))
+    torch.testing.assert_close(
+        c.compute_loss(probs, target, epoch=0),
+        losses.adaptive_wing_loss(probs, target, alpha=2.1, omega=8, epsilon=1, theta=0.5),
+    )
+    torch.testing.assert_close(
+        get_candidate("conventional").compute_loss(probs, target, epoch=5),
+        losses.dice_loss(probs, target, smooth=1.0),
+    )
+    torch.testing.assert_close(
+        get_candidate("soft-sig-bce").compute_loss(probs, target, epoch=5),
+        losses.binary_cross_entropy(probs, target),
+    )
     assert c.compute_loss(probs, target, epoch=0).ndim == 0
 
 
@@ -127,8 +165,12 @@ def test_gdl_boundary_schedule_moves_weight_to_boundary():
     gdl = losses.generalized_dice_loss(probs, target)
     bnd = losses.boundary_loss(probs, target, distance_map=phi)
     torch.testing.assert_close(c.compute_loss(probs, target, epoch=0, distance_map=phi), gdl)
-    torch.testing.assert_close(c.compute_loss(probs, target, epoch=40, distance_map=phi), 0.6 * gdl + 0.4 * bnd)
-    torch.testing.assert_close(c.compute_loss(probs, target, epoch=150, distance_map=phi), 0.01 * gdl + 0.99 * bnd)
+    torch.testing.assert_close(
+        c.compute_loss(probs, target, epoch=40, distance_map=phi), 0.6 * gdl + 0.4 * bnd
+    )
+    torch.testing.assert_close(
+        c.compute_loss(probs, target, epoch=150, distance_map=phi), 0.01 * gdl + 0.99 * bnd
+    )
     assert [c.boundary_weight(e) for e in (0, 1, 99, 120)] == [1.0, 0.99, 0.01, 0.01]
     with pytest.raises(InputError, match="needs the signed distance map"):
         c.compute_loss(probs, target, epoch=0)
@@ -141,7 +183,11 @@ def test_a_few_training_steps_reduce_the_loss(name):
     c = get_candidate(name)
     img, lab = _batch(n=4, size=16)
     target = c.prepare_target(lab)
-    phi = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2)) if c.needs_distance_map else None
+    phi = (
+        torch.from_numpy(signed_distance_map(target.numpy(), ndim=2))
+        if c.needs_distance_map
+        else None
+    )
     model = UNet2D(1, width=4, depth=2, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     values = []
@@ -159,19 +205,34 @@ def test_fusions():
     assert FUSIONS == ("staple", "average", "majority", "random")
     assert set(FUSION_DESCRIPTIONS) == set(FUSIONS)
     assert check_fusion("average") == "average"
-    with pytest.raises(InputError, match="unknown fusion 'mean'; choose one of: staple, average, majority, random"):
+    with pytest.raises(
+        InputError, match="unknown fusion 'mean'; choose one of: staple, average, majority, random"
+    ):
         check_fusion("mean")
 
 
 def test_errors_are_clear():
-    with pytest.raises(InputError, match="unknown candidate 'soft'; choose one of: conventional, .*softseg"):
+    with pytest.raises(
+        InputError, match="unknown candidate 'soft'; choose one of: conventional, .*softseg"
+    ):
         get_candidate("soft")
     with pytest.raises(InputError, match="unknown activation 'tanh'"):
-        Candidate(name="x", title="X", description="d", soft_gt=True, activation="tanh", loss="dice")
+        Candidate(
+            name="x", title="X", description="d", soft_gt=True, activation="tanh", loss="dice"
+        )
     with pytest.raises(InputError, match="unknown loss 'l1'"):
-        Candidate(name="x", title="X", description="d", soft_gt=True, activation="sigmoid", loss="l1")
+        Candidate(
+            name="x", title="X", description="d", soft_gt=True, activation="sigmoid", loss="l1"
+        )
     with pytest.raises(InputError, match="boundary_schedule"):
-        Candidate(name="x", title="X", description="d", soft_gt=False, activation="sigmoid", loss="gdl_boundary")
+        Candidate(
+            name="x",
+            title="X",
+            description="d",
+            soft_gt=False,
+            activation="sigmoid",
+            loss="gdl_boundary",
+        )
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -196,5 +257,7 @@ def test_cli_json(capsys):
 def test_cli_unknown_name_exit_2(capsys):
     assert main(["candidates", "nope"]) == 2
     err = capsys.readouterr().err
-    assert err.strip().startswith("softseg candidates: error: unknown candidate 'nope'; choose one of:")
+    assert err.strip().startswith(
+        "softseg candidates: error: unknown candidate 'nope'; choose one of:"
+    )
     assert len(err.strip().splitlines()) == 1

@@ -56,8 +56,13 @@ def _awing_scalar(y, p, alpha=2.1, omega=8.0, epsilon=1.0, theta=0.5):
     d = abs(y - p)
     if d < theta:
         return omega * math.log(1 + (d / epsilon) ** (alpha - y))
-    a = omega * (1 / (1 + (theta / epsilon) ** (alpha - y))) * (alpha - y) * (
-        (theta / epsilon) ** (alpha - y - 1)) * (1 / epsilon)
+    a = (
+        omega
+        * (1 / (1 + (theta / epsilon) ** (alpha - y)))
+        * (alpha - y)
+        * ((theta / epsilon) ** (alpha - y - 1))
+        * (1 / epsilon)
+    )
     c = theta * a - omega * math.log(1 + (theta / epsilon) ** (alpha - y))
     return a * d - c
 
@@ -69,9 +74,15 @@ def _awing_scalar(y, p, alpha=2.1, omega=8.0, epsilon=1.0, theta=0.5):
 #  y=0.5, p=0.9 : d=0.4      -> 8 ln(1 + 0.4^1.6) = 1.66152
 #  y=0.5, p=0.5 : d=0        -> 0
 #  y=0,   p=1   : d=1        -> linear piece with power 2.1 = 4.85483
-AWING_CASES = [(0.0, 0.3, 0.6141410205809967), (1.0, 0.2, 4.742750223080814),
-               (0.5, 0.9, 1.6615228099708013), (0.5, 0.5, 0.0), (0.0, 1.0, 4.85482623456434),
-               (1.0, 0.0, 5.862504463720541), (0.25, 0.85, 2.601345629153137)]
+AWING_CASES = [
+    (0.0, 0.3, 0.6141410205809967),
+    (1.0, 0.2, 4.742750223080814),
+    (0.5, 0.9, 1.6615228099708013),
+    (0.5, 0.5, 0.0),
+    (0.0, 1.0, 4.85482623456434),
+    (1.0, 0.0, 5.862504463720541),
+    (0.25, 0.85, 2.601345629153137),
+]
 
 
 @pytest.mark.parametrize(("y", "p", "expected"), AWING_CASES)
@@ -84,7 +95,7 @@ def test_adaptive_wing_known_values(y, p, expected):
 def test_adaptive_wing_other_parameters_and_reductions():
     ys, ps = [0.0, 0.3, 1.0, 0.8], [0.9, 0.1, 0.6, 0.8]
     params = dict(alpha=2.5, omega=14.0, epsilon=0.5, theta=0.3)
-    expected = [_awing_scalar(y, p, **params) for y, p in zip(ys, ps)]
+    expected = [_awing_scalar(y, p, **params) for y, p in zip(ys, ps, strict=True)]
     none = adaptive_wing_loss(t(ps), t(ys), reduction="none", **params)
     assert none.shape == (1, 1, 4)
     np.testing.assert_allclose(none.flatten().numpy(), expected, rtol=1e-10)
@@ -95,8 +106,12 @@ def test_adaptive_wing_is_continuous_and_smooth_at_theta():
     y = torch.tensor([0.0, 0.4, 1.0], dtype=D)
     h = 1e-7
     for sign in (1.0, -1.0):
-        below = adaptive_wing_loss((y + sign * (0.5 - h)).reshape(1, 1, -1), y.reshape(1, 1, -1), reduction="none")
-        above = adaptive_wing_loss((y + sign * (0.5 + h)).reshape(1, 1, -1), y.reshape(1, 1, -1), reduction="none")
+        below = adaptive_wing_loss(
+            (y + sign * (0.5 - h)).reshape(1, 1, -1), y.reshape(1, 1, -1), reduction="none"
+        )
+        above = adaptive_wing_loss(
+            (y + sign * (0.5 + h)).reshape(1, 1, -1), y.reshape(1, 1, -1), reduction="none"
+        )
         torch.testing.assert_close(below, above, atol=1e-5, rtol=0)
 
 
@@ -163,17 +178,23 @@ def test_bce_hand_computed_and_matches_torch_inside():
     expected = -(0.4 * math.log(0.25) + 0.6 * math.log(0.75))
     assert binary_cross_entropy(t([0.25]), t([0.4])).item() == pytest.approx(expected)
     probs, target = _pair(5)
-    torch.testing.assert_close(binary_cross_entropy(probs, target), F.binary_cross_entropy(probs, target))
+    torch.testing.assert_close(
+        binary_cross_entropy(probs, target), F.binary_cross_entropy(probs, target)
+    )
 
 
 def test_bce_finite_on_exact_zero_and_one():
     for dtype in (torch.float32, D):
-        probs = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=dtype).reshape(1, 1, 4).requires_grad_(True)
+        probs = (
+            torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=dtype).reshape(1, 1, 4).requires_grad_(True)
+        )
         target = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=dtype).reshape(1, 1, 4)
         loss = binary_cross_entropy(probs, target, reduction="none")
         assert torch.isfinite(loss).all()
         assert loss[0, 0, :2].max().item() < 1e-6  # right answers cost ~0
-        assert loss[0, 0, 2:].min().item() == pytest.approx(-math.log(1e-7), rel=0.02)  # capped at -ln(eps)
+        assert loss[0, 0, 2:].min().item() == pytest.approx(
+            -math.log(1e-7), rel=0.02
+        )  # capped at -ln(eps)
         loss.sum().backward()
         assert torch.isfinite(probs.grad).all()
 
@@ -183,8 +204,12 @@ def test_mse_and_boundary_hand_computed():
     probs, target = _pair(6)
     torch.testing.assert_close(mse_loss(probs, target), F.mse_loss(probs, target))
     phi = t([-2.0, 3.0])
-    assert boundary_loss(t([0.5, 1.0]), t([1.0, 0.0]), distance_map=phi).item() == pytest.approx(1.0)
-    assert boundary_loss(t([0.5, 1.0]), t([1.0, 0.0]), distance_map=phi, reduction="sum").item() == pytest.approx(2.0)
+    assert boundary_loss(t([0.5, 1.0]), t([1.0, 0.0]), distance_map=phi).item() == pytest.approx(
+        1.0
+    )
+    assert boundary_loss(
+        t([0.5, 1.0]), t([1.0, 0.0]), distance_map=phi, reduction="sum"
+    ).item() == pytest.approx(2.0)
 
 
 def test_gdl_boundary_combination_and_schedule():
@@ -193,12 +218,21 @@ def test_gdl_boundary_combination_and_schedule():
     for alpha in (1.0, 0.7, 0.01):
         combined = gdl_boundary_loss(probs, target, distance_map=phi, alpha=alpha)
         expected = alpha * generalized_dice_loss(probs, target) + (1 - alpha) * boundary_loss(
-            probs, target, distance_map=phi)
+            probs, target, distance_map=phi
+        )
         torch.testing.assert_close(combined, expected)
     assert gdl_boundary_loss(probs, target, distance_map=phi, reduction="none").shape == (2,)
     # Kervadec: alpha starts at 1, decreases by 0.01 per epoch, floor 0.01
     assert [boundary_weight(e) for e in (0, 1, 2, 50, 98, 99, 100, 1000)] == [
-        1.0, 0.99, 0.98, 0.5, 0.02, 0.01, 0.01, 0.01]
+        1.0,
+        0.99,
+        0.98,
+        0.5,
+        0.02,
+        0.01,
+        0.01,
+        0.01,
+    ]
     assert boundary_weight(3, start=0.5, step=0.1, floor=0.2) == pytest.approx(0.2)
 
 
@@ -209,7 +243,9 @@ def test_gradcheck_float64(name):
     probs.requires_grad_(True)
     kwargs = {}
     if name in DISTANCE_MAP_LOSSES:
-        kwargs["distance_map"] = torch.from_numpy(signed_distance_map((target >= 0.5).numpy(), ndim=2)).to(D)
+        kwargs["distance_map"] = torch.from_numpy(
+            signed_distance_map((target >= 0.5).numpy(), ndim=2)
+        ).to(D)
     if name == "gdl_boundary":
         kwargs["alpha"] = 0.4
     fn = LOSSES[name]
@@ -232,14 +268,17 @@ def test_gradcheck_float64(name):
 def test_module_equals_function(module, function, options, reduction):
     probs, target = _pair(9)
     torch.testing.assert_close(
-        module(reduction=reduction, **options)(probs, target), function(probs, target, reduction=reduction, **options)
+        module(reduction=reduction, **options)(probs, target),
+        function(probs, target, reduction=reduction, **options),
     )
 
 
 def test_distance_map_modules_equal_functions():
     probs, target = _pair(10)
     phi = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2)).to(D)
-    torch.testing.assert_close(BoundaryLoss()(probs, target, phi), boundary_loss(probs, target, distance_map=phi))
+    torch.testing.assert_close(
+        BoundaryLoss()(probs, target, phi), boundary_loss(probs, target, distance_map=phi)
+    )
     for epoch in (0, 30, 200):
         torch.testing.assert_close(
             GDLBoundaryLoss()(probs, target, phi, epoch=epoch),
@@ -265,7 +304,9 @@ def test_signed_distance_map_hand_computed_1d():
 def _sitk_reference(mask, spacing):
     image = sitk.GetImageFromArray(mask.astype(np.uint8))
     image.SetSpacing([float(s) for s in spacing[::-1]])  # SimpleITK orders axes x, y, z
-    result = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+    result = sitk.SignedMaurerDistanceMap(
+        image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+    )
     return sitk.GetArrayFromImage(result)
 
 
@@ -285,7 +326,9 @@ def test_signed_distance_map_matches_simpleitk_2d(spacing):
 def test_signed_distance_map_matches_simpleitk_3d_anisotropic():
     mask = np.random.default_rng(0).random((10, 12, 9)) > 0.7
     spacing = (0.5, 1.0, 1.5)
-    np.testing.assert_allclose(signed_distance_map(mask, spacing=spacing), _sitk_reference(mask, spacing), atol=1e-4)
+    np.testing.assert_allclose(
+        signed_distance_map(mask, spacing=spacing), _sitk_reference(mask, spacing), atol=1e-4
+    )
 
 
 def test_signed_distance_map_empty_full_soft_and_per_slice():

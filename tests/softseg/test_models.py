@@ -89,7 +89,14 @@ def test_config_round_trip_json():
     torch.manual_seed(0)
     model = UNet2D(2, 1, depth=4, width=6, dropout=0.1, batch_norm=True)
     config = json.loads(json.dumps(model.config))
-    assert config == {"in_channels": 2, "out_channels": 1, "depth": 4, "width": 6, "dropout": 0.1, "batch_norm": True}
+    assert config == {
+        "in_channels": 2,
+        "out_channels": 1,
+        "depth": 4,
+        "width": 6,
+        "dropout": 0.1,
+        "batch_norm": True,
+    }
     clone = UNet2D.from_config(config)
     clone.load_state_dict(model.state_dict())
     x = _input(1, 2, 24, 24)
@@ -111,5 +118,7 @@ def test_errors_are_clear():
         UNet2D(1, dropout=1.0)
     with pytest.raises(InputError, match="batch_norm must be true or false"):
         UNet2D(1, batch_norm="yes")
-    with pytest.raises(InputError, match=r"expected input of shape \(N, 2, H, W\); got \(1, 3, 8, 8\)"):
+    with pytest.raises(
+        InputError, match=r"expected input of shape \(N, 2, H, W\); got \(1, 3, 8, 8\)"
+    ):
         UNet2D(2, width=2, depth=1)(torch.zeros(1, 3, 8, 8))

@@ -13,7 +13,9 @@ HELP = "list the training candidates (softseg, conventional, ...) and the rater-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", help="show only these candidates")
-    parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON object instead of a table"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     print("Candidates (softseg train --candidate NAME):")
     for c in chosen:
         gt = "soft" if c.soft_gt else "hard"
-        print(f"  {c.name:<{width_name}}  {c.title:<{width_title}}  [{gt} GT, {c.activation}, {c.loss}]")
+        print(
+            f"  {c.name:<{width_name}}  {c.title:<{width_title}}  "
+            f"[{gt} GT, {c.activation}, {c.loss}]"
+        )
         print(f"  {'':<{width_name}}  {c.description}")
     if not args.names:
         print()
