@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from softseg.activations import (
     ACTIVATIONS,
@@ -115,3 +117,25 @@ def test_errors_are_clear():
         normalized_relu(torch.zeros(1, 1, 2, 2, dtype=torch.int64))
     with pytest.raises(InputError, match="eps must be > 0"):
         normalized_relu(torch.zeros(1, 1, 2, 2), eps=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    c=st.integers(1, 3),
+    h=st.integers(1, 6),
+    scale=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**16),
+)
+def test_properties_hold_for_any_shape_and_scale(n, c, h, scale, seed):
+    x = _logits(n, c, h, h + 1, seed=seed) * scale
+    out = normalized_relu(x)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    peak = torch.relu(x).amax(dim=(1, 2, 3))
+    positive = peak >= 1e-6
+    torch.testing.assert_close(out.amax(dim=(1, 2, 3))[positive], torch.ones(int(positive.sum())))
+    # each sample alone gives the same result as in the batch
+    for k in range(n):
+        torch.testing.assert_close(normalized_relu(x[k : k + 1]), out[k : k + 1])
+    mc = multiclass_normalized_relu(x)
+    assert torch.isfinite(mc).all() and mc.min() >= 0 and mc.sum(dim=1).max() <= 1 + 1e-5

@@ -7,6 +7,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from softseg.errors import InputError
@@ -373,3 +375,27 @@ def test_errors_are_clear():
         signed_distance_map(np.zeros((3, 3)), spacing=(1.0, 0.0))
     with pytest.raises(InputError, match="ndim must be in 1..2"):
         signed_distance_map(np.zeros((3, 3)), ndim=3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_regression_losses_are_minimal_at_the_soft_target(seed):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(2, 1, 4, 5, generator=g, dtype=D)
+    other = torch.rand(2, 1, 4, 5, generator=g, dtype=D)
+    for fn in (adaptive_wing_loss, mse_loss, binary_cross_entropy):
+        assert fn(target, target).item() <= fn(other, target).item() + 1e-12
+    assert adaptive_wing_loss(target, target).item() == 0.0
+
+
+def test_soft_dice_volumetric_bias_bertels():
+    """Bertels et al. 2019: with a soft target, soft Dice prefers an over-confident prediction.
+
+    Target 0.5 everywhere: Dice(p = g) = 2 sum g^2 / 2 sum g = 0.5, Dice(p = 1) = 2 sum g /
+    (n + sum g) = 2/3, so Dice rewards predicting 1 (volume doubled); cross-entropy does not.
+    """
+    target = torch.full((1, 1, 10), 0.5, dtype=D)
+    ones = torch.ones_like(target)
+    assert dice_loss(target, target, smooth=0).item() == pytest.approx(0.5)
+    assert dice_loss(ones, target, smooth=0).item() == pytest.approx(1 / 3)
+    assert binary_cross_entropy(target, target).item() < binary_cross_entropy(ones, target).item()
