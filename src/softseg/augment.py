@@ -124,9 +124,8 @@ def affine_matrices(
     u = 2.0 * torch.rand((n, 4), generator=generator, device=gen_device, dtype=work) - 1.0
     angle = torch.deg2rad(u[:, 0] * params.rotation)
     zoom = 1.0 + u[:, 1] * params.scale
-    shift = (
-        u[:, 2:] * params.translation * 2.0
-    )  # fraction of the size -> normalised units (width 2)
+    # (x, y) shift: fraction of the size -> normalised units (the image is 2 units wide)
+    shift = u[:, 2:] * params.translation * 2.0
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     # Pixel-space map out -> in: p_in = R(angle) p_out / zoom + shift_px; with D = diag(W/2, H/2)
     # (normalised -> pixels) the normalised matrix is D^-1 R D / zoom.
@@ -139,7 +138,7 @@ def affine_matrices(
     device = gen_device if device is None else torch.device(device)
     # A CPU generator feeding CUDA tensors: upload without waiting for the queued kernels (safe
     # host -> device; a device -> host copy must stay blocking to be readable at once).
-    upload = gen_device.type == "cpu" and device.type != "cpu"
+    upload = gen_device.type == "cpu" and device.type == "cuda"
     return (
         theta.to(dtype=dtype).to(device=device, non_blocking=upload),
         zoom.to(dtype=dtype).to(device=device, non_blocking=upload),

@@ -151,12 +151,9 @@ def adaptive_wing_loss(
     probs, target = _prepare(probs, target, "adaptive_wing_loss", min_ndim=1)
     power = alpha - target
     ratio = theta / epsilon
-    ratio_pow = torch.exp(
-        power * math.log(ratio)
-    )  # (theta/epsilon) ** power, no scalar tensor upload
-    a = (
-        omega / (1.0 + ratio_pow) * power * ratio_pow / ratio / epsilon
-    )  # ratio**(p-1) = ratio**p / ratio
+    # (theta / epsilon) ** power without uploading a scalar tensor; ratio**(p-1) = ratio**p / ratio
+    ratio_pow = torch.exp(power * math.log(ratio))
+    a = omega / (1.0 + ratio_pow) * power * ratio_pow / ratio / epsilon
     c = theta * a - omega * torch.log1p(ratio_pow)
     d = (target - probs).abs()
     nonlinear = omega * torch.log1p(torch.pow(d / epsilon, power))
