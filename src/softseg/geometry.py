@@ -248,13 +248,16 @@ class DisplayGeometry:
         Returns
         -------
         ndarray, shape (..., *file_shape)
+            A 3D result is Fortran-ordered, the layout NIfTI stores (so saving it needs no
+            reordering copy); with leading axes it is C-ordered.
         """
         array = np.asarray(array)
         self._check(array, self.display_shape, "display")
         inverse = np.zeros_like(self.transform)
         for file_axis, (display_axis, flip) in enumerate(self.transform):
             inverse[int(display_axis)] = (file_axis, flip)
-        return np.ascontiguousarray(self._apply(array, inverse))
+        out = self._apply(array, inverse)
+        return np.asfortranarray(out) if out.ndim == 3 else np.ascontiguousarray(out)
 
     def volume(self, file_array: np.ndarray, *, path: str | os.PathLike | None = None) -> Volume:
         """A :class:`~softseg.io.Volume` of a file-ordered array with this geometry."""

@@ -52,7 +52,9 @@ class Volume:
     ----------
     array : ndarray, shape (X, Y, Z)
         Voxel values in the file's own axis order (not reoriented). Integer files without
-        intensity scaling keep their integer dtype; float32 files stay float32.
+        intensity scaling keep their integer dtype; float32 files stay float32. In memory,
+        writable, usually Fortran-ordered like the file itself (no reordering copy on load,
+        none on save).
     affine : ndarray, shape (4, 4), float64
         Voxel-to-world (RAS+ mm) transform: the sform if set, else the qform (nibabel's choice).
     header : nibabel.Nifti1Header
@@ -123,7 +125,7 @@ def load_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a .nii or .nii.gz file")
     try:
-        img = nib.load(path, mmap=False)
+        img = nib.load(path)  # memory-mapped for .nii (fast); copied into memory below
     except Exception as exc:  # nibabel raises several types for foreign files
         if _is_gzip(path):
             raise InputError(
@@ -146,11 +148,16 @@ def load_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
         )
     try:
         array = np.asanyarray(img.dataobj)
+        if isinstance(array, np.memmap) or not array.flags.writeable:
+            # own, writable memory (the file may be replaced later); order "K" keeps NIfTI's
+            # Fortran layout, so the copy is a plain memcpy
+            array = np.array(array, order="K")
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
         raise InputError(
             f"{path}: truncated or corrupt image data ({_short(exc)}); re-export or re-download it"
         ) from None
-    array = np.ascontiguousarray(array.reshape(shape))
+    if array.shape != shape:
+        array = array.reshape(shape)
     if label and array.dtype.kind == "f" and not np.isfinite(array).all():
         n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise InputError(

@@ -305,3 +305,23 @@ def test_is_nifti_path_and_check_writable(tmp_path):
     assert check_writable(tmp_path / "x.nii.gz") == tmp_path / "x.nii.gz"
     with pytest.raises(InputError, match="is a folder"):
         check_writable(tmp_path)
+
+
+def test_truncated_uncompressed_file(tmp_path):
+    src = _write(tmp_path / "ok.nii", np.ones((20, 20, 20), np.float32), np.eye(4))
+    bad = tmp_path / "cut.nii"
+    bad.write_bytes(src.read_bytes()[:5000])
+    with pytest.raises(InputError, match=r"cut\.nii: truncated or corrupt image data"):
+        load_volume(bad)
+
+
+def test_loaded_arrays_are_in_memory_and_writable(tmp_path):
+    array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    for name in ("a.nii", "a.nii.gz"):
+        src = _write(tmp_path / name, array, np.eye(4))
+        vol = load_volume(src)
+        assert type(vol.array) is np.ndarray and vol.array.flags.writeable
+        vol.array[0, 0, 0] = -1  # never writes through to the file
+        assert load_volume(src).array[0, 0, 0] == 0
+        src.unlink()  # the volume does not depend on the file any more
+        assert vol.array[1, 2, 3] == array[1, 2, 3]
