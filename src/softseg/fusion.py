@@ -149,7 +149,8 @@ def as_raters(
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
         raise InputError(f"{what}: raters contain {bad} NaN/Inf values; fix or mask them first")
-    lo, hi = arr.min(), arr.max()
+    hi = arr.max()
+    lo = 0 if arr.dtype.kind == "u" else arr.min()
     if lo < 0 or hi > 1:
         raise InputError(
             f"{what}: rater values must lie in [0, 1]; got min {float(lo):g}, max {float(hi):g} "
@@ -228,12 +229,25 @@ def majority_vote(raters: np.ndarray | Sequence[np.ndarray], *, ties: int = 0) -
     if ties not in (0, 1):
         raise InputError(f"majority_vote: ties must be 0 (background) or 1 (foreground); got {ties!r}")
     arr = as_raters(raters, binary=True, what="majority_vote")
-    votes = np.count_nonzero(arr, axis=0) if arr.dtype.kind == "f" else arr.sum(axis=0, dtype=np.int32)
     n = arr.shape[0]
-    out = (2 * votes > n).astype(np.uint8)
+    votes = _vote_count(arr)
+    out = votes > n // 2  # more than half
     if ties == 1 and n % 2 == 0:
-        out[2 * votes == n] = 1
-    return out
+        out |= votes == n // 2
+    return out.view(np.uint8)
+
+
+def _vote_count(arr: np.ndarray) -> np.ndarray:
+    """Foreground votes per voxel of binary raters (R, *spatial), in a narrow integer type."""
+    dtype = np.uint8 if arr.shape[0] < 256 else np.int32
+    if arr.dtype in (np.bool_, np.uint8, np.int8):
+        rows = (r.view(np.uint8) for r in arr)
+    else:
+        rows = ((r != 0).view(np.uint8) for r in arr)
+    votes = np.zeros(arr.shape[1:], dtype=dtype)
+    for row in rows:
+        np.add(votes, row, out=votes, casting="unsafe")
+    return votes
 
 
 def union(raters: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -350,15 +364,15 @@ def default_roi(raters: np.ndarray | Sequence[np.ndarray], *, margin: int = 10) 
     arr = as_raters(raters, min_raters=1, what="default_roi")
     spatial = arr.shape[1:]
     roi = np.zeros(spatial, dtype=bool)
-    any_axes = [np.any(arr != 0, axis=tuple(a for a in range(arr.ndim) if a != ax + 1))
-                for ax in range(len(spatial))]
-    if not any_axes[0].any():
+    labelled = np.flatnonzero(_any_nonzero(arr.reshape(arr.shape[0], -1), _is_binary(arr)))
+    if labelled.size == 0:
         roi[...] = True
         return roi
+    coords = np.unravel_index(labelled, spatial)
     box = []
-    for flags, size in zip(any_axes, spatial):
-        idx = np.flatnonzero(flags)
-        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, size)))
+    for ax in range(len(spatial)):
+        lo, hi = int(coords[ax].min()), int(coords[ax].max())
+        box.append(slice(max(lo - margin, 0), min(hi + 1 + margin, spatial[ax])))
     roi[tuple(box)] = True
     return roi
 
@@ -463,25 +477,34 @@ def staple(
     spatial = arr.shape[1:]
     mask = _roi_mask(roi, spatial)
     votes = arr.reshape(n_raters, -1) if mask is None else arr[:, mask]
+    n_vox = votes.shape[1]
 
+    # Voxels nobody labelled share the all-zero pattern; only the others are grouped (most
+    # of a medical volume is background, so this is a small subset).
+    labelled = _any_nonzero(votes, binary)
+    where = None if labelled.all() else np.flatnonzero(labelled)
+    del labelled
+    sub = votes if where is None else votes[:, where]
     if binary:
-        codes, patterns, counts = _group_binary(votes)
+        codes, patterns, counts = _group_binary(sub)
     else:
-        codes, patterns, counts = _group_soft(votes)
+        codes, patterns, counts = _group_soft(sub)
+    if where is not None:  # append the all-zero pattern (last row)
+        patterns = np.vstack([patterns, np.zeros((1, n_raters))])
+        counts = np.append(counts, float(n_vox - where.size))
 
     if np.all(patterns == patterns[:, :1]):  # identical raters: that consensus, no EM
         weight = patterns[:, 0].copy()
         ones = np.ones(n_raters)
         g = float(np.dot(counts, weight) / counts.sum()) if prior is None else float(prior)
-        prob = _broadcast(weight[codes], mask, spatial)
+        prob = _broadcast(weight, codes, where, n_vox, mask, spatial)
         return StapleResult(prob, ones, ones.copy(), g, 0, True)
 
     weight, p, q, g, iterations, converged = _staple_em(
         patterns, counts, max_iter=max_iter, tol=tol, prior=prior, progress=progress
     )
-    flat = weight[codes]
     return StapleResult(
-        probability=_broadcast(flat, mask, spatial),
+        probability=_broadcast(weight, codes, where, n_vox, mask, spatial),
         sensitivity=p,
         specificity=q,
         prior=g,
@@ -490,9 +513,33 @@ def staple(
     )
 
 
-def _broadcast(flat: np.ndarray, mask: np.ndarray | None, spatial: tuple[int, ...]) -> np.ndarray:
+def _any_nonzero(votes: np.ndarray, binary: bool) -> np.ndarray:
+    """(N,) bool: some rater gave the voxel a value above 0."""
+    out = np.zeros(votes.shape[1], dtype=bool)
+    for row in votes:
+        if binary and row.dtype in (np.bool_, np.uint8, np.int8):
+            out |= row.view(np.bool_)  # 0/1 bytes are valid booleans
+        else:
+            out |= row != 0
+    return out
+
+
+def _broadcast(
+    weight: np.ndarray,
+    codes: np.ndarray,
+    where: np.ndarray | None,
+    n_vox: int,
+    mask: np.ndarray | None,
+    spatial: tuple[int, ...],
+) -> np.ndarray:
+    """Per-pattern weights back to voxels (all-zero pattern = last weight when ``where``)."""
+    if where is None:
+        flat = weight[codes]
+    else:
+        flat = np.full(n_vox, weight[-1])
+        flat[where] = weight[codes]
     if mask is None:
-        return np.asarray(flat, dtype=np.float64).reshape(spatial)
+        return flat.reshape(spatial)
     out = np.zeros(spatial, dtype=np.float64)
     out[mask] = flat
     return out
@@ -613,8 +660,9 @@ def _staple_em(
         q_den = cb.sum()
         # a zero denominator only happens in degenerate cases (all weight on one side); keep
         # the rater perfect there instead of producing NaN
-        p = cw @ patterns / p_den if p_den > 0 else np.ones(n_raters)
-        q = cb @ neg / q_den if q_den > 0 else np.ones(n_raters)
+        # einsum, not BLAS: no thread pool spinning for the (rare) long pattern lists
+        p = np.einsum("k,kj->j", cw, patterns) / p_den if p_den > 0 else np.ones(n_raters)
+        q = np.einsum("k,kj->j", cb, neg) / q_den if q_den > 0 else np.ones(n_raters)
         alpha = np.ones(patterns.shape[0])
         beta = np.ones(patterns.shape[0])
         for j in range(n_raters):  # same multiplication order as ITK

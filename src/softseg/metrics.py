@@ -86,6 +86,7 @@ __all__ = [
 
 #: The SoftSeg paper's threshold grid: 0.05, 0.10, ..., 0.95.
 DEFAULT_THRESHOLDS = np.round(np.arange(1, 20) * 0.05, 10)
+_CHUNK = 1 << 16  # voxels per block in the streaming loops: temporaries stay in cache
 
 
 # ------------------------------------------------------------------------------ validation
@@ -248,11 +249,22 @@ def mse(prediction: Any, truth: Any) -> float:
 
 
 def _mse(p: np.ndarray, g: np.ndarray) -> float:
+    return _sq_sum(p, g) / p.size
+
+
+def _sq_sum(p: np.ndarray, g: np.ndarray) -> float:
+    """``sum((p - g)**2)``: differences in the inputs' precision, float64 accumulation."""
     if p.dtype == np.bool_ and g.dtype == np.bool_:
-        return float(np.count_nonzero(p ^ g)) / p.size
-    d = np.subtract(p, g, dtype=np.result_type(p.dtype, g.dtype, np.float32))
-    np.multiply(d, d, out=d)
-    return float(d.sum(dtype=np.float64)) / d.size
+        return float(np.count_nonzero(p ^ g))
+    dtype = np.result_type(p.dtype, g.dtype, np.float32)
+    a, b = p.reshape(-1), g.reshape(-1)
+    total = 0.0
+    for start in range(0, a.size, _CHUNK):  # block by block: temporaries stay in cache
+        d = np.subtract(a[start : start + _CHUNK], b[start : start + _CHUNK], dtype=dtype)
+        d = d.astype(np.float64, copy=False)
+        np.multiply(d, d, out=d)  # no BLAS dot: its threads spin on a busy machine
+        total += float(d.sum())
+    return total
 
 
 def volume(mask: Any, *, spacing: Sequence[float] | float | None = None) -> float:
@@ -308,7 +320,7 @@ def pairwise_dice(raters: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     else:
         rows = [row.astype(np.float64, copy=False) for row in flat]
         sums = [float(r.sum()) for r in rows]
-        inter = lambda i, j: float(np.dot(rows[i], rows[j]))  # noqa: E731
+        inter = lambda i, j: float(np.multiply(rows[i], rows[j]).sum())  # noqa: E731
     out = np.eye(n)
     for i in range(n):
         for j in range(i + 1, n):
@@ -550,20 +562,51 @@ def _confidence_correct(prob: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _reliability(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> ReliabilityDiagram:
-    conf = conf.reshape(-1)
-    # bin k holds k/K <= c < (k+1)/K, i.e. floor(K c) computed in the input's precision;
-    # c == 1.0 gives K and is put in the last bin (the google-research code drops it)
-    idx = np.multiply(conf, n_bins, dtype=conf.dtype).astype(np.intp)
-    np.minimum(idx, n_bins - 1, out=idx)
-    count = np.bincount(idx, minlength=n_bins)
-    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
-    acc_sum = np.bincount(idx, weights=correct.reshape(-1), minlength=n_bins)
+def _reliability(
+    conf: np.ndarray | None,
+    correct: np.ndarray | None,
+    n_bins: int,
+    *,
+    prob: np.ndarray | None = None,
+    truth_mask: np.ndarray | None = None,
+    n_sure_right: int = 0,
+) -> ReliabilityDiagram:
+    """Bin statistics from ``conf``/``correct`` (any shape), or from a binary foreground
+    ``prob`` and a bool ``truth_mask`` (confidence computed block by block). ``n_sure_right``
+    adds voxels of confidence 1 that are correct (the zero-probability background that
+    :func:`evaluate` leaves out)."""
+    small = np.uint8 if 2 * n_bins <= 256 else np.intp  # narrow indices: less memory traffic
+    pairs = np.zeros(2 * n_bins, dtype=np.int64)  # (bin, correct) counts
+    conf_sum = np.zeros(n_bins)
+    size = (conf if prob is None else prob).size
+    flat_a = (conf if prob is None else prob).reshape(-1)
+    flat_b = (correct if prob is None else truth_mask).reshape(-1)
+    for start in range(0, size, _CHUNK):
+        a = flat_a[start : start + _CHUNK]
+        b = flat_b[start : start + _CHUNK]
+        if prob is None:
+            c, ok = a, b
+        else:
+            c, ok = _binary_confidence(a, b)
+        # bin k holds k/K <= c < (k+1)/K, i.e. floor(K c) in the input's precision;
+        # c == 1.0 gives K and goes to the last bin (the google-research code drops it)
+        idx = np.multiply(c, n_bins, dtype=c.dtype).astype(small)
+        np.minimum(idx, n_bins - 1, out=idx)
+        conf_sum += np.bincount(idx, weights=c, minlength=n_bins)
+        idx *= small(2)
+        idx += ok.astype(small)
+        pairs += np.bincount(idx, minlength=2 * n_bins)
+    count = pairs[0::2] + pairs[1::2]
+    acc_sum = pairs[1::2].astype(np.float64)
+    if n_sure_right:
+        count[-1] += n_sure_right
+        acc_sum[-1] += n_sure_right
+        conf_sum[-1] += n_sure_right
     safe = np.maximum(count, 1)
     confidence = np.where(count > 0, conf_sum / safe, np.nan)
     accuracy = np.where(count > 0, acc_sum / safe, np.nan)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return ReliabilityDiagram(edges, confidence, accuracy, count.astype(np.int64))
+    return ReliabilityDiagram(edges, confidence, accuracy, count)
 
 
 def _n_bins(n_bins: Any) -> int:
@@ -596,7 +639,11 @@ def reliability_diagram(prob: Any, truth: Any, *, n_bins: int = 10) -> Reliabili
     ReliabilityDiagram
     """
     k = _n_bins(n_bins)
-    conf, correct = _confidence_correct(prob, truth)
+    pr, tr = np.asarray(prob), np.asarray(truth)
+    if pr.shape == tr.shape:  # binary: confidence computed block by block
+        pr, tr = _array(pr, "prob"), _array(tr, "truth")
+        return _reliability(None, None, k, prob=pr, truth_mask=_binarize(tr, 0.5))
+    conf, correct = _confidence_correct(pr, tr)
     return _reliability(conf, correct, k)
 
 
@@ -650,26 +697,36 @@ def entropy(prob: Any, *, class_axis: int | None = None) -> np.ndarray:
 
 def _xlogx(p: np.ndarray) -> np.ndarray:
     """``p ln p`` with ``0 ln 0 = 0``, in p's float precision."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = p * np.log(p)
-    return np.nan_to_num(out, copy=False, nan=0.0)
+    out = np.zeros_like(p)
+    np.log(p, out=out, where=p > 0)
+    out *= p
+    return out
 
 
 def _binary_entropy(p: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = 1 - p
-        h = p * np.log(p)
-        h += q * np.log(q)
-    np.nan_to_num(h, copy=False, nan=0.0)  # 0 ln 0 terms at p == 0 or p == 1
+    """``-(p ln p + (1-p) ln(1-p))`` with ``0 ln 0 = 0``, in p's float precision."""
+    h = np.zeros_like(p)
+    np.log(p, out=h, where=p > 0)
+    h *= p
+    q = 1 - p
+    lq = np.zeros_like(p)
+    np.log(q, out=lq, where=q > 0)
+    lq *= q
+    h += lq
     np.negative(h, out=h)
     np.maximum(h, 0, out=h)  # -0.0 -> 0.0
     return h
 
 
 def _entropy_sum(p: np.ndarray) -> float:
+    """Sum of the binary entropy; voxels at exactly 0 or 1 add nothing and are skipped."""
     if p.dtype == np.bool_:
         return 0.0
-    return float(_binary_entropy(p).sum(dtype=np.float64))
+    flat = p.reshape(-1)
+    total = 0.0
+    for start in range(0, flat.size, _CHUNK):  # block by block: temporaries stay in cache
+        total += float(_binary_entropy(flat[start : start + _CHUNK]).sum(dtype=np.float64))
+    return total
 
 
 def subject_entropy(prob: Any, *, class_axis: int | None = None) -> float:
@@ -846,6 +903,11 @@ def evaluate(
     p, g = _pair(prediction, truth)
     sp = _spacing(spacing, p.ndim)
     t = None if threshold is None else _check_threshold(threshold)
+    if not isinstance(min_overlap, (int, np.integer)) or min_overlap < 1:
+        raise InputError(f"min_overlap must be a whole number of voxels >= 1; got {min_overlap!r}")
+    if not 0.0 <= float(percentile) <= 100.0:
+        raise InputError(f"percentile must lie in [0, 100]; got {percentile!r}")
+    k = _n_bins(n_bins)
     if reference is None:
         ref = g
     else:
@@ -856,17 +918,35 @@ def evaluate(
                 "both must be on the same voxel grid"
             )
         ref = _array(ref, "reference")
+    n = p.size
     voxel = float(np.prod(sp))
-    po = _binarize(p, t) if t is not None else p
-    s_p, s_g, tp = _sums(po, g)
-    n = float(p.size)
+
+    # objects and surfaces: binary masks on the grid (cropped to their boxes inside)
     bin_t = 0.5 if t is None else t
     pm = _binarize(p, bin_t)
     gm = _binarize(g, 0.5)
     lesions = _lesions(pm, gm, int(min_overlap), min(2, p.ndim))
-    diagram = _reliability(*_binary_confidence(p, gm), _n_bins(n_bins))
-    h_pred = _entropy_sum(p)
-    h_ref = _entropy_sum(ref)
+    hausdorff = _hausdorff(pm, gm, sp, float(percentile))
+
+    # voxel-wise metrics: a voxel where prediction, truth and reference are all 0 adds nothing
+    # to any sum and is a confident, correct background voxel for calibration, so only the
+    # support is gathered (most of a medical volume is background)
+    support = _nonzero(p) | _nonzero(g)
+    if ref is not g:
+        support |= _nonzero(ref)
+    n_support = int(np.count_nonzero(support))
+    if n_support < 0.5 * n:
+        where = np.flatnonzero(support)
+        ps, gs, rs = (a.reshape(-1)[where] for a in (p, g, ref))
+    else:
+        ps, gs, rs = p.reshape(-1), g.reshape(-1), ref.reshape(-1)
+        n_support = n
+    n_empty = n - n_support
+    po = _binarize(ps, t) if t is not None else ps
+    s_p, s_g, tp = _sums(po, gs)
+    diagram = _reliability(None, None, k, prob=ps, truth_mask=_binarize(gs, 0.5), n_sure_right=n_empty)
+    h_pred = _entropy_sum(ps)
+    h_ref = _entropy_sum(rs)
     rvd = _ratio(s_g - s_p, s_g, best=0.0)
     return {
         "threshold": t,
@@ -874,12 +954,12 @@ def evaluate(
         "precision": _ratio(tp, s_p, best=1.0),
         "recall": _ratio(tp, s_g, best=1.0),
         "specificity": _ratio(n - s_p - s_g + tp, n - s_g, best=1.0),
-        "mse": _mse(po, g),
+        "mse": _sq_sum(po, gs) / n,
         "relative_volume_difference": rvd,
         "absolute_volume_difference": abs(rvd),
         "volume_prediction_mm3": s_p * voxel,
         "volume_truth_mm3": s_g * voxel,
-        "hausdorff_mm": _hausdorff(pm, gm, sp, float(percentile)),
+        "hausdorff_mm": hausdorff,
         "hausdorff_percentile": float(percentile),
         "ltpr": lesions.ltpr,
         "lfdr": lesions.lfdr,
@@ -888,8 +968,12 @@ def evaluate(
         "n_detected_lesions": lesions.n_detected,
         "n_false_lesions": lesions.n_false,
         "ece": diagram.ece,
-        "brier_score": _mse(p, ref),
+        "brier_score": _sq_sum(ps, rs) / n,
         "entropy_prediction": h_pred,
         "entropy_reference": h_ref,
         "entropy_abs_difference": abs(h_pred - h_ref),
     }
+
+
+def _nonzero(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.bool_ else a != 0
