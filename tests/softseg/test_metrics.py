@@ -343,3 +343,26 @@ def test_evaluate_agrees_with_the_single_metrics():
     soft = M.evaluate(prob, truth)
     assert soft["threshold"] is None
     assert soft["dice"] == pytest.approx(M.dice(prob, truth))
+
+
+def test_evaluate_sparse_maps_match_the_single_metrics():
+    # mostly-empty maps take evaluate's support-only path; the numbers must not change
+    rng = np.random.default_rng(6)
+    truth = np.zeros((20, 24, 16), np.uint8)
+    truth[6:12, 8:15, 5:10] = 1
+    prob = np.zeros(truth.shape, np.float32)
+    prob[5:13, 7:16, 4:11] = rng.random((8, 9, 7)).astype(np.float32)
+    prob[15, 20, 12] = 1.0  # a saturated false positive
+    ref = np.zeros(truth.shape, np.float32)
+    ref[6:12, 8:14, 5:10] = 0.75
+    out = M.evaluate(prob, truth, reference=ref, spacing=(1.0, 1.0, 2.0))
+    assert out["dice"] == pytest.approx(M.dice(prob, truth), rel=1e-12)
+    assert out["specificity"] == pytest.approx(M.specificity(prob, truth), rel=1e-12)
+    assert out["mse"] == pytest.approx(M.mse(prob, truth), rel=1e-9)
+    assert out["ece"] == pytest.approx(M.expected_calibration_error(prob, truth), rel=1e-9)
+    assert out["brier_score"] == pytest.approx(M.brier_score(prob, ref), rel=1e-9)
+    assert out["entropy_reference"] == pytest.approx(M.subject_entropy(ref), rel=1e-6)
+    assert out["entropy_abs_difference"] == pytest.approx(abs(M.subject_entropy(prob) - M.subject_entropy(ref)), rel=1e-6)
+    assert out["n_predicted_lesions"] == 2 and out["n_false_lesions"] == 1
+    with pytest.raises(InputError, match="reference shape"):
+        M.evaluate(prob, truth, reference=ref[:-1])
