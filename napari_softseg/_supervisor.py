@@ -34,10 +34,13 @@ from pathlib import Path
 
 from softseg import events as ev
 
-__all__ = ["DEFAULT_STOP_TIMEOUT_S", "Outcome", "TrainingProcess", "is_alive", "supervise", "train_argv"]
+__all__ = ["DEFAULT_NICE", "DEFAULT_STOP_TIMEOUT_S", "Outcome", "TrainingProcess", "is_alive", "supervise", "train_argv"]
 
 #: Seconds a child may take to stop and save after a cancel request before it is killed.
 DEFAULT_STOP_TIMEOUT_S = 30.0
+#: Nice value of the child (POSIX; "below normal" priority class on Windows): background
+#: training yields the CPU to the viewer's event loop, so the GUI stays responsive.
+DEFAULT_NICE = 10
 
 _LIVE: weakref.WeakSet[TrainingProcess] = weakref.WeakSet()
 
@@ -136,6 +139,8 @@ class TrainingProcess:
         Working directory of the child.
     stderr_lines : int
         How many trailing stderr lines to keep.
+    nice : int or None
+        Lower the child's scheduling priority by this much (``None``: leave it).
     """
 
     def __init__(
@@ -145,10 +150,12 @@ class TrainingProcess:
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike | None = None,
         stderr_lines: int = 200,
+        nice: int | None = DEFAULT_NICE,
     ) -> None:
         self.argv = [str(a) for a in argv]
         self._env = dict(env or {})
         self._cwd = cwd
+        self._nice = nice
         self._popen: subprocess.Popen[str] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=stderr_lines)
         self._stderr_thread: threading.Thread | None = None
@@ -196,7 +203,10 @@ class TrainingProcess:
         kwargs: dict[str, object] = {}
         if sys.platform == "win32":
             # A new process group receives CTRL_BREAK_EVENT without disturbing the viewer.
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            flags = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            if self._nice:
+                flags |= subprocess.BELOW_NORMAL_PRIORITY_CLASS  # type: ignore[attr-defined]
+            kwargs["creationflags"] = flags
         else:
             # Own session = own process group: a terminal Ctrl-C in the viewer's shell does not
             # reach it, and a hard kill takes data-loader workers with it.
@@ -215,6 +225,14 @@ class TrainingProcess:
             **kwargs,  # type: ignore[arg-type]
         )
         _LIVE.add(self)
+        if self._nice and sys.platform != "win32":
+            # Right after the fork, before the interpreter starts its threads (they inherit it).
+            try:
+                pid = self._popen.pid
+                os.setpriority(os.PRIO_PROCESS, pid,
+                               max(os.getpriority(os.PRIO_PROCESS, pid), int(self._nice)))
+            except OSError:
+                pass
         self._stderr_thread = threading.Thread(
             target=self._drain_stderr, name=f"softseg-stderr-{self._popen.pid}", daemon=True
         )

@@ -26,6 +26,9 @@ which the threshold widget reads.
 from __future__ import annotations
 
 import itertools
+import os
+import queue
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,18 +115,6 @@ def check_channels(meta: dict[str, Any], layers: Sequence[Any], *, model: str = 
                          "select the contrasts of one volume")
 
 
-class _Reporter:
-    """Carries progress from the worker thread to the main thread (queued Qt signal)."""
-
-    def __init__(self) -> None:
-        from qtpy.QtCore import QObject, Signal as QtSignal
-
-        class _Emitter(QObject):
-            progress = QtSignal(int, float, str)
-
-        self.emitter = _Emitter()
-
-
 def start_prediction(
     viewer: napari.viewer.Viewer,
     model_paths: Sequence[str | Path],
@@ -176,9 +167,9 @@ def start_prediction(
             check_channels(meta, image_layers, model=Path(path).name)
             metas.append(meta)
         geometry = layer_geometry(image_layers[0])
-        # Snapshot (copies) in the main thread: the user may edit layers while this runs.
-        file_images = np.stack([geometry.from_display(np.asarray(lyr.data, dtype=np.float32))
-                                for lyr in image_layers])
+        # Snapshot (plain copies) in the main thread: the user may edit layers while this runs.
+        # The reorientation to file order happens in the worker.
+        snapshots = [np.array(lyr.data, copy=True) for lyr in image_layers]
     except (InputError, OSError) as exc:
         notify_error(f"Predict: {exc}")
         if on_done is not None:
@@ -190,12 +181,11 @@ def start_prediction(
     scale, translate = tuple(ref.scale), tuple(ref.translate)
     extra_meta = {"source_path": ref.metadata.get("source_path")}
     cancel = threading.Event()
-    reporter = _Reporter()
     pbar = napari_progress(total=100 * len(model_paths), desc=f"Predicting {image_name}")
     added: list[Any] = []
     errors: list[str] = []
 
-    def progress_slot(index: int, fraction: float, message: str) -> None:
+    def on_progress_item(index: int, fraction: float, message: str) -> None:
         done = int(round(100 * (index + min(max(fraction, 0.0), 1.0))))
         pbar.update(max(done - pbar.n, 0))
         if message:
@@ -203,10 +193,13 @@ def start_prediction(
         if on_progress is not None:
             on_progress(done / (100 * len(model_paths)), message)
 
-    reporter.emitter.progress.connect(progress_slot)
+    def on_item(item: tuple[Any, ...]) -> None:
+        if item[0] == "progress":
+            on_progress_item(*item[1:])
+        else:
+            add_result(*item[1:])
 
-    def add_result(item: tuple[int, np.ndarray, dict[str, Any]]) -> None:
-        index, display_pred, meta = item
+    def add_result(index: int, display_pred: np.ndarray, meta: dict[str, Any]) -> None:
         cand = meta["candidate"]
         layer = viewer.add_image(
             display_pred,
@@ -245,46 +238,94 @@ def start_prediction(
             on_done(list(added), errors[0] if errors else ("cancelled" if cancel.is_set() else None))
 
     worker = thread_worker(_predict_models, start_thread=False)(
-        [str(p) for p in model_paths], file_images, geometry, device, cancel, reporter.emitter
+        [str(p) for p in model_paths], snapshots, geometry, device, cancel
     )
-    worker.yielded.connect(add_result)
+    worker.yielded.connect(on_item)
     worker.errored.connect(failed)
     worker.finished.connect(finished)
     worker.cancel_event = cancel
-    worker.reporter = reporter  # keep the emitter alive as long as the worker
     if start:
         worker.start()
     return worker
 
 
-def _predict_models(paths, file_images, geometry, device, cancel, emitter):
-    """Worker generator: load each model, predict in native geometry, yield display arrays."""
+#: Nice value of the thread that runs the network (Linux: per thread), so the viewer's main
+#: thread wins the CPU when both want it.
+COMPUTE_NICE = 10
+
+
+def _lower_this_thread_priority(nice: int = COMPUTE_NICE) -> None:
+    """Lower the calling thread's priority where that is per-thread (Linux); torch's OpenMP
+    threads started from it inherit the value."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+    except (OSError, AttributeError):
+        pass
+
+
+def _compute(paths, display_images, geometry, device, cancel, out: queue.Queue) -> None:
+    """Body of the dedicated compute thread: load, predict, reorient; results into *out*."""
     from softseg.modelfile import load_model
     from softseg.predict import PredictionCancelled, predict_volume
 
-    volume_images = [geometry.volume(ch) for ch in file_images]
-    for index, path in enumerate(paths):
-        if cancel.is_set():
-            return
-        emitter.progress.emit(index, 0.0, f"loading {Path(path).name}")
-        loaded = load_model(path)
-        name = loaded.candidate_name
+    _lower_this_thread_priority()
+    try:
+        volumes = [geometry.volume(geometry.from_display(np.asarray(a, dtype=np.float32)))
+                   for a in display_images]
+        del display_images
+        for index, path in enumerate(paths):
+            if cancel.is_set():
+                break
+            out.put(("progress", index, 0.0, f"loading {Path(path).name}"))
+            loaded = load_model(path)
+            name = loaded.candidate_name
 
-        def progress(done: int, total: int, _i: int = index, _n: str = name) -> None:
-            emitter.progress.emit(_i, done / max(total, 1), f"{_n}: slice batch {done}/{total}")
+            def progress(done: int, total: int, _i: int = index, _n: str = name) -> None:
+                out.put(("progress", _i, done / max(total, 1), f"{_n}: slices {done}/{total}"))
 
-        try:
-            native = predict_volume(
-                loaded, volume_images, device=device, progress=progress,
-                cancel=cancel,
-            )
-        except PredictionCancelled:
-            return
-        if cancel.is_set():
-            return
-        emitter.progress.emit(index, 1.0, f"{name}: done")
-        native = np.asarray(getattr(native, "array", native), dtype=np.float32)
-        yield index, geometry.to_display(native), loaded.metadata
+            try:
+                native = predict_volume(loaded, volumes, device=device, progress=progress,
+                                        cancel=cancel)
+            except PredictionCancelled:
+                break
+            if cancel.is_set():
+                break
+            display = geometry.to_display(np.asarray(native, dtype=np.float32))
+            out.put(("progress", index, 1.0, f"{name}: done"))
+            out.put(("result", index, display, loaded.metadata))
+    except BaseException as exc:  # handed to the worker, which re-raises it in its thread
+        out.put(("error", exc))
+    finally:
+        out.put(("end",))
+
+
+def _predict_models(paths, display_images, geometry, device, cancel):
+    """Worker generator: runs :func:`_compute` in a dedicated low-priority thread and yields
+    its ``("progress", i, fraction, message)`` and ``("result", i, display_array, metadata)``
+    items to the main thread."""
+    items: queue.Queue = queue.Queue()
+    thread = threading.Thread(target=_compute, name="softseg-predict", daemon=True,
+                              args=(paths, display_images, geometry, device, cancel, items))
+    del display_images
+    thread.start()
+    ended = False
+    try:
+        while True:
+            item = items.get()
+            if item[0] == "end":
+                ended = True
+                break
+            if item[0] == "error":
+                ended = True
+                raise item[1]
+            yield item
+    finally:
+        if not ended:  # worker quit: stop the compute thread at its next batch
+            cancel.set()
+        thread.join()
 
 
 class PredictWidget(Container):

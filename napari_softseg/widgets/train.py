@@ -167,15 +167,21 @@ def _notify_info(message: str) -> None:
 
 
 class _Curves:
-    """Training/validation curves on an embedded matplotlib canvas, redrawn at most every
-    ``_REDRAW_INTERVAL_MS`` (drawing is the expensive part; events only append numbers)."""
+    """Training/validation curves on an embedded matplotlib canvas.
+
+    Kept cheap for the event loop: events only append numbers; a timer redraws at most every
+    ``_REDRAW_INTERVAL_MS``, and then only the lines are re-rendered onto a cached background
+    (blitting, a few ms). The full figure (axes, ticks, legend: ~100 ms) is drawn only when the
+    axis limits must grow or shrink, which happens a logarithmic number of times (limits double).
+    """
 
     def __init__(self) -> None:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
         from qtpy.QtCore import QTimer
 
-        self.figure = Figure(figsize=(3.6, 2.4), dpi=90, layout="constrained")
+        self.figure = Figure(figsize=(3.6, 2.4), dpi=90)
+        self.figure.subplots_adjust(left=0.16, right=0.86, bottom=0.18, top=0.96)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(200)
         self.ax = self.figure.add_subplot(111)
@@ -187,27 +193,35 @@ class _Curves:
         self.val_x: list[float] = []
         self.val_y: list[float] = []
         self.dice_y: list[float] = []
-        (self._train_line,) = self.ax.plot([], [], color="#9ecae1", lw=0.8, label="train (step)")
+        self.max_epochs: int | None = None
+        style = {"animated": True}
+        (self._train_line,) = self.ax.plot([], [], color="#9ecae1", lw=0.8, label="train (step)",
+                                           **style)
         (self._epoch_line,) = self.ax.plot([], [], color="#1f77b4", lw=1.6, marker="o", ms=3,
-                                           label="train (epoch)")
+                                           label="train (epoch)", **style)
         (self._val_line,) = self.ax.plot([], [], color="#ff7f0e", lw=1.6, marker="o", ms=3,
-                                         label="validation")
+                                         label="validation", **style)
         (self._dice_line,) = self.ax_dice.plot([], [], color="#2ca02c", lw=1.2, ls="--",
-                                               marker="s", ms=3, label="val Dice")
-        self.ax.set_xlabel("epoch")
-        self.ax.set_ylabel("loss")
-        self.ax_dice.set_ylabel("Dice", color="#2ca02c")
+                                               marker="s", ms=3, label="val Dice", **style)
+        self.ax.set_xlabel("epoch", fontsize=8)
+        self.ax.set_ylabel("loss", fontsize=8)
+        self.ax_dice.set_ylabel("Dice", color="#2ca02c", fontsize=8)
         self.ax_dice.set_ylim(0, 1)
         lines = [self._train_line, self._epoch_line, self._val_line, self._dice_line]
         self.ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="upper right")
         for ax in (self.ax, self.ax_dice):
             ax.tick_params(labelsize=7)
+        self._limits = (2.0, 0.0, 1.0)  # xmax, ymin, ymax
+        self._apply_limits()
+        self._background = None
+        self.canvas.mpl_connect("draw_event", self._on_full_draw)
         self._dirty = False
         self._timer = QTimer(self.canvas)  # dies with the canvas
         self._timer.setInterval(_REDRAW_INTERVAL_MS)
         self._timer.timeout.connect(self._redraw)
         self._timer.start()
-        self.draws = 0
+        self.draws = 0  # full figure draws
+        self.blits = 0  # line-only updates
 
     @property
     def n_points(self) -> int:
@@ -217,14 +231,19 @@ class _Curves:
         for values in (self.train_x, self.train_y, self.epoch_x, self.epoch_y, self.val_x,
                        self.val_y, self.dice_y):
             values.clear()
-        self._dirty = True
-        self._redraw()
+        self.max_epochs = None
+        self._limits = (2.0, 0.0, 1.0)
+        self._apply_limits()
+        self._set_data()
+        self.canvas.draw_idle()
 
     def add(self, event: ev.Event) -> None:
         if isinstance(event, ev.StepEvent) and _finite(event.loss):
+            self.max_epochs = event.epochs
             self.train_x.append(event.epoch - 1 + event.step / max(event.steps, 1))
             self.train_y.append(float(event.loss))
         elif isinstance(event, ev.EpochEvent):
+            self.max_epochs = event.epochs
             if _finite(event.loss):
                 self.epoch_x.append(float(event.epoch))
                 self.epoch_y.append(float(event.loss))
@@ -237,20 +256,63 @@ class _Curves:
             return
         self._dirty = True
 
-    def _redraw(self) -> None:
-        if not self._dirty:
-            return
-        self._dirty = False
+    # -- drawing -------------------------------------------------------------------------------
+    def _wanted_limits(self) -> tuple[float, float, float]:
+        xmax, ymin, ymax = self._limits
+        xs = self.train_x + self.val_x
+        if xs:
+            while xmax < max(xs):
+                xmax *= 2
+            if self.max_epochs:
+                xmax = min(xmax, max(float(self.max_epochs), max(xs)))
+        ys = self.train_y + self.epoch_y + self.val_y
+        if ys:
+            lo, hi = min(ys), max(ys)
+            if hi > ymax or hi < ymax / 4 or lo < ymin:
+                ymax = hi * 1.3 if hi > 0 else 1.0
+            if lo < ymin or (ymin < 0 and lo >= 0):
+                ymin = min(0.0, lo * 1.3)
+        return xmax, ymin, ymax
+
+    def _apply_limits(self) -> None:
+        xmax, ymin, ymax = self._limits
+        self.ax.set_xlim(0, xmax * 1.02)
+        self.ax.set_ylim(ymin, ymax if ymax > ymin else ymin + 1.0)
+
+    def _set_data(self) -> None:
         self._train_line.set_data(self.train_x, self.train_y)
         self._epoch_line.set_data(self.epoch_x, self.epoch_y)
         self._val_line.set_data(self.val_x, self.val_y)
         self._dice_line.set_data(self.val_x, self.dice_y)
-        self.ax.relim()
-        self.ax.autoscale_view()
-        xmax = max([1.0, *self.train_x, *self.val_x])
-        self.ax.set_xlim(0, xmax * 1.02)
-        self.canvas.draw_idle()
+
+    def _draw_lines(self) -> None:
+        for line in (self._train_line, self._epoch_line, self._val_line):
+            self.ax.draw_artist(line)
+        self.ax_dice.draw_artist(self._dice_line)
+
+    def _on_full_draw(self, _event: Any) -> None:
+        # After every full draw (ours, a resize, a screenshot): cache the background without
+        # the animated lines, then put the lines on top.
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self._draw_lines()
         self.draws += 1
+
+    def _redraw(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        self._set_data()
+        limits = self._wanted_limits()
+        if limits != self._limits or self._background is None:
+            self._limits = limits
+            self._apply_limits()
+            self.canvas.draw()  # full draw; _on_full_draw adds the lines
+            self.canvas.blit(self.figure.bbox)
+            return
+        self.canvas.restore_region(self._background)
+        self._draw_lines()
+        self.canvas.blit(self.figure.bbox)
+        self.blits += 1
 
     def flush(self) -> None:
         """Draw pending points now (end of a run, screenshots)."""

@@ -7,6 +7,7 @@ The child here is a test fixture: a few lines of Python printing events in the d
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import textwrap
@@ -109,6 +110,8 @@ def test_completed_run_yields_typed_events_and_skips_stray_lines(child):
 def test_cancel_asks_child_to_save_then_reaps_it(child):
     proc = child("long").start()
     _wait_for_step(proc)
+    if sys.platform.startswith("linux"):  # background priority: the viewer wins the CPU
+        assert os.getpriority(os.PRIO_PROCESS, proc.pid) >= 10
     proc.stop(timeout=10.0)
     rest = list(proc.events())
     out = proc.outcome()
