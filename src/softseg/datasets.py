@@ -488,7 +488,7 @@ def write_dataset(
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise InputError(f"{folder}: folder is not empty; choose a new folder or pass overwrite=True")
+        raise InputError(f"{folder}: folder is not empty; choose a new folder or pass overwrite=True (--overwrite)")
     if not folder.exists():
         parent = folder.parent if str(folder.parent) else Path(".")
         if not parent.is_dir():

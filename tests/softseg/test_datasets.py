@@ -181,3 +181,17 @@ def test_write_dataset_refuses_a_non_empty_folder(tmp_path):
     with pytest.raises(InputError, match="n_subjects must be >= 1"):
         write_dataset(tmp_path / "other", n_subjects=0)
     assert not (tmp_path / "other").exists()
+
+
+def test_phantom_command(tmp_path, capsys):
+    from softseg.cli import main
+
+    out = tmp_path / "ds"
+    assert main(["phantom", str(out), "--subjects", "2", "--shape", "20", "20", "8", "--raters", "2", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["subjects"] == ["sub-01", "sub-02"] and printed["raters"] == ["1", "2"]
+    assert (out / "sub-02" / "rater-2.nii.gz").exists()
+    assert main(["phantom", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("softseg phantom: error: ") and "--overwrite" in err and "\n" not in err
+    assert main(["phantom", str(out), "--subjects", "1", "--shape", "20", "20", "8", "--overwrite"]) == 0

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from softseg import __version__
 from softseg.cli import candidates, demo
+from softseg.cli import phantom as phantom_cmd
 from softseg.cli import evaluate as evaluate_cmd
 from softseg.cli import fuse as fuse_cmd
 from softseg.cli import compare as compare_cmd
@@ -32,6 +33,7 @@ __all__ = ["main", "COMMANDS"]
 #: sub-command name -> module (a plain dict, STYLE.md 6).
 COMMANDS = {
     "demo": demo,
+    "phantom": phantom_cmd,
     "fuse": fuse_cmd,
     "evaluate": evaluate_cmd,
     "candidates": candidates,

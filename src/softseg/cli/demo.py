@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     )
     viewer.layers.selection.active = layers[0]
     docked = [] if args.no_widgets else dock_all_widgets(viewer)
-    viewer.dims.axis_labels = ("axial", "P", "L")
+    viewer.dims.axis_labels = ("S", "P", "L")  # display axes point superior, posterior, left
     viewer.dims.set_current_step(0, best_slice)
     viewer.reset_view()
     print(
