@@ -244,3 +244,26 @@ def test_sample_data_layers_match_the_engine_phantom(make_napari_viewer, tmp_pat
     assert np.array_equal(np.asanyarray(saved.dataobj), ph.raters[1])
     assert np.allclose(saved.affine, ph.affine)
     assert json.loads((tmp_path / "rater-2.json").read_text())["rater"] == "2"
+
+
+def test_confidence_scale_travels_through_the_sidecar(make_napari_viewer, tmp_path):
+    from softseg.confidence import ConfidenceScale
+
+    scale = ConfidenceScale.from_paper()
+    levels = np.zeros(SHAPE, np.uint8)
+    levels[2:6, 2:6, 1:4] = 3
+    levels[3:5, 3:5, 2] = 1
+    src = _save(tmp_path / "rater-A.nii.gz", levels, AFFINES["lps"])
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(src, plugin=PLUGIN)
+    layer.metadata["softseg_confidence"] = scale.as_dict()
+    out = tmp_path / "rater-A-painted.nii.gz"
+    layer.save(str(out), plugin=PLUGIN)
+    side = json.loads((tmp_path / "rater-A-painted.json").read_text())
+    assert side["rater"] == "A" and side["kind"] == "labels"
+    assert ConfidenceScale.from_dict(side["softseg_confidence"]) == scale
+    (again,) = viewer.open(out, plugin=PLUGIN)
+    assert type(again).__name__ == "Labels"
+    assert again.metadata["softseg_rater"] == "A"
+    assert ConfidenceScale.from_dict(again.metadata["softseg_confidence"]) == scale
+    _same_file(src, out)
