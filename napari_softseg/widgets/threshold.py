@@ -132,6 +132,10 @@ class ThresholdWidget(QWidget):
         self._ax = self.figure.add_subplot(1, 1, 1)
         self._ax2 = self._ax.twinx()
         self._cursors: list[Any] = []
+        # Blitting: the curves are drawn once into a cached background; a slider move only
+        # redraws the cursor lines on top of it (a full matplotlib draw takes ~100 ms).
+        self._background = None
+        self.canvas.mpl_connect("draw_event", self._on_canvas_draw)
 
         self.apply_button = QPushButton("Apply (new Labels layer)")
         self.save_check = QCheckBox("also save NIfTI to folder:")
@@ -162,7 +166,7 @@ class ThresholdWidget(QWidget):
         # slider value immediately, the numbers follow once the handle rests for a moment.
         self._readout_timer = QTimer(self)
         self._readout_timer.setSingleShot(True)
-        self._readout_timer.setInterval(30)
+        self._readout_timer.setInterval(120)
         self._readout_timer.timeout.connect(self.update_readouts)
 
         self.slider.valueChanged.connect(self._on_threshold)
@@ -331,7 +335,8 @@ class ThresholdWidget(QWidget):
                 compare.binarize(e.data, lo, out=out)
             else:
                 compare.band(e.data, lo, hi, out=out)
-            e.overlay.refresh()
+            # no thumbnail while dragging: it is refreshed with the readouts, once at rest
+            e.overlay.refresh(thumbnail=False)
         self._move_cursors()
         self._readout_timer.start()
 
@@ -355,6 +360,8 @@ class ThresholdWidget(QWidget):
         ref = self.reference_data()
         rows = []
         self.last_readouts = {}
+        for e in self._entries.values():
+            e.overlay.refresh(data_displayed=False, highlight=False, extent=False)
         for name, (lo, hi) in self.current_thresholds().items():
             e = self._entries[name]
             use_box = e.box if (ref is not None and lo > 0) else None
@@ -423,15 +430,30 @@ class ThresholdWidget(QWidget):
         ax.tick_params(labelsize=7)
         ax2.tick_params(labelsize=7)
         self._cursors = []
-        self._move_cursors()
+        self._background = None
+        self.canvas.draw_idle()  # full draw; _on_canvas_draw caches it and adds the cursors
+
+    def _on_canvas_draw(self, event=None) -> None:
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self._blit_cursors()
 
     def _move_cursors(self) -> None:
+        if self._background is None:
+            self.canvas.draw_idle()
+            return
+        self.canvas.restore_region(self._background)
+        self._blit_cursors()
+
+    def _blit_cursors(self) -> None:
         values = sorted({v for pair in self.current_thresholds().values() for v in pair
                          if v is not None})
         for line in self._cursors:
             line.remove()
-        self._cursors = [self._ax.axvline(v, color="k", lw=1) for v in values]
-        self.canvas.draw_idle()
+        self._cursors = [self._ax.axvline(v, color="k", lw=1, animated=True) for v in values]
+        for line in self._cursors:
+            self._ax.draw_artist(line)
+        # update(), not blit(): blit repaints synchronously, inside the slider's signal
+        self.canvas.update()
 
     # ------------------------------------------------------------------ apply
     def apply(self) -> list[Any]:

@@ -44,6 +44,7 @@ __all__ = [
     "Comparison",
     "Curves",
     "MetricSpec",
+    "PreparedReference",
     "Summary",
     "binarize",
     "band",
@@ -56,6 +57,7 @@ __all__ = [
     "format_value",
     "min_wilcoxon_pairs",
     "pool_curves",
+    "prepare_reference",
     "render_figures",
     "summarize",
     "support_box",
@@ -402,19 +404,88 @@ class Curves:
         return bool(np.isfinite(self.rater_entropy).any())
 
 
-def _reliability(prediction: np.ndarray, truth: np.ndarray, n_bins: int):
-    from softseg import metrics
+@dataclass(frozen=True, eq=False)
+class PreparedReference:
+    """A checked reference and what every candidate is compared with (computed once).
 
-    rd = metrics.reliability_diagram(prediction, truth, n_bins=n_bins)
-    count = np.asarray(rd.count, dtype=np.float64)
-    conf = np.nan_to_num(np.asarray(rd.confidence, dtype=np.float64))
-    acc = np.nan_to_num(np.asarray(rd.accuracy, dtype=np.float64))
-    return count, conf, acc
+    Build it with :func:`prepare_reference`.
+
+    Attributes
+    ----------
+    soft : ndarray of float32
+        The reference as given (binary or soft).
+    binary : ndarray of bool
+        ``soft >= 0.5``: the reference of overlap and calibration metrics.
+    rater_average : ndarray of float32 or None
+        Reference of the Brier score (``soft`` when there are no raters).
+    rater_entropy : float
+        Subject entropy of the rater average (NaN without raters).
+    box : tuple of slice
+        Where the reference or the rater average is non-zero (:func:`support_box`).
+    """
+
+    soft: np.ndarray
+    binary: np.ndarray
+    rater_average: np.ndarray | None
+    rater_entropy: float
+    box: tuple[slice, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.soft.shape)
+
+
+def prepare_reference(reference: np.ndarray, *, raters: np.ndarray | None = None,
+                      name: str = "reference") -> PreparedReference:
+    """Check a reference (and raters) once for several candidates.
+
+    Parameters
+    ----------
+    reference : ndarray, binary or soft in [0, 1]
+    raters : ndarray, shape (R, *reference.shape), optional
+    """
+    from softseg import fusion, metrics
+
+    ref = check_reference(reference, np.shape(reference), name=name)
+    rater_avg = None
+    h_rater = math.nan
+    if raters is not None:
+        raters = np.asarray(raters)
+        if raters.ndim != ref.ndim + 1 or tuple(raters.shape[1:]) != ref.shape:
+            raise InputError(
+                f"raters have shape {tuple(raters.shape)} but {name!r} has shape {ref.shape}; "
+                f"expected (R, {', '.join(map(str, ref.shape))})"
+            )
+        rater_avg = np.asarray(fusion.average(raters), dtype=np.float32)
+        h_rater = float(metrics.subject_entropy(rater_avg))
+    box = support_box(ref, rater_avg)
+    return PreparedReference(soft=ref, binary=ref >= np.float32(0.5), rater_average=rater_avg,
+                             rater_entropy=h_rater, box=box)
+
+
+def _union_box(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
+    out = []
+    for x, y in zip(a, b):
+        if x.stop <= x.start:
+            out.append(y)
+        elif y.stop <= y.start:
+            out.append(x)
+        else:
+            out.append(slice(min(x.start, y.start), max(x.stop, y.stop)))
+    return tuple(out)
+
+
+def _whole_mean(metric, box_size: int, total: int, *arrays) -> float:
+    """A voxel-mean metric computed inside a box outside which every term is 0, rescaled to the
+    whole volume: ``mean_all = mean_box * n_box / n_all`` (exact, and much less work)."""
+    if box_size == 0:
+        return 0.0
+    return float(metric(*arrays)) * box_size / total
 
 
 def evaluate_subject(
     prediction: np.ndarray,
-    reference: np.ndarray,
+    reference: np.ndarray | PreparedReference,
     *,
     threshold: float = 0.5,
     raters: np.ndarray | None = None,
@@ -430,15 +501,16 @@ def evaluate_subject(
     Parameters
     ----------
     prediction : ndarray of float, shape (*spatial), values in [0, 1]
-    reference : ndarray, same shape, binary or soft in [0, 1]
-    threshold : float
+    reference : ndarray (same shape, binary or soft in [0, 1]) or PreparedReference
+    threshold : float in (0, 1]
         Binarisation threshold for the overlap metrics.
     raters : ndarray, shape (R, *spatial), optional
-        The raters' maps: Brier score and rater entropy use their average.
+        The raters' maps: Brier score and rater entropy use their average (ignored when
+        ``reference`` is already a :class:`PreparedReference`).
     spacing : sequence of float (mm), optional
         Voxel size for volumes (1 mm³ when omitted).
     thresholds : sequence of float
-        Thresholds of the Dice/volume sweeps.
+        Thresholds of the Dice/volume sweeps (in (0, 1]).
     n_bins : int
         Reliability-diagram / ECE bins.
     min_overlap : int
@@ -452,34 +524,42 @@ def evaluate_subject(
         The keys of :data:`METRICS`.
     curves : Curves
         With S = 1.
+
+    Notes
+    -----
+    Every metric comes from :mod:`softseg.metrics`. Metrics that only see voxels where the
+    prediction, the reference or the rater average is non-zero (overlaps, volumes, lesions,
+    entropies, sweeps at thresholds > 0) are computed inside that bounding box, which gives the
+    same values; the voxel means (MSE, Brier) are computed there too and rescaled to the whole
+    volume. Calibration (ECE, reliability diagram) uses the whole volume, because background
+    voxels are confident and correct and count in its bins.
     """
-    from softseg import fusion, metrics
+    from softseg import metrics
 
     prediction = check_prediction(prediction, name=name)
-    ref = check_reference(reference, prediction.shape, against=name)
-    ref_bin = ref >= np.float32(0.5)
-    soft_ref = ref
-    rater_avg = None
-    if raters is not None:
-        raters = np.asarray(raters)
-        if raters.ndim != prediction.ndim + 1 or tuple(raters.shape[1:]) != prediction.shape:
-            raise InputError(
-                f"raters have shape {tuple(raters.shape)} but {name!r} has shape "
-                f"{prediction.shape}; expected (R, {', '.join(map(str, prediction.shape))})"
-            )
-        rater_avg = np.asarray(fusion.average(raters), dtype=np.float32)
-        soft_ref = rater_avg
-    pred_bin = binarize(prediction, threshold)
-    # Overlap metrics and sweeps only see voxels where the prediction or the reference is
-    # non-zero (thresholds are > 0): computing them inside that box gives the same values.
-    if threshold <= 0:
+    if threshold <= 0 or threshold > 1:
         raise InputError(f"threshold must be in (0, 1]; got {threshold}")
-    box = support_box(prediction, ref)
-    pb, rb, pr, rf = pred_bin[box], ref_bin[box], prediction[box], ref[box]
+    if isinstance(reference, PreparedReference):
+        prep = reference
+        if prep.shape != prediction.shape:
+            raise InputError(f"reference has shape {prep.shape} but {name!r} has shape "
+                             f"{prediction.shape}; all layers must have the same shape")
+    else:
+        if tuple(np.shape(reference)) != prediction.shape:
+            check_reference(reference, prediction.shape, against=name)
+        prep = prepare_reference(reference, raters=raters)
+    box = _union_box(support_box(prediction), prep.box)
+    n_box = int(np.prod([s.stop - s.start for s in box]))
+    # contiguous copies once, rather than one hidden copy per metric call
+    pr, rf, rb = (np.ascontiguousarray(a[box]) for a in (prediction, prep.soft, prep.binary))
+    pb = binarize(pr, threshold)
+    soft_ref = (np.ascontiguousarray(prep.rater_average[box])
+                if prep.rater_average is not None else rf)
 
     lesions = metrics.lesion_detection(pb, rb, min_overlap=min_overlap)
-    h_pred = float(metrics.subject_entropy(prediction))
-    h_rater = float(metrics.subject_entropy(rater_avg)) if rater_avg is not None else math.nan
+    h_pred = float(metrics.subject_entropy(pr))
+    h_rater = prep.rater_entropy
+    rd = metrics.reliability_diagram(prediction, prep.binary, n_bins=n_bins)
     row = {
         "threshold": float(threshold),
         "dice": float(metrics.dice(pb, rb)),
@@ -488,36 +568,32 @@ def evaluate_subject(
         "avd": float(metrics.absolute_volume_difference(pb, rb)),
         "rvd": float(metrics.relative_volume_difference(pb, rb)),
         "soft_rvd": float(metrics.relative_volume_difference(pr, rf)),
-        "mse": float(metrics.mse(prediction, ref)),
+        "mse": _whole_mean(metrics.mse, n_box, prediction.size, pr, rf),
         "ltpr": float(lesions.ltpr),
         "lfdr": float(lesions.lfdr),
-        "ece": float(metrics.expected_calibration_error(prediction, ref_bin, n_bins=n_bins)),
-        "brier": float(metrics.brier_score(prediction, soft_ref)),
+        "ece": float(rd.ece),
+        "brier": _whole_mean(metrics.brier_score, n_box, prediction.size, pr, soft_ref),
         "entropy": h_pred,
         "rater_entropy": h_rater,
-        "entropy_error": abs(h_pred - h_rater) if rater_avg is not None else math.nan,
+        "entropy_error": abs(h_pred - h_rater) if math.isfinite(h_rater) else math.nan,
         "soft_volume_ml": metrics.volume(pr, spacing=spacing) / 1000.0,
         "binary_volume_ml": metrics.volume(pb, spacing=spacing) / 1000.0,
         "reference_volume_ml": metrics.volume(rf, spacing=spacing) / 1000.0,
     }
 
     thresholds = np.asarray(thresholds, dtype=np.float64)
-    # thresholds are > 0 (metrics.threshold_sweep refuses 0): the box gives the same sweep
     sweep = metrics.threshold_sweep(pr, rb, thresholds=thresholds, spacing=spacing)
-    dice_curve = np.asarray(sweep.dice, dtype=np.float64)
-    nonzero = prediction[prediction > 0]
-    counts, edges = np.histogram(nonzero, bins=_HIST_BINS, range=(0.0, 1.0))
-    rel_count, rel_conf, rel_acc = _reliability(prediction, ref_bin, n_bins)
+    counts, edges = np.histogram(pr[pr > 0], bins=_HIST_BINS, range=(0.0, 1.0))
     curves = Curves(
         thresholds=thresholds,
-        dice=dice_curve[None, :],
+        dice=np.asarray(sweep.dice, dtype=np.float64)[None, :],
         volume_ml=np.asarray(sweep.volume, dtype=np.float64)[None, :] / 1000.0,
         reference_volume_ml=np.array([row["reference_volume_ml"]]),
         hist_edges=edges,
         hist_counts=counts.astype(np.int64),
-        rel_count=rel_count,
-        rel_confidence=rel_conf,
-        rel_accuracy=rel_acc,
+        rel_count=np.asarray(rd.count, dtype=np.float64),
+        rel_confidence=np.nan_to_num(np.asarray(rd.confidence, dtype=np.float64)),
+        rel_accuracy=np.nan_to_num(np.asarray(rd.accuracy, dtype=np.float64)),
         entropy=np.array([h_pred]),
         rater_entropy=np.array([h_rater]),
         subjects=(subject,),
@@ -583,6 +659,7 @@ def compare_predictions(
     sweep: Sequence[float] = SWEEP_THRESHOLDS,
     reference_name: str = "reference",
     subject: str = "",
+    max_workers: int = 4,
 ) -> Comparison:
     """Evaluate two or more soft predictions of one subject against one reference.
 
@@ -594,6 +671,8 @@ def compare_predictions(
         One common threshold, or each candidate's own (e.g. its optimal threshold).
     raters, spacing, sweep
         As :func:`evaluate_subject`.
+    max_workers : int
+        Candidates evaluated in parallel threads (at most the number of CPUs).
 
     Returns
     -------
@@ -618,14 +697,23 @@ def compare_predictions(
                 f"prediction {name!r} has shape {shape} but reference {reference_name!r} has "
                 f"shape {ref_shape}; all layers must have the same shape"
             )
-    rows: dict[str, list[dict[str, float]]] = {}
-    curves: dict[str, Curves] = {}
     for name, pred in predictions.items():
+        check_prediction(pred, name=name)
+    prep = prepare_reference(reference, raters=raters, name=reference_name)
+
+    def one(name: str) -> tuple[dict[str, float], Curves]:
         t = thresholds[name] if isinstance(thresholds, Mapping) else thresholds
-        row, c = evaluate_subject(pred, reference, threshold=float(t), raters=raters,
-                                  spacing=spacing, thresholds=sweep, name=name, subject=subject)
-        rows[name] = [row]
-        curves[name] = c
+        return evaluate_subject(predictions[name], prep, threshold=float(t), spacing=spacing,
+                                thresholds=sweep, name=name, subject=subject)
+
+    # numpy and scipy release the GIL in the heavy loops: candidates run side by side
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(len(predictions), os.cpu_count() or 1, max_workers))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip(predictions, pool.map(one, list(predictions))))
+    rows = {name: [results[name][0]] for name in predictions}
+    curves = {name: results[name][1] for name in predictions}
     return Comparison(rows=rows, curves=curves, reference_name=reference_name)
 
 
