@@ -13,7 +13,8 @@ centimetres across, like a tumour core) outlined by four raters who each draw th
 a slightly different level of the same smooth field plus their own smooth deviation, one of
 them slightly misregistered.
 
-Run:  .venv/bin/python benchmarks/fusion.py   (prints a table, writes benchmarks/results/fusion.json)
+Run:  .venv/bin/python benchmarks/fusion.py
+(prints a table and writes benchmarks/results/fusion.json)
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ N_RATERS = 4
 RESULT = Path(__file__).resolve().parent / "results" / "fusion.json"
 
 
-def smooth_field(rng: np.random.Generator, shape, *, coarse: int = 8, sigma: float = 1.5) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape, *, coarse: int = 8, sigma: float = 1.5
+) -> np.ndarray:
     """Smooth random field in [-1, 1]-ish: filtered noise on a coarse grid, upsampled."""
     small = tuple(max(s // coarse, 4) for s in shape)
     noise = ndimage.gaussian_filter(rng.standard_normal(small), sigma)
@@ -89,8 +92,10 @@ def main() -> int:
     from softseg import fusion, metrics
 
     raters, prob, prob_sparse = make_raters()
-    print(f"raters: {N_RATERS} x {SHAPE} ({raters[0].size / 1e6:.1f} M voxels each), "
-          f"foreground fractions {[round(float(r.mean()), 4) for r in raters]}")
+    print(
+        f"raters: {N_RATERS} x {SHAPE} ({raters[0].size / 1e6:.1f} M voxels each), "
+        f"foreground fractions {[round(float(r.mean()), 4) for r in raters]}"
+    )
     images = [sitk.GetImageFromArray(r) for r in raters]
 
     # ------------------------------------------------------------------ STAPLE vs SimpleITK
@@ -100,7 +105,9 @@ def main() -> int:
         out = filt.Execute(images)
         return out, filt.GetSensitivity(), filt.GetSpecificity(), filt.GetElapsedIterations()
 
-    sitk_times, (sitk_img, sitk_sens, sitk_spec, sitk_iters) = timed(run_sitk, 3, "staple_simpleitk")
+    sitk_times, (sitk_img, sitk_sens, sitk_spec, sitk_iters) = timed(
+        run_sitk, 3, "staple_simpleitk"
+    )
     sitk_prob = sitk.GetArrayFromImage(sitk_img)
     ours_times, res = timed(lambda: fusion.staple(raters), 7, "staple_softseg")
     max_prob = float(np.max(np.abs(res.probability - sitk_prob)))
@@ -124,7 +131,9 @@ def main() -> int:
         "goal_speedup": 5.0,
         "goal_max_abs_diff": 1e-6,
     }
-    staple["pass"] = bool(staple["speedup_median"] >= 5.0 and max(max_prob, max_sens, max_spec) <= 1e-6)
+    staple["pass"] = bool(
+        staple["speedup_median"] >= 5.0 and max(max_prob, max_sens, max_spec) <= 1e-6
+    )
 
     roi_times, roi_res = timed(lambda: fusion.staple(raters, roi=fusion.default_roi(raters)), 3)
     staple["softseg_with_default_roi_median_s"] = statistics.median(roi_times)
@@ -143,7 +152,9 @@ def main() -> int:
 
     # ------------------------------------------------------------ majority vs LabelVoting
     undecided = 255
-    lv_times, lv_img = timed(lambda: sitk.LabelVoting(images, undecided), 3, "label_voting_simpleitk")
+    lv_times, lv_img = timed(
+        lambda: sitk.LabelVoting(images, undecided), 3, "label_voting_simpleitk"
+    )
     lv = sitk.GetArrayFromImage(lv_img)
     mv_times, mv = timed(lambda: fusion.majority_vote(raters, ties=0), 5, "majority_vote_softseg")
     ties = lv == undecided
@@ -156,7 +167,8 @@ def main() -> int:
         "speedup_median": statistics.median(lv_times) / statistics.median(mv_times),
         "tie_voxels": int(ties.sum()),
         "identical_outside_ties": agree,
-        "note": "LabelVoting labels 2-2 ties 'undecided' (255); majority_vote(ties=0) gives background",
+        "note": "LabelVoting labels 2-2 ties 'undecided' (255); "
+        "majority_vote(ties=0) gives background",
     }
 
     # ------------------------------------------------------------------- full metric set
@@ -164,14 +176,18 @@ def main() -> int:
     avg = fusion.average(raters)
     spacing = (1.0, 1.0, 1.2)
     metric_times, report = timed(
-        lambda: metrics.evaluate(prob, truth, spacing=spacing, threshold=0.5, reference=avg), 5, "metrics_dense"
+        lambda: metrics.evaluate(prob, truth, spacing=spacing, threshold=0.5, reference=avg),
+        5,
+        "metrics_dense",
     )
     soft_metric_times, _ = timed(lambda: metrics.evaluate(prob, truth, spacing=spacing), 3)
     sparse_times, _ = timed(
-        lambda: metrics.evaluate(prob_sparse, truth, spacing=spacing, threshold=0.5, reference=avg), 5
+        lambda: metrics.evaluate(prob_sparse, truth, spacing=spacing, threshold=0.5, reference=avg),
+        5,
     )
     full = {
-        "prediction": "dense sigmoid-like map (no exact zeros), binarised at 0.5, reference = rater average",
+        "prediction": "dense sigmoid-like map (no exact zeros), binarised at 0.5, "
+        "reference = rater average",
         "metrics_s": metric_times,
         "median_s": statistics.median(metric_times),
         "soft_overlap_median_s": statistics.median(soft_metric_times),
@@ -205,19 +221,35 @@ def main() -> int:
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"STAPLE      SimpleITK {t_sitk:7.3f} s   softseg {t_ours:7.3f} s   speed-up {staple['speedup_median']:6.1f}x "
-          f"(goal >= 5x)   iterations {res.iterations} (SimpleITK reports {sitk_iters})")
-    print(f"            max |diff|: probability {max_prob:.2e}, sensitivity {max_sens:.2e}, specificity {max_spec:.2e} "
-          f"(goal <= 1e-6)   -> {'PASS' if staple['pass'] else 'FAIL'}")
-    print(f"            with default_roi {staple['softseg_with_default_roi_median_s']:.3f} s (prior "
-          f"{roi_res.prior:.4f} vs {res.prior:.4f} whole volume); soft STAPLE on confidence maps "
-          f"{staple['soft_staple_median_s']:.3f} s ({soft_res.iterations} iterations)")
-    print(f"majority    LabelVoting {vote['simpleitk_median_s']:.3f} s   softseg {vote['softseg_median_s']:.3f} s   "
-          f"speed-up {vote['speedup_median']:.1f}x   identical outside {vote['tie_voxels']} tie voxels: {agree}")
-    print(f"metrics     full set {full['median_s']:.3f} s on a dense map (goal < 1 s) -> "
-          f"{'PASS' if full['pass'] else 'FAIL'}; soft-overlap variant {full['soft_overlap_median_s']:.3f} s; "
-          f"SoftSeg-like sparse map {full['softseg_like_sparse_median_s']:.3f} s")
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (timings are wall clock)")
+    print(
+        f"STAPLE      SimpleITK {t_sitk:7.3f} s   softseg {t_ours:7.3f} s   "
+        f"speed-up {staple['speedup_median']:6.1f}x "
+        f"(goal >= 5x)   iterations {res.iterations} (SimpleITK reports {sitk_iters})"
+    )
+    print(
+        f"            max |diff|: probability {max_prob:.2e}, sensitivity {max_sens:.2e}, "
+        f"specificity {max_spec:.2e} "
+        f"(goal <= 1e-6)   -> {'PASS' if staple['pass'] else 'FAIL'}"
+    )
+    print(
+        f"            with default_roi {staple['softseg_with_default_roi_median_s']:.3f} s (prior "
+        f"{roi_res.prior:.4f} vs {res.prior:.4f} whole volume); soft STAPLE on confidence maps "
+        f"{staple['soft_staple_median_s']:.3f} s ({soft_res.iterations} iterations)"
+    )
+    print(
+        f"majority    LabelVoting {vote['simpleitk_median_s']:.3f} s   "
+        f"softseg {vote['softseg_median_s']:.3f} s   speed-up {vote['speedup_median']:.1f}x   "
+        f"identical outside {vote['tie_voxels']} tie voxels: {agree}"
+    )
+    print(
+        f"metrics     full set {full['median_s']:.3f} s on a dense map (goal < 1 s) -> "
+        f"{'PASS' if full['pass'] else 'FAIL'}; "
+        f"soft-overlap variant {full['soft_overlap_median_s']:.3f} s; "
+        f"SoftSeg-like sparse map {full['softseg_like_sparse_median_s']:.3f} s"
+    )
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (timings are wall clock)"
+    )
     print(f"wrote {RESULT}")
     return 0 if staple["pass"] and full["pass"] and agree else 1
 

@@ -227,7 +227,9 @@ def majority_vote(raters: np.ndarray | Sequence[np.ndarray], *, ties: int = 0) -
     ndarray (*spatial), uint8, values 0/1
     """
     if ties not in (0, 1):
-        raise InputError(f"majority_vote: ties must be 0 (background) or 1 (foreground); got {ties!r}")
+        raise InputError(
+            f"majority_vote: ties must be 0 (background) or 1 (foreground); got {ties!r}"
+        )
     arr = as_raters(raters, binary=True, what="majority_vote")
     n = arr.shape[0]
     votes = _vote_count(arr)
@@ -328,7 +330,9 @@ def sample_rater(
         )
     if isinstance(raters, np.ndarray):
         if raters.ndim < 2:
-            raise InputError(f"sample_rater: expected raters of shape (R, *spatial); got {raters.shape}")
+            raise InputError(
+                f"sample_rater: expected raters of shape (R, *spatial); got {raters.shape}"
+            )
         n = raters.shape[0]
     else:
         raters = list(raters)
@@ -360,7 +364,9 @@ def default_roi(raters: np.ndarray | Sequence[np.ndarray], *, margin: int = 10) 
         True inside the box. When no rater labelled anything, the whole array.
     """
     if not isinstance(margin, (int, np.integer)) or margin < 0:
-        raise InputError(f"default_roi: margin must be a whole number of voxels >= 0; got {margin!r}")
+        raise InputError(
+            f"default_roi: margin must be a whole number of voxels >= 0; got {margin!r}"
+        )
     arr = as_raters(raters, min_raters=1, what="default_roi")
     spatial = arr.shape[1:]
     roi = np.zeros(spatial, dtype=bool)
@@ -470,7 +476,8 @@ def staple(
     binary = _is_binary(arr)
     if not binary and not soft:
         raise InputError(
-            f"staple: binary STAPLE needs 0/1 raters but got values such as {_a_soft_value(arr):g}; "
+            "staple: binary STAPLE needs 0/1 raters but got values such as "
+            f"{_a_soft_value(arr):g}; "
             "use soft=True (softseg fuse --soft) for confidence maps, or binarise them"
         )
     n_raters = arr.shape[0]
@@ -552,12 +559,9 @@ def _group_binary(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     float64 0/1 and ``counts`` (P,) float64 number of voxels per pattern.
     """
     n_raters, n_vox = votes.shape
-    if n_raters <= 8:
-        dtype = np.uint8
-    elif n_raters <= 16:
-        dtype = np.uint16
-    else:
-        dtype = np.int64
+    if n_raters > 20:  # 2**R patterns too many to count directly: group like soft values
+        return _group_soft(votes)
+    dtype = np.uint8 if n_raters <= 8 else (np.uint16 if n_raters <= 16 else np.uint32)
     code = np.zeros(n_vox, dtype=dtype)
     shifted = np.empty(n_vox, dtype=dtype)
     for j in range(n_raters):
@@ -571,19 +575,15 @@ def _group_binary(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         np.left_shift(bits.astype(dtype, copy=False), j, out=shifted)
         np.bitwise_or(code, shifted, out=code)
     del shifted
-    if n_raters <= 20:
-        full_counts = np.bincount(code, minlength=1 << n_raters)
-        present = np.flatnonzero(full_counts)
-        counts = full_counts[present].astype(np.float64)
-        if present.size == full_counts.size:
-            codes = code
-        else:
-            lut = np.zeros(full_counts.size, dtype=np.int64 if present.size > 255 else np.uint8)
-            lut[present] = np.arange(present.size)
-            codes = lut[code]
+    full_counts = np.bincount(code, minlength=1 << n_raters)
+    present = np.flatnonzero(full_counts)
+    counts = full_counts[present].astype(np.float64)
+    if present.size == full_counts.size:
+        codes = code
     else:
-        present, codes, counts_int = np.unique(code, return_inverse=True, return_counts=True)
-        counts = counts_int.astype(np.float64)
+        lut = np.zeros(full_counts.size, dtype=np.int64 if present.size > 255 else np.uint8)
+        lut[present] = np.arange(present.size)
+        codes = lut[code]
     patterns = ((present[:, None].astype(np.int64) >> np.arange(n_raters)) & 1).astype(np.float64)
     return codes, patterns, counts
 
@@ -623,7 +623,9 @@ def _group_soft(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rest = rest // s
     else:  # astronomically many value combinations: group on the index tuples directly
         stacked = np.stack(inverses, axis=1)
-        uniq, codes, counts_int = np.unique(stacked, axis=0, return_inverse=True, return_counts=True)
+        uniq, codes, counts_int = np.unique(
+            stacked, axis=0, return_inverse=True, return_counts=True
+        )
         counts = counts_int.astype(np.float64)
         digits = [uniq[:, j] for j in range(n_raters)]
     patterns = np.stack([values[j][digits[j]] for j in range(n_raters)], axis=1)

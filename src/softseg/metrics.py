@@ -1,4 +1,4 @@
-"""Segmentation, lesion-wise, calibration and uncertainty metrics (the SoftSeg and label-fusion papers).
+"""Segmentation, lesion, calibration and uncertainty metrics (SoftSeg and label-fusion papers).
 
 Every metric takes ``(prediction, truth)`` arrays of the same shape (any number of dimensions)
 with values in [0, 1]: binary masks or soft maps. Volumes and distances take an optional voxel
@@ -98,11 +98,10 @@ def _array(x: Any, name: str, *, unit: bool = True) -> np.ndarray:
         raise InputError(f"{name} must be a numeric or boolean array; got dtype {arr.dtype}")
     if arr.size == 0:
         raise InputError(f"{name} is empty (shape {arr.shape})")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-        raise InputError(f"{name} contains {bad} NaN/Inf values; metrics need finite values")
     if unit:
-        lo, hi = arr.min(), arr.max()
+        lo, hi = arr.min(), arr.max()  # NaN and +-inf show up here: one pass less
+        if arr.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+            _raise_non_finite(arr, name)
         if lo < 0 or hi > 1:
             raise InputError(
                 f"{name} has values outside [0, 1] (min {float(lo):g}, max {float(hi):g}); "
@@ -110,7 +109,14 @@ def _array(x: Any, name: str, *, unit: bool = True) -> np.ndarray:
             )
         if arr.dtype.kind in "iu":  # whole numbers in [0, 1]: a mask; bool takes the fast paths
             return arr != 0
+    elif arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        _raise_non_finite(arr, name)
     return arr
+
+
+def _raise_non_finite(arr: np.ndarray, name: str) -> None:
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    raise InputError(f"{name} contains {bad} NaN/Inf values; metrics need finite values")
 
 
 def _pair(
@@ -376,7 +382,9 @@ def hausdorff_distance(
     if not 0.0 <= float(percentile) <= 100.0:
         raise InputError(f"percentile must lie in [0, 100]; got {percentile!r}")
     t = _check_threshold(threshold)
-    return _hausdorff(_binarize(p, t), _binarize(g, t), _spacing(spacing, p.ndim), float(percentile))
+    return _hausdorff(
+        _binarize(p, t), _binarize(g, t), _spacing(spacing, p.ndim), float(percentile)
+    )
 
 
 def _hausdorff(pm: np.ndarray, gm: np.ndarray, sp: tuple[float, ...], q: float) -> float:
@@ -527,24 +535,22 @@ def _binary_confidence(p: np.ndarray, gm: np.ndarray) -> tuple[np.ndarray, np.nd
     return conf, pred_fg == gm
 
 
-def _confidence_correct(prob: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence and correctness (bool) per voxel of binary or multi-class maps."""
-    pr = np.asarray(prob)
-    tr = np.asarray(truth)
-    if pr.shape == tr.shape:  # binary: foreground probability against a (soft) mask
-        pr = _array(pr, "prob")
-        tr = _array(tr, "truth")
-        return _binary_confidence(pr, _binarize(tr, 0.5))
+def _confidence_correct(pr: np.ndarray, tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence and correctness (bool) per voxel of multi-class maps (class axis first)."""
     if pr.ndim == tr.ndim + 1 and pr.shape[1:] == tr.shape:  # multi-class, class axis first
         pr = _array(pr, "prob")
         tr = _array(tr, "truth", unit=False)
         n_classes = pr.shape[0]
         if n_classes < 2:
-            raise InputError(f"a multi-class prob needs at least 2 classes on axis 0; got {pr.shape}")
+            raise InputError(
+                f"a multi-class prob needs at least 2 classes on axis 0; got {pr.shape}"
+            )
         if tr.dtype == np.bool_:
             tr = tr.astype(np.uint8)
         if tr.dtype.kind == "f" and not np.all(tr == np.round(tr)):
-            raise InputError("multi-class truth must hold integer class labels (use argmax of one-hot maps)")
+            raise InputError(
+                "multi-class truth must hold integer class labels (use argmax of one-hot maps)"
+            )
         if tr.min() < 0 or tr.max() >= n_classes:
             raise InputError(
                 f"multi-class truth labels must lie in 0..{n_classes - 1}; got "
@@ -931,10 +937,12 @@ def evaluate(
     # voxel-wise metrics: a voxel where prediction, truth and reference are all 0 adds nothing
     # to any sum and is a confident, correct background voxel for calibration, so only the
     # support is gathered (most of a medical volume is background)
-    support = _nonzero(p) | _nonzero(g)
-    if ref is not g:
-        support |= _nonzero(ref)
-    n_support = int(np.count_nonzero(support))
+    n_support = n
+    if np.count_nonzero(p) < 0.5 * n:  # a dense prediction (e.g. sigmoid) skips the search
+        support = _nonzero(p) | _nonzero(g)
+        if ref is not g:
+            support |= _nonzero(ref)
+        n_support = int(np.count_nonzero(support))
     if n_support < 0.5 * n:
         where = np.flatnonzero(support)
         ps, gs, rs = (a.reshape(-1)[where] for a in (p, g, ref))
@@ -944,7 +952,9 @@ def evaluate(
     n_empty = n - n_support
     po = _binarize(ps, t) if t is not None else ps
     s_p, s_g, tp = _sums(po, gs)
-    diagram = _reliability(None, None, k, prob=ps, truth_mask=_binarize(gs, 0.5), n_sure_right=n_empty)
+    diagram = _reliability(
+        None, None, k, prob=ps, truth_mask=_binarize(gs, 0.5), n_sure_right=n_empty
+    )
     h_pred = _entropy_sum(ps)
     h_ref = _entropy_sum(rs)
     rvd = _ratio(s_g - s_p, s_g, best=0.0)

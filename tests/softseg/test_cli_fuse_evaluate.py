@@ -24,9 +24,9 @@ def _raters() -> np.ndarray:
     z = np.indices(SHAPE, sparse=True)
     r2 = sum(((zi - s / 2) / (s / 4)) ** 2 for zi, s in zip(z, SHAPE))
     blob = r2 < 1.0
-    return np.stack([blob, ndimage.binary_dilation(blob), ndimage.binary_erosion(blob), np.roll(blob, 1, 0)]).astype(
-        np.uint8
-    )
+    return np.stack(
+        [blob, ndimage.binary_dilation(blob), ndimage.binary_erosion(blob), np.roll(blob, 1, 0)]
+    ).astype(np.uint8)
 
 
 @pytest.fixture()
@@ -59,8 +59,12 @@ def test_fuse_staple_whole_volume_matches_simpleitk(rater_files, tmp_path, capsy
     ref = sitk.GetArrayFromImage(filt.Execute([sitk.GetImageFromArray(r) for r in _raters()]))
     np.testing.assert_allclose(np.asarray(img.dataobj), ref, atol=1e-6)  # float32 output
     side = json.loads((tmp_path / "staple.json").read_text())["softseg_fusion"]
-    np.testing.assert_allclose([r["sensitivity"] for r in side["raters"]], filt.GetSensitivity(), atol=1e-9)
-    np.testing.assert_allclose([r["specificity"] for r in side["raters"]], filt.GetSpecificity(), atol=1e-9)
+    np.testing.assert_allclose(
+        [r["sensitivity"] for r in side["raters"]], filt.GetSensitivity(), atol=1e-9
+    )
+    np.testing.assert_allclose(
+        [r["specificity"] for r in side["raters"]], filt.GetSpecificity(), atol=1e-9
+    )
     assert side["roi"] == {"mode": "none"}
     assert side["inputs"] == rater_files
     pair = np.array(side["pairwise_dice"])
@@ -120,7 +124,9 @@ def test_fuse_confidence_levels_need_soft(tmp_path, capsys):
     assert out.exists()
     assert main(["fuse", *paths, "--method", "average", "-o", str(tmp_path / "avg.nii.gz")]) == 0
     avg = np.asarray(nib.load(tmp_path / "avg.nii.gz").dataobj)
-    np.testing.assert_allclose(avg, np.mean([scale.to_soft(lv) for lv in levels], axis=0), atol=1e-6)
+    np.testing.assert_allclose(
+        avg, np.mean([scale.to_soft(lv) for lv in levels], axis=0), atol=1e-6
+    )
 
 
 def test_fuse_bad_inputs_write_nothing(rater_files, tmp_path, capsys):
@@ -130,7 +136,12 @@ def test_fuse_bad_inputs_write_nothing(rater_files, tmp_path, capsys):
     save_volume(other, np.zeros((20, 22, 11), np.uint8), affine=AFFINE)
     assert main(["fuse", rater_files[0], str(other), "-o", str(out)]) == 2
     err = _one_line_error(capsys)
-    assert "small.nii.gz" in err and "rater-0.nii.gz" in err and "(20, 22, 11)" in err and "(20, 22, 12)" in err
+    assert (
+        "small.nii.gz" in err
+        and "rater-0.nii.gz" in err
+        and "(20, 22, 11)" in err
+        and "(20, 22, 12)" in err
+    )
     # different affines
     moved = tmp_path / "moved.nii.gz"
     shifted = AFFINE.copy()
@@ -207,7 +218,10 @@ def test_evaluate_json_values(pred_truth, tmp_path, capsys):
 def test_evaluate_table_optimal_and_raters(pred_truth, rater_files, tmp_path, capsys):
     pred, truth, _, _ = pred_truth
     report = tmp_path / "m.json"
-    assert main(["evaluate", pred, truth, "--optimal", "--raters", *rater_files, "-o", str(report)]) == 0
+    assert (
+        main(["evaluate", pred, truth, "--optimal", "--raters", *rater_files, "-o", str(report)])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "Dice" in text and "Dice-optimal" in text and "Dice vs rater-3.nii.gz" in text
     saved = json.loads(report.read_text())

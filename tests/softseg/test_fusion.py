@@ -74,6 +74,7 @@ def assert_matches_sitk(result, ref, *, tol=1e-6):
         (2, 2, (30, 40), [0.1, 0.15]),
         (3, 5, (8, 8, 8), [0.05, 0.1, 0.15, 0.2, 0.25]),
         (4, 7, (9, 10, 11), [0.1] * 7),
+        (5, 21, (6, 7, 8), [0.05, 0.3] * 10 + [0.1]),  # more than 20 raters: grouped by np.unique
     ],
 )
 def test_staple_matches_simpleitk_random(seed, n_raters, shape, flip):
@@ -96,7 +97,9 @@ def test_staple_matches_simpleitk_structured():
 
 @pytest.mark.parametrize("max_iter", [1, 2, 3])
 def test_staple_fixed_iterations_match_simpleitk(max_iter):
-    raters = noisy_raters(np.random.default_rng(10 + max_iter), (12, 13, 14), 4, [0.05, 0.1, 0.2, 0.3])
+    raters = noisy_raters(
+        np.random.default_rng(10 + max_iter), (12, 13, 14), 4, [0.05, 0.1, 0.2, 0.3]
+    )
     res = fusion.staple(raters, max_iter=max_iter)
     ref = sitk_staple(raters, max_iter=max_iter)
     assert res.iterations == max_iter == ref[3]
@@ -178,7 +181,9 @@ def test_staple_identical_raters_match_simpleitk():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6), elements=st.integers(0, 1)),
+    hnp.arrays(
+        np.uint8, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6), elements=st.integers(0, 1)
+    ),
     st.integers(2, 5),
 )
 def test_staple_of_identical_raters_returns_that_rater(rater, n):
@@ -289,7 +294,9 @@ def test_majority_vote_matches_simpleitk_label_voting():
         np.testing.assert_array_equal(ours[~ties], ref[~ties])
         assert np.all(ours[ties] == tie_value)
     odd = raters[:3]
-    ref3 = sitk.GetArrayFromImage(sitk.LabelVoting([sitk.GetImageFromArray(r) for r in odd], undecided))
+    ref3 = sitk.GetArrayFromImage(
+        sitk.LabelVoting([sitk.GetImageFromArray(r) for r in odd], undecided)
+    )
     np.testing.assert_array_equal(fusion.majority_vote(odd), ref3)
 
 
@@ -330,9 +337,15 @@ def test_average_of_soft_raters_and_disagreement():
 
 def test_sample_rater_uses_the_generator():
     raters = np.arange(4)[:, None, None] * np.ones((4, 2, 2))
-    draws = [fusion.sample_rater(raters, rng=np.random.default_rng(s), return_index=True)[1] for s in range(40)]
+    draws = [
+        fusion.sample_rater(raters, rng=np.random.default_rng(s), return_index=True)[1]
+        for s in range(40)
+    ]
     assert set(draws) == {0, 1, 2, 3}
-    again = [fusion.sample_rater(raters, rng=np.random.default_rng(s), return_index=True)[1] for s in range(40)]
+    again = [
+        fusion.sample_rater(raters, rng=np.random.default_rng(s), return_index=True)[1]
+        for s in range(40)
+    ]
     assert draws == again
     arr, idx = fusion.sample_rater(list(raters), rng=np.random.default_rng(3), return_index=True)
     np.testing.assert_array_equal(arr, raters[idx])

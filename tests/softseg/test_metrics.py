@@ -42,7 +42,9 @@ def test_overlap_metrics_soft_by_hand():
     assert M.specificity(p, g) == pytest.approx(tn / (tn + fp))
     assert M.mse(p, g) == pytest.approx((0.25 + 0.25 + 0 + 0.0625) / 4)
     # float32 inputs give the same numbers (float64 accumulation)
-    assert M.dice(p.astype(np.float32), g.astype(np.float32)) == pytest.approx(2 * tp / (sp + sg), abs=1e-7)
+    assert M.dice(p.astype(np.float32), g.astype(np.float32)) == pytest.approx(
+        2 * tp / (sp + sg), abs=1e-7
+    )
 
 
 def test_empty_mask_policy():
@@ -122,7 +124,9 @@ def test_hausdorff_shifted_cube():
 
 def _brute_hausdorff(p, g, spacing, q):
     def surface(m):
-        return m & ~ndimage.binary_erosion(m, ndimage.generate_binary_structure(m.ndim, 1), border_value=0)
+        return m & ~ndimage.binary_erosion(
+            m, ndimage.generate_binary_structure(m.ndim, 1), border_value=0
+        )
 
     ps = np.argwhere(surface(p)) * np.asarray(spacing)
     gs = np.argwhere(surface(g)) * np.asarray(spacing)
@@ -144,7 +148,9 @@ def test_hausdorff_matches_brute_force(seed):
         )
     # soft inputs are binarised at 0.5 (>=)
     soft = np.where(p, 0.5, 0.49)
-    assert M.hausdorff_distance(soft, g, spacing=spacing) == pytest.approx(_brute_hausdorff(p, g, spacing, 95))
+    assert M.hausdorff_distance(soft, g, spacing=spacing) == pytest.approx(
+        _brute_hausdorff(p, g, spacing, 95)
+    )
 
 
 # ------------------------------------------------------------------------ lesion detection
@@ -251,7 +257,9 @@ def test_entropy_values():
     p = np.array([0.0, 1.0, 0.5, 0.25], dtype=np.float32)
     h = M.entropy(p)
     assert h.dtype == np.float32
-    np.testing.assert_allclose(h, [0, 0, np.log(2), -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))], rtol=1e-6)
+    np.testing.assert_allclose(
+        h, [0, 0, np.log(2), -(0.25 * np.log(0.25) + 0.75 * np.log(0.75))], rtol=1e-6
+    )
     assert M.subject_entropy(p) == pytest.approx(float(h.sum()), rel=1e-6)
     classes = np.array([[1 / 3, 1.0], [1 / 3, 0.0], [1 / 3, 0.0]])
     np.testing.assert_allclose(M.entropy(classes, class_axis=0), [np.log(3), 0.0], rtol=1e-6)
@@ -323,7 +331,11 @@ def test_input_errors_name_shapes_and_problems():
 def test_evaluate_agrees_with_the_single_metrics():
     rng = np.random.default_rng(4)
     truth = ndimage.gaussian_filter(rng.standard_normal((16, 18, 14)), 2) > 0.1
-    prob = np.clip(ndimage.gaussian_filter(truth.astype(np.float32), 1.0) + 0.05 * rng.random(truth.shape), 0, 1)
+    prob = np.clip(
+        ndimage.gaussian_filter(truth.astype(np.float32), 1.0) + 0.05 * rng.random(truth.shape),
+        0,
+        1,
+    )
     prob = prob.astype(np.float32)
     spacing = (1.0, 0.9, 2.0)
     ref = rng.random(truth.shape)
@@ -333,8 +345,12 @@ def test_evaluate_agrees_with_the_single_metrics():
     assert out["precision"] == pytest.approx(M.precision(binary, truth))
     assert out["recall"] == pytest.approx(M.recall(binary, truth))
     assert out["mse"] == pytest.approx(M.mse(binary, truth))
-    assert out["relative_volume_difference"] == pytest.approx(M.relative_volume_difference(binary, truth))
-    assert out["hausdorff_mm"] == pytest.approx(M.hausdorff_distance(prob, truth, spacing=spacing, threshold=0.4))
+    assert out["relative_volume_difference"] == pytest.approx(
+        M.relative_volume_difference(binary, truth)
+    )
+    assert out["hausdorff_mm"] == pytest.approx(
+        M.hausdorff_distance(prob, truth, spacing=spacing, threshold=0.4)
+    )
     assert out["ltpr"] == M.lesion_detection(prob, truth, threshold=0.4).ltpr
     assert out["ece"] == pytest.approx(M.expected_calibration_error(prob, truth), abs=1e-12)
     assert out["brier_score"] == pytest.approx(M.brier_score(prob, ref), rel=1e-6)
@@ -362,7 +378,9 @@ def test_evaluate_sparse_maps_match_the_single_metrics():
     assert out["ece"] == pytest.approx(M.expected_calibration_error(prob, truth), rel=1e-9)
     assert out["brier_score"] == pytest.approx(M.brier_score(prob, ref), rel=1e-9)
     assert out["entropy_reference"] == pytest.approx(M.subject_entropy(ref), rel=1e-6)
-    assert out["entropy_abs_difference"] == pytest.approx(abs(M.subject_entropy(prob) - M.subject_entropy(ref)), rel=1e-6)
+    assert out["entropy_abs_difference"] == pytest.approx(
+        abs(M.subject_entropy(prob) - M.subject_entropy(ref)), rel=1e-6
+    )
     assert out["n_predicted_lesions"] == 2 and out["n_false_lesions"] == 1
     with pytest.raises(InputError, match="reference shape"):
         M.evaluate(prob, truth, reference=ref[:-1])

@@ -21,15 +21,22 @@ from softseg.errors import InputError
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "evaluate a (soft) prediction against a truth: overlap, volume, Hausdorff, lesions, calibration"
+HELP = (
+    "evaluate a (soft) prediction against a truth: overlap, volume, Hausdorff, lesions, calibration"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prediction", metavar="PRED", help="prediction (.nii/.nii.gz), probabilities in [0, 1] or a mask")
+    parser.add_argument(
+        "prediction",
+        metavar="PRED",
+        help="prediction (.nii/.nii.gz), probabilities in [0, 1] or a mask",
+    )
     parser.add_argument(
         "truth",
         metavar="TRUTH",
-        help="reference (.nii/.nii.gz): binary, soft in [0, 1] or confidence levels with their sidecar; "
+        help="reference (.nii/.nii.gz): binary, soft in [0, 1] or confidence levels with their "
+        "sidecar; "
         "its header gives the voxel spacing",
     )
     parser.add_argument(
@@ -50,14 +57,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--optimal",
         action="store_true",
-        help="binarise at the threshold (0.05..0.95) that maximises Dice on THIS image; optimistic, "
+        help="binarise at the threshold (0.05..0.95) that maximises Dice on THIS image; "
+        "optimistic, "
         "the papers choose it on training+validation images",
     )
-    parser.add_argument("--min-overlap", type=int, default=3, metavar="VOXELS", help="lesion detection overlap (default: 3)")
+    parser.add_argument(
+        "--min-overlap",
+        type=int,
+        default=3,
+        metavar="VOXELS",
+        help="lesion detection overlap (default: 3)",
+    )
     parser.add_argument("--bins", type=int, default=10, help="calibration bins (default: 10)")
-    parser.add_argument("--percentile", type=float, default=95.0, help="Hausdorff percentile (default: 95)")
+    parser.add_argument(
+        "--percentile", type=float, default=95.0, help="Hausdorff percentile (default: 95)"
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
-    parser.add_argument("-o", "--output", metavar="METRICS.json", help="also write the metrics to this JSON file")
+    parser.add_argument(
+        "-o", "--output", metavar="METRICS.json", help="also write the metrics to this JSON file"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
 
@@ -124,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         rater_vols, rater_arrays, _ = load_label_maps(args.raters)
         for vol in rater_vols:
             check_same_grid(truth_vol, vol)
-        reference = average(rater_arrays) if len(rater_arrays) > 1 else rater_arrays[0].astype(np.float32)
+        reference = (
+            average(rater_arrays) if len(rater_arrays) > 1 else rater_arrays[0].astype(np.float32)
+        )
 
     threshold = args.threshold
     how = "soft overlap (no threshold)"

@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rater label maps (.nii/.nii.gz): binary, soft in [0, 1], or confidence levels "
         "with their JSON sidecar; at least two, on one voxel grid",
     )
-    parser.add_argument("--method", choices=METHODS, default="staple", help="fusion method (default: staple)")
+    parser.add_argument(
+        "--method", choices=METHODS, default="staple", help="fusion method (default: staple)"
+    )
     parser.add_argument(
         "--soft",
         action="store_true",
@@ -69,17 +71,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--margin voxels (the result then does not depend on the field of view); 'none' = the "
         "whole volume, as SimpleITK does (default: auto). Outside the box the probability is 0",
     )
-    parser.add_argument("--margin", type=int, default=10, metavar="VOXELS", help="margin of --roi auto (default: 10)")
+    parser.add_argument(
+        "--margin",
+        type=int,
+        default=10,
+        metavar="VOXELS",
+        help="margin of --roi auto (default: 10)",
+    )
     parser.add_argument(
         "--ties",
         choices=("background", "foreground"),
         default="background",
-        help="what a tie gives in --method majority with an even number of raters (default: background)",
+        help="what a tie gives in --method majority with an even number of raters "
+        "(default: background)",
     )
-    parser.add_argument("--max-iter", type=int, default=None, metavar="N", help="STAPLE iteration cap")
-    parser.add_argument("--tol", type=float, default=1e-7, help="STAPLE convergence tolerance (default: 1e-7)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="fused map to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT and its sidecar if they exist")
+    parser.add_argument(
+        "--max-iter", type=int, default=None, metavar="N", help="STAPLE iteration cap"
+    )
+    parser.add_argument(
+        "--tol", type=float, default=1e-7, help="STAPLE convergence tolerance (default: 1e-7)"
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUT.nii.gz", help="fused map to write"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUT and its sidecar if they exist"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.add_argument(
         "--progress",
@@ -97,7 +114,13 @@ class ProgressBar:
     """
 
     def __init__(
-        self, total: int, *, label: str, enabled: bool = True, stream: TextIO | None = None, width: int = 28
+        self,
+        total: int,
+        *,
+        label: str,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        width: int = 28,
     ) -> None:
         self.total = max(int(total), 1)
         self.label = label
@@ -296,7 +319,9 @@ def run(args: argparse.Namespace) -> int:
         if args.max_iter is not None:
             kwargs["max_iter"] = args.max_iter
         result = fusion.staple(
-            raters, progress=lambda it, ch: bar.note(f"STAPLE iteration {it} (change {ch:.2g})"), **kwargs
+            raters,
+            progress=lambda it, ch: bar.note(f"STAPLE iteration {it} (change {ch:.2g})"),
+            **kwargs,
         )
         fused = result.probability.astype(np.float32)
         sens, spec = result.sensitivity, result.specificity
@@ -345,24 +370,38 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
 
     if args.json:
-        print(json.dumps({"output": str(out), "sidecar": str(sidecar_path(out)), **sidecar[SIDECAR_KEY]}, indent=2))
+        print(
+            json.dumps(
+                {"output": str(out), "sidecar": str(sidecar_path(out)), **sidecar[SIDECAR_KEY]},
+                indent=2,
+            )
+        )
     else:
         _print_summary(out, record, fused)
     return 0
 
 
 def _print_summary(out: Path, record: dict[str, Any], fused: np.ndarray) -> None:
-    lines = [f"softseg fuse: {record['method']} of {len(record['raters'])} raters -> {out} ({fused.dtype})"]
+    lines = [
+        f"softseg fuse: {record['method']} of {len(record['raters'])} raters -> {out} "
+        f"({fused.dtype})"
+    ]
     if "staple" in record:
         st = record["staple"]
         roi = record["roi"]
         where = f"roi box {roi['box']}" if roi["mode"] == "auto" else "whole volume"
         state = "converged" if st["converged"] else "stopped at the iteration cap"
-        lines.append(f"  STAPLE on {where}: prior {st['prior']:.4g}, {st['iterations']} iterations ({state})")
-    lines.append(f"  {'sensitivity':>11}  {'specificity':>11}  rater ({record['sensitivity_specificity']})")
+        lines.append(
+            f"  STAPLE on {where}: prior {st['prior']:.4g}, {st['iterations']} iterations ({state})"
+        )
+    lines.append(
+        f"  {'sensitivity':>11}  {'specificity':>11}  rater ({record['sensitivity_specificity']})"
+    )
     for r in record["raters"]:
         lines.append(f"  {r['sensitivity']:11.4f}  {r['specificity']:11.4f}  {r['path']}")
     pair = np.asarray(record["pairwise_dice"])
     off = pair[~np.eye(len(pair), dtype=bool)]
-    lines.append(f"  pairwise rater Dice: mean {off.mean():.4f}, min {off.min():.4f}, max {off.max():.4f}")
+    lines.append(
+        f"  pairwise rater Dice: mean {off.mean():.4f}, min {off.min():.4f}, max {off.max():.4f}"
+    )
     print("\n".join(lines))
