@@ -22,6 +22,7 @@ files are :mod:`softseg.geometry` / :mod:`softseg.io`.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -216,9 +217,18 @@ def _set_level(layer: Labels, level: int) -> None:
         layer.mode = "paint"
 
 
+def _level_action(level: int) -> Callable[[Labels], None]:
+    def select_level(layer: Labels) -> None:
+        _set_level(layer, level)
+
+    select_level.__doc__ = f"Select confidence level {level}" if level else "Eraser"
+    return select_level
+
+
 def _bind_level_keys(layer: Labels) -> None:
+    """Keys 1..9 pick a level and 0 the eraser on this layer only (napari's E, P, F, ... stay)."""
     for k in range(0, MAX_LEVELS + 1):
-        layer.bind_key(str(k), lambda lyr, k=k: _set_level(lyr, k), overwrite=True)
+        layer.bind_key(str(k), _level_action(k), overwrite=True)
 
 
 def _style_rater_layer(layer: Labels, scale: ConfidenceScale) -> None:
@@ -275,8 +285,11 @@ class RaterAutosave(QObject):
         image_name: str,
         delay_ms: int = _AUTOSAVE_DELAY_MS,
         max_delay_s: float = _AUTOSAVE_MAX_DELAY_S,
+        parent: QObject | None = None,
     ) -> None:
-        super().__init__()
+        # Parented to the dock widget: Qt, not Python's garbage collector (which may run in any
+        # thread), decides when this QObject and its timer are destroyed.
+        super().__init__(parent)
         self.layer = layer
         self.image_path = image_path
         target = choose_recovery_folder(image_path, name=image_name)  # InputError if nowhere works
@@ -420,6 +433,8 @@ class AnnotateWidget(Container):
         self._offered: set[str] = set()
         self._pending: list[Recovery] = []
         self._syncing = False
+        self._last_image: Image | None = None
+        self._writers: list[AutosaveWriter] = []
 
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
         self._rater_id = LineEdit(label="Rater id", value="rater1")
@@ -465,6 +480,9 @@ class AnnotateWidget(Container):
             labels=False,
         )
         self.native.layout().insertWidget(2, self._level_bar)
+        # closing the dock widget writes what is pending and stops the writer threads
+        writers = self._writers
+        self.native.destroyed.connect(lambda *_: [w.close() for w in writers])
 
         self._add.changed.connect(lambda: self._guard(self.add_rater_layer))
         self._layer.changed.connect(self._on_layer_choice)
@@ -506,7 +524,9 @@ class AnnotateWidget(Container):
                 and id(lyr) not in self.autosaves
             ):
                 self._attach(lyr)
-        if event is not None and isinstance(getattr(event, "value", None), Image):
+        inserted = getattr(event, "type", None) == "inserted"
+        if inserted and isinstance(event.value, Image) and event.value is not self._last_image:
+            self._last_image = event.value
             self.check_recoveries(event.value)
 
     def _on_layer_removed(self, event: Any) -> None:
@@ -521,7 +541,9 @@ class AnnotateWidget(Container):
 
     def _on_image_choice(self, value: Any = None) -> None:
         self._suggest_export_path()
-        if isinstance(value, Image):
+        # offer recovery when the rater switches to another image (not on every list refresh)
+        if isinstance(value, Image) and value is not self._last_image:
+            self._last_image = value
             self.check_recoveries(value)
 
     def _guard(self, func: Callable[[], Any]) -> Any:
@@ -608,8 +630,11 @@ class AnnotateWidget(Container):
         layer.metadata.setdefault("softseg_hue", sum(1 for lyr in self.viewer.layers if is_rater_layer(lyr)) - 1)
         _style_rater_layer(layer, scale)
         _bind_level_keys(layer)
-        layer.events.selected_label.connect(lambda e, lyr=layer: self._sync_bar(lyr))
-        layer.events.mode.connect(lambda e, lyr=layer: self._sync_bar(lyr))
+        def sync(*_args: Any, lyr: Labels = layer) -> None:
+            self._sync_bar(lyr)
+
+        layer.events.selected_label.connect(sync)
+        layer.events.mode.connect(sync)
         # snapshots are filed under the image they annotate (the rater file itself otherwise)
         image = self.image_layer
         if image is not None and tuple(np.shape(image.data)) == tuple(np.shape(layer.data)):
@@ -617,18 +642,22 @@ class AnnotateWidget(Container):
         else:
             src, image_name = _source_of(layer), layer.name
         try:
-            session = RaterAutosave(layer, image_path=src, image_name=image_name)
+            session = RaterAutosave(layer, image_path=src, image_name=image_name, parent=self.native)
         except InputError as exc:
             show_warning(f"autosave is off for {layer.name!r}: {exc}")
             return
-        session.saved.connect(lambda p, lyr=layer: self._on_saved(lyr, p))
+        session.saved.connect(functools.partial(self._on_saved, layer))
         self.autosaves[id(layer)] = session
+        self._writers.append(session.writer)
         self._status.value = f"Autosave: {session.folder}"
 
     def _on_saved(self, layer: Labels, path: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        self._status.value = f"Autosaved {layer.name} at {stamp} to {Path(path).parent}"
-        self._status.tooltip = path
+        try:
+            self._status.value = f"Autosaved {layer.name} at {stamp} to {Path(path).parent}"
+            self._status.tooltip = path
+        except RuntimeError:  # the dock widget was closed while the last snapshot was written
+            pass
 
     def autosave_for(self, layer: Labels) -> RaterAutosave | None:
         """The autosave session of a rater layer."""
