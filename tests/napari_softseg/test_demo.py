@@ -67,3 +67,13 @@ def test_cli_help_version_and_bad_arguments(tmp_path):
     assert nowhere.returncode == 2 and "does not exist" in nowhere.stderr
     assert len(nowhere.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == []
+
+
+def test_demo_without_a_display_says_how_to_run_it():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    done = subprocess.run([*SOFTSEG, "demo"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("softseg demo: error: no display found") and "xvfb-run" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

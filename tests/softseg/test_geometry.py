@@ -13,9 +13,45 @@ from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, display_geometry, save_display_array
 from softseg.io import load_volume
 
-from test_io import ORIENTATIONS, _affine, _write  # noqa: E402  (same folder helpers)
-
 SHAPE = (9, 11, 7)
+ORIENTATIONS = ["ras", "lps", "anisotropic", "oblique", "sagittal"]
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _affine(kind: str) -> np.ndarray:
+    """Voxel-to-RAS affines of the orientations tested (same as tests/softseg/test_io.py)."""
+    aff = np.eye(4)
+    if kind == "ras":
+        aff[:3, 3] = [-10.0, -12.0, -5.0]
+    elif kind == "lps":
+        aff[:3, :3] = np.diag([-1.0, -1.0, 1.0])
+        aff[:3, 3] = [20.5, 30.25, -7.0]
+    elif kind == "anisotropic":
+        aff[:3, :3] = np.diag([0.6, 0.75, 3.2])
+        aff[:3, 3] = [1.5, -2.5, 40.0]
+    elif kind == "oblique":
+        aff[:3, :3] = _rotation(0.2, -0.3, 0.35) @ np.diag([0.9, 1.1, 2.5])
+        aff[:3, 3] = [-90.3, 12.7, 44.1]
+    elif kind == "sagittal":  # slices stored along x (file axis 2 points left)
+        aff[:3, :3] = np.array([[0.0, 0.0, -1.2], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        aff[:3, 3] = [50.0, -30.0, 10.0]
+    return aff
+
+
+def _write(path, array: np.ndarray, affine: np.ndarray, *, qform_only: bool = False):
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    if qform_only:
+        img.set_sform(None, code=0)
+    nib.save(img, path)
+    return path
 
 
 def _world_centres(affine: np.ndarray, shape) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import os
 import shutil
 import sys
 import tempfile
@@ -119,6 +120,17 @@ def run(args: argparse.Namespace) -> int:
         from softseg.io import check_writable
 
         check_writable(args.screenshot, overwrite=True)
+
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+        and not os.environ.get("QT_QPA_PLATFORM")
+    ):
+        raise InputError(
+            "no display found (DISPLAY is not set); run it under a virtual X server, e.g. "
+            'xvfb-run -a -s "-screen 0 1600x1000x24" softseg demo --screenshot demo.png, or use make demo'
+        )
 
     import napari
     from qtpy.QtWidgets import QApplication
