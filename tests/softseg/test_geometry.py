@@ -200,3 +200,52 @@ def test_geometry_without_header_writes_its_affine(tmp_path):
     assert np.allclose(img.affine, affine)
     assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
     assert np.array_equal(geom.to_display(np.asanyarray(img.dataobj)), data)
+
+
+def _display_affine(geom: DisplayGeometry) -> np.ndarray:
+    """Voxel-to-RAS affine of the display array, derived from the file affine by brute force."""
+    shape = geom.file_shape
+    flat = np.arange(np.prod(shape)).reshape(shape)
+    disp = geom.to_display(flat)
+    corners = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    world = []
+    for c in corners:
+        file_index = np.unravel_index(int(disp[c]), shape)
+        world.append(geom.affine @ np.array([*file_index, 1.0]))
+    out = np.eye(4)
+    out[:, 3] = world[0]
+    for axis in range(3):
+        out[:3, axis] = (world[axis + 1] - world[0])[:3]
+    return out
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    given = None
+
+if given is not None:
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        perm=st.permutations([0, 1, 2]),
+        signs=st.tuples(*[st.sampled_from([-1.0, 1.0])] * 3),
+        spacing=st.tuples(*[st.floats(0.2, 5.0)] * 3),
+        shape=st.tuples(*[st.integers(2, 6)] * 3),
+        tilt=st.floats(-0.3, 0.3),
+    )
+    def test_any_orientation_displays_as_spl_and_inverts_exactly(perm, signs, spacing, shape, tilt):
+        rot = np.zeros((3, 3))
+        for i, (p, s) in enumerate(zip(perm, signs)):
+            rot[p, i] = s
+        c, s = np.cos(tilt), np.sin(tilt)
+        rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ rot  # mildly oblique
+        affine = np.eye(4)
+        affine[:3, :3] = rot * np.array(spacing)
+        affine[:3, 3] = [3.0, -7.0, 11.0]
+        geom = DisplayGeometry.from_affine(affine, shape)
+        arr = np.random.default_rng(0).random(shape).astype(np.float32)
+        assert geom.from_display(geom.to_display(arr)).tobytes() == arr.tobytes()
+        assert nib.aff2axcodes(_display_affine(geom)) == ("S", "P", "L")
+        assert np.allclose(geom.scale, np.linalg.norm(_display_affine(geom)[:3, :3], axis=0), rtol=1e-6)
