@@ -68,8 +68,12 @@ KINDS: dict[str, tuple[str, dict[str, Any]]] = {
     "labels": ("labels", {"opacity": 0.6}),
 }
 
-_LABEL_NAME = re.compile(r"(^|[-_.])(rater|label|labels|seg|mask|lesions?|manual|gt)([-_.0-9]|$)", re.I)
-_SOFT_NAME = re.compile(r"(^|[-_.])(soft|prob|probability|proba|fused|average|staple|truth)([-_.]|$)", re.I)
+_LABEL_NAME = re.compile(
+    r"(^|[-_.])(rater|label|labels|seg|aseg|mask|lesions?|manual|gt)([-_.0-9]|$)", re.I
+)
+_SOFT_NAME = re.compile(
+    r"(^|[-_.])(soft|prob|probability|proba|fused|average|staple|truth)([-_.]|$)", re.I
+)
 
 
 def volume_name(path: str | os.PathLike) -> str:
@@ -102,7 +106,8 @@ def guess_kind(
 
     1. a sidecar ``{"kind": "labels" | "soft" | "image"}`` decides (a sidecar with a
        ``"rater"`` or a confidence scale means labels);
-    2. integer data with at most :data:`MAX_LABEL_VALUES` distinct values -> ``"labels"``;
+    2. integer data with at most :data:`MAX_LABEL_VALUES` distinct values, or whose name looks
+       like a label (``rater-*``, ``label``, ``seg``, ``mask``, ``lesion``) -> ``"labels"``;
     3. float data in [0, 1] whose name looks like a soft map (``soft``, ``prob``, ``truth``,
        ``fused``, ...) or a label (``rater-*``, ``label``, ``seg``, ``mask``) -> ``"soft"``;
     4. everything else -> ``"image"``.
@@ -127,9 +132,10 @@ def guess_kind(
         if "rater" in sidecar or CONFIDENCE_KEY in sidecar:
             return "labels" if array.dtype.kind in "iub" else "soft"
     if array.dtype.kind in "iub":
-        if array.dtype.kind == "b" or _distinct_integer_values(array, MAX_LABEL_VALUES) <= MAX_LABEL_VALUES:
-            return "labels"
-        return "image"
+        if array.dtype.kind == "b" or _LABEL_NAME.search(name):
+            return "labels"  # e.g. an atlas "aseg" / "labels" with many label values
+        few = _distinct_integer_values(array, MAX_LABEL_VALUES) <= MAX_LABEL_VALUES
+        return "labels" if few else "image"
     if array.dtype.kind == "f" and (_SOFT_NAME.search(name) or _LABEL_NAME.search(name)):
         if not np.isfinite(array).all():
             return "soft"  # a label with NaN/Inf: the reader refuses it with a clear message

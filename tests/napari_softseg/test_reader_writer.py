@@ -133,17 +133,19 @@ def test_kinds_and_hints(make_napari_viewer, tmp_path):
     soft = _save(tmp_path / "truth_soft.nii.gz", rng.random(SHAPE).astype(np.float32), aff)
     many = _save(tmp_path / "ct.nii.gz", rng.integers(-1000, 2000, SHAPE).astype(np.int16), aff)
     few = _save(tmp_path / "anything.nii.gz", rng.integers(0, 4, SHAPE).astype(np.uint8), aff)
+    atlas = _save(tmp_path / "aseg.nii.gz", rng.integers(0, 200, SHAPE).astype(np.int16), aff)
     forced = _save(tmp_path / "forced.nii.gz", rng.integers(0, 4, SHAPE).astype(np.uint8), aff)
     (tmp_path / "forced.json").write_text(json.dumps({"kind": "image"}))
     viewer = make_napari_viewer()
     kinds = {}
-    for path in (soft, many, few, forced):
+    for path in (soft, many, few, atlas, forced):
         (layer,) = viewer.open(path, plugin=PLUGIN)
         kinds[layer.name] = (type(layer).__name__, layer.metadata["softseg_kind"])
     assert kinds == {
         "truth_soft": ("Image", "soft"),
         "ct": ("Image", "image"),
         "anything": ("Labels", "labels"),
+        "aseg": ("Labels", "labels"),  # many values, but the name says labels
         "forced": ("Image", "image"),
     }
     assert viewer.layers["truth_soft"].data.dtype == np.float32
