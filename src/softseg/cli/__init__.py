@@ -14,6 +14,7 @@ Exit codes (DESIGN.md): 0 success, 2 bad usage or bad input (one line on stderr,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -69,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as exc:
         print(f"softseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `softseg ... | head`: the reader went away, not our failure
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         print(f"softseg {args.command}: interrupted", file=sys.stderr)
         return 130
