@@ -400,8 +400,8 @@ class CompareWidget(QWidget):
             views[2].editable = False
             self._grid_overlays.append((name, views[2], np.asarray(pred.data)))
             for view in views:
+                self._grid_layers.append(view)  # first: the inserted event refreshes the lists
                 self.viewer.layers.insert(index, view)
-                self._grid_layers.append(view)
                 index += 1
         self.viewer.grid.stride = 3
         self.viewer.grid.enabled = True

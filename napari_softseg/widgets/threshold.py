@@ -126,9 +126,9 @@ class ThresholdWidget(QWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.6, 2.3), dpi=90, layout="tight")
+        self.figure = Figure(figsize=(3.6, 2.6), dpi=90, layout="tight")
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(180)
+        self.canvas.setMinimumHeight(210)
         self._ax = self.figure.add_subplot(1, 1, 1)
         self._ax2 = self._ax.twinx()
         self._cursors: list[Any] = []
@@ -426,6 +426,8 @@ class ThresholdWidget(QWidget):
         ax.set_xlim(0, 1)
         ax.set_xlabel("threshold", fontsize=8)
         ax.set_ylabel("Dice [%] (solid)", fontsize=8)
+        ax2.yaxis.tick_right()  # clear() puts the twin's axis back on the left
+        ax2.yaxis.set_label_position("right")
         ax2.set_ylabel("volume [mL] (dashed)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax2.tick_params(labelsize=7)

@@ -1106,7 +1106,9 @@ def _html(title, comparison, summary, figs, folder, notes, meta) -> str:
     e = html.escape
     shown = [m for m in METRICS if any(
         math.isfinite(summary.mean[c][m]) for c in comparison.rows)]
-    head = "".join(f"<th>{e(METRICS[m].header)}</th>" for m in shown)
+    opt = {"max": "opt. max", "min": "opt. 0", "zero": "opt. 0", "": ""}
+    head = "".join(f"<th>{e(METRICS[m].header)}<br><small>{opt[METRICS[m].best]}</small></th>"
+                   for m in shown)
     body = []
     for cand in comparison.rows:
         cells = []

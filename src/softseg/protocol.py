@@ -396,6 +396,15 @@ def run_protocol(
     from softseg.modelfile import load_model
     from softseg.train import checkpoint_path, fit
 
+    from softseg.candidates import get_candidate
+    from softseg.data import FUSIONS
+
+    for spec in config.candidates:  # every name checked before the first training starts
+        name, fusion = parse_candidate(spec)
+        get_candidate(name)
+        if (fusion or config.fusion) not in FUSIONS:
+            raise InputError(f"unknown fusion {fusion or config.fusion!r} in {spec!r}; choose "
+                             f"one of {', '.join(FUSIONS)}")
     out = Path(out)
     info = scan_dataset(dataset)
     groups = {s.name: s.group for s in info.subjects}
@@ -544,6 +553,7 @@ def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any], info: A
     ]
     if not config.stats:
         notes.append("Statistics disabled (--no-stats): no Wilcoxon test was run.")
+    notes.extend(_candidate_notes(config.candidates))
     meta = {"dataset": state["dataset"], "candidates": ", ".join(config.candidates),
             "repeats": config.repeats, "ground truth": GROUND_TRUTHS[config.ground_truth],
             "epochs (max)": config.epochs, "crop": tuple(config.crop)}
@@ -551,3 +561,17 @@ def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any], info: A
                                   title="SoftSeg candidates: repeated-training comparison",
                                   notes=notes, meta=meta)
     return ProtocolResult(comparison=comparison, summary=summary, report=report, state=dict(state))
+
+
+def _candidate_notes(specs: Sequence[str]) -> list[str]:
+    """One line per candidate: its paper name and what it changes (from the registry)."""
+    from softseg.candidates import CANDIDATES
+
+    lines = []
+    for spec in specs:
+        name, fusion = parse_candidate(spec)
+        cand = CANDIDATES.get(name)
+        if cand is not None:
+            extra = f", trained on the {fusion} fusion of the raters" if fusion else ""
+            lines.append(f"{spec} = {cand.title}: {cand.description}{extra}")
+    return lines

@@ -107,6 +107,9 @@ def test_common_threshold_reruns_and_grid_view(setup, arrays):
     widget.grid_check.setChecked(True)
     assert viewer.grid.enabled and viewer.grid.stride == 3
     assert len(viewer.layers) == n_before + 6
+    offered = [lst.item(i).text() for lst in (widget.prediction_list, widget.rater_list)
+               for i in range(lst.count())]
+    assert not any("(binarised)" in t or "(soft)" in t for t in offered)  # grid views hidden
     grid = viewer.layers[:6]
     assert [ly.metadata["softseg_compare_grid"] for ly in grid] == ["smooth"] * 3 + ["sharp"] * 3
     assert all(ly.visible for ly in grid) and not any(ly.visible for ly in viewer.layers[6:])
