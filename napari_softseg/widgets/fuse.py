@@ -444,7 +444,7 @@ class FuseWidget(Container):
         self._run.enabled = False
         roi_mode, margin = str(self._roi.value), int(self._margin.value)
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errors are shown by _on_error, inline and as a notification
         def work():
             return (yield from iter_fusion(raters, method=method, roi_mode=roi_mode, margin=margin))
 
@@ -452,10 +452,18 @@ class FuseWidget(Container):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_result)
         worker.errored.connect(self._on_error)
-        worker.finished.connect(lambda: setattr(self._run, "enabled", True))
+        worker.finished.connect(self._on_finished)
         self.worker = worker
         worker.start()
         return worker
+
+    @property
+    def busy(self) -> bool:
+        """True while a fusion runs (from the click until its layers are shown)."""
+        return not self._run.enabled
+
+    def _on_finished(self) -> None:
+        self._run.enabled = True
 
     def _on_progress(self, item: tuple[float, str]) -> None:
         frac, text = item
