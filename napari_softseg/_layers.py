@@ -63,7 +63,12 @@ KINDS: dict[str, tuple[str, dict[str, Any]]] = {
     "image": ("image", {"colormap": "gray", "blending": "translucent"}),
     "soft": (
         "image",
-        {"colormap": "magma", "contrast_limits": (0.0, 1.0), "blending": "additive", "opacity": 0.7},
+        {
+            "colormap": "magma",
+            "contrast_limits": (0.0, 1.0),
+            "blending": "additive",
+            "opacity": 0.7,
+        },
     ),
     "labels": ("labels", {"opacity": 0.6}),
 }
@@ -126,7 +131,8 @@ def guess_kind(
         if kind is not None:
             if kind not in KINDS:
                 raise InputError(
-                    f"{name or 'sidecar'}: unknown kind {kind!r} in sidecar; expected one of {sorted(KINDS)}"
+                    f"{name or 'sidecar'}: unknown kind {kind!r} in sidecar; "
+                    f"expected one of {sorted(KINDS)}"
                 )
             return str(kind)
         if "rater" in sidecar or CONFIDENCE_KEY in sidecar:
@@ -150,7 +156,8 @@ def _labels_array(array: np.ndarray, name: str) -> np.ndarray:
         return array
     if array.dtype.kind == "b":
         return array.astype(np.uint8)
-    if not np.isfinite(array).all() or not (array == np.round(array)).all() or float(array.min()) < 0:
+    whole = np.isfinite(array).all() and (array == np.round(array)).all()
+    if not whole or float(array.min()) < 0:
         raise InputError(
             f"{name}: asked to open as labels but the values are not whole non-negative numbers; "
             "remove the 'labels' hint or fix the file"
@@ -211,7 +218,8 @@ def layer_data_tuple(
     display_array = np.asarray(display_array)
     if tuple(display_array.shape) != tuple(geometry.display_shape):
         raise InputError(
-            f"{name}: array shape {display_array.shape} does not match the geometry's display shape "
+            f"{name}: array shape {display_array.shape} does not match the geometry's display "
+            "shape "
             f"{geometry.display_shape}"
         )
     layer_type, defaults = KINDS[kind]
@@ -341,8 +349,12 @@ def save_layer_as_nifti(
     geometry = geometry_of(layer)
     if geometry is None:
         if data.ndim != 3:
-            raise InputError(f"{path}: only 3D layers can be saved as NIfTI; layer has shape {data.shape}")
-        geometry = geometry_from_layer_scale(data.shape, scale=layer.scale, translate=layer.translate)
+            raise InputError(
+                f"{path}: only 3D layers can be saved as NIfTI; layer has shape {data.shape}"
+            )
+        geometry = geometry_from_layer_scale(
+            data.shape, scale=layer.scale, translate=layer.translate
+        )
     if tuple(data.shape) != tuple(geometry.display_shape):
         raise InputError(
             f"{path}: layer {getattr(layer, 'name', '')!r} has shape {data.shape} but its geometry "

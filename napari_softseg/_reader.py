@@ -86,7 +86,7 @@ def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any
 
 
 def read_nifti(path: str | Sequence[str], *, stack: bool = False) -> list:
-    """npe2 reader function: one layer per file; a notification instead of a traceback on bad input."""
+    """npe2 reader function: one layer per file; a notification (no traceback) on bad input."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list = []
     for p in paths:

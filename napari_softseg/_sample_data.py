@@ -32,7 +32,9 @@ def phantom_layers(
     ph = phantom(shape, n_raters=n_raters, seed=seed)
     geometry = DisplayGeometry.from_affine(ph.affine, ph.shape)
     layers = [
-        layer_data_tuple(geometry.to_display(ph.image), geometry, kind="image", name="phantom image"),
+        layer_data_tuple(
+            geometry.to_display(ph.image), geometry, kind="image", name="phantom image"
+        ),
         layer_data_tuple(geometry.to_display(ph.truth), geometry, kind="soft", name="truth (soft)"),
     ]
     for r in range(ph.n_raters):

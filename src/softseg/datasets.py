@@ -348,11 +348,15 @@ def phantom(
 
     # --- raters: smooth displacement, own decision level, occasional missed lesion
     n_raters = int(n_raters)
-    spread = np.linspace(levels[0], levels[1], n_raters) if n_raters > 1 else np.array([np.mean(levels)])
+    if n_raters > 1:
+        spread = np.linspace(levels[0], levels[1], n_raters)
+    else:
+        spread = np.array([np.mean(levels)])
     rater_levels = rng.permutation(spread)
     index_grid = np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")
     lesion_zones = [
-        ndimage.binary_dilation(lesion_labels == k, iterations=2) for k in range(1, len(lesion_specs) + 1)
+        ndimage.binary_dilation(lesion_labels == k, iterations=2)
+        for k in range(1, len(lesion_specs) + 1)
     ]
     raters = np.zeros((n_raters, *shape), dtype=np.uint8)
     missed: list[tuple[int, ...]] = []
@@ -423,11 +427,12 @@ def write_phantom_files(
     items: dict[str, tuple[str, np.ndarray, dict | None]] = {
         "image": ("image.nii.gz", ph.image, None),
         "truth": ("truth_soft.nii.gz", ph.truth, None),
-        "lesions": ("lesions.nii.gz", ph.lesions, {"kind": "labels", "description": "lesion labels"}),
+        "lesions": ("lesions.nii.gz", ph.lesions, {"kind": "labels", "description": "lesions"}),
     }
     for r in range(ph.n_raters):
         rid = str(r + 1)
-        items[f"rater-{rid}"] = (f"rater-{rid}.nii.gz", ph.raters[r], {"rater": rid, "kind": "labels"})
+        side = {"rater": rid, "kind": "labels"}
+        items[f"rater-{rid}"] = (f"rater-{rid}.nii.gz", ph.raters[r], side)
     folder.mkdir(parents=True, exist_ok=True)
     from softseg.io import sidecar_path
 
@@ -437,7 +442,9 @@ def write_phantom_files(
             check_writable(sidecar_path(folder / name), overwrite=overwrite)
     out: dict[str, Path] = {}
     for key, (name, data, side) in items.items():
-        out[key] = save_volume(folder / name, data, affine=ph.affine, overwrite=overwrite, sidecar=side)
+        out[key] = save_volume(
+            folder / name, data, affine=ph.affine, overwrite=overwrite, sidecar=side
+        )
     return out
 
 
@@ -488,7 +495,10 @@ def write_dataset(
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise InputError(f"{folder}: folder is not empty; choose a new folder or pass overwrite=True (--overwrite)")
+        raise InputError(
+            f"{folder}: folder is not empty; choose a new folder or pass "
+            "overwrite=True (--overwrite)"
+        )
     if not folder.exists():
         parent = folder.parent if str(folder.parent) else Path(".")
         if not parent.is_dir():
@@ -510,7 +520,7 @@ def write_dataset(
         write_phantom_files(folder / subject, ph, overwrite=overwrite)
     meta = {
         "name": "softseg-phantom",
-        "description": "Partial-volume phantom: rim + small lesions; raters threshold at different levels",
+        "description": "Partial-volume phantom: rim + small lesions; raters use different levels",
         "channels": ["image"],
         "classes": ["target"],
         "subjects": subjects,

@@ -100,7 +100,9 @@ class DisplayGeometry:
         if affine.shape != (4, 4) or not np.isfinite(affine).all():
             raise InputError(f"expected a finite 4x4 affine; got shape {affine.shape}")
         if np.linalg.matrix_rank(affine[:3, :3]) < 3:
-            raise InputError("affine is singular (a voxel axis has zero length); fix the file's sform/qform")
+            raise InputError(
+                "affine is singular (a voxel axis has zero length); fix the file's sform/qform"
+            )
         file_shape = tuple(int(s) for s in file_shape)
         if len(file_shape) != 3:
             raise InputError(f"expected a 3D file shape; got {file_shape}")
@@ -171,7 +173,7 @@ class DisplayGeometry:
     # ------------------------------------------------------------------ properties
     @property
     def file_axcodes(self) -> tuple[str, str, str]:
-        """Nearest anatomical direction (RAS letters) of each file axis, e.g. ``('L', 'P', 'S')``."""
+        """Nearest anatomical direction of each file axis, e.g. ``('L', 'P', 'S')``."""
         return tuple(ornt_mod.aff2axcodes(self.affine))  # type: ignore[return-value]
 
     @property
@@ -185,7 +187,8 @@ class DisplayGeometry:
     @property
     def file_spacing(self) -> tuple[float, float, float]:
         """Voxel size (mm) along each file axis: the lengths of the affine's columns."""
-        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return tuple(float(v) for v in norms)  # type: ignore[return-value]
 
     @property
     def scale(self) -> tuple[float, float, float]:

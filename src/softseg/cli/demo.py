@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--screenshot",
         metavar="PNG",
-        help="save a screenshot of the whole window to PNG and quit (works headless under xvfb-run)",
+        help="save a screenshot of the whole window to PNG and quit (headless under xvfb-run)",
     )
     parser.add_argument(
         "--shape",
@@ -51,8 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the phantom files into DIR and keep them (default: a temporary folder "
         "removed when napari closes)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace phantom files already in DIR")
-    parser.add_argument("--no-widgets", action="store_true", help="do not dock the plugin's widgets")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace phantom files already in DIR"
+    )
+    parser.add_argument(
+        "--no-widgets", action="store_true", help="do not dock the plugin's widgets"
+    )
     parser.add_argument(
         "--size",
         metavar=("W", "H"),
@@ -63,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_phantom(viewer, folder: Path, *, shape=None, seed: int = 0, n_raters: int = 4, overwrite: bool = False):
+def open_phantom(
+    viewer, folder: Path, *, shape=None, seed: int = 0, n_raters: int = 4, overwrite: bool = False
+):
     """Write a phantom into *folder* and open it in *viewer* with the plugin's reader.
 
     Returns the opened layers (image, soft truth, raters) and the display slice that shows the
@@ -85,7 +91,10 @@ def open_phantom(viewer, folder: Path, *, shape=None, seed: int = 0, n_raters: i
     for layer in layers[2:]:
         layer.visible = False  # image + soft truth shown; each rater one click away
     lesions = DisplayGeometry.from_affine(ph.affine, ph.shape).to_display(ph.lesions)
-    best = int(np.argmax((lesions > 0).sum(axis=(1, 2)))) if lesions.any() else lesions.shape[0] // 2
+    if lesions.any():
+        best = int(np.argmax((lesions > 0).sum(axis=(1, 2))))
+    else:
+        best = lesions.shape[0] // 2
     return layers, best
 
 
@@ -129,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         raise InputError(
             "no display found (DISPLAY is not set); run it under a virtual X server, e.g. "
-            'xvfb-run -a -s "-screen 0 1600x1000x24" softseg demo --screenshot demo.png, or use make demo'
+            'xvfb-run -a -s "-screen 0 1600x1000x24" softseg demo --screenshot demo.png, '
+            "or use make demo"
         )
 
     import napari
@@ -144,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
     viewer = napari.Viewer(title="napari-softseg demo")
     viewer.window.resize(*args.size)
     layers, best_slice = open_phantom(
-        viewer, folder, shape=args.shape, seed=args.seed, n_raters=args.raters, overwrite=args.overwrite
+        viewer,
+        folder,
+        shape=args.shape,
+        seed=args.seed,
+        n_raters=args.raters,
+        overwrite=args.overwrite,
     )
     viewer.layers.selection.active = layers[0]
     docked = [] if args.no_widgets else dock_all_widgets(viewer)
@@ -152,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     viewer.dims.set_current_step(0, best_slice)
     viewer.reset_view()
     print(
-        f"softseg demo: phantom in {folder}; layers: {', '.join(layer.name for layer in viewer.layers)}; "
+        f"softseg demo: phantom in {folder}; "
+        f"layers: {', '.join(layer.name for layer in viewer.layers)}; "
         f"widgets: {', '.join(docked) if docked else 'none'}",
         file=sys.stderr,
     )

@@ -12,7 +12,7 @@ HELP = "write a phantom dataset (images, raters, partial-volume truth) to try ev
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", metavar="FOLDER", help="dataset folder to create (must be empty or new)")
+    parser.add_argument("out", metavar="FOLDER", help="dataset folder (new or empty)")
     parser.add_argument("--subjects", type=int, default=4, help="number of subjects (default 4)")
     parser.add_argument("--raters", type=int, default=4, help="raters per subject (default 4)")
     parser.add_argument(
@@ -24,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="voxel size in mm (default 1 1 2)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="replace files in an existing folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace files in an existing folder"
+    )
     parser.add_argument("--json", action="store_true", help="print dataset.json on stdout")
 
 
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(meta, indent=2))
     else:
         print(
-            f"softseg phantom: wrote {len(meta['subjects'])} subjects x {len(meta['raters'])} raters "
+            f"softseg phantom: wrote {len(meta['subjects'])} subjects x "
+            f"{len(meta['raters'])} raters "
             f"to {folder}",
             file=sys.stderr,
         )
