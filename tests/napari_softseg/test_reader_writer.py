@@ -210,6 +210,9 @@ def test_writer_errors_are_notified_and_nothing_is_written(make_napari_viewer, t
     assert "does not exist" in notes[-1]
     assert write_image(str(tmp_path / "cropped.nii.gz"), layer.data[:2], attrs) == []
     assert "was the layer resized?" in notes[-1]
+    if os.path.isdir("/proc/1") and not os.access("/proc/1", os.W_OK):  # unwritable even for root
+        assert write_image("/proc/1/x.nii.gz", layer.data, attrs) == []
+        assert "is not writable" in notes[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img.nii.gz"]
 
 
