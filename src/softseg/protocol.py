@@ -75,6 +75,11 @@ def ground_truth(subject: Any, data: Any, method: str) -> np.ndarray:
                 f"subject {subject.name!r} has no truth_soft.nii.gz; use --ground-truth staple "
                 "(or average/majority) to compare against the raters")
         vol = load_volume(path, label=True)
+        image_shape = tuple(data.geometry.from_display(data.images[0]).shape)
+        if tuple(vol.shape) != image_shape:
+            raise InputError(
+                f"subject {subject.name!r}: {path.name} has shape {tuple(vol.shape)} but the image "
+                f"has shape {image_shape}; the reference must cover the image's voxels")
         return np.asarray(data.geometry.to_display(vol.array), dtype=np.float32)
     if data.raters.shape[0] == 0:
         raise InputError(f"subject {subject.name!r} has no rater files to build a reference from")

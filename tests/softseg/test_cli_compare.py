@@ -142,3 +142,23 @@ def test_repeats_message_names_the_minimum(dataset, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "--repeats 6 or more" in err and "2/2^n" in err and len(err.strip().splitlines()) == 1
+
+
+def test_reference_of_another_shape_is_named(protocol_run, dataset, tmp_path, capsys):
+    import shutil
+
+    import nibabel as nib
+
+    out, _ = protocol_run
+    bad = tmp_path / "ds"
+    shutil.copytree(dataset, bad)
+    truth = bad / "sub-01" / "truth_soft.nii.gz"
+    img = nib.load(truth)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :20], img.affine), truth)
+    models = [str(out / "models" / f"{c}-r0.safetensors") for c in ("conventional", "softseg")]
+    code = main(["compare", *models, "--dataset", str(bad), "--ground-truth", "truth",
+                 "--subjects", "sub-01", "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "shape (24, 20, 8)" in err and "(24, 24, 8)" in err
+    assert not (tmp_path / "r").exists()
