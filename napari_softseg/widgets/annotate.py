@@ -301,7 +301,9 @@ class RaterAutosave(QObject):
             on_error=self.failed.emit,
             on_fallback=self.fell_back.emit,
         )
-        if target.is_fallback:
+        if target.is_fallback and image_path is None:
+            _info_once(str(target.folder), f"{image_name} has no file on disk: autosaving to {target.folder}")
+        elif target.is_fallback:
             _warn_once(str(target.folder), f"{target.problem}; autosaving to {target.folder} instead")
         self.fell_back.connect(lambda msg: _warn_once(msg, msg))
         self.failed.connect(lambda msg: _warn_once(msg, msg))
@@ -370,6 +372,13 @@ def _warn_once(key: str, message: str) -> None:
         return
     _WARNED_FOLDERS.add(key)
     show_warning(message)
+
+
+def _info_once(key: str, message: str) -> None:
+    if key in _WARNED_FOLDERS:
+        return
+    _WARNED_FOLDERS.add(key)
+    show_info(message)
 
 
 # ---------------------------------------------------------------------------------------- level bar
@@ -672,6 +681,13 @@ class AnnotateWidget(Container):
         if layer is None:
             self._level_bar.rebuild(None, PALETTE[0])
             return
+        if layer_scale(layer) is None:
+            # a label map from elsewhere (e.g. a binary rater file): nothing changes until the
+            # rater applies a scale, which makes it a rater layer (colours, keys, autosave)
+            self._level_bar.rebuild(None, PALETTE[0])
+            self._status.value = f"{layer.name} has no confidence scale: choose one and press Apply"
+            self._rater_id.value = str(layer.metadata.get(RATER_KEY, layer.name))
+            return
         self._attach(layer)
         scale = layer_scale(layer)
         self._level_bar.rebuild(scale, _rater_hue(layer))
@@ -768,6 +784,7 @@ class AnnotateWidget(Container):
                 "levels; erase those voxels first or keep more levels"
             )
         _style_rater_layer(layer, scale)
+        self._attach(layer)
         if layer.selected_label > scale.n_levels:
             layer.selected_label = scale.n_levels
         if layer is self.rater_layer:

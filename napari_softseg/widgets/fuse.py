@@ -115,23 +115,28 @@ class RaterInput:
             return (self.data > 0).astype(np.uint8) if kind == "binary" else self.data.astype(np.float32, copy=False)
         if self.data.dtype.kind not in "iub":
             raise InputError(f"layer {self.name!r}: dtype {self.data.dtype} is not a label map")
-        used = np.flatnonzero(np.bincount(self.data.ravel().astype(np.intp, copy=False))) if self.data.size else np.zeros(1, int)
-        if used.min(initial=0) < 0:
-            raise InputError(f"layer {self.name!r} has negative labels")
+        if self.data.dtype.kind == "b":
+            return self.data.astype(np.uint8)
+        lo = int(self.data.min()) if self.data.size else 0
+        top = int(self.data.max()) if self.data.size else 0
+        if lo < 0:
+            raise InputError(f"layer {self.name!r} has negative labels (min {lo})")
         if self.scale is None:
-            if used.max(initial=0) > 1:
+            if top > 1:
                 raise InputError(
-                    f"layer {self.name!r} holds levels up to {int(used.max())} but has no confidence scale; "
+                    f"layer {self.name!r} holds levels up to {top} but has no confidence scale; "
                     "pick it in the Soft annotation widget to give it one"
                 )
-            return (self.data > 0).astype(np.uint8)
-        try:
-            lut = self.scale.lut
-            if used.max(initial=0) < lut.size and np.all(lut[used[used > 0]] == 1.0):
-                return (self.data > 0).astype(np.uint8)  # only full-confidence levels: binary
-            return self.scale.to_soft(self.data)
-        except InputError as exc:
-            raise InputError(f"layer {self.name!r}: {exc}") from None
+            return self.data  # already 0/1: no copy
+        if top > self.scale.n_levels:
+            raise InputError(
+                f"layer {self.name!r} holds level {top} but its confidence scale has levels "
+                f"0..{self.scale.n_levels}"
+            )
+        # only the full-confidence level (value 1) used: a binary map
+        if top == 0 or (self.scale.value_of(top) == 1.0 and not np.any((self.data > 0) & (self.data < top))):
+            return (self.data > 0).astype(np.uint8) if top > 1 else self.data
+        return self.scale.to_soft(self.data)
 
 
 class SoftRatersError(InputError):
@@ -284,9 +289,10 @@ def iter_fusion(
         reference = "STAPLE estimates" + (" inside the region" if roi is not None else "")
     else:
         ref = fused if kind == "binary" else metrics.binarize(fused, 0.5)
-        ref_in = ref[roi] if roi is not None else ref
-        sens = np.array([metrics.recall(r[roi] if roi is not None else r, ref_in) for r in stack])
-        spec = np.array([metrics.specificity(r[roi] if roi is not None else r, ref_in) for r in stack])
+        box = _box_of(roi)  # default_roi is a box: slice views instead of boolean-mask copies
+        ref_in = ref[box]
+        sens = np.array([metrics.recall(r[box], ref_in) for r in stack])
+        spec = np.array([metrics.specificity(r[box], ref_in) for r in stack])
         reference = "vs fused map >= 0.5" + (" inside the region" if roi is not None else "")
     yield 1.0, "done"
     return FusionOutput(
@@ -304,6 +310,18 @@ def iter_fusion(
         seconds=time.perf_counter() - t0,
         extra={"roi_voxels": int(roi.sum()) if roi is not None else int(stack[0].size)},
     )
+
+
+def _box_of(roi: np.ndarray | None) -> tuple[slice, ...]:
+    """Slices of the bounding box of a region (everything when None); exact for a box region."""
+    if roi is None:
+        return (slice(None),) * 3
+    box = []
+    for axis in range(roi.ndim):
+        flags = np.any(roi, axis=tuple(a for a in range(roi.ndim) if a != axis))
+        idx = np.flatnonzero(flags)
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0))
+    return tuple(box)
 
 
 class FuseWidget(Container):

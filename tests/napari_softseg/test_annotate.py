@@ -335,3 +335,18 @@ def test_unwritable_recovery_folder_warns_once_and_saves_to_fallback(
         np.testing.assert_array_equal(load_snapshot(rec, geometry=DisplayGeometry.from_metadata(a.metadata)), a.data)
     finally:
         widget.close_autosave()
+
+
+def test_foreign_label_layer_becomes_a_rater_layer_only_when_a_scale_is_applied(setup):
+    viewer, widget = setup
+    image = viewer.layers["image"]
+    binary = np.zeros(image.data.shape, np.uint8)
+    binary[5:8, 10:20, 10:20] = 1
+    foreign = viewer.add_labels(binary, name="rater-x", metadata={"softseg_rater": "x"})
+    widget._layer.value = foreign
+    assert widget.autosave_for(foreign) is None and "softseg_confidence" not in foreign.metadata
+    assert "no confidence scale" in widget._status.value
+    widget.set_scale(ConfidenceScale.binary())
+    assert widget.autosave_for(foreign) is not None
+    assert ConfidenceScale.from_dict(foreign.metadata["softseg_confidence"]) == ConfidenceScale.binary()
+    np.testing.assert_array_equal(foreign.data, binary)
