@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleRangeSlider, QLabeledDoubleSlider
 
-from softseg import compare
+from softseg import compare, metrics
 from softseg.errors import InputError
 
 if TYPE_CHECKING:
@@ -281,15 +281,35 @@ class ThresholdWidget(QWidget):
         overlay.editable = False
         buffer = overlay.data  # napari keeps the uint8 array: rewrite it in place
         spacing = tuple(float(s) for s in layer.scale[-data.ndim:])
-        soft = float(data.sum(dtype=np.float64)) * compare.voxel_volume_ml(spacing)
+        soft = metrics.volume(data, spacing=spacing) / 1000.0
+        layer.events.data.connect(self._on_source_data)
         self._refresh_layer_choices()
         return _Entry(layer=layer, data=data, overlay=overlay, buffer=buffer,
                       soft_volume_ml=soft, optimum=layer_threshold(layer), spacing=spacing)
 
     def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
-        if entry is not None and entry.overlay in self.viewer.layers:
+        if entry is None:
+            return
+        entry.layer.events.data.disconnect(self._on_source_data)
+        if entry.overlay in self.viewer.layers:
             self.viewer.layers.remove(entry.overlay)
+
+    def _on_source_data(self, event) -> None:
+        """A selected prediction layer got new data: rebuild its overlay and numbers."""
+        for name, entry in list(self._entries.items()):
+            if entry.layer is not event.source:
+                continue
+            self._drop(name)
+            try:
+                self._entries[name] = self._make_entry(entry.layer)
+            except InputError as exc:
+                self.status.setText(str(exc))
+                self.select_layers([n for n in self.selected_names() if n != name])
+                return
+        self._on_reference()
+        self._on_style(self.style_combo.currentText())
+        self._on_threshold()
 
     # ------------------------------------------------------------------ reference
     def reference_data(self) -> np.ndarray | None:

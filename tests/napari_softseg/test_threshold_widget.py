@@ -107,6 +107,12 @@ def test_range_mode_shows_only_the_band(setup, arrays):
     assert band.any() and not overlay[soft >= 0.6].any() and not overlay[soft < 0.3].any()
     qtbot.waitUntil(lambda: widget.last_readouts.get("soft", {}).get("binary_volume_ml")
                     == pytest.approx(band.sum() * 2e-3), timeout=3000)
+    # new data in the prediction layer: the overlay and the soft volume follow
+    viewer.layers["soft"].data = arrays["sharp"]
+    band = (arrays["sharp"] >= np.float32(0.3)) & (arrays["sharp"] < np.float32(0.6))
+    np.testing.assert_array_equal(_overlay(viewer, "soft").data.astype(bool), band)
+    assert widget._entries["soft"].soft_volume_ml == pytest.approx(
+        arrays["sharp"].sum(dtype=np.float64) * 2e-3)
 
 
 def test_one_slider_drives_all_or_each_at_its_optimum(setup, arrays):
