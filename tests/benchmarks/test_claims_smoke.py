@@ -1,0 +1,112 @@
+"""Fast checks of benchmarks/softseg_claims.py (the full run takes most of an hour).
+
+The tables are checked against scipy's Wilcoxon test and hand-computed means, the claim
+judgements against hand-made tables whose verdict is known, and the model-file header guard
+against a valid safetensors header that the loader must accept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "softseg_claims.py"
+
+
+@pytest.fixture(scope="module")
+def claims():
+    spec = importlib.util.spec_from_file_location("softseg_claims", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def _rows(values: dict[str, list[float]], metric: str = "ece") -> dict[str, list[dict]]:
+    return {c: [{metric: v, "dice": 0.8} for v in vs] for c, vs in values.items()}
+
+
+def test_table_means_and_wilcoxon_match_scipy(claims):
+    soft = [0.01, 0.02, 0.015, 0.03, 0.012, 0.018]
+    conv = [0.05, 0.04, 0.06, 0.055, 0.07, 0.045]
+    tab = claims.table(_rows({"softseg": soft, "conventional": conv}), "softseg")
+    entry = tab["candidates"]["conventional"]
+    assert tab["n_repeats"] == 6
+    assert entry["mean"]["ece"] == pytest.approx(np.mean(conv))
+    assert entry["std"]["ece"] == pytest.approx(np.std(conv, ddof=1))
+    assert entry["p"]["ece"] == pytest.approx(wilcoxon(conv, soft).pvalue)
+    # six pairs, all of one sign: the exact two-sided p-value is 2 / 2**6
+    assert entry["p"]["ece"] == pytest.approx(2 / 2**6)
+    assert math.isnan(tab["candidates"]["softseg"]["p"].get("ece", math.nan))
+
+
+def test_table_renames_fusion_candidates(claims):
+    tab = claims.table(_rows({"conventional:staple": [0.1, 0.2], "softseg": [0.1, 0.1]}),
+                       "conventional:staple", claims.FUSION_ALIAS)
+    assert set(tab["candidates"]) == {"conventional:staple", "softseg:average"}
+
+
+def _ablation(ece_soft: float, ece_conv: float, p_ece: float) -> dict:
+    base = {"dice": 0.8, "ece": 0.02, "soft_rvd": 0.0, "entropy_error": 10.0, "ltpr": 0.5,
+            "lfdr": 0.2, "lesion_tpr": 0.5, "soft_fraction": 0.5, "ece_roi": 0.1,
+            "ece_staple": 0.1, "truth_soft_fraction": 0.7}
+    cands = {}
+    for name in ("softseg", "conventional", "soft-relu-dice", "soft-sig-bce"):
+        mean = dict(base)
+        cands[name] = {"mean": mean, "std": {}, "p": {}}
+    cands["softseg"]["mean"]["ece"] = ece_soft
+    cands["conventional"]["mean"]["ece"] = ece_conv
+    cands["conventional"]["p"]["ece"] = p_ece
+    # Bertels: Dice-trained candidates over-segment the soft volume, CE / regression do not
+    cands["conventional"]["mean"]["soft_rvd"] = -0.30
+    cands["soft-relu-dice"]["mean"]["soft_rvd"] = -0.20
+    cands["softseg"]["mean"]["soft_rvd"] = 0.05
+    cands["soft-sig-bce"]["mean"]["soft_rvd"] = -0.02
+    cands["conventional"]["mean"]["soft_fraction"] = 0.05
+    return {"reference": "softseg", "n_repeats": 6, "candidates": cands}
+
+
+def test_judge_calibration_and_volume_verdicts(claims):
+    held = {c["claim"]: c for c in claims.judge(_ablation(0.01, 0.05, 0.03), {})}
+    cal = next(c for k, c in held.items() if k.startswith("SoftSeg is better calibrated"))
+    vol = next(c for k, c in held.items() if k.startswith("Soft volume"))
+    soft = next(c for k, c in held.items() if k.startswith("Conventional outputs"))
+    assert cal["held"] and cal["direction_held"]
+    assert vol["held"]
+    assert soft["held"]
+    # lower ECE but not significant: the direction holds, the claim does not
+    cal = claims.judge(_ablation(0.01, 0.05, 0.2), {})[0]
+    assert cal["direction_held"] and not cal["held"]
+    # reversed: neither
+    cal = claims.judge(_ablation(0.06, 0.05, 0.03), {})[0]
+    assert not cal["direction_held"] and not cal["held"]
+
+
+def test_modelfile_guard_reads_valid_header_with_0x80_length(claims, tmp_path, monkeypatch):
+    from softseg import modelfile
+
+    # the guard may replace the reader: restore the installed one after this test
+    monkeypatch.setattr(modelfile, "_read_header", modelfile._read_header)
+    claims.modelfile_header_guard()
+    raw = json.dumps({"__metadata__": {"pad": "x" * 100}}).encode()
+    raw = json.dumps({"__metadata__": {"pad": "x" * (100 + (0x80 - len(raw)) % 256)}}).encode()
+    assert len(raw) % 256 == 0x80
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    assert modelfile._read_header(path)["__metadata__"]["pad"].startswith("x")
+    # a real pickle is still refused
+    pickled = tmp_path / "p.safetensors"
+    pickled.write_bytes(b"\x80\x04\x95" + b"\x00" * 30)
+    with pytest.raises(ValueError, match="pickle"):
+        modelfile._read_header(pickled)
