@@ -210,13 +210,22 @@ class CompareWidget(QWidget):
         rater_names = self._selected(self.rater_list)
         raters = None
         if rater_names:
-            arrays = [np.asarray(self.viewer.layers[n].data) for n in rater_names]
-            for n, a in zip(rater_names, arrays):
+            from softseg.confidence import METADATA_KEY, ConfidenceScale, label_to_soft
+
+            soft_raters = []
+            for n in rater_names:
+                layer = self.viewer.layers[n]
+                a = np.asarray(layer.data)
                 if a.shape != reference.shape:
                     raise InputError(f"rater {n!r} has shape {a.shape} but reference "
                                      f"{ref_name!r} has shape {reference.shape}")
-            raters = np.stack([(a > 0).astype(np.float32) if a.dtype.kind in "iub"
-                               else a.astype(np.float32) for a in arrays])
+                meta = (layer.metadata or {}).get(METADATA_KEY)
+                scale = ConfidenceScale.from_dict(meta) if isinstance(meta, dict) else None
+                try:  # binary, soft, or confidence levels through the rater's own scale
+                    soft_raters.append(label_to_soft(a, scale=scale))
+                except InputError as exc:
+                    raise InputError(f"rater {n!r}: {exc}") from None
+            raters = np.stack(soft_raters)
         layer = self.viewer.layers[preds[0]]
         spacing = tuple(float(s) for s in layer.scale[-reference.ndim:])
         return {"predictions": predictions, "reference": reference, "raters": raters,
