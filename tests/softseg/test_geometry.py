@@ -248,4 +248,6 @@ if given is not None:
         arr = np.random.default_rng(0).random(shape).astype(np.float32)
         assert geom.from_display(geom.to_display(arr)).tobytes() == arr.tobytes()
         assert nib.aff2axcodes(_display_affine(geom)) == ("S", "P", "L")
-        assert np.allclose(geom.scale, np.linalg.norm(_display_affine(geom)[:3, :3], axis=0), rtol=1e-6)
+        # scale sits on a 2**-20 mm grid (geometry._dyadic), so compare to that resolution
+        voxel_sizes = np.linalg.norm(_display_affine(geom)[:3, :3], axis=0)
+        assert np.allclose(geom.scale, voxel_sizes, rtol=0, atol=2.0**-20)
