@@ -41,7 +41,7 @@ from napari.utils.notifications import (
     show_warning,
 )
 from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtWidgets import QButtonGroup, QFileDialog, QHBoxLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QButtonGroup, QFileDialog, QHBoxLayout, QPushButton, QSizePolicy, QWidget
 
 from softseg import __version__
 from softseg.autosave import (
@@ -395,10 +395,13 @@ class _LevelBar(QWidget):
         self._group.setExclusive(True)
         self._group.idClicked.connect(self._on_pick)
         self.buttons: list[QPushButton] = []
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
     def rebuild(self, scale: ConfidenceScale | None, hue: Sequence[float]) -> None:
         for b in self.buttons:
             self._group.removeButton(b)
+            self._layout.removeWidget(b)
+            b.setParent(None)  # gone now, not at the next turn of the event loop
             b.deleteLater()
         self.buttons = []
         if scale is None:

@@ -48,7 +48,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels, Layer
 from napari.qt.threading import thread_worker
-from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 
 from softseg import __version__, fusion, metrics
@@ -85,6 +85,16 @@ ROI_WHOLE = "whole volume"
 ROI_MODES = (ROI_AROUND, ROI_WHOLE)
 _FUSED_HUE = (0.15, 0.95, 0.35)
 _LN2 = float(np.log(2.0))
+def _entropy_colormap() -> Colormap:
+    """inferno, fading to transparent at 0 so full agreement leaves the image visible."""
+    from matplotlib import colormaps
+
+    t = np.linspace(0.0, 1.0, 64)
+    rgba = colormaps["inferno"](0.15 + 0.85 * t)
+    rgba[:, 3] = np.clip(t / 0.15, 0.0, 1.0)
+    return Colormap(colors=rgba, controls=t, name="softseg-disagreement", display_name="disagreement")
+
+
 _FUSED_LABELS = DirectLabelColormap(
     color_dict={None: np.zeros(4), 0: np.zeros(4), 1: np.array([*_FUSED_HUE, 1.0])}
 )
@@ -281,7 +291,8 @@ def iter_fusion(
         result = fusion.staple(stack, roi=roi, soft=method == "soft STAPLE")
         fused = result.probability.astype(np.float32) if method == "soft STAPLE" else result.binary()
     yield 0.7, "disagreement"
-    dis = fusion.disagreement(stack)
+    # fusion.disagreement is the entropy of the rater average: reuse the average when we have it
+    dis = metrics.entropy(fused) if method == "average" else fusion.disagreement(stack)
     yield 0.8, "rater statistics"
     pair = metrics.pairwise_dice(stack)
     if result is not None:
@@ -500,14 +511,15 @@ class FuseWidget(Container):
     def _on_result(self, out: FusionOutput) -> None:
         self.last_output = out
         geom = self._geometry
-        self._set_layer(
-            "fused",
-            f"fused ({out.method})",
-            out.fused,
+        # bottom to top: disagreement, STAPLE probability, fused map
+        dis = self._set_layer(
+            "disagreement",
+            "disagreement (entropy)",
+            out.disagreement.astype(np.float32),
             geom,
-            kind="labels" if out.fused_kind == "binary" else "soft",
-            style={"colormap": _FUSED_LABELS, "opacity": 0.8} if out.fused_kind == "binary" else {"colormap": soft_colormap(_FUSED_HUE, "softseg-fused"), "blending": "translucent", "opacity": 0.9},
-            meta={"softseg_fusion": self._provenance(out)},
+            kind="soft",
+            style={"colormap": _entropy_colormap(), "contrast_limits": (0.0, _LN2), "blending": "translucent", "visible": False},
+            meta={},
         )
         if out.staple is not None and out.method == "STAPLE":
             self._set_layer(
@@ -523,15 +535,24 @@ class FuseWidget(Container):
             old = self.result_layers.pop("probability", None)
             if old is not None and old in self.viewer.layers:
                 self.viewer.layers.remove(old)
-        self._set_layer(
-            "disagreement",
-            "disagreement (entropy)",
-            out.disagreement.astype(np.float32),
+        fused = self._set_layer(
+            "fused",
+            f"fused ({out.method})",
+            out.fused,
             geom,
-            kind="soft",
-            style={"colormap": "inferno", "contrast_limits": (0.0, _LN2), "blending": "additive", "visible": False},
-            meta={},
+            kind="labels" if out.fused_kind == "binary" else "soft",
+            style={"colormap": _FUSED_LABELS, "opacity": 0.8} if out.fused_kind == "binary" else {"colormap": soft_colormap(_FUSED_HUE, "softseg-fused"), "blending": "translucent", "opacity": 0.9},
+            meta={"softseg_fusion": self._provenance(out)},
         )
+        # legends: a colour bar on the soft maps (0..1, and 0..ln 2 for the entropy)
+        for layer in (fused, dis, self.result_layers.get("probability")):
+            if layer is not None and hasattr(layer, "colorbar"):
+                layer.colorbar.visible = True
+        # keep the fused map on top of the other results
+        for key in ("disagreement", "probability", "fused"):
+            layer = self.result_layers.get(key)
+            if layer is not None:
+                self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
         self._fill_table(out)
         self._progress.value = 100
         self._progress.visible = False

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QPushButton
 
 from softseg.autosave import list_recoveries, load_snapshot
 from softseg.confidence import ConfidenceScale
@@ -28,9 +28,13 @@ def recovery_root(tmp_path, monkeypatch):
     return root
 
 
+@pytest.fixture(scope="module")
+def ph():
+    return phantom(SHAPE, n_raters=2, seed=1)
+
+
 @pytest.fixture
-def image_file(tmp_path):
-    ph = phantom(SHAPE, n_raters=2, seed=1)
+def image_file(tmp_path, ph):
     path = tmp_path / "sub-01" / "image.nii.gz"
     path.parent.mkdir()
     save_volume(path, ph.image, affine=ph.affine)
@@ -295,6 +299,8 @@ def test_scale_editor_levels_and_refusals(setup):
     scale = widget.apply_scale()
     np.testing.assert_allclose(scale.values, [0.2, 0.4, 0.6, 0.8, 1.0])
     assert len(widget._level_bar.buttons) == 6  # eraser + 5 levels
+    shown = widget._level_bar.findChildren(QPushButton)
+    assert len(shown) == 6 and [b.text().split()[0] for b in shown] == ["0", "1", "2", "3", "4", "5"]
     assert layer.features["soft value"].tolist() == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     layer.paint(_centre(layer), 5)
     widget._n_levels.value = 3

@@ -16,11 +16,16 @@ from napari_softseg.widgets.fuse import FuseWidget
 SHAPE = (36, 40, 16)  # phantom grid, file order
 
 
+@pytest.fixture(scope="module")
+def phantom_tuples():
+    return phantom_layers(SHAPE, n_raters=4, seed=3)
+
+
 @pytest.fixture
-def setup(make_napari_viewer, qtbot):
+def setup(make_napari_viewer, qtbot, phantom_tuples):
     viewer = make_napari_viewer()
-    for data, kwargs, kind in phantom_layers(SHAPE, n_raters=4, seed=3):
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    for data, kwargs, kind in phantom_tuples:
+        getattr(viewer, f"add_{kind}")(data.copy(), **{**kwargs, "metadata": dict(kwargs["metadata"])})
     widget = FuseWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fuse raters")
     raters = [lyr for lyr in viewer.layers if lyr.name.startswith("rater-")]
