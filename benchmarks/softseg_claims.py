@@ -386,13 +386,16 @@ def table(rows, reference: str, names: dict[str, str] | None = None) -> dict[str
                 entry["p"][m] = p
         entry["values"] = {m: [r.get(m) for r in rs] for m in
                            ("dice", "ece", "ece_staple", "ece_roi", "soft_rvd", "rvd", "mse",
-                            "soft_fraction", "entropy_error", "lesion_tpr")}
+                            "soft_fraction", "entropy_error", "lesion_tpr", "background_p")}
         out["candidates"][names.get(cand, cand)] = entry
         out["n_repeats"] = len(rs)
     return out
 
 
 # ------------------------------------------------------------------------------ extra pass
+EXTRA_VERSION = 2
+
+
 def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> None:
     """Re-predict each unit's test subjects and add the metrics the engine's table lacks.
 
@@ -426,7 +429,7 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
 
     def key(uid: str) -> str:  # a retrained model (same unit, new file) is evaluated again
         st = (Path(units[uid]["folder"]) / units[uid]["model"]).stat()
-        return f"{uid}@{st.st_size}:{st.st_mtime_ns}"
+        return f"v{EXTRA_VERSION}:{uid}@{st.st_size}:{st.st_mtime_ns}"
 
     todo = [u for u in units if key(u) not in cache]
     for i, uid in enumerate(sorted(todo, key=lambda u: (int(u.rsplit("/r", 1)[1]), u))):
@@ -460,6 +463,8 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
                 "lesion_tpr": float(np.mean(hit)) if hit else math.nan,
                 "soft_volume_ratio": float(pred.sum(dtype=np.float64)
                                            / truth.sum(dtype=np.float64)),
+                # mean prediction far from the structure (outside the ROI): 0 when converged
+                "background_p": float(pred[~roi].mean(dtype=np.float64)),
             }
         cache[key(uid)] = res
         tmp = cache_path.with_suffix(".tmp")
@@ -703,6 +708,7 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
                 "lesion_tpr": "share of the phantom's small lesions (lesions.nii.gz) with >= 3 "
                               "voxels of the binarised prediction",
                 "soft_volume_ratio": "sum(p) / sum(truth)",
+                "background_p": "mean p outside that ROI (far background; 0 when converged)",
             },
         },
         "ablation": abl,
@@ -729,7 +735,8 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
 
 CSV_METRICS = ("dice", "precision", "recall", "rvd", "soft_rvd", "mse", "ece", "ece_roi",
                "ece_staple", "soft_calibration_gap", "brier", "entropy_error", "ltpr", "lfdr",
-               "lesion_tpr", "soft_fraction", "soft_volume_ratio", "threshold", "train_seconds")
+               "lesion_tpr", "soft_fraction", "soft_volume_ratio", "background_p", "threshold",
+               "train_seconds")
 
 
 def write_csv(path: Path, abl, fus) -> None:
@@ -770,7 +777,7 @@ MD_COLUMNS = (("dice", "Dice %", 100, 1), ("ece", "ECE %", 100, 2), ("ece_roi", 
               ("brier", "Brier ×1e-4", 1e4, 0), ("rvd", "RVD %", 100, 1),
               ("soft_rvd", "soft RVD %", 100, 1), ("lesion_tpr", "lesions found %", 100, 0),
               ("lfdr", "LFDR %", 100, 1), ("entropy_error", "ΔH (abs) nats", 1, 0),
-              ("soft_fraction", "soft share %", 100, 0))
+              ("soft_fraction", "soft share %", 100, 0), ("background_p", "background p", 1, 3))
 
 
 def markdown_tables(result: dict[str, Any]) -> str:
