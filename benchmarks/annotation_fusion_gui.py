@@ -16,8 +16,11 @@ viewer (under Xvfb when there is no display):
   (:func:`napari_softseg.widgets.fuse.run_fusion`) in the main thread without the viewer.
 
 Run: ``xvfb-run -a .venv/bin/python benchmarks/annotation_fusion_gui.py``; writes
-``benchmarks/results/annotation_fusion_gui.json``. The machine is shared (2 cores), so every
-figure is a median over repeats and the references come from the same run.
+``benchmarks/results/annotation_fusion_gui.json``. The machine is shared (2 cores, often a load
+average near 10), so every figure is a median over repeats, the references come from the same
+run, the load average is recorded, and the CPU time of this process (``time.process_time``,
+all threads) is reported next to the wall time: on a busy machine it is the better estimate of
+what the same click costs on an idle workstation.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ def _process(app, seconds: float = 0.0) -> None:
 
 
 def bench_autosave(app, viewer, folder: Path) -> dict:
-    from softseg.geometry import DisplayGeometry
     from softseg.io import save_volume
 
     from napari_softseg.widgets.annotate import AnnotateWidget
@@ -122,6 +124,8 @@ def bench_autosave(app, viewer, folder: Path) -> dict:
 
 
 def bench_fusion(app, viewer) -> dict:
+    from qtpy.QtCore import QEventLoop
+
     from napari_softseg._sample_data import phantom_layers
     from napari_softseg.widgets.fuse import FuseWidget, collect_raters, run_fusion
 
@@ -137,32 +141,41 @@ def bench_fusion(app, viewer) -> dict:
     out = {"phantom_generation_s": phantom_s, "raters": len(raters), "display_shape": list(raters[0].data.shape)}
     for method in ("average", "STAPLE"):
         widget.method = method
-        clicks, internal, engine = [], [], []
+        clicks, internal, engine, in_worker, click_cpu, engine_cpu = [], [], [], [], [], []
         for _ in range(N_FUSION_REPEATS):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             widget._run.native.click()  # the button, as a person presses it
-            while widget.busy:
-                app.processEvents()
-                time.sleep(0.001)
+            # wait in a real (idle) Qt event loop, as napari does, not in a busy polling loop
+            loop = QEventLoop()
+            widget.worker.finished.connect(loop.quit)
+            if widget.busy:
+                loop.exec()
             _process(app)  # draw the new layers
             viewer.window._qt_viewer.canvas.native.repaint()
             app.processEvents()
             clicks.append(time.perf_counter() - t0)
+            click_cpu.append(time.process_time() - c0)
             internal.append(widget.click_to_layers_s)
+            in_worker.append(widget.last_output.seconds)
             assert widget.last_output is not None and widget.last_output.method == method, widget._message.value
             # reference: the engine calls alone, main thread, no viewer work
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run_fusion(collect_raters(raters), method=method)
             engine.append(time.perf_counter() - t0)
+            engine_cpu.append(time.process_time() - c0)
         click = statistics.median(clicks)
         out[method] = {
             "click_to_layers_shown_s_median": click,
             "click_to_layers_shown_s_max": max(clicks),
             "widget_click_to_result_handler_s_median": statistics.median(internal),
+            "engine_inside_worker_s_median": statistics.median(in_worker),
             "reference_engine_only_s_median": statistics.median(engine),
             "ratio_click_to_engine": click / statistics.median(engine),
+            "click_to_layers_shown_cpu_s_median": statistics.median(click_cpu),
+            "reference_engine_only_cpu_s_median": statistics.median(engine_cpu),
             "target_s": FUSION_TARGET_S,
             "meets_target": max(clicks) <= FUSION_TARGET_S,
+            "meets_target_in_cpu_time": statistics.median(click_cpu) <= FUSION_TARGET_S,
         }
     return out
 
@@ -209,8 +222,9 @@ def main() -> int:
         m = f[method]
         print(
             f"fusion {method}: click to layers shown median {m['click_to_layers_shown_s_median']:.2f} s, max "
-            f"{m['click_to_layers_shown_s_max']:.2f} s (target <= {FUSION_TARGET_S} s; engine alone "
-            f"{m['reference_engine_only_s_median']:.2f} s)"
+            f"{m['click_to_layers_shown_s_max']:.2f} s, CPU {m['click_to_layers_shown_cpu_s_median']:.2f} s "
+            f"(target <= {FUSION_TARGET_S} s; engine alone {m['reference_engine_only_s_median']:.2f} s, "
+            f"CPU {m['reference_engine_only_cpu_s_median']:.2f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
         )
     print(f"wrote {out}")
     return 0

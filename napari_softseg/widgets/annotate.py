@@ -62,7 +62,6 @@ from softseg.confidence import (
     detect_label_kind,
 )
 from softseg.errors import InputError
-from softseg.geometry import METADATA_KEY as GEOMETRY_KEY
 from softseg.geometry import DisplayGeometry, display_geometry, save_display_array
 from softseg.io import load_volume, read_sidecar
 

@@ -56,7 +56,7 @@ from softseg.confidence import ConfidenceScale, detect_label_kind
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, save_display_array
 
-from napari_softseg._layers import KIND_KEY, RATER_KEY, add_volume_layer
+from napari_softseg._layers import KIND_KEY, add_volume_layer
 from napari_softseg.widgets.annotate import geometry_of, is_rater_layer, layer_scale, soft_colormap
 
 __all__ = [
@@ -188,8 +188,8 @@ def collect_raters(layers: Sequence[Layer]) -> list[RaterInput]:
         )
     first = layers[0]
     for lyr in layers:
-        if not is_rater_layer(lyr) and not isinstance(lyr, (Labels, Image)):
-            raise InputError(f"layer {lyr.name!r} is not a rater map (Labels or soft Image)")
+        if not (isinstance(lyr, Labels) or is_rater_layer(lyr) or isinstance(lyr, Image)):
+            raise InputError(f"layer {lyr.name!r} is not a rater map (a Labels layer or a soft Image layer)")
         if tuple(np.shape(lyr.data)) != tuple(np.shape(first.data)):
             raise InputError(
                 f"rater layer {lyr.name!r} has shape {tuple(np.shape(lyr.data))} but {first.name!r} has "
