@@ -27,6 +27,7 @@ All math is :mod:`softseg.fusion` and :mod:`softseg.metrics`; this module only m
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ ROI_WHOLE = "whole volume"
 ROI_MODES = (ROI_AROUND, ROI_WHOLE)
 _FUSED_HUE = (0.15, 0.95, 0.35)
 _LN2 = float(np.log(2.0))
+@functools.lru_cache(maxsize=1)
 def _entropy_colormap() -> Colormap:
     """inferno, fading to transparent at 0 so full agreement leaves the image visible."""
     from matplotlib import colormaps

@@ -252,7 +252,14 @@ def test_crash_mid_save_keeps_previous_snapshot_and_restore_brings_strokes_back(
     try:
         assert not widget2._restore_btn.native.isHidden()  # offered as soon as the image is there
         assert "alice" in widget2._restore_btn.text
-        (restored,) = widget2.restore()
+        # ... and by a notification whose "Restore" button restores the strokes
+        from napari.utils.notifications import notification_manager
+
+        offer = [n for n in notification_manager.records if "Unsaved rater work found" in str(n.message)][-1]
+        (label, action), = offer.actions
+        assert label == "Restore" and "alice" in offer.message
+        action(None)  # what the notification's button does
+        restored = viewer2.layers["alice"]
         assert restored.name == "alice"
         np.testing.assert_array_equal(restored.data, saved)
         assert ConfidenceScale.from_dict(restored.metadata["softseg_confidence"]) == ConfidenceScale.default()
