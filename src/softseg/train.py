@@ -83,6 +83,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PreparedData",
+    "THRESHOLDS",
     "TrainConfig",
     "Trainer",
     "checkpoint_path",
@@ -609,7 +610,7 @@ class Trainer:
     def _loop(self) -> Iterator[ev.Event]:
         cfg, main = self.config, self.dist.main
         epochs = cfg.optim.epochs
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
         steps_done = 0
         reason = "completed"
         while self.epoch <= epochs:
@@ -766,7 +767,8 @@ class Trainer:
         """Write the model file (best weights) and remove the checkpoint."""
         from softseg.modelfile import save_model
 
-        path = save_model(self.out, self.net, self.metadata(threshold, sweep), overwrite=self.overwrite)
+        meta = _finite(self.metadata(threshold, sweep))
+        path = save_model(self.out, self.net, meta, overwrite=self.overwrite)
         if self.ckpt.exists():
             self.ckpt.unlink()
         return path
@@ -810,7 +812,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "split": self.prepared.split.as_dict(),
             "preprocessing": self.prepared.preprocessing.as_dict(),
-            "elapsed_s": self.elapsed_before,
+            "elapsed_s": self.elapsed_before + time.perf_counter() - getattr(self, "_t0", time.perf_counter()),
         }
         text = json.dumps(doc, default=_json_default)
         with atomic_path(self.ckpt, overwrite=True) as tmp:
@@ -884,6 +886,17 @@ class Trainer:
                 f"{self.ckpt}: --resume with different settings ({'; '.join(diffs)}); "
                 "use the original settings or start over with --overwrite"
             )
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/Inf floats (e.g. a diverged validation loss in the history) by None: strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _backend() -> str | None:
