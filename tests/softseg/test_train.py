@@ -218,3 +218,14 @@ def test_unknown_candidate_lists_names(dataset, tmp_path):
     with pytest.raises(InputError, match="softseg"):
         list(train(dataset, _config(candidate="nope"), out=tmp_path / "m.safetensors"))
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_event_lines_are_strict_json_and_tolerant_to_read():
+    line = ev.to_json(ev.StepEvent(epoch=1, epochs=2, step=1, steps=4, loss=float("nan"), eta_s=None))
+    assert line == '{"type": "step", "epoch": 1, "epochs": 2, "step": 1, "steps": 4, "loss": null, "eta_s": null}'
+    assert ev.from_json("some library warning") is None
+    assert ev.from_json('{"type": "future-kind", "x": 1}') is None
+    newer = ev.from_json('{"type": "lr", "epoch": 3, "lr": 0.1, "added_later": true}')
+    assert newer == ev.LrEvent(epoch=3, lr=0.1)
+    with pytest.raises(ValueError, match="bad 'lr' event"):
+        ev.from_dict({"type": "lr", "epoch": 3})
