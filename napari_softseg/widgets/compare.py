@@ -14,6 +14,7 @@ canvases and a superqt slider; no metric is computed here.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,13 @@ _GRID_KEY = "softseg_compare_grid"
 _VALUE_ROLE = Qt.ItemDataRole.UserRole
 
 
+@dataclass(frozen=True)
+class _BadInput:
+    """What the worker returns when the input was refused (shown, not raised)."""
+
+    message: str
+
+
 class _NumericItem(QTableWidgetItem):
     """A table cell that sorts by its stored value (NaN last), not by its text."""
 
@@ -81,6 +89,7 @@ class CompareWidget(QWidget):
         self._grid_overlays: list[tuple[str, Any, np.ndarray]] = []  # (name, Labels, soft data)
         self._hidden: list[Any] = []
         self._canvases: dict[str, Any] = {}
+        self.last_error = ""
 
         self.image_combo = QComboBox()
         self.reference_combo = QComboBox()
@@ -205,27 +214,21 @@ class CompareWidget(QWidget):
                 raise InputError(
                     f"prediction {name!r} has shape {data.shape} but reference {ref_name!r} has "
                     f"shape {reference.shape}; all layers must have the same shape")
-            compare.check_prediction(data, name=name)
+            if data.dtype.kind != "f":  # cheap check here; the value range in the worker
+                compare.check_prediction(data, name=name)
             predictions[name] = data
-        rater_names = self._selected(self.rater_list)
-        raters = None
-        if rater_names:
-            from softseg.confidence import METADATA_KEY, ConfidenceScale, label_to_soft
+        from softseg.confidence import METADATA_KEY, ConfidenceScale
 
-            soft_raters = []
-            for n in rater_names:
-                layer = self.viewer.layers[n]
-                a = np.asarray(layer.data)
-                if a.shape != reference.shape:
-                    raise InputError(f"rater {n!r} has shape {a.shape} but reference "
-                                     f"{ref_name!r} has shape {reference.shape}")
-                meta = (layer.metadata or {}).get(METADATA_KEY)
-                scale = ConfidenceScale.from_dict(meta) if isinstance(meta, dict) else None
-                try:  # binary, soft, or confidence levels through the rater's own scale
-                    soft_raters.append(label_to_soft(a, scale=scale))
-                except InputError as exc:
-                    raise InputError(f"rater {n!r}: {exc}") from None
-            raters = np.stack(soft_raters)
+        raters = []
+        for n in self._selected(self.rater_list):
+            layer = self.viewer.layers[n]
+            a = np.asarray(layer.data)
+            if a.shape != reference.shape:
+                raise InputError(f"rater {n!r} has shape {a.shape} but reference "
+                                 f"{ref_name!r} has shape {reference.shape}")
+            meta = (layer.metadata or {}).get(METADATA_KEY)
+            scale = ConfidenceScale.from_dict(meta) if isinstance(meta, dict) else None
+            raters.append((n, a, scale))
         layer = self.viewer.layers[preds[0]]
         spacing = tuple(float(s) for s in layer.scale[-reference.ndim:])
         return {"predictions": predictions, "reference": reference, "raters": raters,
@@ -240,21 +243,38 @@ class CompareWidget(QWidget):
         if self._worker is not None:
             self._pending = True
             return
+        self.last_error = ""
         try:
             job = self.collect()
         except InputError as exc:
-            self.status.setText(f"<span style='color:#ff8080'>{exc}</span>")
+            self._on_error(exc)
             return
         self.status.setText("computing…")
         self.compare_button.setEnabled(False)
 
         def work():
+            from softseg.confidence import label_to_soft
+
+            raters = None
+            if job["raters"]:
+                soft = []
+                for n, a, scale in job["raters"]:
+                    try:  # binary, soft, or confidence levels through the rater's own scale
+                        soft.append(label_to_soft(a, scale=scale))
+                    except InputError as exc:
+                        raise InputError(f"rater {n!r}: {exc}") from None
+                raters = np.stack(soft)
             return compare.compare_predictions(
                 job["predictions"], job["reference"], thresholds=job["thresholds"],
-                raters=job["raters"], spacing=job["spacing"],
-                reference_name=job["reference_name"])
+                raters=raters, spacing=job["spacing"], reference_name=job["reference_name"])
 
-        worker = create_worker(work)
+        def guarded():
+            try:
+                return work()
+            except InputError as exc:  # bad input is an answer for the user, not a crash
+                return _BadInput(str(exc))  # (a returned exception would be re-raised)
+
+        worker = create_worker(guarded)
         worker.returned.connect(lambda result: self._on_result(result, job))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -269,9 +289,13 @@ class CompareWidget(QWidget):
             self.run()
 
     def _on_error(self, exc: Exception) -> None:
+        self.last_error = str(exc)
         self.status.setText(f"<span style='color:#ff8080'>{exc}</span>")
 
-    def _on_result(self, result: compare.Comparison, job: dict[str, Any]) -> None:
+    def _on_result(self, result: compare.Comparison | _BadInput, job: dict[str, Any]) -> None:
+        if isinstance(result, _BadInput):
+            self._on_error(InputError(result.message))
+            return
         self.comparison = result
         self.thresholds_used = dict(job["thresholds"])
         self._fill_table(result)
