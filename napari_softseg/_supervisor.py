@@ -140,7 +140,7 @@ class TrainingProcess:
     stderr_lines : int
         How many trailing stderr lines to keep.
     nice : int or None
-        Lower the child's scheduling priority by this much (``None``: leave it).
+        Run the child this much below the viewer's own scheduling priority (``None``: same).
     """
 
     def __init__(
@@ -226,11 +226,11 @@ class TrainingProcess:
         )
         _LIVE.add(self)
         if self._nice and sys.platform != "win32":
-            # Right after the fork, before the interpreter starts its threads (they inherit it).
+            # Relative to the viewer: right after the fork, before the child's interpreter starts
+            # its threads (they inherit it).
             try:
-                pid = self._popen.pid
-                os.setpriority(os.PRIO_PROCESS, pid,
-                               max(os.getpriority(os.PRIO_PROCESS, pid), int(self._nice)))
+                own = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, self._popen.pid, min(own + int(self._nice), 19))
             except OSError:
                 pass
         self._stderr_thread = threading.Thread(

@@ -255,13 +255,13 @@ COMPUTE_NICE = 10
 
 
 def _lower_this_thread_priority(nice: int = COMPUTE_NICE) -> None:
-    """Lower the calling thread's priority where that is per-thread (Linux); torch's OpenMP
-    threads started from it inherit the value."""
+    """Lower the calling (new, dedicated) thread's priority by *nice* where priorities are per
+    thread (Linux); torch's OpenMP threads started from it inherit the value."""
     if not sys.platform.startswith("linux"):
         return
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + nice, 19))
     except (OSError, AttributeError):
         pass
 
@@ -349,14 +349,18 @@ class PredictWidget(Container):
                                "layers to compare")
         self.model_info = Label(value="no model chosen", label="")
         self.model_info.native.setWordWrap(True)
+        self._no_widen(self.model_info)
         self.images = Select(choices=self._image_choices, label="Image channels",
                              tooltip="image layer(s) matching the model's input channels, in order")
+        self.images.native.setMaximumHeight(80)
         devices = available_devices()
         self.device = ComboBox(choices=devices, value=devices[0], label="Device")
         self.run_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=100, label="Progress")
         self.status = Label(value="idle", label="Status")
+        self.status.native.setWordWrap(True)
+        self._no_widen(self.status)
         self.extend([self.models, self.model_info, self.images, self.device, self.run_button,
                      self.cancel_button, self.progress, self.status])
         self.models.changed.connect(self._on_models)
@@ -366,6 +370,14 @@ class PredictWidget(Container):
         self.last_layers: list[Any] = []
         self.last_error: str | None = None
         self.reset_choices()
+
+    @staticmethod
+    def _no_widen(label: Label) -> None:
+        """Long text wraps inside the dock instead of widening it."""
+        from qtpy.QtWidgets import QSizePolicy
+
+        label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        label.native.setMinimumWidth(120)
 
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         from napari.layers import Image

@@ -77,6 +77,7 @@ _SOURCE_FOLDER = "Dataset folder"
 #: subject-wise split then keeps 1 of 5 for validation; see softseg.layers_dataset).
 LAYER_SUBJECTS = 5
 _REDRAW_INTERVAL_MS = 400
+_INITIAL_LIMITS = (2.0, 0.0, 1.0)  # curve axes: epochs shown, loss range
 
 
 def available_devices() -> list[str]:
@@ -160,12 +161,6 @@ def _notify_error(message: str) -> None:
     show_error(message)
 
 
-def _notify_info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(message)
-
-
 class _Curves:
     """Training/validation curves on an embedded matplotlib canvas.
 
@@ -211,7 +206,7 @@ class _Curves:
         self.ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="upper right")
         for ax in (self.ax, self.ax_dice):
             ax.tick_params(labelsize=7)
-        self._limits = (2.0, 0.0, 1.0)  # xmax, ymin, ymax
+        self._limits = _INITIAL_LIMITS  # xmax, ymin, ymax
         self._apply_limits()
         self._background = None
         self.canvas.mpl_connect("draw_event", self._on_full_draw)
@@ -232,10 +227,9 @@ class _Curves:
                        self.val_y, self.dice_y):
             values.clear()
         self.max_epochs = None
-        self._limits = (2.0, 0.0, 1.0)
-        self._apply_limits()
-        self._set_data()
-        self.canvas.draw_idle()
+        # No draw here (this runs in the Train click handler): the next timer tick blits the
+        # empty lines, or redraws the axes if a previous run had moved the limits.
+        self._dirty = True
 
     def add(self, event: ev.Event) -> None:
         if isinstance(event, ev.StepEvent) and _finite(event.loss):
@@ -258,6 +252,8 @@ class _Curves:
 
     # -- drawing -------------------------------------------------------------------------------
     def _wanted_limits(self) -> tuple[float, float, float]:
+        if not (self.train_x or self.val_x):
+            return _INITIAL_LIMITS
         xmax, ymin, ymax = self._limits
         xs = self.train_x + self.val_x
         if xs:
@@ -390,12 +386,15 @@ class TrainWidget(Container):
         self.progress = ProgressBar(value=0, min=0, max=1, label="Progress")
         self.status = Label(value="idle", label="Status")
         self.best = Label(value="–", label="Best")
+        for label in (self.status, self.best):  # long messages wrap instead of widening the dock
+            label.native.setWordWrap(True)
         self.predict_button = PushButton(text="Predict on current image", visible=False)
         self.extend([
             self.source, self.images, self.targets, self.dataset, self.candidate,
             self.candidate_info, self.fusion, self.epochs, self.patience, self.batch_size,
-            self.lr, self.crop, self.depth, self.device, self.output, self.resume, self.overwrite, self.train_button,
-            self.cancel_button, self.progress, self.status, self.best,
+            self.lr, self.crop, self.depth, self.device, self.output, self.resume,
+            self.overwrite, self.train_button, self.cancel_button, self.progress, self.status,
+            self.best,
         ])
         self.curves = _Curves()
         self.native.layout().addWidget(self.curves.canvas)
@@ -627,8 +626,8 @@ class TrainWidget(Container):
                 self.status.value = (f"done ({done.reason}) in {elapsed:.0f} s: "
                                      f"{self.model_path.name}{thr}")
                 self.progress.value = self.progress.max
+            # No success toast: its animation costs the event loop more than the status line.
             self.predict_button.visible = bool(self._image_layer_names) or bool(self._viewer.layers)
-            _notify_info(f"Training finished: model written to {self.model_path}")
         elif outcome.cancelled and outcome.error is None and not outcome.killed:
             ckpt = outcome.checkpoint or (done.checkpoint if done else None)
             self.status.value = f"cancelled; checkpoint kept: {ckpt}" if ckpt else "cancelled"

@@ -89,7 +89,8 @@ def test_train_from_layers_then_predict(setup, qtbot, notes):
     assert widget.best.value.startswith("epoch ")
     assert widget.process.returncode == 0 and not is_alive(widget.process.pid)
     assert widget._tmpdir is None  # temporary dataset removed
-    assert any("model written" in n for n in notes)
+    assert widget.status.value.startswith("done (completed)") and "model.safetensors" in widget.status.value
+    assert not any(n.startswith("Training failed") for n in notes)
 
     # "Predict on current image" appears and adds a soft prediction in the image's geometry
     assert not widget.predict_button.native.isHidden()
