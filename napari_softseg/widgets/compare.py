@@ -90,6 +90,9 @@ class CompareWidget(QWidget):
         self._hidden: list[Any] = []
         self._canvases: dict[str, Any] = {}
         self.last_error = ""
+        # A worker may finish after the dock widget was closed: its result is then dropped.
+        self._life = {"alive": True}
+        self.destroyed.connect(lambda *_, life=self._life: life.update(alive=False))
 
         self.image_combo = QComboBox()
         self.reference_combo = QComboBox()
@@ -283,6 +286,8 @@ class CompareWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        if not self._life["alive"]:
+            return
         self.compare_button.setEnabled(True)
         if self._pending:
             self._pending = False
@@ -290,9 +295,13 @@ class CompareWidget(QWidget):
 
     def _on_error(self, exc: Exception) -> None:
         self.last_error = str(exc)
+        if not self._life["alive"]:
+            return
         self.status.setText(f"<span style='color:#ff8080'>{exc}</span>")
 
     def _on_result(self, result: compare.Comparison | _BadInput, job: dict[str, Any]) -> None:
+        if not self._life["alive"]:
+            return
         if isinstance(result, _BadInput):
             self._on_error(InputError(result.message))
             return

@@ -94,6 +94,9 @@ class ThresholdWidget(QWidget):
         self._curve_worker = None
         self.curves_ready = False
         self.last_readouts: dict[str, dict[str, float]] = {}
+        # A worker may finish after the dock widget was closed: its result is then dropped.
+        self._life = {"alive": True}
+        self.destroyed.connect(lambda *_, life=self._life: life.update(alive=False))
 
         self.layer_list = QListWidget()
         self.layer_list.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
@@ -418,16 +421,22 @@ class ThresholdWidget(QWidget):
 
         worker = create_worker(work)
         worker.returned.connect(self._on_curves)
-        worker.errored.connect(lambda exc: self.status.setText(f"curves failed: {exc}"))
+        worker.errored.connect(self._on_curves_error)
         self._curve_worker = worker
         worker.start()
 
     def _on_curves(self, curves: dict[str, dict[str, Any]]) -> None:
+        if not self._life["alive"]:
+            return
         for name, c in curves.items():
             if name in self._entries:
                 self._entries[name].curves = c
         self._draw_plot()
         self.curves_ready = True
+
+    def _on_curves_error(self, exc: Exception) -> None:
+        if self._life["alive"]:
+            self.status.setText(f"curves failed: {exc}")
 
     def _draw_plot(self) -> None:
         ax, ax2 = self._ax, self._ax2
