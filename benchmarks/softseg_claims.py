@@ -98,7 +98,17 @@ class Budget:
     seed: int = 0
     test_fraction: float = 0.2
     val_fraction: float = 0.2
+    candidates: tuple[str, ...] = ALL
     why: str = ""
+
+    def shard_lists(self) -> tuple[tuple[str, ...], ...]:
+        """The candidates of each parallel shard."""
+        if self.candidates == ALL:
+            return SHARDS[self.shards]
+        if self.shards == 1:
+            return (self.candidates,)
+        half = (len(self.candidates) + 1) // 2
+        return (self.candidates[:half], self.candidates[half:])
 
 
 BUDGETS = {
@@ -115,6 +125,15 @@ BUDGETS = {
              "time); 12 epochs without early stopping (the best validation-loss epoch is kept); "
              "batch 8, Adam 1e-3 + cosine annealing, paper augmentation; two single-threaded "
              "shards (two threads per process thrash on a loaded 2-core machine)")),
+    # Convergence check of the cpu budget: the same recipe trained 4x longer, four candidates.
+    "cpu-long": Budget(
+        n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=2, epochs=48,
+        patience=48, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
+        device="cpu", shards=2,
+        candidates=("conventional", "soft-sig-bce", "softseg", "soft-relu-dice"),
+        why=("convergence check of the cpu budget: identical settings but 48 epochs (4x), for "
+             "conventional, soft-sig-bce, softseg and soft-relu-dice, 2 repeats (splits 0 and 1 "
+             "of the cpu run); too few repeats for a Wilcoxon test")),
     # The papers' settings (SoftSeg Table 1 / label-fusion Table 5) for a GPU.
     "paper": Budget(
         n_subjects=20, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=10, epochs=200,
@@ -287,7 +306,7 @@ def run_shards(dataset: Path, work: Path, b: Budget, budget_name: str,
     """Run (or resume) every shard in parallel; returns per-shard exit codes and times."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     procs = []
-    for i, cands in enumerate(SHARDS[b.shards]):
+    for i, cands in enumerate(b.shard_lists()):
         out = work / f"shard-{i}"
         log = open(work / f"shard-{i}.log", "a", encoding="utf-8")  # noqa: SIM115
         cmd = [_python(), str(Path(__file__).resolve()), "--budget", budget_name,
@@ -582,7 +601,8 @@ def judge(abl: dict[str, Any], fus: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ figures
-def figures(units, abl_reps, fus_reps, dataset: Path) -> dict[str, str]:
+def figures(units, abl_reps, fus_reps, dataset: Path, *, ablation=ABLATION,
+            prefix: str = "claims-") -> dict[str, str]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -590,7 +610,8 @@ def figures(units, abl_reps, fus_reps, dataset: Path) -> dict[str, str]:
 
     DOCS.mkdir(exist_ok=True)
     out = {}
-    shown = ("conventional", "softseg", "soft-relu-dice", "soft-sig-bce")
+    shown = tuple(c for c in ("conventional", "softseg", "soft-relu-dice", "soft-sig-bce")
+                  if c in ablation)
     if abl_reps:
         curves = {n: curves_of(units, n, abl_reps) for n in shown}
         fig = Figure(figsize=(11, 4.2), dpi=90, layout="constrained")
@@ -603,26 +624,26 @@ def figures(units, abl_reps, fus_reps, dataset: Path) -> dict[str, str]:
             ax2 = fig.add_subplot(1, 2, 2)
             compare.draw_figure(ax2, "reliability", fc)
             ax2.set_title("Reliability by rater fusion")
-        path = DOCS / "claims-reliability.png"
+        path = DOCS / f"{prefix}reliability.png"
         fig.savefig(path)
         out["reliability"] = str(path.relative_to(ROOT))
 
         fig = Figure(figsize=(11, 4.2), dpi=90, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 2, 1)
-        compare.draw_figure(ax, "histogram", {n: curves_of(units, n, abl_reps) for n in ABLATION})
+        compare.draw_figure(ax, "histogram", {n: curves_of(units, n, abl_reps) for n in ablation})
         ax.set_title("Non-zero predictions on test subjects (SoftSeg Fig. 4)")
         ax = fig.add_subplot(1, 2, 2)
         compare.draw_figure(ax, "volume_threshold", curves)
         ax.set_title("Binarised volume vs threshold (dashed: soft truth Σ)")
-        path = DOCS / "claims-histogram.png"
+        path = DOCS / f"{prefix}histogram.png"
         fig.savefig(path)
         out["histogram"] = str(path.relative_to(ROOT))
-        out["overlay"] = overlay(units, abl_reps[0], dataset)
+        out["overlay"] = overlay(units, abl_reps[0], dataset, DOCS / f"{prefix}overlay.png")
     return out
 
 
-def overlay(units, repeat: int, dataset: Path) -> str:
+def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
     """One test slice: image, soft truth, conventional and SoftSeg predictions with contours."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -665,7 +686,6 @@ def overlay(units, repeat: int, dataset: Path) -> str:
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     fig.colorbar(im, ax=fig.axes, shrink=0.8, label="p (cyan: truth 0.5, green: threshold)")
-    path = DOCS / "claims-overlay.png"
     fig.savefig(path)
     return str(path.relative_to(ROOT))
 
@@ -675,14 +695,17 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
                   wall_s: float | None, *, out_json: Path) -> dict[str, Any]:
     guard = modelfile_header_guard()
     units = load_units(work)
-    abl_reps = complete_repeats(units, ABLATION, b.repeats)
-    fus_reps = complete_repeats(units, FUSION, b.repeats)
+    ablation = tuple(c for c in ABLATION if c in b.candidates)
+    fusion = FUSION if all(c in b.candidates for c in FUSION) else ()
+    abl_reps = complete_repeats(units, ablation, b.repeats)
+    fus_reps = complete_repeats(units, fusion, b.repeats) if fusion else []
     extra_metrics(units, dataset, work / "extra_metrics.json")
-    abl = table(repeat_rows(units, ABLATION, abl_reps), "softseg") if len(abl_reps) >= 2 else {}
-    fus = (table(repeat_rows(units, FUSION, fus_reps), "conventional:staple", FUSION_ALIAS)
+    abl = table(repeat_rows(units, ablation, abl_reps), "softseg") if len(abl_reps) >= 2 else {}
+    fus = (table(repeat_rows(units, fusion, fus_reps), "conventional:staple", FUSION_ALIAS)
            if len(fus_reps) >= 2 else {})
     claims = judge(abl, fus) if abl else []
-    figs = figures(units, abl_reps, fus_reps, dataset)
+    prefix = "claims-" if budget_name == "cpu" else f"claims-{budget_name}-"
+    figs = figures(units, abl_reps, fus_reps, dataset, ablation=ablation, prefix=prefix)
     train_s = [u.get("train_seconds", 0.0) for u in units.values()]
     result = {
         "benchmark": "softseg_claims",
@@ -691,7 +714,7 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         "complete": len(abl_reps) == b.repeats and len(fus_reps) == b.repeats,
         "repeats_done": {"ablation": abl_reps, "fusion": fus_reps},
         "units_done": len(units),
-        "units_total": len(ALL) * b.repeats,
+        "units_total": len(b.candidates) * b.repeats,
         "evaluation": {
             "reference": "truth_soft.nii.gz (partial-volume fraction); overlap metrics, ECE and "
                          "LTPR/LFDR against truth >= 0.5; MSE and soft RVD against the soft truth; "
@@ -813,7 +836,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     ap.add_argument("--work", type=Path, default=None,
                     help="dataset, models and run states (default: build/softseg_claims/BUDGET)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "softseg_claims.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="result JSON (default: benchmarks/results/softseg_claims.json for the "
+                         "cpu budget, softseg_claims_BUDGET.json otherwise)")
     ap.add_argument("--report-only", action="store_true",
                     help="build the JSON and figures from the repeats finished so far")
     for key in ("repeats", "epochs", "n_subjects", "width", "shards"):
@@ -825,6 +850,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     b = BUDGETS[args.budget]
+    if args.out is None:
+        args.out = RESULTS / ("softseg_claims.json" if args.budget == "cpu"
+                              else f"softseg_claims_{args.budget}.json")
     over = {k: getattr(args, k) for k in ("repeats", "epochs", "n_subjects", "width", "shards",
                                           "device") if getattr(args, k) is not None}
     if "epochs" in over:
@@ -838,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args._worker is not None:
         return worker(work / "dataset", work / f"shard-{args._worker}",
-                      SHARDS[b.shards][args._worker], b)
+                      b.shard_lists()[args._worker], b)
     dataset = make_dataset(work / "dataset", b)
     t0 = time.perf_counter()
     shard_info = None
