@@ -223,6 +223,9 @@ def atomic_path(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        # mkstemp creates 0600; give the result the mode a plain open() would (umask), or keep
+        # the mode of the file being replaced
+        os.chmod(tmp, _target_mode(path))
         yield tmp
         if durable:  # data on disk before the rename makes it visible
             with open(tmp, "rb+") as fh:
@@ -233,6 +236,15 @@ def atomic_path(
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _target_mode(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _output_dtype(data: np.ndarray) -> np.dtype:

@@ -325,3 +325,21 @@ def test_loaded_arrays_are_in_memory_and_writable(tmp_path):
         assert load_volume(src).array[0, 0, 0] == 0
         src.unlink()  # the volume does not depend on the file any more
         assert vol.array[1, 2, 3] == array[1, 2, 3]
+
+
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    from softseg.io import save_volume, write_json
+
+    old = os.umask(0o022)
+    try:
+        img = save_volume(tmp_path / "a.nii.gz", np.zeros((2, 2, 2), np.float32))
+        side = write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert img.stat().st_mode & 0o777 == 0o644
+    assert side.stat().st_mode & 0o777 == 0o644
+    os.chmod(img, 0o640)  # replacing a file keeps its mode
+    save_volume(img, np.ones((2, 2, 2), np.float32), overwrite=True)
+    assert img.stat().st_mode & 0o777 == 0o640
