@@ -273,10 +273,10 @@ def write_snapshot(
         "confidence_scale": None if scale is None else scale.as_dict(),
     }
     if geometry is not None:
-        save_display_array(path, levels, geometry, overwrite=True)
+        save_display_array(path, levels, geometry, overwrite=True, durable=True)
     else:
-        save_volume(path, levels, affine=np.eye(4), overwrite=True)
-    write_json(folder / f"{stem}.json", meta, overwrite=True)
+        save_volume(path, levels, affine=np.eye(4), overwrite=True, durable=True)
+    write_json(folder / f"{stem}.json", meta, overwrite=True, durable=True)
     _remove_stale_temps(folder, stem)
     return path
 

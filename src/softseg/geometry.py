@@ -329,6 +329,7 @@ def save_display_array(
     *,
     overwrite: bool = False,
     sidecar: Mapping[str, Any] | None = None,
+    durable: bool = False,
 ) -> Path:
     """Write a napari-ordered array in the original file orientation, affine and header.
 
@@ -344,6 +345,8 @@ def save_display_array(
         Replace an existing file (and sidecar).
     sidecar : mapping, optional
         JSON written next to the image (``x.nii.gz`` -> ``x.json``).
+    durable : bool
+        fsync before the rename (:func:`softseg.io.atomic_path`).
 
     Returns
     -------
@@ -354,5 +357,10 @@ def save_display_array(
         raise InputError(f"{path}: expected a 3D array to save, got shape {display_array.shape}")
     file_array = geometry.from_display(display_array)
     return save_volume(
-        path, file_array, like=geometry.volume(file_array), overwrite=overwrite, sidecar=sidecar
+        path,
+        file_array,
+        like=geometry.volume(file_array),
+        overwrite=overwrite,
+        sidecar=sidecar,
+        durable=durable,
     )

@@ -174,7 +174,7 @@ def save_model(
     ordered.update({k: v for k, v in doc.items() if k not in ordered})
     text = json.dumps(ordered, allow_nan=False)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, durable=True) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: text})
     return path
 

@@ -815,7 +815,7 @@ class Trainer:
             "elapsed_s": self.elapsed_before + time.perf_counter() - getattr(self, "_t0", time.perf_counter()),
         }
         text = json.dumps(doc, default=_json_default)
-        with atomic_path(self.ckpt, overwrite=True) as tmp:
+        with atomic_path(self.ckpt, overwrite=True, durable=True) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt", _CKPT_KEY: text})
         return self.ckpt
 
