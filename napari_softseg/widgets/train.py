@@ -77,6 +77,7 @@ _SOURCE_FOLDER = "Dataset folder"
 #: subject-wise split then keeps 1 of 5 for validation; see softseg.layers_dataset).
 LAYER_SUBJECTS = 5
 _REDRAW_INTERVAL_MS = 400
+_UI_INTERVAL_MS = 200
 _INITIAL_LIMITS = (2.0, 0.0, 1.0)  # curve axes: epochs shown, loss range
 
 
@@ -416,6 +417,13 @@ class TrainWidget(Container):
         self._started_at = 0.0
         self._image_layer_names: list[str] = []
         self.predict_worker: Any = None
+        self._pending: dict[str, Any] = {}
+        from qtpy.QtCore import QTimer
+
+        self._ui_timer = QTimer(self.native)  # dies with the widget
+        self._ui_timer.setInterval(_UI_INTERVAL_MS)
+        self._ui_timer.timeout.connect(self._apply_pending)
+        self._ui_timer.start()
         # Stop the child when this widget or the viewer's window goes away. The closure holds
         # the process holder, not the (deleted) widget.
         holder = self._holder = {"process": None, "closed": False}
@@ -491,6 +499,7 @@ class TrainWidget(Container):
         self.predict_button.visible = False
         self.curves.clear()
         self.best.value = "–"
+        self._pending = {}
         self.progress.max = 1
         self.progress.value = 0
         self.status.value = "writing the training data…" if job["layers"] else "starting…"
@@ -584,36 +593,55 @@ class TrainWidget(Container):
             return
         event = item
         self.curves.add(event)
+        # Only remember what to show: _apply_pending puts it on screen at most every
+        # _UI_INTERVAL_MS (several events arrive together at the end of an epoch, and every
+        # label change costs a relayout of the dock).
+        pending = self._pending
         if isinstance(event, ev.StepEvent):
             total = max(event.epochs * event.steps, 1)
             done = (event.epoch - 1) * event.steps + event.step
-            if self.progress.max != total:
-                self.progress.max = total
-            self.progress.value = min(done, total)
-            if self._pbar is not None:
-                if self._pbar.total != total:
-                    self._pbar.total = total
-                self._pbar.update(min(done, total) - self._pbar.n)
-                self._pbar.set_description(
-                    f"Training epoch {event.epoch}/{event.epochs} · {_fmt_eta(event.eta_s)}")
-            self.status.value = (f"epoch {event.epoch}/{event.epochs}, step {event.step}/"
+            pending["progress"] = (min(done, total), total)
+            pending["pbar_desc"] = (f"Training epoch {event.epoch}/{event.epochs} · "
+                                    f"{_fmt_eta(event.eta_s)}")
+            pending["status"] = (f"epoch {event.epoch}/{event.epochs}, step {event.step}/"
                                  f"{event.steps}, loss {event.loss:.4f} · {_fmt_eta(event.eta_s)}")
         elif isinstance(event, ev.EpochEvent):
             val = f", val loss {event.val_loss:.4f}" if _finite(event.val_loss) else ""
-            self.status.value = (f"epoch {event.epoch}/{event.epochs} done: loss {event.loss:.4f}"
+            pending["status"] = (f"epoch {event.epoch}/{event.epochs} done: loss {event.loss:.4f}"
                                  f"{val} · {_fmt_eta(event.eta_s)}")
         elif isinstance(event, ev.BestEvent):
             dice = f", Dice {event.val_dice:.3f}" if _finite(event.val_dice) else ""
-            self.best.value = f"epoch {event.epoch}: val loss {event.val_loss:.4f}{dice}"
+            pending["best"] = f"epoch {event.epoch}: val loss {event.val_loss:.4f}{dice}"
         elif isinstance(event, ev.CheckpointEvent) and event.reason == "cancel":
-            self.status.value = f"checkpoint saved at epoch {event.epoch}"
+            pending["status"] = f"checkpoint saved at epoch {event.epoch}"
         elif isinstance(event, ev.ErrorEvent):
-            self.status.value = f"error: {event.message}"
+            pending["status"] = f"error: {event.message}"
+
+    def _apply_pending(self) -> None:
+        """Show the latest progress, status and best metric (main thread, timer)."""
+        pending, self._pending = self._pending, {}
+        if not pending or self.closed:
+            return
+        if "progress" in pending:
+            done, total = pending["progress"]
+            if self.progress.max != total:
+                self.progress.max = total
+            self.progress.value = done
+            if self._pbar is not None:
+                if self._pbar.total != total:
+                    self._pbar.total = total
+                self._pbar.update(done - self._pbar.n)
+                self._pbar.set_description(pending["pbar_desc"])
+        if "status" in pending:
+            self.status.value = pending["status"]
+        if "best" in pending:
+            self.best.value = pending["best"]
 
     def _on_returned(self, outcome: Outcome) -> None:
         self.outcome = outcome
         if self.closed:
             return
+        self._apply_pending()
         self.curves.flush()
         done = outcome.done
         elapsed = time.perf_counter() - self._started_at
