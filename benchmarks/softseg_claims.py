@@ -412,7 +412,7 @@ def table(rows, reference: str, names: dict[str, str] | None = None) -> dict[str
 
 
 # ------------------------------------------------------------------------------ extra pass
-EXTRA_VERSION = 2
+EXTRA_VERSION = 3
 
 
 def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> None:
@@ -462,6 +462,8 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
             pb = pred >= np.float32(t)
             big = pred >= np.float32(0.05)
             tb = truth >= np.float32(0.05)
+            inside = truth > 0  # the structure with its partial-volume border
+            mid = (pred >= np.float32(0.05)) & (pred < np.float32(0.95))
             n_les = int(lesions.max())
             hit = [int(np.count_nonzero(pb & (lesions == k))) >= 3 for k in range(1, n_les + 1)]
             # calibration against the soft truth: 10 bins of p, |mean truth - mean p| weighted
@@ -475,10 +477,16 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
                 "ece_staple": float(metrics.expected_calibration_error(pred, staple)),
                 "ece_roi": float(metrics.expected_calibration_error(pred[roi], truth[roi])),
                 "soft_calibration_gap": soft_gap,
-                "soft_fraction": float(np.count_nonzero(big & (pred < np.float32(0.95)))
-                                       / max(1, np.count_nonzero(big))),
-                "truth_soft_fraction": float(np.count_nonzero(tb & (truth < np.float32(0.95)))
-                                             / max(1, np.count_nonzero(tb))),
+                "soft_fraction": float(np.count_nonzero(mid & inside)
+                                       / max(1, np.count_nonzero(inside))),
+                "soft_fraction_all": float(np.count_nonzero(big & (pred < np.float32(0.95)))
+                                           / max(1, np.count_nonzero(big))),
+                "truth_soft_fraction": float(np.count_nonzero(
+                    inside & (truth >= np.float32(0.05)) & (truth < np.float32(0.95)))
+                    / max(1, np.count_nonzero(inside))),
+                # normalized ReLU: slices without any target whose maximum is normalised to 1
+                "empty_slice_max_p": float(np.mean([pred[z].max() for z in range(pred.shape[0])
+                                                    if truth[z].max() == 0] or [math.nan])),
                 "lesion_tpr": float(np.mean(hit)) if hit else math.nan,
                 "soft_volume_ratio": float(pred.sum(dtype=np.float64)
                                            / truth.sum(dtype=np.float64)),
@@ -552,7 +560,7 @@ def judge(abl: dict[str, Any], fus: dict[str, Any]) -> list[dict[str, Any]]:
     claims.append({
         "claim": "Conventional outputs are quasi-binary, SoftSeg outputs spread over (0, 1]",
         "paper": "SoftSeg Fig. 4: conventional histogram piles at 0 and 1, SoftSeg spread",
-        "ours": (f"share of predictions >= 0.05 that are < 0.95: softseg "
+        "ours": (f"share of the structure's voxels (truth > 0) predicted in [0.05, 0.95): softseg "
                  f"{_fmt(s['mean'].get('soft_fraction'))}%, conventional "
                  f"{_fmt(k['mean'].get('soft_fraction'))}% (truth: "
                  f"{_fmt(s['mean'].get('truth_soft_fraction'))}%)"),
@@ -727,7 +735,11 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
                 "ece_staple": "ECE against STAPLE >= 0.5 (label-fusion paper's reference)",
                 "ece_roi": "ECE on voxels within 2 voxels of truth > 0 or any rater mark",
                 "soft_calibration_gap": "same ROI, 10 bins of p: sum n_k/N |mean truth - mean p|",
-                "soft_fraction": "share of predictions >= 0.05 that are < 0.95",
+                "soft_fraction": "share of the structure's voxels (truth > 0, partial-volume border "
+                                 "included) predicted in [0.05, 0.95)",
+                "soft_fraction_all": "share of predictions >= 0.05 that are < 0.95 (any voxel)",
+                "truth_soft_fraction": "the same share for the soft truth itself",
+                "empty_slice_max_p": "mean over slices without any target of the largest p",
                 "lesion_tpr": "share of the phantom's small lesions (lesions.nii.gz) with >= 3 "
                               "voxels of the binarised prediction",
                 "soft_volume_ratio": "sum(p) / sum(truth)",
@@ -758,7 +770,8 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
 
 CSV_METRICS = ("dice", "precision", "recall", "rvd", "soft_rvd", "mse", "ece", "ece_roi",
                "ece_staple", "soft_calibration_gap", "brier", "entropy_error", "ltpr", "lfdr",
-               "lesion_tpr", "soft_fraction", "soft_volume_ratio", "background_p", "threshold",
+               "lesion_tpr", "soft_fraction", "truth_soft_fraction", "soft_volume_ratio",
+               "background_p", "empty_slice_max_p", "threshold",
                "train_seconds")
 
 
