@@ -125,15 +125,14 @@ BUDGETS = {
              "time); 12 epochs without early stopping (the best validation-loss epoch is kept); "
              "batch 8, Adam 1e-3 + cosine annealing, paper augmentation; two single-threaded "
              "shards (two threads per process thrash on a loaded 2-core machine)")),
-    # Convergence check of the cpu budget: the same recipe trained 4x longer, four candidates.
+    # Convergence check of the cpu budget: the same recipe trained 3.3x longer, four candidates.
     "cpu-long": Budget(
-        n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=2, epochs=48,
-        patience=48, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
+        n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=6, epochs=40,
+        patience=40, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
         device="cpu", shards=2,
         candidates=("conventional", "soft-sig-bce", "softseg", "soft-relu-dice"),
-        why=("convergence check of the cpu budget: identical settings but 48 epochs (4x), for "
-             "conventional, soft-sig-bce, softseg and soft-relu-dice, 2 repeats (splits 0 and 1 "
-             "of the cpu run); too few repeats for a Wilcoxon test")),
+        why=("convergence check of the cpu budget: identical settings (same splits) but 40 "
+             "epochs instead of 12, for conventional, soft-sig-bce, softseg and soft-relu-dice")),
     # The papers' settings (SoftSeg Table 1 / label-fusion Table 5) for a GPU.
     "paper": Budget(
         n_subjects=20, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=10, epochs=200,
