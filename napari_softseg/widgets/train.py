@@ -389,7 +389,11 @@ class TrainWidget(Container):
         self.best = Label(value="–", label="Best")
         for label in (self.status, self.best):  # long messages wrap instead of widening the dock
             label.native.setWordWrap(True)
-        self.predict_button = PushButton(text="Predict on current image", visible=False)
+        # Always laid out, enabled once a model is written: showing a hidden button would move
+        # the curves canvas, and a moved canvas is a full (slow) matplotlib redraw.
+        self.predict_button = PushButton(text="Predict on current image", enabled=False,
+                                         tooltip="available when a training run has written "
+                                         "its model file")
         self.extend([
             self.source, self.images, self.targets, self.dataset, self.candidate,
             self.candidate_info, self.fusion, self.epochs, self.patience, self.batch_size,
@@ -496,7 +500,7 @@ class TrainWidget(Container):
             return
         self.outcome = None
         self.model_path = None
-        self.predict_button.visible = False
+        self.predict_button.enabled = False
         self.curves.clear()
         self.best.value = "–"
         self._pending = {}
@@ -655,7 +659,7 @@ class TrainWidget(Container):
                                      f"{self.model_path.name}{thr}")
                 self.progress.value = self.progress.max
             # No success toast: its animation costs the event loop more than the status line.
-            self.predict_button.visible = bool(self._image_layer_names) or bool(self._viewer.layers)
+            self.predict_button.enabled = True
         elif outcome.cancelled and outcome.error is None and not outcome.killed:
             ckpt = outcome.checkpoint or (done.checkpoint if done else None)
             self.status.value = f"cancelled; checkpoint kept: {ckpt}" if ckpt else "cancelled"

@@ -65,6 +65,7 @@ def test_defaults_follow_the_paper_and_registry(setup):
     fresh.candidate.value = "conventional"
     assert fresh.candidate_info.value == CANDIDATES["conventional"].description
     assert fresh.device.choices[-1] == "cpu"
+    assert not fresh.predict_button.enabled  # until a run has written a model
 
 
 def test_train_from_layers_then_predict(setup, qtbot, notes):
@@ -92,8 +93,8 @@ def test_train_from_layers_then_predict(setup, qtbot, notes):
     assert widget.status.value.startswith("done (completed)") and "model.safetensors" in widget.status.value
     assert not any(n.startswith("Training failed") for n in notes)
 
-    # "Predict on current image" appears and adds a soft prediction in the image's geometry
-    assert not widget.predict_button.native.isHidden()
+    # "Predict on current image" becomes available and adds a soft prediction in the image's geometry
+    assert widget.predict_button.enabled
     image = viewer.layers["phantom image"]
     widget.predict_button.clicked.emit()
     worker = widget.predict_worker
