@@ -185,13 +185,18 @@ def start_prediction(
     added: list[Any] = []
     errors: list[str] = []
 
+    ended: list[bool] = []
+
     def on_progress_item(index: int, fraction: float, message: str) -> None:
+        if ended:  # delivered late (napari's activity dock processes events re-entrantly)
+            return
         done = int(round(100 * (index + min(max(fraction, 0.0), 1.0))))
+        if on_progress is not None:
+            on_progress(done / (100 * len(model_paths)), message)
+        # Last: updating napari's activity dock may process further events re-entrantly.
         pbar.update(max(done - pbar.n, 0))
         if message:
             pbar.set_description(message)
-        if on_progress is not None:
-            on_progress(done / (100 * len(model_paths)), message)
 
     def on_item(item: tuple[Any, ...]) -> None:
         if item[0] == "progress":
@@ -233,6 +238,7 @@ def start_prediction(
         notify_error(f"Predict failed: {text}")
 
     def finished() -> None:
+        ended.append(True)
         pbar.close()
         if on_done is not None:
             on_done(list(added), errors[0] if errors else ("cancelled" if cancel.is_set() else None))

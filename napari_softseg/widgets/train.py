@@ -626,20 +626,21 @@ class TrainWidget(Container):
         pending, self._pending = self._pending, {}
         if not pending or self.closed:
             return
+        if "status" in pending:
+            self.status.value = pending["status"]
+        if "best" in pending:
+            self.best.value = pending["best"]
         if "progress" in pending:
             done, total = pending["progress"]
             if self.progress.max != total:
                 self.progress.max = total
             self.progress.value = done
+            # Last: napari's activity dock may process events (re-entrantly) while updating.
             if self._pbar is not None:
                 if self._pbar.total != total:
                     self._pbar.total = total
                 self._pbar.update(done - self._pbar.n)
                 self._pbar.set_description(pending["pbar_desc"])
-        if "status" in pending:
-            self.status.value = pending["status"]
-        if "best" in pending:
-            self.best.value = pending["best"]
 
     def _on_returned(self, outcome: Outcome) -> None:
         self.outcome = outcome

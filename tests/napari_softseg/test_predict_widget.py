@@ -89,6 +89,9 @@ def test_predictions_in_the_image_geometry(viewer_widget, model_file, oblique_im
         widget.run_button.clicked.emit()
     layers = blocker.args[0]
     assert widget.last_error is None and len(layers) == 2
+    # the final status is not overwritten by progress messages delivered late
+    assert widget.status.value == "added sag · softseg, sag · softseg [1]"
+    assert widget.progress.value == 100
     pred = layers[0]
     assert pred.name == "sag · softseg"
     assert pred.data.shape == image.data.shape and pred.data.dtype == np.float32
