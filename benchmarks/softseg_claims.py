@@ -577,16 +577,17 @@ def judge(abl: dict[str, Any], fus: dict[str, Any]) -> list[dict[str, Any]]:
         "direction_held": bool(held),
     })
     # 6. small lesions
-    held = s["mean"].get("lesion_tpr", math.nan) >= k["mean"].get("lesion_tpr", math.nan)
+    sl, kl = s["mean"].get("lesion_tpr", math.nan), k["mean"].get("lesion_tpr", math.nan)
     claims.append({
         "claim": "SoftSeg finds more small lesions (higher LTPR)",
         "paper": "LTPR 38.6% vs 34.1%, LFDR 63.0% vs 61.9% (MS lesions, not significant)",
         "ours": (f"small-lesion detection {_fmt(s['mean'].get('lesion_tpr'))}% vs "
                  f"{_fmt(k['mean'].get('lesion_tpr'))}%; LTPR (all components) "
                  f"{_fmt(s['mean']['ltpr'])}% vs {_fmt(k['mean']['ltpr'])}%, LFDR "
-                 f"{_fmt(s['mean']['lfdr'])}% vs {_fmt(k['mean']['lfdr'])}%"),
-        "held": bool(held),
-        "direction_held": bool(held),
+                 f"{_fmt(s['mean']['lfdr'])}% vs {_fmt(k['mean']['lfdr'])}%"
+                 + (" (a tie: no difference to find)" if sl == kl else "")),
+        "held": bool(sl > kl),
+        "direction_held": bool(sl >= kl),
     })
     # 7. multi-rater: SoftSeg better calibrated than conventional for every fusion
     if fus:
@@ -751,6 +752,8 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         "papers": PAPERS,
         "figures": figs,
         "modelfile_header_guard": guard,
+        "cli_equivalent": [" ".join(shard_command(dataset, work / f"shard-{i}", c, b))
+                           for i, c in enumerate(b.shard_lists())],
         "timing": {"wall_s": wall_s, "train_seconds_total": round(float(np.sum(train_s)), 1),
                    "train_seconds_mean": round(float(np.mean(train_s)), 1) if train_s else None,
                    "shards": shard_info},
@@ -892,6 +895,13 @@ def main(argv: list[str] | None = None) -> int:
             print("[claims] a shard failed; see its log. Building results from finished units.",
                   flush=True)
     wall = round(time.perf_counter() - t0, 1) if not args.report_only else None
+    info_path = work / "run_info.json"
+    if shard_info is not None:
+        info_path.write_text(json.dumps({"wall_s": wall, "shards": shard_info,
+                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    elif info_path.exists():  # --report-only: keep the timing of the run that trained
+        saved = json.loads(info_path.read_text())
+        wall, shard_info = saved.get("wall_s"), saved.get("shards")
     result = build_results(work, dataset, b, args.budget, shard_info, wall, out_json=args.out)
     print_summary(result)
     md = args.out.with_suffix(".md")
