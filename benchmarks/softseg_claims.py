@@ -670,9 +670,20 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
     for key, unit in (("conventional", conv), ("softseg", soft)):
         preds[key] = (_predict(load_model(Path(unit["folder"]) / unit["model"]), data),
                       float(unit["threshold"]))
-    # the slice with the largest cross-section of the target
-    z = int(np.argmax((truth >= 0.5).sum(axis=(1, 2))))
-    img = data.images[0, z]
+    # the slice with the most lesion voxels (ties: the largest cross-section), zoomed on the target
+    from softseg.io import load_volume
+
+    lesions = np.asarray(data.geometry.to_display(
+        load_volume(Path(sub.images[0]).parent / "lesions.nii.gz", label=True).array))
+    score = (lesions > 0).sum(axis=(1, 2)) * 10_000 + (truth >= 0.5).sum(axis=(1, 2))
+    z = int(np.argmax(score))
+    rows, cols = np.nonzero(truth[z] > 0)
+    r0, r1 = max(0, rows.min() - 6), min(truth.shape[1], rows.max() + 7)
+    c0, c1 = max(0, cols.min() - 6), min(truth.shape[2], cols.max() + 7)
+    zoom = (slice(r0, r1), slice(c0, c1))
+    img = data.images[0, z][zoom]
+    truth = truth[:, zoom[0], zoom[1]]
+    preds = {k: (v[0][:, zoom[0], zoom[1]], v[1]) for k, v in preds.items()}
     fig = Figure(figsize=(12, 3.6), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
     panels = [("image", img, None), ("soft truth (partial volume)", truth[z], None),
@@ -693,6 +704,7 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
                 ax.contour(arr, levels=[t], colors="lime", linewidths=0.7)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
+    fig.suptitle(f"{name} (test subject of repeat {repeat}), axial slice {z}, zoomed", fontsize=9)
     fig.colorbar(im, ax=fig.axes, shrink=0.8, label="p (cyan: truth 0.5, green: threshold)")
     fig.savefig(path)
     return str(path.relative_to(ROOT))
