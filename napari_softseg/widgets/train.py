@@ -428,13 +428,12 @@ class TrainWidget(Container):
         self._ui_timer.setInterval(_UI_INTERVAL_MS)
         self._ui_timer.timeout.connect(self._apply_pending)
         self._ui_timer.start()
-        # Stop the child when this widget or the viewer's window goes away. The closure holds
-        # the process holder, not the (deleted) widget.
+        # Stop the child when this widget goes away. The closure holds the process holder,
+        # not the (deleted) widget.
         holder = self._holder = {"process": None, "closed": False}
+        # Closing the viewer deletes its dock widgets, so this covers both (an atexit hook in
+        # _supervisor covers an interpreter that exits without deleting them).
         self.native.destroyed.connect(lambda *_: _stop_holder(holder))
-        qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-        if qt_window is not None:
-            qt_window.destroyed.connect(lambda *_: _stop_holder(holder))
         self.reset_choices()
 
     # ---------------------------------------------------------------- choices and display
