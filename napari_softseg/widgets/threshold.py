@@ -37,6 +37,8 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleRangeSlider, QLabeledDoubleSlider
 
 from softseg import compare, metrics
+from softseg.confidence import METADATA_KEY as CONFIDENCE_KEY
+from softseg.confidence import ConfidenceScale, label_to_soft
 from softseg.errors import InputError
 
 if TYPE_CHECKING:
@@ -319,7 +321,14 @@ class ThresholdWidget(QWidget):
         name = self.reference_combo.currentText()
         if not name or name == _NONE or name not in self.viewer.layers:
             return None
-        return np.asarray(self.viewer.layers[name].data)
+        layer = self.viewer.layers[name]
+        data = np.asarray(layer.data)
+        meta = (layer.metadata or {}).get(CONFIDENCE_KEY)
+        if data.dtype.kind in "iu" and isinstance(meta, dict):
+            # a painted rater: levels -> soft values through its own scale, as the Compare
+            # widget does (otherwise every painted level, even "low", would count as foreground)
+            data = label_to_soft(data, scale=ConfidenceScale.from_dict(meta))
+        return data
 
     def _on_reference(self, _text: str = "") -> None:
         self.status.setText("")

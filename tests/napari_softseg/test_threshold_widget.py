@@ -175,3 +175,23 @@ def test_apply_adds_labels_and_saves_nifti_with_geometry(make_napari_viewer, tmp
     # a second apply refuses to overwrite and says so
     widget.apply()
     assert "exist" in widget.status.text().lower()
+
+
+def test_painted_rater_reference_goes_through_its_confidence_scale(setup, arrays):
+    """A reference painted with confidence levels counts only levels whose soft value is >= 0.5."""
+    viewer, widget, qtbot = setup
+    truth = arrays["truth"]
+    levels = np.zeros(truth.shape, np.uint8)
+    levels[truth > 0.2] = 1  # low: 1/3, background once binarised
+    levels[truth >= 0.5] = 3  # high: 1.0
+    scale = {"values": [1 / 3, 2 / 3, 1.0], "names": ["low", "medium", "high"]}
+    viewer.add_labels(levels, name="painted", scale=SCALE, metadata={"softseg_confidence": scale})
+    widget.select_layers(["soft"])
+    widget.reference_combo.setCurrentText("painted")
+    ref = widget.reference_data()
+    np.testing.assert_allclose(np.unique(ref), [0.0, 1 / 3, 1.0], rtol=1e-6)
+    widget.slider.setValue(0.5)
+    widget.update_readouts()
+    soft = arrays["soft"]
+    expected = metrics.dice(soft >= np.float32(0.5), truth >= 0.5)  # the low band is not truth
+    assert widget.last_readouts["soft"]["dice"] == pytest.approx(expected, abs=1e-6)
