@@ -47,7 +47,10 @@ stamp="$VENV/.softseg-installed"
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing napari-softseg[test] into $VENV (a few minutes the first time)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+  # (some machines' pip configs list local indexes that do not exist; pip warns once per
+  # package about them: drop that noise, keep everything else and pip's exit status)
+  quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+  quiet "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  quiet "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
   echo "$want" > "$stamp"
 fi
