@@ -32,11 +32,14 @@ the detection rate of the phantom's small lesions (``lesions.nii.gz``).
 
 Run::
 
-    .venv/bin/python benchmarks/softseg_claims.py --budget cpu      # < 1 h on 2 CPU cores
-    .venv/bin/python benchmarks/softseg_claims.py --budget paper    # the papers' settings, GPU
+    .venv/bin/python benchmarks/softseg_claims.py --budget cpu       # < 1 h on 2 CPU cores
+    .venv/bin/python benchmarks/softseg_claims.py --budget cpu-long  # convergence check (40 epochs)
+    .venv/bin/python benchmarks/softseg_claims.py --budget paper     # the papers' settings, GPU
 
-Writes ``benchmarks/results/softseg_claims.json`` (+ ``softseg_claims.csv``) and the figures
-``docs/claims-reliability.png``, ``docs/claims-histogram.png``, ``docs/claims-overlay.png``.
+Writes ``benchmarks/results/softseg_claims.json`` (+ ``.csv`` and ``.md`` tables; other budgets:
+``softseg_claims_BUDGET.*``) and the figures ``docs/claims-{reliability,histogram,overlay}.png``
+(other budgets: ``docs/claims-BUDGET-*.png``). Models, datasets and run states live in
+``build/softseg_claims/BUDGET`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -622,9 +625,10 @@ def figures(units, abl_reps, fus_reps, dataset: Path, *, ablation=ABLATION,
                   if c in ablation)
     if abl_reps:
         curves = {n: curves_of(units, n, abl_reps) for n in shown}
-        fig = Figure(figsize=(11, 4.2), dpi=90, layout="constrained")
+        panels = 2 if fus_reps else 1
+        fig = Figure(figsize=(5.5 * panels, 4.2), dpi=90, layout="constrained")
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 2, 1)
+        ax = fig.add_subplot(1, panels, 1)
         compare.draw_figure(ax, "reliability", curves)
         ax.set_title(f"Reliability vs soft truth >= 0.5 ({len(abl_reps)} repeats pooled)")
         if fus_reps:
