@@ -66,17 +66,25 @@ def _read_header(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a .safetensors model file")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = fh.read(9)
+        # safetensors: an 8-byte little-endian header length, then the JSON header ("{").
+        # Check that structure first: the length's first byte may be anything (0x80 or "PK"
+        # included), so the pickle/zip signatures are only looked at when it does not match.
+        n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+        if not (2 <= n <= _MAX_HEADER and head[8:9] == b"{"):
+            pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+            if pickled or head[:4] == b"PK\x03\x04":  # torch.save: raw pickle or zip archive
+                raise InputError(
+                    f"{path}: this looks like a PyTorch pickle; softseg only loads .safetensors "
+                    "model files (written by softseg train) and never unpickles"
+                )
+            if len(head) < 9:
+                raise InputError(f"{path}: not a safetensors model file (too short)")
             raise InputError(
-                f"{path}: this looks like a PyTorch pickle; softseg only loads .safetensors model "
-                "files (written by softseg train) and never unpickles"
+                f"{path}: not a safetensors model file; softseg loads .safetensors files written "
+                "by softseg train"
             )
-        if len(head) < 8:
-            raise InputError(f"{path}: not a safetensors model file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n < 2 or n > _MAX_HEADER:
-            raise InputError(f"{path}: not a safetensors model file; softseg loads .safetensors files written by softseg train")
+        fh.seek(8)
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
