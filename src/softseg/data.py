@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from softseg.candidates import FUSIONS  # the fusion choices of a run; re-exported here
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, display_geometry
 from softseg.io import NIFTI_SUFFIXES, Volume, load_volume, read_sidecar
@@ -72,8 +73,6 @@ __all__ = [
     "zscore",
 ]
 
-#: Rater fusion methods of a training run.
-FUSIONS = ("staple", "average", "majority", "random")
 
 _IMAGE_RE = re.compile(r"^image(?:_(?P<contrast>.+))?$")
 _RATER_RE = re.compile(r"^rater-(?P<id>.+)$")
