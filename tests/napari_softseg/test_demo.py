@@ -37,7 +37,7 @@ def test_demo_screenshot_shows_window_phantom_and_widgets(tmp_path):
 
 
 def test_demo_canvas_shows_the_phantom(make_napari_viewer, tmp_path):
-    from softseg.cli.demo import dock_all_widgets, open_phantom
+    from napari_softseg._demo import dock_all_widgets, open_phantom
 
     viewer = make_napari_viewer(show=True)
     layers, best = open_phantom(viewer, tmp_path, shape=(48, 48, 16), seed=2)
