@@ -60,6 +60,7 @@ from softseg.confidence import (
     PRESETS,
     ConfidenceScale,
     detect_label_kind,
+    scale_from_sidecar,
 )
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, display_geometry, save_display_array
@@ -912,10 +913,7 @@ class AnnotateWidget(Container):
                 f"{tuple(np.shape(image.data))}; open the rater file that belongs to this image"
             )
         rater = _rater_id_from_file(path, sidecar)
-        scale = None
-        stored = sidecar.get(SCALE_KEY, sidecar.get("confidence_scale"))
-        if isinstance(stored, dict):
-            scale = ConfidenceScale.from_dict(stored)
+        scale = scale_from_sidecar(sidecar)
         if kind == "soft":
             hue_index = sum(1 for lyr in self.viewer.layers if is_rater_layer(lyr))
             metadata: dict[str, Any] = {RATER_KEY: rater, "softseg_hue": hue_index}

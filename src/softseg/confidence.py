@@ -36,6 +36,7 @@ __all__ = [
     "detect_label_kind",
     "get_preset",
     "label_to_soft",
+    "scale_from_sidecar",
 ]
 
 #: Layer metadata / sidecar key holding :meth:`ConfidenceScale.as_dict`.
@@ -366,3 +367,22 @@ def label_to_soft(array: np.ndarray, *, scale: ConfidenceScale | None = None) ->
             "(the JSON sidecar written with it, or choose one)"
         )
     return scale.to_soft(arr)
+
+
+def scale_from_sidecar(sidecar: Mapping[str, Any] | None) -> ConfidenceScale | None:
+    """The confidence scale stored in a rater file's JSON sidecar, or None when it has none.
+
+    Accepts every form softseg writes or reads: the export key :data:`METADATA_KEY`, the
+    autosave key ``"confidence_scale"``, or a bare scale (``"values"``/``"levels"`` at the top
+    level). The CLI, the trainer and the widgets all read sidecars through this one function.
+    """
+    if not sidecar:
+        return None
+    for key in (METADATA_KEY, "confidence_scale"):
+        if isinstance(sidecar.get(key), Mapping):
+            return ConfidenceScale.from_dict(sidecar[key])
+    if "levels" in sidecar or "values" in sidecar:
+        return ConfidenceScale.from_dict(
+            {k: sidecar[k] for k in ("levels", "values", "names") if k in sidecar}
+        )
+    return None

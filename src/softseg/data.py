@@ -309,19 +309,6 @@ def _same_geometry(ref: Volume, other: Volume, subject: str) -> None:
         )
 
 
-def _scale_from_sidecar(side: Mapping[str, Any] | None) -> Any | None:
-    from softseg.confidence import METADATA_KEY, ConfidenceScale
-
-    if not side:
-        return None
-    for key in (METADATA_KEY, "confidence_scale"):
-        if isinstance(side.get(key), Mapping):
-            return ConfidenceScale.from_dict(side[key])
-    if "levels" in side or "values" in side:
-        return ConfidenceScale.from_dict({k: side[k] for k in ("levels", "values", "names") if k in side})
-    return None
-
-
 def rater_to_soft(volume: Volume) -> np.ndarray:
     """A rater's label map as soft values in [0, 1], float32.
 
@@ -329,12 +316,12 @@ def rater_to_soft(volume: Volume) -> np.ndarray:
     through the scale in the rater's JSON sidecar (:func:`softseg.confidence.label_to_soft`);
     levels without a scale are refused.
     """
-    from softseg.confidence import label_to_soft
+    from softseg.confidence import label_to_soft, scale_from_sidecar
 
     side = read_sidecar(volume.path) if volume.path is not None else None
     name = volume.path.name if volume.path is not None else "rater"
     try:
-        return np.asarray(label_to_soft(volume.array, scale=_scale_from_sidecar(side)), dtype=np.float32)
+        return np.asarray(label_to_soft(volume.array, scale=scale_from_sidecar(side)), dtype=np.float32)
     except InputError as exc:
         raise InputError(f"{name}: {exc}") from None
 

@@ -162,3 +162,16 @@ def test_label_to_soft_for_each_kind():
     np.testing.assert_array_equal(label_to_soft(np.array([0, 2, 3]), scale=paper), [0.0, 0.5, 1.0])
     with pytest.raises(InputError, match="give its confidence scale"):
         label_to_soft(np.array([0, 2, 3]))
+
+
+def test_scale_from_sidecar_reads_every_form_softseg_writes():
+    from softseg.confidence import scale_from_sidecar
+
+    values = [0.25, 0.5, 1.0]
+    export = {"rater": "a", "softseg_confidence": {"values": values, "names": ["l", "m", "h"]}}
+    autosave = {"rater": "a", "confidence_scale": {"values": values}}
+    bare = {"values": values}
+    for side in (export, autosave, bare):
+        assert scale_from_sidecar(side).to_soft(np.array([0, 1, 2, 3])).tolist() == [0.0, *values]
+    assert scale_from_sidecar(None) is None
+    assert scale_from_sidecar({"rater": "a"}) is None

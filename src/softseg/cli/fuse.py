@@ -196,7 +196,7 @@ def load_label_maps(
     kinds : list of {"binary", "soft", "levels"}
         What each file held ("levels": converted with its sidecar's scale).
     """
-    from softseg.confidence import METADATA_KEY, ConfidenceScale, detect_label_kind, label_to_soft
+    from softseg.confidence import METADATA_KEY, detect_label_kind, label_to_soft, scale_from_sidecar
     from softseg.io import load_volume, read_sidecar
 
     volumes, arrays, kinds = [], [], []
@@ -209,9 +209,9 @@ def load_label_maps(
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
         side = read_sidecar(path) if kind != "soft" else None
-        scale = side.get(METADATA_KEY) if isinstance(side, dict) else None
+        scale = scale_from_sidecar(side)
         if scale is not None:  # painted levels (a map painted with level 1 only looks binary)
-            arr = label_to_soft(vol.array, scale=ConfidenceScale.from_dict(scale))
+            arr = label_to_soft(vol.array, scale=scale)
             if np.all((arr == 0) | (arr == 1)):
                 arr, kind = arr.astype(np.uint8), "binary"
             else:
