@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from softseg.datasets import phantom  # noqa: E402
+from softseg.phantom import phantom  # noqa: E402
 from softseg.geometry import display_geometry  # noqa: E402
 from softseg.io import load_volume, save_volume  # noqa: E402
 

@@ -3,7 +3,7 @@
 The experiment is the papers' repeated-training protocol, run by the same engine as
 ``softseg compare --train`` (:func:`softseg.protocol.run_protocol`, through the CLI):
 
-* a phantom dataset from :func:`softseg.datasets.write_dataset` (MR-like image, four raters who
+* a phantom dataset from :func:`softseg.phantom.write_dataset` (MR-like image, four raters who
   disagree, and the partial-volume **soft truth** ``truth_soft.nii.gz``);
 * the candidates ``conventional`` (Hard-Sig-Dice), ``softseg`` (Soft-ReLU-Wing), the three
   one-feature ablations ``hard-relu-wing``, ``soft-sig-wing``, ``soft-relu-dice``, plus
@@ -192,7 +192,7 @@ def _python() -> str:
 
 def make_dataset(folder: Path, b: Budget) -> Path:
     """Write the phantom dataset once (reused when its generator settings match)."""
-    from softseg.datasets import write_dataset
+    from softseg.phantom import write_dataset
 
     meta_path = folder / "dataset.json"
     want = {"seed": b.seed, "shape": list(b.shape), "spacing": list(b.spacing)}

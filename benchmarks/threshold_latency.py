@@ -55,7 +55,7 @@ def main() -> int:
     from napari_softseg.widgets.compare import CompareWidget
     from napari_softseg.widgets.threshold import ThresholdWidget
     from softseg import compare
-    from softseg.datasets import phantom
+    from softseg.phantom import phantom
 
     load_start = os.getloadavg()
     t0 = time.perf_counter()

@@ -54,7 +54,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from softseg.confidence import ConfidenceScale
-    from softseg.datasets import phantom
+    from softseg.phantom import phantom
     from softseg.io import save_volume
 
     from napari_softseg.widgets.annotate import AnnotateWidget

@@ -29,7 +29,7 @@ def open_phantom(
     """
     import numpy as np
 
-    from softseg.datasets import DEFAULT_SHAPE, phantom, write_phantom_files
+    from softseg.phantom import DEFAULT_SHAPE, phantom, write_phantom_files
     from softseg.geometry import DisplayGeometry
 
     ph = phantom(tuple(shape) if shape else DEFAULT_SHAPE, n_raters=n_raters, seed=seed)

@@ -1,6 +1,6 @@
 """Sample data "SoftSeg phantom": image, soft truth and one label layer per rater.
 
-Rendered by :func:`softseg.datasets.phantom` (a partial-volume phantom, see there) and shown in
+Rendered by :func:`softseg.phantom.phantom` (a partial-volume phantom, see there) and shown in
 display order with the phantom's geometry, so every layer can be saved back as NIfTI.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from softseg.datasets import DEFAULT_SHAPE, phantom
+from softseg.phantom import DEFAULT_SHAPE, phantom
 from softseg.geometry import DisplayGeometry
 
 from napari_softseg._layers import RATER_KEY, layer_data_tuple
@@ -25,7 +25,7 @@ def phantom_layers(
     Parameters
     ----------
     shape : tuple of 3 int
-        Phantom grid (X, Y, Z) in file order (see :func:`softseg.datasets.phantom`).
+        Phantom grid (X, Y, Z) in file order (see :func:`softseg.phantom.phantom`).
     n_raters : int
     seed : int
     """

@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QApplication, QPushButton
 
 from softseg.autosave import list_recoveries, load_snapshot
 from softseg.confidence import ConfidenceScale
-from softseg.datasets import phantom
+from softseg.phantom import phantom
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
 from softseg.io import save_volume

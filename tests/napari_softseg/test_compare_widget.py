@@ -11,7 +11,7 @@ from qtpy.QtCore import Qt
 from scipy import ndimage
 
 from softseg import compare
-from softseg.datasets import phantom
+from softseg.phantom import phantom
 
 SCALE = (2.0, 1.0, 1.0)
 

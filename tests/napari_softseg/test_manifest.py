@@ -48,7 +48,7 @@ def test_reader_writers_and_sample_data_are_contributed():
 def test_importing_the_plugin_is_light():
     code = (
         "import sys, napari_softseg, napari_softseg._layers, napari_softseg._reader, "
-        "napari_softseg._writer, napari_softseg._sample_data, softseg.geometry, softseg.datasets\n"
+        "napari_softseg._writer, napari_softseg._sample_data, softseg.geometry, softseg.phantom\n"
         "heavy = [m for m in ('torch', 'PyQt6', 'PyQt5', 'PySide6', 'napari', 'magicgui') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )

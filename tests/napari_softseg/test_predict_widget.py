@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """A tiny softseg model trained for one epoch with the engine (CPU)."""
-    from softseg.datasets import write_dataset
+    from softseg.phantom import write_dataset
     from softseg.train import DataConfig, ModelConfig, OptimConfig, TrainConfig, fit
 
     root = tmp_path_factory.mktemp("predict-model")
@@ -31,7 +31,7 @@ def model_file(tmp_path_factory):
 @pytest.fixture
 def oblique_image(tmp_path):
     """An image stored sagittal-first with flipped axes (file order != display order)."""
-    from softseg.datasets import phantom
+    from softseg.phantom import phantom
 
     ph = phantom((36, 36, 10), n_raters=1, seed=5)
     data = np.transpose(ph.image, (2, 0, 1))[::-1]  # file axes: (Z flipped, X, Y)

@@ -233,7 +233,7 @@ def test_save_layer_as_nifti_refuses_overwrite_and_handles_plain_layers(make_nap
 
 
 def test_sample_data_layers_match_the_engine_phantom(make_napari_viewer, tmp_path):
-    from softseg.datasets import phantom
+    from softseg.phantom import phantom
 
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "phantom")

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from softseg import metrics
-from softseg.datasets import phantom
+from softseg.phantom import phantom
 from softseg.geometry import display_geometry
 from softseg.io import load_volume, save_volume
 

@@ -13,7 +13,7 @@ from matplotlib.image import imread
 
 from softseg import metrics
 from softseg.cli import main
-from softseg.datasets import write_dataset
+from softseg.phantom import write_dataset
 
 TINY = ["--epochs", "1", "--crop", "24", "24", "--width", "4", "--depth", "2",
         "--batch-size", "4", "--device", "cpu", "--test-fraction", "0.25",

@@ -15,7 +15,7 @@ import torch
 
 from softseg import events as ev
 from softseg.cli import main
-from softseg.datasets import write_dataset
+from softseg.phantom import write_dataset
 from softseg.modelfile import read_metadata, save_model
 from softseg.models import UNet2D
 from softseg.train import checkpoint_path

@@ -14,7 +14,7 @@ from scipy import ndimage
 from scipy.stats import wilcoxon
 
 from softseg import compare
-from softseg.datasets import phantom
+from softseg.phantom import phantom
 from softseg.errors import InputError
 
 # four voxels (1 x 1 x 4): prediction and truth of the hand-computed case

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from softseg import data as D
-from softseg.datasets import write_dataset
+from softseg.phantom import write_dataset
 from softseg.errors import InputError
 from softseg.io import save_volume
 

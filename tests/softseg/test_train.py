@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from softseg import __version__
 from softseg import events as ev
-from softseg.datasets import write_dataset
+from softseg.phantom import write_dataset
 from softseg.errors import InputError
 from softseg.modelfile import REQUIRED_KEYS, read_metadata
 from softseg.train import THRESHOLDS, Trainer, TrainConfig, checkpoint_path, fit, train

@@ -1,6 +1,6 @@
 """``softseg demo``: napari with the plugin's widgets docked and the SoftSeg phantom loaded.
 
-The phantom (:func:`softseg.datasets.phantom`) is written as NIfTI files into a folder and opened
+The phantom (:func:`softseg.phantom.phantom`) is written as NIfTI files into a folder and opened
 through the plugin's own reader (``viewer.open(path, plugin="napari-softseg")``), so the layers
 carry their file geometry and source paths exactly as a user's data would. Every dock widget
 contributed in the plugin manifest is docked (tabbed together); a widget that fails to open is

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softseg.datasets import DEFAULT_SHAPE, DEFAULT_SPACING, write_dataset
+    from softseg.phantom import DEFAULT_SHAPE, DEFAULT_SPACING, write_dataset
 
     folder = write_dataset(
         args.out,

@@ -1,4 +1,4 @@
-"""softseg.datasets: the partial-volume phantom and dataset folders."""
+"""softseg.phantom: the partial-volume phantom and dataset folders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from softseg.datasets import _Blob, _blob_fractions, _lesion_fraction, phantom, write_dataset
+from softseg.phantom import _Blob, _blob_fractions, _lesion_fraction, phantom, write_dataset
 from softseg.errors import InputError
 
 SMALL = (40, 44, 16)

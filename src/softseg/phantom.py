@@ -528,7 +528,7 @@ def write_dataset(
         "raters": [str(r + 1) for r in range(int(n_raters))],
         "truth": "truth_soft.nii.gz",
         "generator": {
-            "function": "softseg.datasets.write_dataset",
+            "function": "softseg.phantom.write_dataset",
             "seed": int(seed),
             "shape": [int(s) for s in shape],
             "spacing": [float(s) for s in spacing],
