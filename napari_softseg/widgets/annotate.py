@@ -52,6 +52,7 @@ from softseg.autosave import (
     fallback_folder,
     list_recoveries,
     load_snapshot,
+    new_session_id,
     record_export,
 )
 from softseg.confidence import (
@@ -307,6 +308,7 @@ class RaterAutosave(QObject):
             _warn_once(str(target.folder), f"{target.problem}; autosaving to {target.folder} instead")
         self.fell_back.connect(lambda msg: _warn_once(msg, msg))
         self.failed.connect(lambda msg: _warn_once(msg, msg))
+        self.session = new_session_id()
         self.snapshot_ms: list[float] = []
         self._dirty_since: float | None = None
         self._max_delay_s = float(max_delay_s)
@@ -347,6 +349,7 @@ class RaterAutosave(QObject):
                 geometry=DisplayGeometry.from_metadata(layer.metadata),
                 scale=scale,
                 source_image=None if self.image_path is None else str(self.image_path),
+                session=self.session,
             )
         )
 
