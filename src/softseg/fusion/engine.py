@@ -1,0 +1,636 @@
+"""The one fusion entry point: :func:`fuse` -> :class:`FusionResult`, and the method registry.
+
+Every path that fuses raters calls :func:`fuse` (or its generator form :func:`iter_fuse`):
+``softseg fuse``, the *Fuse raters* widget, the training data (:func:`training_target`, through
+``softseg.data.fuse_raters``) and the protocol's reference (``softseg.protocol.ground_truth``).
+So the same inputs give the same fused map, STAPLE probability and rater statistics everywhere.
+
+Methods (:data:`METHODS`, a plain dict; STYLE.md 6):
+
+========== ============================== ======================= ============================
+name       fused map (two classes)        needs                   K classes (integer labels)
+========== ============================== ======================= ============================
+staple     STAPLE probability (float32)   binary, or soft=True    multi-label STAPLE labels
+average    mean of the raters (float32)   values in [0, 1]        argmax of the class average
+majority   majority vote (uint8 0/1)      binary                  label vote (ties -> 0)
+union      any rater (uint8 0/1)          binary                  --
+intersection every rater (uint8 0/1)      binary                  --
+random     (no fused map: training draws one rater per subject per epoch)
+========== ============================== ======================= ============================
+
+STAPLE's output is the same documented thing on every path: its **probability** (posterior of
+foreground, float32, 0 outside the region); the **consensus** is ``probability >= 0.5``
+(:meth:`FusionResult.consensus`), given where a binary map is asked for: the training target
+and the protocol's reference of ``staple`` (see :func:`training_target`).
+
+Region (``roi``): ``"auto"`` (default on every path) = :func:`~softseg.fusion.default_roi`, the
+box of the raters' union grown by ``margin`` voxels; ``None`` = the whole volume (as SimpleITK);
+or a boolean mask. STAPLE estimates its prior and rater parameters inside it (0 outside), and
+the rater statistics below are counted inside it.
+
+Rater statistics (one definition, :mod:`softseg.fusion.agreement`): sensitivity and specificity
+of rater ``j`` against the reference ``W`` inside the region with soft counts,
+``sum(W d_j) / sum(W)`` and ``sum((1 - W)(1 - d_j)) / sum(1 - W)``; ``W`` is the fused map, and
+for STAPLE the posterior of its last M-step (so the numbers are STAPLE's own estimates, equal to
+SimpleITK's). Multi-class: confusion matrices (R, K+1, K+1), rows = true class, each row sums to
+1. Pairwise Dice between raters (soft counts; multi-class: mean over classes 1..K) and the
+disagreement map (entropy in nats of the raters' vote fractions) complete the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from softseg.errors import InputError
+from softseg.fusion.agreement import binary_confusion, rater_performance
+from softseg.fusion.raters import _is_binary, as_raters, default_roi, roi_box, roi_mask
+from softseg.fusion.staple_em import DEFAULT_MAX_ITER, StapleResult, staple
+from softseg.fusion.voting import average, intersection, majority_vote, union
+
+__all__ = [
+    "METHODS",
+    "FusionResult",
+    "MethodSpec",
+    "SoftRatersError",
+    "fuse",
+    "fusion_methods",
+    "get_method",
+    "iter_fuse",
+    "training_fusions",
+    "training_target",
+]
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One fusion method of :data:`METHODS`.
+
+    Attributes
+    ----------
+    name : str
+        Registry key (CLI ``--method``/``--fusion`` value, model-card ``fusion``).
+    title : str
+        Short name shown in the viewer ("majority vote").
+    description : str
+        One line for help texts and tooltips.
+    output : {"soft", "binary", "raters"}
+        What the fused map holds for two classes ("raters": no fused map, training only).
+    binary_input : bool
+        Needs binary (0/1) raters.
+    soft_variant : bool
+        Has a soft form for confidence/soft maps (soft STAPLE).
+    multiclass : bool
+        Defined for integer label maps with ``n_classes``.
+    training : bool
+        Offered as a way to build training targets (``softseg train --fusion``).
+    """
+
+    name: str
+    title: str
+    description: str
+    output: Literal["soft", "binary", "raters"]
+    binary_input: bool = False
+    soft_variant: bool = False
+    multiclass: bool = False
+    training: bool = False
+
+    @property
+    def fuses(self) -> bool:
+        """True when the method makes a fused map (all but ``random``)."""
+        return self.output != "raters"
+
+
+#: The one registry of fusion methods: CLI choices, widget combo, training fusions, the
+#: protocol's references all derive from it.
+METHODS: dict[str, MethodSpec] = {
+    "staple": MethodSpec(
+        "staple",
+        "STAPLE",
+        "STAPLE (Warfield 2004): EM estimate of each rater's sensitivity and specificity; the "
+        "probability map, and its consensus (>= 0.5) as a training target",
+        "soft",
+        soft_variant=True,
+        multiclass=True,
+        training=True,
+    ),
+    "average": MethodSpec(
+        "average",
+        "average",
+        "mean of the raters: a soft map whose value is the fraction of raters who agree",
+        "soft",
+        multiclass=True,
+        training=True,
+    ),
+    "majority": MethodSpec(
+        "majority",
+        "majority vote",
+        "majority vote of the raters: a binary map (ties give background)",
+        "binary",
+        binary_input=True,
+        multiclass=True,
+        training=True,
+    ),
+    "union": MethodSpec(
+        "union", "union", "foreground where any rater says foreground", "binary", binary_input=True
+    ),
+    "intersection": MethodSpec(
+        "intersection",
+        "intersection",
+        "foreground where every rater says foreground",
+        "binary",
+        binary_input=True,
+    ),
+    "random": MethodSpec(
+        "random",
+        "random rater",
+        "no fusion: one rater drawn at random per subject at every epoch (Lemay 2022)",
+        "raters",
+        training=True,
+    ),
+}
+
+
+def get_method(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` of ``name``; an unknown name is an :class:`InputError` listing them."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise InputError(
+            f"unknown fusion method {name!r}; choose one of: {', '.join(METHODS)}"
+        ) from None
+
+
+def fusion_methods(*, multiclass: bool = False) -> tuple[str, ...]:
+    """Names of the methods that make a fused map (``softseg fuse --method``, the Fuse widget)."""
+    return tuple(k for k, s in METHODS.items() if s.fuses and (s.multiclass or not multiclass))
+
+
+def training_fusions() -> tuple[str, ...]:
+    """Names offered for training targets (``softseg train --fusion``, the Train widget)."""
+    return tuple(k for k, s in METHODS.items() if s.training)
+
+
+class SoftRatersError(InputError):
+    """A method that needs binary raters (or binary STAPLE) was given soft or level maps.
+
+    ``names`` lists the raters that hold soft values; callers may offer soft STAPLE.
+    """
+
+    def __init__(self, message: str, *, method: str, names: Sequence[str]) -> None:
+        super().__init__(message)
+        self.method = method
+        self.names = tuple(names)
+
+
+# ------------------------------------------------------------------------------------ result
+@dataclass(frozen=True, eq=False)
+class FusionResult:
+    """What :func:`fuse` returns: one typed result for every path.
+
+    Attributes
+    ----------
+    method : str
+        Key of :data:`METHODS`.
+    fused : ndarray (*spatial)
+        The method's map: STAPLE probability or average (float32 in [0, 1]), majority / union /
+        intersection (uint8 0/1); multi-class: integer label map (uint8, uint16 beyond 255
+        classes) with 0 = background.
+    probability : ndarray or None
+        Two classes: STAPLE's probability (*spatial), float32 (the same array as ``fused``);
+        multi-class: class probabilities (K+1, *spatial), float32, summing to 1 (STAPLE's
+        posterior, or the fraction of raters per class for ``average``); else None.
+    sensitivity, specificity : ndarray (R,), float64, or None
+        Two classes only; see the module notes for the one definition.
+    confusion : ndarray (R, K+1, K+1), float64
+        ``confusion[j, t, s]``: share of true class ``t`` that rater ``j`` labels ``s`` (rows =
+        true class, each row sums to 1). Two classes: ``[[spec, 1 - spec], [1 - sens, sens]]``.
+    pairwise_dice : ndarray (R, R), float64
+        Dice between raters (soft counts; multi-class: mean over classes 1..K), ones on the
+        diagonal.
+    disagreement : ndarray (*spatial), float32
+        Entropy (nats) of the raters' vote fractions: 0 where all agree, at most ln 2 (two
+        classes) or ln(K+1).
+    class_disagreement : ndarray (K+1, *spatial), float32, or None
+        Multi-class: binary entropy (nats) of each class's vote fraction.
+    roi : ndarray (*spatial) of bool, or None
+        The region used (None = whole volume).
+    n_classes : int or None
+        K for multi-class results, None for two-class ones.
+    soft : bool
+        Soft STAPLE was used (some rater held soft or confidence values).
+    staple : StapleResult or MultiLabelStapleResult or None
+        The EM's details (prior, iterations, converged) for ``staple``.
+    undecided_voxels : int
+        Multi-class ``majority``/``staple``: voxels where the vote or posterior tied (labelled 0).
+    """
+
+    method: str
+    fused: np.ndarray
+    probability: np.ndarray | None
+    sensitivity: np.ndarray | None
+    specificity: np.ndarray | None
+    confusion: np.ndarray
+    pairwise_dice: np.ndarray
+    disagreement: np.ndarray
+    class_disagreement: np.ndarray | None
+    roi: np.ndarray | None
+    n_classes: int | None = None
+    soft: bool = False
+    staple: Any = None
+    undecided_voxels: int = 0
+
+    @property
+    def spec(self) -> MethodSpec:
+        return METHODS[self.method]
+
+    @property
+    def n_raters(self) -> int:
+        return int(self.pairwise_dice.shape[0])
+
+    @property
+    def roi_box(self) -> list[list[int]] | None:
+        """``[[start, stop], ...]`` per axis of the region's bounding box (None: whole volume)."""
+        if self.roi is None:
+            return None
+        return [[s.start, s.stop] for s in roi_box(self.roi)]
+
+    def consensus(self, threshold: float = 0.5) -> np.ndarray:
+        """A hard map: soft results (STAPLE, average) at ``>= threshold`` as uint8 0/1; hard and
+        multi-class results as they are."""
+        if self.n_classes is not None or self.fused.dtype.kind != "f":
+            return self.fused
+        if not 0.0 < float(threshold) <= 1.0:
+            raise InputError(f"consensus threshold must lie in (0, 1]; got {threshold!r}")
+        return (self.fused >= np.float32(threshold)).view(np.uint8)
+
+    @property
+    def target(self) -> np.ndarray:
+        """The map a model is trained on and evaluated against (see :func:`training_target`)."""
+        return self.consensus() if self.method == "staple" else self.fused
+
+
+# ------------------------------------------------------------------------------------- fuse
+def _region(roi: Any, arr: np.ndarray, margin: int) -> np.ndarray | None:
+    if isinstance(roi, str):
+        if roi == "auto":
+            return default_roi(arr, margin=margin)
+        if roi == "none":
+            return None
+        raise InputError(f"unknown roi {roi!r}; use 'auto', 'none' (None) or a boolean mask")
+    return roi_mask(roi, arr.shape[1:])
+
+
+def _names(names: Sequence[str] | None, n: int) -> list[str]:
+    return [str(x) for x in names] if names is not None else [f"rater {j}" for j in range(n)]
+
+
+def iter_fuse(
+    raters: np.ndarray | Sequence[np.ndarray],
+    method: str,
+    *,
+    roi: str | np.ndarray | None = "auto",
+    margin: int = 10,
+    soft: bool | None = None,
+    n_classes: int | None = None,
+    ties: int = 0,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float | None = None,
+    names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> Generator[tuple[float, str], None, FusionResult]:
+    """Generator form of :func:`fuse`: yields ``(fraction, text)`` steps, returns the result.
+
+    For background workers (napari ``thread_worker``): ``result = yield from iter_fuse(...)``.
+    ``progress`` additionally receives STAPLE's per-iteration notes. Parameters as :func:`fuse`.
+    """
+    spec = get_method(method)
+    if not spec.fuses:
+        raise InputError(
+            f"{method!r} is a training choice (one rater drawn per subject and epoch), not a "
+            f"fusion; choose one of: {', '.join(fusion_methods())}"
+        )
+    if ties not in (0, 1):
+        raise InputError(f"ties must be 0 (background) or 1 (foreground); got {ties!r}")
+    if not isinstance(margin, (int, np.integer)) or isinstance(margin, bool) or margin < 0:
+        raise InputError(f"margin must be a whole number of voxels >= 0; got {margin!r}")
+    if n_classes is not None:
+        return (
+            yield from _iter_fuse_classes(
+                raters, spec, roi=roi, margin=margin, n_classes=n_classes, max_iter=max_iter,
+                tol=tol, names=names, progress=progress,
+            )
+        )
+    yield 0.05, "checking raters"
+    arr = as_raters(raters, what=spec.name, names=names)
+    n = arr.shape[0]
+    label = _names(names, n)
+    soft_raters = [label[j] for j in range(n) if not _is_binary(arr[j])]
+    if soft_raters and (spec.binary_input or (spec.soft_variant and soft is False)):
+        what = f"binary {spec.title}" if spec.soft_variant else spec.title
+        hint = (
+            f"use soft {spec.title}"
+            if spec.soft_variant
+            else "use average or soft STAPLE, or binarise them"
+        )
+        raise SoftRatersError(
+            f"{what} needs binary (0/1) raters but {', '.join(soft_raters)} "
+            f"hold{'s' if len(soft_raters) == 1 else ''} confidence levels or soft values; {hint}",
+            method=spec.name,
+            names=soft_raters,
+        )
+    yield 0.15, "region of interest"
+    region = _region(roi, arr, int(margin))
+    yield 0.25, spec.title
+    result = None
+    probability = None
+    if spec.name == "staple":
+
+        def note(it: int, change: float) -> None:
+            if progress is not None:
+                progress(0.5, f"STAPLE iteration {it} (change {change:.2g})")
+
+        result = staple(
+            arr, roi=region, soft=bool(soft_raters), max_iter=max_iter,
+            tol=1e-7 if tol is None else tol, progress=note,
+        )
+        fused = probability = result.probability.astype(np.float32)
+    elif spec.name == "average":
+        fused = average(arr)
+    elif spec.name == "majority":
+        fused = majority_vote(arr, ties=ties)
+    elif spec.name == "union":
+        fused = union(arr)
+    else:
+        fused = intersection(arr)
+    yield 0.7, "disagreement"
+    from softseg.metrics import entropy, pairwise_dice
+
+    dis = entropy(fused if spec.name == "average" else average(arr))
+    yield 0.8, "rater statistics"
+    pair = pairwise_dice(arr)
+    if result is not None:
+        sens, spec_ = np.asarray(result.sensitivity), np.asarray(result.specificity)
+    else:
+        sens, spec_ = rater_performance(arr, fused, roi=region)
+    yield 1.0, "done"
+    return FusionResult(
+        method=spec.name,
+        fused=fused,
+        probability=probability,
+        sensitivity=sens,
+        specificity=spec_,
+        confusion=binary_confusion(sens, spec_),
+        pairwise_dice=pair,
+        disagreement=dis,
+        class_disagreement=None,
+        roi=region,
+        soft=bool(soft_raters) and spec.name == "staple",
+        staple=result,
+    )
+
+
+def fuse(
+    raters: np.ndarray | Sequence[np.ndarray],
+    method: str,
+    *,
+    roi: str | np.ndarray | None = "auto",
+    margin: int = 10,
+    soft: bool | None = None,
+    n_classes: int | None = None,
+    ties: int = 0,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float | None = None,
+    names: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> FusionResult:
+    """Fuse raters with one method of :data:`METHODS` (see the module notes).
+
+    Parameters
+    ----------
+    raters : ndarray (R, *spatial) or sequence of R ndarrays (*spatial)
+        Two classes: values in [0, 1] (binary 0/1, or soft maps such as confidence levels
+        converted with :func:`softseg.confidence.as_rater_values`); values within 1e-6 of
+        [0, 1] are clipped (:func:`softseg.checks.as_probability`). Multi-class
+        (``n_classes=K``): integer label maps, 0 = background, 1..K. At least two raters.
+    method : str
+        A key of :data:`METHODS` that fuses (not ``"random"``).
+    roi : "auto", "none", None or ndarray (*spatial) of bool
+        Region for STAPLE's estimation and for the rater statistics (module notes).
+    margin : int, >= 0
+        Voxels added around the raters' union for ``roi="auto"``.
+    soft : bool or None
+        STAPLE with soft or confidence raters: None (default) uses soft STAPLE exactly when some
+        rater holds values other than 0/1 (on binary raters soft STAPLE is bit-identical to
+        binary STAPLE); False refuses soft raters (:class:`SoftRatersError`); True allows them.
+    n_classes : int, optional
+        K: the raters are integer label maps with classes 1..K (multi-class fusion).
+    ties : {0, 1}
+        Two-class ``majority`` with an even number of raters: what a tie gives.
+    max_iter : int
+        STAPLE iteration cap.
+    tol : float, optional
+        STAPLE convergence tolerance (default 1e-7 for two classes, as ITK's STAPLE; 1e-5 for
+        multi-label STAPLE, as ITK's MultiLabelSTAPLE).
+    names : sequence of str, optional
+        One name per rater (file or layer name) used in error messages.
+    progress : callable(fraction, text), optional
+        Called at each step and at each STAPLE iteration.
+
+    Returns
+    -------
+    FusionResult
+
+    Raises
+    ------
+    InputError
+        Unknown method, ``"random"``, fewer than two raters, shapes that differ, values outside
+        [0, 1] or NaN (naming the rater), a bad region or option, label values above K.
+    SoftRatersError
+        A binary method (or ``soft=False`` STAPLE) given soft or confidence raters.
+
+    Examples
+    --------
+    >>> r = np.zeros((3, 4, 4), np.uint8); r[:, 1:3, 1:3] = 1; r[2, 0, 0] = 1
+    >>> res = fuse(r, "staple", roi=None)
+    >>> int(res.consensus().sum()), res.sensitivity.round(3).tolist()
+    (4, [1.0, 1.0, 1.0])
+    """
+    steps = iter_fuse(
+        raters, method, roi=roi, margin=margin, soft=soft, n_classes=n_classes, ties=ties,
+        max_iter=max_iter, tol=tol, names=names, progress=progress,
+    )
+    while True:
+        try:
+            fraction, text = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(fraction, text)
+
+
+# ------------------------------------------------------------------------------- multi-class
+def _iter_fuse_classes(
+    raters: Any,
+    spec: MethodSpec,
+    *,
+    roi: Any,
+    margin: int,
+    n_classes: int,
+    max_iter: int,
+    tol: float | None,
+    names: Sequence[str] | None,
+    progress: Progress | None,
+) -> Generator[tuple[float, str], None, FusionResult]:
+    from softseg.fusion import multilabel as ml
+
+    if not spec.multiclass:
+        raise InputError(
+            f"{spec.name} is defined for two classes only; for label maps choose one of: "
+            f"{', '.join(fusion_methods(multiclass=True))}"
+        )
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+        raise InputError(f"n_classes must be a whole number >= 1; got {n_classes!r}")
+    yield 0.05, "checking label maps"
+    labels, k = ml.as_label_maps(raters, n_classes=int(n_classes), what=spec.name)
+    yield 0.15, "region of interest"
+    region = _region(roi, labels != 0, margin)
+    yield 0.25, spec.title
+    result = None
+    probability = None
+    undecided = 0
+    if spec.name == "staple":
+
+        def note(it: int, change: float) -> None:
+            if progress is not None:
+                progress(0.5, f"STAPLE iteration {it} (change {change:.2g})")
+
+        kwargs: dict[str, Any] = {"max_iter": max_iter, "roi": region, "undecided": k + 1}
+        if tol is not None:
+            kwargs["tol"] = tol
+        result = ml.multilabel_staple(labels, n_classes=k, progress=note, **kwargs)
+        fused = result.labels
+        probability = result.probabilities
+        confusion = np.asarray(result.confusion)
+    else:
+        # the label map of both is the plurality vote (the argmax of the class average)
+        if spec.name == "average":
+            probability = ml.class_average(labels, n_classes=k)
+        fused = ml.label_vote(labels, n_classes=k, undecided=k + 1)
+        confusion = None
+    tied = fused == k + 1
+    undecided = int(np.count_nonzero(tied))
+    if undecided:
+        fused = fused.copy()
+        fused[tied] = 0
+    yield 0.7, "disagreement"
+    dis = ml.class_disagreement(labels, n_classes=k)
+    per_class = ml.class_disagreement(labels, n_classes=k, per_class=True)
+    yield 0.8, "rater statistics"
+    if confusion is None:
+        confusion = ml.confusion_matrices(labels, fused, n_classes=k, roi=region)
+    pair = _pairwise_class_dice(labels, k)
+    yield 1.0, "done"
+    return FusionResult(
+        method=spec.name,
+        fused=fused,
+        probability=probability,
+        sensitivity=None,
+        specificity=None,
+        confusion=confusion,
+        pairwise_dice=pair,
+        disagreement=dis,
+        class_disagreement=per_class,
+        roi=region,
+        n_classes=k,
+        staple=result,
+        undecided_voxels=undecided,
+    )
+
+
+def _pairwise_class_dice(labels: np.ndarray, k: int) -> np.ndarray:
+    """(R, R) mean over classes 1..K of the Dice between raters' class masks."""
+    from softseg.metrics import pairwise_dice
+
+    total = np.zeros((labels.shape[0], labels.shape[0]))
+    for c in range(1, k + 1):
+        total += pairwise_dice((labels == c).view(np.uint8))
+    return total / k
+
+
+# -------------------------------------------------------------------------------- training
+def training_target(
+    raters: np.ndarray | Sequence[np.ndarray],
+    method: str,
+    *,
+    n_classes: int | None = None,
+    roi: str | np.ndarray | None = "auto",
+) -> np.ndarray:
+    """What the trainer fits for one subject (and the protocol's reference of that method).
+
+    Parameters
+    ----------
+    raters : ndarray (R, *spatial), values in [0, 1] (integer label maps with ``n_classes``)
+    method : str
+        A key of :data:`METHODS` with ``training=True``: staple, average, majority, random.
+    n_classes : int, optional
+        K for integer label maps.
+    roi : as :func:`fuse`
+
+    Returns
+    -------
+    ndarray, float32
+        Two classes: ``(1, *spatial)`` for a fusion, ``(R, *spatial)`` (the raters) for
+        ``random``. Multi-class: ``(1, K+1, *spatial)`` class targets summing to 1 (one-hot of
+        the fused labels, or the class fractions for ``average``), ``(R, K+1, *spatial)`` one-hot
+        raters for ``random``. A single rater is its own target.
+
+    Notes
+    -----
+    ``staple`` trains on the STAPLE **consensus** (probability >= 0.5), not on the probability:
+    the label-fusion paper (Lemay et al. 2022, section 2.2) uses STAPLE as a method that
+    "produces binary GTs" for both the conventional and the SoftSeg pipelines, and the SoftSeg
+    candidates get their soft borders from resampling and augmentation (Gros et al. 2021). This
+    keeps "SoftSeg-STAPLE" and "Conv-STAPLE" the papers' candidates; the probability itself is
+    one ``softseg fuse --method staple`` away for whoever wants to train on it.
+    ``majority`` with soft raters first cuts each rater at 0.5 (its own vote).
+    """
+    spec = get_method(method)
+    if not spec.training:
+        raise InputError(
+            f"{method!r} is not a training fusion; choose one of: {', '.join(training_fusions())}"
+        )
+    if n_classes is not None:
+        return _class_target(raters, spec, n_classes=n_classes, roi=roi)
+    arr = as_raters(raters, min_raters=1, what=f"training target ({method})")
+    if spec.name == "random" or arr.shape[0] == 1:
+        return np.array(arr, dtype=np.float32, copy=True)
+    if spec.name == "majority" and not _is_binary(arr):
+        arr = (arr >= 0.5).view(np.uint8)
+    result = fuse(arr, spec.name, roi=roi)
+    return np.asarray(result.target, dtype=np.float32)[None]
+
+
+def _class_target(raters: Any, spec: MethodSpec, *, n_classes: int, roi: Any) -> np.ndarray:
+    from softseg.fusion import multilabel as ml
+
+    labels, k = ml.as_label_maps(raters, n_classes=n_classes, min_raters=1, what="training target")
+    if spec.name == "random" or labels.shape[0] == 1:
+        return _one_hot(labels, k)
+    result = fuse(labels, spec.name, n_classes=k, roi=roi)
+    if spec.name == "average":
+        return np.asarray(result.probability, dtype=np.float32)[None]
+    return _one_hot(result.fused[None], k)
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    """(R, *spatial) labels -> (R, K+1, *spatial) float32 one-hot."""
+    out = np.zeros((labels.shape[0], k + 1, *labels.shape[1:]), dtype=np.float32)
+    for c in range(k + 1):
+        out[:, c] = labels == c
+    return out
