@@ -30,6 +30,7 @@ __all__ = [
     "CLASS_KEY",
     "CONFIDENCE_KEY",
     "GEOMETRY_KEY",
+    "HUE_KEY",
     "KIND_KEY",
     "OWNER_KEY",
     "PREDICTION_KEY",
@@ -63,6 +64,9 @@ GEOMETRY_KEY = "softseg_geometry"
 PREDICTION_KEY = "softseg_prediction"
 #: Class (structure) a layer holds in a multi-class project: ``{"index": k, "name": ...}``.
 CLASS_KEY = "softseg_class"
+#: Palette index of a rater's colour (``napari_softseg._raters.PALETTE``); kept through autosave
+#: and restore so a rater keeps their colour.
+HUE_KEY = "softseg_hue"
 
 # --- identity ---------------------------------------------------------------------------------
 #: What a layer is, for widgets (see :data:`ROLES`).
