@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from softseg.checks import as_probability
 from softseg.errors import InputError
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "PRESETS",
     "ConfidenceScale",
     "LabelKind",
+    "as_rater_values",
     "detect_label_kind",
     "get_preset",
     "label_to_soft",
@@ -63,7 +65,7 @@ class ConfidenceScale:
     Examples
     --------
     >>> scale = ConfidenceScale.default()
-    >>> scale.to_soft(np.array([0, 1, 2, 3], dtype=np.uint8)).round(3).tolist()
+    >>> scale.to_soft(np.array([0, 1, 2, 3], dtype=np.uint8)).astype(float).round(3).tolist()
     [0.0, 0.333, 0.667, 1.0]
     """
 
@@ -293,80 +295,145 @@ def get_preset(name: str) -> ConfidenceScale:
         raise InputError(f"unknown confidence preset {name!r}; choose one of {list(PRESETS)}") from None
 
 
-def detect_label_kind(array: np.ndarray) -> LabelKind:
+def detect_label_kind(array: np.ndarray, *, name: str = "rater map") -> LabelKind:
     """What a rater file holds: ``"binary"`` (0/1), ``"levels"`` (whole numbers 0..9) or ``"soft"``.
 
     Parameters
     ----------
     array : ndarray, any shape, numeric or bool
+    name : str
+        What the array is (a file name, ``"layer 'rater-1'"``), first in every message.
 
     Returns
     -------
     {"binary", "levels", "soft"}
-        A float map with any fractional value is soft (values must then lie in [0, 1]);
-        whole numbers {0, 1} are binary; whole numbers up to 9 are confidence levels.
+        A float map with any fractional value is soft (its values must then lie in [0, 1]
+        within :data:`softseg.checks.PROBABILITY_TOLERANCE`); whole numbers {0, 1} are binary;
+        whole numbers up to 9 are confidence levels.
 
     Raises
     ------
     InputError
-        NaN/Inf, negative values, fractional values above 1, or integers above 9.
+        NaN/Inf, negative values, fractional values outside [0, 1] beyond the tolerance, or
+        integers above 9.
     """
     arr = np.asarray(array)
     if arr.dtype == np.bool_:
         return "binary"
     if arr.dtype.kind not in "iuf":
-        raise InputError(f"a rater map must be numeric; got dtype {arr.dtype}")
+        raise InputError(f"{name}: a rater map must be numeric; got dtype {arr.dtype}")
     if arr.size == 0:
-        raise InputError("a rater map must not be empty")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise InputError("rater map contains NaN or Inf; labels must be finite")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0:
-        raise InputError(f"rater map has negative values (min {lo:g}); expected 0/1, levels 0..9 or soft [0, 1]")
+        raise InputError(f"{name}: a rater map must not be empty")
+    lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise InputError(f"{name}: contains {bad} NaN/Inf values; labels must be finite")
     whole = arr.dtype.kind in "iu" or bool((arr == np.round(arr)).all())
     if not whole:
-        if hi > 1.0:
-            raise InputError(
-                f"rater map has fractional values above 1 (max {hi:g}); soft maps must lie in [0, 1]"
-            )
+        as_probability(arr, name=name, hint="soft maps hold values in [0, 1]")
         return "soft"
+    if lo < 0:
+        raise InputError(
+            f"{name}: has negative values (min {float(lo)!r}); expected 0/1, levels 0..9 or "
+            "soft values in [0, 1]"
+        )
     if hi <= 1:
         return "binary"
     if hi <= MAX_LEVELS:
         return "levels"
     raise InputError(
-        f"rater map has whole values up to {hi:g}; confidence levels go from 0 to {MAX_LEVELS} "
-        "(is this a multi-label segmentation?)"
+        f"{name}: has whole values up to {float(hi):g}; confidence levels go from 0 to "
+        f"{MAX_LEVELS} (is this a multi-class label map? give its number of classes)"
     )
 
 
-def label_to_soft(array: np.ndarray, *, scale: ConfidenceScale | None = None) -> np.ndarray:
+def as_rater_values(
+    array: np.ndarray,
+    *,
+    scale: ConfidenceScale | None = None,
+    name: str = "rater map",
+) -> tuple[np.ndarray, LabelKind]:
+    """The one conversion of a rater map (file or layer) to values in [0, 1], with its kind.
+
+    Parameters
+    ----------
+    array : ndarray, any shape
+        Bool, 0/1, painted confidence levels (whole numbers 0..9) or soft values.
+    scale : ConfidenceScale, optional
+        The scale the map was painted with (its JSON sidecar, :mod:`softseg.sidecar`, or the
+        layer metadata). With a scale, whole-number maps are *levels*, including maps that
+        hold only 0 and 1 (a map painted with level 1 only looks binary: the scale decides).
+        Soft maps ignore it (an exported soft map keeps its scale in the sidecar).
+    name : str
+        What the map is (file name, ``"layer 'rater-1'"``), first in every message.
+
+    Returns
+    -------
+    values : ndarray, same shape
+        ``"binary"``: uint8 0/1 (the input itself when it already is uint8);
+        ``"levels"``: float32 soft values through the scale; ``"soft"``: float32, values within
+        :data:`softseg.checks.PROBABILITY_TOLERANCE` of [0, 1] clipped onto it.
+    kind : {"binary", "levels", "soft"}
+        What the map held. Levels whose values are all 0 or 1 after the scale (only the
+        full-confidence level painted) are returned as ``"binary"`` uint8.
+
+    Raises
+    ------
+    InputError
+        See :func:`detect_label_kind`; levels without a scale; a level above the scale.
+
+    Examples
+    --------
+    >>> as_rater_values(np.array([0, 1, 3]), scale=ConfidenceScale.default())[1]
+    'levels'
+    >>> float(as_rater_values(np.array([0.0, 0.5, 1.0000001]))[0].max())
+    1.0
+    """
+    arr = np.asarray(array)
+    kind = detect_label_kind(arr, name=name)
+    if kind == "soft":
+        values = as_probability(arr, name=name).astype(np.float32, copy=False)
+        return values, "soft"
+    if scale is None:
+        if kind == "binary":
+            return (arr if arr.dtype == np.uint8 else (arr != 0).view(np.uint8)), "binary"
+        raise InputError(
+            f"{name}: holds confidence levels up to {int(np.max(arr))} but has no confidence "
+            "scale; give its scale (the JSON sidecar saved with it, or pick one in the Soft "
+            "annotation widget)"
+        )
+    try:
+        values = scale.to_soft(arr)
+    except InputError as exc:
+        raise InputError(f"{name}: {exc}") from None
+    used = np.unique(values)  # few distinct values: the scale's
+    if np.isin(used, (0.0, 1.0)).all():
+        return (values != 0).view(np.uint8), "binary"
+    return values, "levels"
+
+
+def label_to_soft(
+    array: np.ndarray, *, scale: ConfidenceScale | None = None, name: str = "rater map"
+) -> np.ndarray:
     """Any rater map (binary, levels or soft) as a float32 soft map in [0, 1].
+
+    :func:`as_rater_values` (the one conversion) as float32: use it where a soft map is wanted
+    (training targets, references of the Threshold and Compare widgets).
 
     Parameters
     ----------
     array : ndarray, any shape
     scale : ConfidenceScale, optional
-        The scale the map was painted with (from its sidecar or layer metadata); applied to
-        binary and level maps. Without it a binary map maps 1 -> 1.0 and a level map with
-        levels above 1 is refused (its values would be guesses).
+        The scale the map was painted with; see :func:`as_rater_values`.
+    name : str
+        Used in error messages.
 
     Returns
     -------
-    ndarray, same shape, float32
+    ndarray, same shape, float32, values in [0, 1]
     """
-    kind = detect_label_kind(array)
-    arr = np.asarray(array)
-    if kind == "soft":
-        return arr.astype(np.float32, copy=False)
-    if scale is None:
-        if kind == "binary":
-            return (arr > 0).astype(np.float32)
-        raise InputError(
-            f"this map holds confidence levels up to {int(np.max(arr))}; give its confidence scale "
-            "(the JSON sidecar written with it, or choose one)"
-        )
-    return scale.to_soft(arr)
+    values, _kind = as_rater_values(array, scale=scale, name=name)
+    return values.astype(np.float32, copy=False)
 
 
 def scale_from_sidecar(sidecar: Mapping[str, Any] | None) -> ConfidenceScale | None:

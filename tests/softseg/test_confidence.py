@@ -8,6 +8,7 @@ import pytest
 from softseg.confidence import (
     PRESETS,
     ConfidenceScale,
+    as_rater_values,
     detect_label_kind,
     get_preset,
     label_to_soft,
@@ -145,8 +146,9 @@ def test_detect_label_kind(array, kind):
     [
         (np.array([0.0, np.nan]), "NaN"),
         (np.array([-1, 1]), "negative"),
-        (np.array([0.5, 1.5]), "above 1"),
-        (np.array([0, 12]), "multi-label"),
+        (np.array([0.5, 1.5]), r"max 1\.5"),
+        (np.array([0.5, -0.01]), r"min -0\.01"),
+        (np.array([0, 12]), "multi-class"),
     ],
 )
 def test_detect_label_kind_errors(array, match):
@@ -160,8 +162,55 @@ def test_label_to_soft_for_each_kind():
     np.testing.assert_array_equal(label_to_soft(soft), soft)
     paper = ConfidenceScale.from_paper()
     np.testing.assert_array_equal(label_to_soft(np.array([0, 2, 3]), scale=paper), [0.0, 0.5, 1.0])
-    with pytest.raises(InputError, match="give its confidence scale"):
+    with pytest.raises(InputError, match="give its scale"):
         label_to_soft(np.array([0, 2, 3]))
+
+
+@pytest.mark.parametrize(
+    "soft",
+    [
+        # a uint8 map stored with scl_slope = 1/255 decodes 255 to 1.00000006 (float32)
+        np.float32([0, 128, 255]) * np.float32(1 / 255),
+        # a Gaussian-smoothed 0/1 map: 1 + 2e-16 and -1e-17 (float64)
+        np.array([1.0 + 2e-16, -1e-17, 0.4]),
+    ],
+)
+def test_values_within_rounding_of_the_unit_interval_are_soft_and_clipped(soft):
+    assert detect_label_kind(soft) == "soft"
+    values, kind = as_rater_values(soft, name="r.nii.gz")
+    assert kind == "soft" and values.dtype == np.float32
+    assert values.max() <= 1.0 and values.min() >= 0.0
+    np.testing.assert_allclose(values, np.clip(soft, 0, 1), atol=1e-7)
+
+
+def test_as_rater_values_kinds_dtypes_and_the_scale_deciding():
+    default = ConfidenceScale.default()
+    binary = np.array([[0, 1], [1, 0]], dtype=np.uint8)
+    values, kind = as_rater_values(binary)
+    assert kind == "binary" and values is binary  # no copy
+    values, kind = as_rater_values(binary.astype(np.float64))
+    assert kind == "binary" and values.dtype == np.uint8
+    # with a scale a 0/1 map is a level map painted with level 1 ("low" = 1/3)
+    values, kind = as_rater_values(binary, scale=default)
+    assert kind == "levels" and values.dtype == np.float32
+    np.testing.assert_allclose(values, binary / 3.0, rtol=1e-6)
+    # only the full-confidence level painted: values 0/1 -> binary uint8
+    values, kind = as_rater_values(binary * 3, scale=default)
+    assert kind == "binary" and values.dtype == np.uint8
+    np.testing.assert_array_equal(values, binary)
+    # soft maps ignore the scale (an exported soft map keeps its scale in the sidecar)
+    soft = np.array([0.0, 0.25], np.float32)
+    values, kind = as_rater_values(soft, scale=default)
+    assert kind == "soft" and values.tolist() == [0.0, 0.25]
+
+
+def test_as_rater_values_messages_name_the_map():
+    with pytest.raises(InputError, match=r"^rater-2\.nii\.gz: holds confidence levels up to 3"):
+        as_rater_values(np.array([0, 3]), name="rater-2.nii.gz")
+    with pytest.raises(InputError, match=r"^layer 'a': level map holds values 0\.\.5"):
+        as_rater_values(np.array([0, 5]), scale=ConfidenceScale.default(), name="layer 'a'")
+    with pytest.raises(InputError, match=r"^r\.nii: values must lie in \[0, 1\].*max 1\.01"):
+        as_rater_values(np.array([0.5, 1.01]), name="r.nii")
 
 
 def test_scale_from_sidecar_reads_every_form_softseg_writes():
