@@ -23,6 +23,9 @@ from softseg import __version__
 from softseg.cli import candidates, demo
 from softseg.cli import phantom as phantom_cmd
 from softseg.cli import evaluate as evaluate_cmd
+from softseg.cli import export as export_cmd
+from softseg.cli import export_model as export_model_cmd
+from softseg.cli import import_ as import_cmd
 from softseg.cli import fuse as fuse_cmd
 from softseg.cli import compare as compare_cmd
 from softseg.cli import predict as predict_cmd
@@ -41,6 +44,9 @@ COMMANDS = {
     "train": train_cmd,
     "predict": predict_cmd,
     "compare": compare_cmd,
+    "import": import_cmd,
+    "export": export_cmd,
+    "export-model": export_model_cmd,
 }
 
 
