@@ -492,6 +492,56 @@ def test_confusion_matrices_policies():
     np.testing.assert_array_equal(got[1], [[1, 0, 0], [0, 0, 1], [0, 0, 1]])
 
 
+def test_confusion_matrices_soft_reference_match_weighted_sklearn():
+    from sklearn.metrics import confusion_matrix
+
+    raters = tissue_raters(n_raters=3, n_classes=2, seed=14)
+    soft = ml.class_average(raters)
+    got = ml.confusion_matrices(raters, soft)
+    # soft counts = a weighted confusion matrix with every voxel once per true class t, weight P_t
+    flat = soft.reshape(3, -1)
+    y_true = np.repeat(np.arange(3), flat.shape[1])
+    for j in range(3):
+        expected = confusion_matrix(
+            y_true,
+            np.tile(raters[j].ravel(), 3),
+            labels=[0, 1, 2],
+            sample_weight=flat.ravel().astype(np.float64),
+            normalize="true",
+        )
+        np.testing.assert_allclose(got[j], expected, atol=1e-12)
+    # a one-hot reference gives the label-map result
+    reference = ml.label_vote(raters, undecided=0)
+    one_hot = np.stack([reference == c for c in range(3)]).astype(np.float32)
+    np.testing.assert_allclose(
+        ml.confusion_matrices(raters, one_hot), ml.confusion_matrices(raters, reference)
+    )
+    # the soft reference gives the number of classes; roi restricts the counts
+    roi = np.zeros(raters.shape[1:], bool)
+    roi[:10] = True
+    np.testing.assert_allclose(
+        ml.confusion_matrices(raters, soft, roi=roi),
+        ml.confusion_matrices(raters[:, :10], soft[:, :10]),
+    )
+    with pytest.raises(InputError, match="values must lie in"):
+        ml.confusion_matrices(raters, soft * 2)
+
+
+def test_confusion_matrices_soft_binary_reference_is_soft_sensitivity_specificity():
+    rng = np.random.default_rng(15)
+    raters = (rng.random((4, 9, 10, 11)) < 0.4).astype(np.uint8)
+    w = rng.random((9, 10, 11))
+    got = ml.confusion_matrices(raters, np.stack([1 - w, w]))
+    d = raters.astype(np.float64)
+    sens = (w * d).sum(axis=(1, 2, 3)) / w.sum()
+    spec = ((1 - w) * (1 - d)).sum(axis=(1, 2, 3)) / (1 - w).sum()
+    np.testing.assert_allclose(got[:, 1, 1], sens, rtol=1e-12)
+    np.testing.assert_allclose(got[:, 0, 0], spec, rtol=1e-12)
+    ref_sens, ref_spec = fusion.rater_performance(raters, w)  # the binary fusions' definition
+    np.testing.assert_allclose(got[:, 1, 1], ref_sens, rtol=1e-6)
+    np.testing.assert_allclose(got[:, 0, 0], ref_spec, rtol=1e-6)
+
+
 def test_confusion_matrices_of_staple_labels_approach_its_estimate():
     raters = tissue_raters(n_raters=4, n_classes=2, seed=13)
     res = ml.multilabel_staple(raters, undecided=0)
@@ -541,6 +591,13 @@ def test_other_functions_validate_their_input():
             call()
     with pytest.raises(InputError, match="reference has shape"):
         ml.confusion_matrices(np.zeros((2, 3), int), np.zeros(4, int))
+    with pytest.raises(InputError, match=r"or 3 class maps of shape \(3, 3\)"):
+        ml.confusion_matrices(np.zeros((2, 3), int), np.zeros((3, 4)), n_classes=2)
+    names = ["rater-a.nii.gz", "rater-b.nii.gz"]
+    with pytest.raises(InputError, match="rater-b.nii.gz holds label 7 but n_classes is 2"):
+        ml.as_label_maps(bad, n_classes=2, names=names)
+    with pytest.raises(InputError, match="rater-b.nii.gz has shape"):
+        ml.as_label_maps([np.zeros(3), np.zeros(4)], names=names)
     with pytest.raises(InputError, match="negative label"):
         ml.confusion_matrices(np.zeros((2, 3), int), np.array([0, -1, 0]))
 

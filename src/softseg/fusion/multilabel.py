@@ -67,7 +67,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from softseg.checks import as_probability
 from softseg.errors import InputError
+from softseg.fusion.raters import _rater_name, roi_mask
 
 __all__ = [
     "MultiLabelStapleResult",
@@ -97,6 +99,7 @@ def as_label_maps(
     n_classes: int | None = None,
     min_raters: int = 2,
     what: str = "fusion",
+    names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Validate integer label maps and return them as one array with the number of classes.
 
@@ -111,6 +114,8 @@ def as_label_maps(
         Fewest raters accepted.
     what : str
         Name of the operation, used in error messages.
+    names : sequence of str, optional
+        One name per rater (file or layer name) used in error messages; default "rater i".
 
     Returns
     -------
@@ -150,8 +155,9 @@ def as_label_maps(
         for i, item in enumerate(items[1:], start=1):
             if item.shape != items[0].shape:
                 raise InputError(
-                    f"{what}: rater {i} has shape {item.shape} but rater 0 has shape "
-                    f"{items[0].shape}; all label maps must be on the same voxel grid"
+                    f"{what}: {_rater_name(names, i)} has shape {item.shape} but "
+                    f"{_rater_name(names, 0)} has shape {items[0].shape}; all label maps must be "
+                    "on the same voxel grid"
                 )
         arr = np.stack(items)
     n = arr.shape[0]
@@ -174,15 +180,15 @@ def as_label_maps(
             j, *_ = np.unravel_index(int(np.argmax(frac)), arr.shape)
             value = float(arr.reshape(-1)[int(np.argmax(frac))])
             raise InputError(
-                f"{what}: rater {j} holds the non-integer label {value:g}; label maps hold whole "
-                "numbers 0..K (for soft per-class maps use the per-class fusions)"
+                f"{what}: {_rater_name(names, j)} holds the non-integer label {value:g}; label "
+                "maps hold whole numbers 0..K (for soft per-class maps use the per-class fusions)"
             )
     lo = 0 if arr.dtype.kind == "u" else arr.min()
     if lo < 0:
         j = int(np.argmax((arr < 0).reshape(n, -1).any(axis=1)))
         raise InputError(
-            f"{what}: rater {j} holds the negative label {_num(lo)}; labels are 0 (background) "
-            "..K"
+            f"{what}: {_rater_name(names, j)} holds the negative label {_num(lo)}; labels are 0 "
+            "(background) ..K"
         )
     hi = int(arr.max())
     if n_classes is None:
@@ -190,8 +196,8 @@ def as_label_maps(
     elif hi > n_classes:
         j = int(np.argmax((arr.reshape(n, -1) > n_classes).any(axis=1)))
         raise InputError(
-            f"{what}: rater {j} holds label {hi} but n_classes is {n_classes} (labels "
-            f"0..{n_classes}); pass n_classes={hi} or fix the label map"
+            f"{what}: {_rater_name(names, j)} holds label {hi} but n_classes is {n_classes} "
+            f"(labels 0..{n_classes}); pass n_classes={hi} or fix the label map"
         )
     dtype = np.min_scalar_type(int(n_classes))
     if arr.dtype != dtype and not (arr.dtype.kind == "u" and arr.dtype.itemsize <= 2):
@@ -297,9 +303,7 @@ def _voxels(labels: np.ndarray, roi: np.ndarray | None) -> tuple[np.ndarray, np.
     """(R, N) labels of the voxels used (all, or those in the validated roi) and the mask."""
     if roi is None:
         return labels.reshape(labels.shape[0], -1), None
-    from softseg.fusion import _roi_mask  # one roi check for binary and multi-class fusion
-
-    mask = _roi_mask(roi, labels.shape[1:])
+    mask = roi_mask(roi, labels.shape[1:])
     return labels[:, mask], mask
 
 
@@ -431,52 +435,71 @@ def confusion_matrices(
     n_classes: int | None = None,
     roi: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Each rater's confusion matrix against a reference label map (e.g. a fused one).
+    """Each rater's confusion matrix against a reference (e.g. a fused label map).
 
     Parameters
     ----------
     raters : ndarray (R, *spatial) or sequence of R ndarrays, integer labels 0..K
-    reference : ndarray (*spatial), integer labels
-        The true labels, e.g. :func:`label_vote` or :attr:`MultiLabelStapleResult.labels`.
-        Voxels whose reference label lies outside 0..K (an undecided label K + 1) are ignored.
+    reference : ndarray (*spatial) of integer labels, or (K + 1, *spatial) class probabilities
+        The true classes: a label map such as :func:`label_vote` or
+        :attr:`MultiLabelStapleResult.labels` (voxels whose label lies outside 0..K, e.g. an
+        undecided label K + 1, are ignored), or soft class maps in [0, 1] such as
+        :func:`class_average` (soft counts: each voxel counts ``P_t`` towards true class ``t``).
     n_classes : int, optional
-        K (default: the largest rater label, at least 1).
+        K (default: the largest rater label, at least 1; with a soft reference, its number of
+        maps - 1).
     roi : ndarray (*spatial) of bool, optional
         Count only these voxels.
 
     Returns
     -------
     ndarray (R, K + 1, K + 1), float64
-        ``[j, t, s]`` = fraction of the voxels with reference label ``t`` that rater ``j``
-        labelled ``s``: **rows = true class, columns = rater's label**, each row sums to 1;
-        the diagonal is each rater's per-class sensitivity (recall). A class absent from the
-        reference gets the identity row (nothing to count; the rater is taken as perfect there,
-        as binary STAPLE does for an empty class).
+        ``[j, t, s]`` = share of the voxels of true class ``t`` that rater ``j`` labelled ``s``
+        (``sum_v P_t(v) [L_j(v) = s] / sum_v P_t(v)``, with ``P_t`` one-hot for a label map):
+        **rows = true class, columns = rater's label**, each row sums to 1; the diagonal is
+        each rater's per-class sensitivity (recall). For K = 1 and a soft reference ``(1 - W,
+        W)``, ``[j, 1, 1]`` and ``[j, 0, 0]`` are the soft sensitivity ``sum W d / sum W`` and
+        specificity ``sum (1 - W)(1 - d) / sum (1 - W)``. A class absent from the reference
+        gets the identity row (nothing to count; the rater is taken as perfect there, as binary
+        STAPLE does for an empty class).
 
     Raises
     ------
     InputError
-        See :func:`as_label_maps`; a reference of another shape, non-integer or negative; a
-        bad roi.
+        See :func:`as_label_maps`; a reference of another shape, a label reference that is not
+        integer or negative, a soft reference outside [0, 1]; a bad roi.
     """
-    labels, k = as_label_maps(raters, n_classes=n_classes, what="confusion_matrices")
     ref = np.asarray(reference)
-    if ref.shape != labels.shape[1:]:
-        raise InputError(
-            f"confusion_matrices: reference has shape {ref.shape} but the raters' spatial shape "
-            f"is {labels.shape[1:]}"
-        )
-    ref_maps, _ = as_label_maps(ref[None], min_raters=1, what="confusion_matrices: reference")
-    votes, mask = _voxels(labels, roi)
-    truth = ref_maps[0][mask] if mask is not None else ref_maps[0].reshape(-1)
-    keep = truth <= k
+    labels, k = as_label_maps(raters, n_classes=n_classes, what="confusion_matrices")
+    spatial = labels.shape[1:]
+    if n_classes is None and ref.ndim == labels.ndim and ref.shape[0] - 1 > k:
+        k = ref.shape[0] - 1  # a soft reference says how many classes there are
     size = k + 1
-    if not keep.all():
-        truth, votes = truth[keep], votes[:, keep]
-    base = truth.astype(np.int64) * size
     counts = np.empty((labels.shape[0], size, size), dtype=np.float64)
-    for j, row in enumerate(votes):
-        counts[j] = np.bincount(base + row, minlength=size * size).reshape(size, size)
+    if ref.shape == (size, *spatial):
+        prob = as_probability(ref, name="confusion_matrices: reference")
+        votes, mask = _voxels(labels, roi)
+        for t in range(size):
+            weight = (prob[t][mask] if mask is not None else prob[t].reshape(-1)).astype(
+                np.float64
+            )
+            for j, row in enumerate(votes):
+                counts[j, t] = np.bincount(row, weights=weight, minlength=size)
+    elif ref.shape == spatial:
+        ref_maps, _ = as_label_maps(ref[None], min_raters=1, what="confusion_matrices: reference")
+        votes, mask = _voxels(labels, roi)
+        truth = ref_maps[0][mask] if mask is not None else ref_maps[0].reshape(-1)
+        keep = truth <= k
+        if not keep.all():
+            truth, votes = truth[keep], votes[:, keep]
+        base = truth.astype(np.int64) * size
+        for j, row in enumerate(votes):
+            counts[j] = np.bincount(base + row, minlength=size * size).reshape(size, size)
+    else:
+        raise InputError(
+            f"confusion_matrices: reference has shape {ref.shape}; expected a label map of the "
+            f"raters' spatial shape {spatial} or {size} class maps of shape {(size, *spatial)}"
+        )
     totals = counts.sum(axis=2, keepdims=True)
     eye = np.broadcast_to(np.eye(size), counts.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
