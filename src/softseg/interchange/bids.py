@@ -303,6 +303,7 @@ def plan_bids_import(
     # ---- raw images
     raws: dict[str, dict[str, _Raw]] = defaultdict(dict)  # subject -> channel -> raw
     all_raw: dict[str, list[_Raw]] = defaultdict(list)  # subject -> every raw image of the datatype
+    seen_subjects: set[str] = set()
     for f in _nifti_files(_layout(root, derivatives=False)):
         path = Path(f.path)
         name = parse_bids_name(path.name)
@@ -314,12 +315,13 @@ def plan_bids_import(
             unmatched.append(Unmatched(path, f"datatype {ents.get('datatype') or 'none'!s} (images are read from {datatype}/)"))
             continue
         raw = _Raw(path=path, name=name, subject=_subject_id(name.entities), channel=_channel_of(name))
+        seen_subjects.add(f"sub-{name.entities['sub']}")
         if want_subjects is not None and f"sub-{name.entities['sub']}" not in want_subjects:
             unmatched.append(Unmatched(path, "subject not selected (--subject)"))
             continue
         all_raw[raw.subject].append(raw)
     if want_subjects is not None:
-        _unknown_error("--subject", want_subjects, {s.split("_ses-")[0] for s in all_raw}, "subjects")
+        _unknown_error("--subject", want_subjects, seen_subjects, "subjects")
     if not all_raw:
         raise InputError(f"{root}: no {datatype} images (sub-*/{datatype}/*.nii.gz); is this a BIDS dataset?")
     found_channels = {r.channel for rs in all_raw.values() for r in rs}
@@ -345,7 +347,8 @@ def plan_bids_import(
             if f.get_entities().get("datatype") != datatype:
                 unmatched.append(Unmatched(path, f"datatype {f.get_entities().get('datatype') or 'none'} (labels are read from {datatype}/)"))
                 continue
-            label = _label_of(path, name, pipe, all_raw.get(_subject_id(name.entities), []), unmatched, want_subjects)
+            label = _label_of(path, name, pipe, all_raw.get(_subject_id(name.entities), []), unmatched,
+                              want_subjects, datatype)
             if label is not None:
                 found_labels.append(label)
     if not found_labels:
@@ -370,7 +373,8 @@ def plan_bids_import(
             chosen.append(lab)
 
     # ---- assemble subjects
-    rater_ids = _rater_ids({lab.rater_key for lab in chosen})
+    # ids from every label of the chosen pipelines, so --label/--desc never rename a rater
+    rater_ids = _rater_ids({lab.rater_key for lab in found_labels})
     classes = sorted({lab.cls for lab in chosen})
     per_subject: dict[str, list[_Label]] = defaultdict(list)
     for lab in chosen:
@@ -428,7 +432,7 @@ def plan_bids_import(
     record = {
         "rater_sources": {
             rid: {"pipeline": k[0], "desc": k[1] or None, "rater": k[2] or None, "origin": k[3] or None}
-            for k, rid in sorted(rater_ids.items(), key=lambda kv: kv[1])
+            for k, rid in sorted(rater_ids.items(), key=lambda kv: kv[1]) if k in {lab.rater_key for lab in chosen}
         },
         "datatype": datatype,
     }
@@ -449,6 +453,7 @@ def _label_of(
     subject_raws: list[_Raw],
     unmatched: list[Unmatched],
     want_subjects: set[str] | None,
+    datatype: str,
 ) -> _Label | None:
     """Classify one derivative file: a label (with its raw image), or unmatched (None)."""
     subject = _subject_id(name.entities)
@@ -477,11 +482,11 @@ def _label_of(
         raw_ents = {k: v for k, v in name.entities.items() if k in _RAW_ENTITIES}
         matches = [r for r in subject_raws if {k: v for k, v in r.name.entities.items() if k in _RAW_ENTITIES} == raw_ents]
         if name.bare or not matches:
-            expected = f"sub-{name.entities['sub']}" + (f"/ses-{name.entities['ses']}" if name.entities.get("ses") else "")
+            folder = f"sub-{name.entities['sub']}" + (f"/ses-{name.entities['ses']}" if name.entities.get("ses") else "")
+            prefix = "_".join(name.stem.split("_")[: 1 + bool(name.entities.get("ses")) + len(name.bare[:1])])
             raise InputError(
-                f"{path}: derivative without a matching raw image (no {expected}/ image named like "
-                f"{'_'.join(name.stem.split('_')[:2 + bool(name.entities.get('ses'))])}*); fix the name or "
-                "add the raw image"
+                f"{path}: derivative has no matching raw image (expected {folder}/{datatype}/{prefix}*.nii.gz "
+                "in the raw dataset); fix its name or add the raw image"
             )
         if len({r.channel for r in matches}) == 1:
             contrast = matches[0].channel
