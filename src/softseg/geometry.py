@@ -36,10 +36,13 @@ from softseg.io import Volume, save_volume
 
 __all__ = [
     "DISPLAY_AXCODES",
+    "GRID_TOLERANCE_MM",
     "METADATA_KEY",
     "DisplayGeometry",
+    "check_same_grid",
     "display_geometry",
     "save_display_array",
+    "voxel_size",
 ]
 
 #: Anatomical direction of increasing index along napari axes 0, 1, 2.
@@ -49,6 +52,75 @@ METADATA_KEY = "softseg_geometry"
 _FORMAT_VERSION = 1
 _DISPLAY_ORNT = ornt_mod.axcodes2ornt(DISPLAY_AXCODES)
 _HEADER_CLASSES = {"Nifti1Header": nib.Nifti1Header, "Nifti2Header": nib.Nifti2Header}
+#: Two files are on one voxel grid when their shapes are equal and every entry of their affines
+#: differs by at most this (mm): far below any voxel size, far above float32 rounding of a
+#: header's sform (~1e-5 mm at 100 mm from the origin).
+GRID_TOLERANCE_MM = 1e-3
+
+
+def voxel_size(obj: Any) -> tuple[float, float, float]:
+    """The voxel size (mm) along the three file axes: THE one used everywhere in softseg.
+
+    It is the length of each of the affine's first three columns, where the affine is the one
+    nibabel's ``img.affine`` returns (sform if its code is set, else qform, else pixdim). Hausdorff
+    distances and volumes (``softseg evaluate``, ``compare``), training resampling and the
+    viewer's layer scale all use it, so they agree even when a header's pixdim disagrees with its
+    sform (:func:`softseg.io.check_nifti` warns about that).
+
+    Parameters
+    ----------
+    obj : Volume, NiftiInfo, DisplayGeometry, or array-like of shape (4, 4) or (3, 3)
+        Something with an ``affine`` attribute, or the affine itself.
+
+    Returns
+    -------
+    tuple of 3 float
+        mm, in file axis order (not the display order; see :attr:`DisplayGeometry.scale`).
+
+    Examples
+    --------
+    >>> voxel_size(np.diag([0.5, 0.5, 3.0, 1.0]))
+    (0.5, 0.5, 3.0)
+    """
+    affine = np.asarray(getattr(obj, "affine", obj), dtype=np.float64)
+    if affine.shape not in ((4, 4), (3, 3)):
+        raise InputError(f"expected a (4, 4) affine or an object with one; got shape {affine.shape}")
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    return tuple(float(v) for v in norms)  # type: ignore[return-value]
+
+
+def check_same_grid(reference: Volume, other: Volume, *, tol: float = GRID_TOLERANCE_MM) -> None:
+    """Refuse two volumes that are not on one voxel grid (same shape, affines within *tol* mm).
+
+    Parameters
+    ----------
+    reference, other : Volume
+        Loaded volumes (their ``path`` names them in the message).
+    tol : float
+        Largest difference of any affine entry, in mm (default :data:`GRID_TOLERANCE_MM`).
+
+    Raises
+    ------
+    InputError
+        Different shapes, an affine holding NaN/Inf (named as such, never as "different"), or
+        affines that differ by more than *tol*; the message names both files.
+    """
+    a = reference.path if reference.path is not None else "reference"
+    b = other.path if other.path is not None else "volume"
+    if tuple(other.shape) != tuple(reference.shape):
+        raise InputError(
+            f"{b} has shape {tuple(other.shape)} but {a} has shape {tuple(reference.shape)}; "
+            "all files must be on one voxel grid (resample one onto the other's grid first)"
+        )
+    for name, vol in ((a, reference), (b, other)):
+        if not np.isfinite(np.asarray(vol.affine)).all():
+            raise InputError(f"{name}: the affine holds NaN/Inf; fix the file's sform/qform")
+    diff = float(np.max(np.abs(np.asarray(other.affine, float) - np.asarray(reference.affine, float))))
+    if diff > tol:
+        raise InputError(
+            f"{b} and {a} have different affines (largest difference {diff:.3g} mm, tolerance "
+            f"{tol:g}); resample one onto the other's grid first"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,9 +258,8 @@ class DisplayGeometry:
 
     @property
     def file_spacing(self) -> tuple[float, float, float]:
-        """Voxel size (mm) along each file axis: the lengths of the affine's columns."""
-        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
-        return tuple(float(v) for v in norms)  # type: ignore[return-value]
+        """Voxel size (mm) along each file axis: :func:`voxel_size` of the affine."""
+        return voxel_size(self.affine)
 
     @property
     def scale(self) -> tuple[float, float, float]:
@@ -318,8 +389,18 @@ def display_geometry(volume: Volume) -> DisplayGeometry:
     Returns
     -------
     DisplayGeometry
+
+    Raises
+    ------
+    InputError
+        A non-finite or singular affine (the message names the volume's file).
     """
-    return DisplayGeometry.from_affine(volume.affine, volume.shape, header=volume.header)
+    try:
+        return DisplayGeometry.from_affine(volume.affine, volume.shape, header=volume.header)
+    except InputError as exc:
+        if volume.path is None:
+            raise
+        raise InputError(f"{volume.path}: {exc}") from None
 
 
 def save_display_array(

@@ -1,9 +1,22 @@
-"""NIfTI input/output with exact geometry and atomic writes.
+"""NIfTI input/output: validated before allocation, exact geometry, all-or-nothing writes.
 
-``load_volume`` reads a 3D NIfTI file into a :class:`Volume` (array + affine + header);
-``save_volume`` writes an array with the geometry of another volume. Writes are atomic: the data
-goes to a temporary file in the destination folder which is then renamed over the target, so an
-interrupted save never leaves a broken file and never destroys the previous version.
+Reading (:func:`load_volume`) goes through :func:`check_nifti` first, which reads only the header
+(for ``.nii.gz`` the first compressed block and the 4-byte gzip trailer) and refuses, before a
+single voxel is read or allocated, what cannot be loaded: a FIFO or device, a symbolic-link loop,
+an unreadable file, truncated or corrupt gzip data, a header that is not NIfTI, sizes the file
+cannot hold, more memory than is available, RGB or complex voxels, a zero-length dimension, a
+NaN or singular sform/qform, voxel sizes outside :data:`VOXEL_SIZE_RANGE_MM`. Each refusal is one
+:class:`~softseg.errors.InputError` line that names the file and the true problem.
+
+Geometry follows nibabel exactly: the affine is nibabel's ``img.affine`` (sform if its code is
+set, else qform, else pixdim), and the voxel size everywhere in softseg is the length of its
+columns (:func:`softseg.geometry.voxel_size`). A header whose pixdim disagrees with its sform is
+valid; it loads with a :class:`~softseg.errors.GeometryWarning`. A 2D file (``dim[0] = 2``)
+loads as ``X x Y x 1``.
+
+Writing (:func:`save_volume`, :func:`write_json`, :func:`atomic_path`) goes through
+:class:`softseg.outputs.OutputSet`: temporaries with recognisable names, renamed into place only
+when everything is written; an image and its sidecar appear together or not at all.
 
 Floating-point maps (soft labels, probabilities) are always written as float32 with no intensity
 scaling, so a soft value is never quantised through an integer header. Integer label maps keep an
@@ -13,10 +26,13 @@ integer dtype.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
+import math
 import os
-import tempfile
+import stat
+import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,15 +42,23 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from softseg.errors import InputError
+from softseg.errors import GeometryWarning, InputError
 
 __all__ = [
     "NIFTI_SUFFIXES",
+    "VOXEL_SIZE_RANGE_MM",
+    "NiftiInfo",
     "Volume",
     "atomic_path",
+    "available_memory",
+    "check_memory",
+    "check_nifti",
+    "check_regular_file",
     "check_writable",
     "is_nifti_path",
+    "json_text",
     "load_volume",
+    "nifti_image",
     "read_sidecar",
     "save_volume",
     "sidecar_path",
@@ -42,6 +66,20 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: Accepted voxel size per axis, in mm. Below 1 micrometre or above 10 cm a NIfTI header is
+#: almost surely wrong (units in metres or microns, a garbage sform); such files would collapse
+#: to one voxel or explode to billions of voxels when resampled.
+VOXEL_SIZE_RANGE_MM = (1e-3, 100.0)
+#: DEFLATE cannot compress by more than 1032:1, so a .nii.gz of N bytes holds at most ~1032 N.
+_MAX_DEFLATE_RATIO = 1032
+_REFUSED_TYPES = {
+    128: "RGB colour (24-bit)",
+    2304: "RGBA colour (32-bit)",
+    32: "complex64",
+    1792: "complex128",
+    2048: "complex256",
+    1: "1-bit binary",
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,13 +89,14 @@ class Volume:
     Attributes
     ----------
     array : ndarray, shape (X, Y, Z)
-        Voxel values in the file's own axis order (not reoriented). Integer files without
-        intensity scaling keep their integer dtype; float32 files stay float32. In memory,
-        writable, usually Fortran-ordered like the file itself (no reordering copy on load,
-        none on save).
+        Voxel values in the file's own axis order (not reoriented); a 2D file has Z = 1.
+        Integer files without intensity scaling keep their integer dtype; float32 files stay
+        float32. In memory, writable, usually Fortran-ordered like the file itself (no
+        reordering copy on load, none on save).
     affine : ndarray, shape (4, 4), float64
-        Voxel-to-world (RAS+ mm) transform: the sform if set, else the qform (nibabel's choice).
-    header : nibabel.Nifti1Header
+        Voxel-to-world (RAS+ mm) transform: nibabel's ``img.affine`` (the sform if its code is
+        set, else the qform, else pixdim).
+    header : nibabel.Nifti1Header or nibabel.Nifti2Header
         A copy of the file's header.
     path : Path or None
         Where the volume was read from.
@@ -70,12 +109,54 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the array's three axes."""
-        return tuple(float(z) for z in self.header.get_zooms()[:3])  # type: ignore[return-value]
+        """Voxel size in mm along the array's three axes (:func:`softseg.geometry.voxel_size`)."""
+        from softseg.geometry import voxel_size
+
+        return voxel_size(self.affine)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class NiftiInfo:
+    """What :func:`check_nifti` learnt from a header (nothing of the data was read).
+
+    Attributes
+    ----------
+    path : Path
+    shape : tuple of 3 int
+        Shape of the array :func:`load_volume` returns (2D files: ``(X, Y, 1)``; trailing
+        singleton dimensions dropped).
+    file_shape : tuple of int
+        ``dim[1 : dim[0] + 1]`` as stored.
+    stored_dtype : numpy.dtype
+        Voxel type on disk.
+    scaled : bool
+        ``scl_slope``/``scl_inter`` turn the stored values into floats.
+    affine : ndarray, shape (4, 4), float64
+        Equal to nibabel's ``img.affine`` (a 2D file's missing slice direction completed).
+    spacing : tuple of 3 float
+        Voxel size in mm (lengths of the affine's columns).
+    nbytes : int
+        Peak memory needed to load the array (stored bytes, plus the scaled copy).
+    header : nibabel.Nifti1Header or nibabel.Nifti2Header
+        The header, with nibabel's own fixes applied (as ``nib.load`` applies them).
+    compressed : bool
+        gzip data.
+    """
+
+    path: Path
+    shape: tuple[int, int, int]
+    file_shape: tuple[int, ...]
+    stored_dtype: np.dtype
+    scaled: bool
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    nbytes: int
+    header: nib.Nifti1Header
+    compressed: bool
 
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
@@ -98,102 +179,473 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return path.with_name(_stem(path) + ".json")
 
 
-def load_volume(path: str | os.PathLike, *, label: bool = False) -> Volume:
-    """Read a 3D NIfTI volume.
+# ----------------------------------------------------------------------------- file checks
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular_file(path: str | os.PathLike, *, what: str = "file") -> Path:
+    """Refuse anything that cannot be read as a regular file, without opening it.
+
+    Symbolic links are followed. A FIFO would block the reader forever, a device could stream
+    without end; both are refused, as are symbolic-link loops and unreadable files.
 
     Parameters
     ----------
     path : path-like
-        A ``.nii`` or ``.nii.gz`` file. A 4D file whose fourth axis has length 1 is accepted
-        and squeezed to 3D.
-    label : bool
-        The file is a label map (binary, confidence levels or soft): NaN or Inf values are
-        refused.
+    what : str
+        What the file is (``"image"``, ``"model file"``), used in messages.
 
     Returns
     -------
-    Volume
+    Path
 
     Raises
     ------
     InputError
-        Missing file, not a NIfTI file, truncated or corrupt data, not 3D, NaN/Inf in a label.
+        One line naming the path: no such file, broken link, symbolic-link loop, a folder, a
+        FIFO / device / socket, permission denied or an I/O error.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, expected a .nii or .nii.gz file")
+    p = Path(path)
     try:
-        img = nib.load(path)  # memory-mapped for .nii (fast); copied into memory below
-    except Exception as exc:  # nibabel raises several types for foreign files
-        if _is_gzip(path):
-            raise InputError(
-                f"{path}: truncated or corrupt gzip data ({_short(exc)}); re-export or re-download it"
-            ) from None
-        raise InputError(
-            f"{path}: not a NIfTI file ({_short(exc)}); expected a .nii or .nii.gz image"
-        ) from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"{path}: is a {type(img).__name__}, expected a NIfTI-1/2 image")
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    elif len(shape) > 4 and all(s == 1 for s in shape[3:]):
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise InputError(
-            f"{path}: expected a 3D volume, got shape {tuple(img.shape)}; "
-            "extract one 3D volume first (e.g. fslroi or nibabel slicing)"
-        )
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise InputError(f"{p}: broken symbolic link (points to {os.readlink(p)}); fix the link") from None
+        raise InputError(f"{p}: no such file; check the path") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{p}: symbolic link loop; point the link at a real {what}") from None
+        raise InputError(f"{p}: cannot read the {what} ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{p}: is a folder, expected a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((text for test, text in _KINDS if test(st.st_mode)), "not a regular file")
+        raise InputError(f"{p}: is {kind}, not a regular file; give the {what} itself")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{p}: cannot read the {what} (permission denied)")
+    return p
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, or None when unknown.
+
+    The smallest of: the system's available memory (``MemAvailable`` of ``/proc/meminfo``, or
+    psutil where installed), the cgroup v2 limit minus its usage (containers, Slurm jobs), and
+    the address-space limit (``ulimit -v``) minus the current size.
+    """
+    limits: list[int] = []
     try:
-        array = np.asanyarray(img.dataobj)
-        if isinstance(array, np.memmap) or not array.flags.writeable:
-            # own, writable memory (the file may be replaced later); order "K" keeps NIfTI's
-            # Fortran layout, so the copy is a plain memcpy
-            array = np.array(array, order="K")
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as exc:
-        raise InputError(
-            f"{path}: truncated or corrupt image data ({_short(exc)}); re-export or re-download it"
-        ) from None
-    if array.shape != shape:
-        array = array.reshape(shape)
-    if label and array.dtype.kind == "f" and not np.isfinite(array).all():
-        n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise InputError(
-            f"{path}: label contains {n_bad} NaN/Inf voxels; labels must be finite values in [0, 1] "
-            "or integer levels"
-        )
-    header = img.header.copy()
-    if len(img.shape) != 3:
-        header.set_data_shape(shape)
-    return Volume(array=array, affine=np.asarray(img.affine, dtype=np.float64), header=header, path=path)
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil  # optional; macOS/Windows
 
-
-def _is_gzip(path: Path) -> bool:
+            limits.append(int(psutil.virtual_memory().available))
+        except Exception:  # noqa: BLE001 - unknown platform: no limit known
+            pass
     try:
-        with open(path, "rb") as fh:
-            return fh.read(2) == b"\x1f\x8b"
-    except OSError:
-        return False
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            rel = next((ln.split(":", 2)[2].strip() for ln in fh if ln.startswith("0::")), None)
+        if rel is not None:
+            base = Path("/sys/fs/cgroup") / rel.lstrip("/")
+            high = (base / "memory.max").read_text().strip()
+            if high != "max":
+                limits.append(int(high) - int((base / "memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm", encoding="ascii") as fh:
+                used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            limits.append(soft - used)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(0, min(limits)) if limits else None
 
 
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
+
+
+def check_memory(nbytes: int, *, what: str, path: str | os.PathLike | None = None) -> None:
+    """Refuse work that needs more memory than is available (:func:`available_memory`).
+
+    Parameters
+    ----------
+    nbytes : int
+        Estimated peak bytes.
+    what : str
+        What needs it (``"loading 1450 x 1450 x 1450 uint8"``), used in the message.
+    path : path-like, optional
+        File the message starts with.
+
+    Raises
+    ------
+    InputError
+    """
+    free = available_memory()
+    if free is None or nbytes <= free:
+        return
+    prefix = f"{path}: " if path is not None else ""
+    raise InputError(
+        f"{prefix}{what} needs {_gib(nbytes)} of memory but only {_gib(free)} is available; "
+        "use a machine with more memory, or crop or downsample the image first"
+    )
+
+
+# ----------------------------------------------------------------------------- header checks
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _read_head(path: Path, what: str) -> tuple[bytes, bool, int, int | None]:
+    """(first 540 bytes of the NIfTI stream, compressed?, file size, gzip ISIZE trailer)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            compressed = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            if not compressed:
+                return fh.read(540), False, size, None
+            try:
+                head = gzip.GzipFile(fileobj=fh).read(540)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise InputError(
+                    f"{path}: truncated or corrupt gzip data ({_short(exc)}); re-export or re-download it"
+                ) from None
+            isize = None
+            if size >= 18:
+                fh.seek(-4, os.SEEK_END)
+                isize = int.from_bytes(fh.read(4), "little")
+            return head, True, size, isize
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc.strerror or _short(exc)})") from None
+
+
+def _parse_header(path: Path, block: bytes, compressed: bool) -> nib.Nifti1Header:
+    where = "its decompressed data" if compressed else "it"
+    if len(block) < 348:
+        raise InputError(
+            f"{path}: not a NIfTI file ({where} holds {len(block)} bytes, a NIfTI header needs 348); "
+            "expected a .nii or .nii.gz image"
+        )
+    sizes = {int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")}
+    if 540 in sizes and len(block) >= 540:
+        klass, magics = nib.Nifti2Header, (b"n+2",)
+    elif 348 in sizes:
+        klass, magics = nib.Nifti1Header, (b"n+1",)
+    else:
+        gz = " (the gzip data is intact)" if compressed else ""
+        raise InputError(
+            f"{path}: not a NIfTI file: its header size field is not 348 or 540{gz}; "
+            "expected a .nii or .nii.gz image"
+        )
+    header = klass(binaryblock=block[: klass.template_dtype.itemsize], check=False)
+    magic = bytes(header["magic"].item())[:3]
+    if magic in (b"ni1", b"ni2"):
+        raise InputError(f"{path}: is the header of a .hdr/.img pair; convert the pair to one .nii file")
+    if magic not in magics:
+        raise InputError(f"{path}: not a NIfTI file (magic {magic!r}, expected {magics[0]!r})")
+    from nibabel.batteryrunners import BatteryRunner
+
+    # nibabel's own header fixes (as nib.load applies them), without its log messages
+    header, reports = BatteryRunner(klass._get_checks()).check_fix(header)
+    for rep in reports:
+        if rep.problem_level >= 40:  # what nib.load refuses
+            raise InputError(f"{path}: invalid NIfTI header ({rep.problem_msg}); re-export the image")
+    return header
+
+
+def _shape(path: Path, header: nib.Nifti1Header) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+    dim = [int(d) for d in header["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        raise InputError(f"{path}: invalid NIfTI header (dim[0] = {ndim}, must be 1..7); re-export the image")
+    file_shape = tuple(dim[1 : ndim + 1])
+    if any(d < 0 for d in file_shape):
+        raise InputError(f"{path}: invalid NIfTI header (negative dimension in {file_shape}); re-export the image")
+    if any(d == 0 for d in file_shape):
+        raise InputError(f"{path}: has a zero-length dimension (shape {file_shape}); the image holds no voxels")
+    if ndim == 1:
+        raise InputError(f"{path}: is a 1D NIfTI file (shape {file_shape}); expected a 2D or 3D image")
+    spatial = file_shape[:3] if ndim >= 3 else file_shape + (1,)
+    if ndim > 3 and any(d != 1 for d in file_shape[3:]):
+        raise InputError(
+            f"{path}: expected a 3D volume, got shape {file_shape}; "
+            "extract one 3D volume first (e.g. fslroi or nibabel slicing)"
+        )
+    return file_shape, spatial  # type: ignore[return-value]
+
+
+def _affine(path: Path, header: nib.Nifti1Header, shape: tuple[int, int, int]) -> np.ndarray:
+    s_code, q_code = int(header["sform_code"]), int(header["qform_code"])
+    with np.errstate(all="ignore"):
+        if s_code != 0 and not np.isfinite(header.get_sform()).all():
+            raise InputError(f"{path}: the sform (sform_code {s_code}) holds NaN/Inf; fix the file's geometry")
+        if q_code != 0:
+            try:
+                qform = header.get_qform()
+            except Exception as exc:  # noqa: BLE001 - invalid quaternion (nibabel raises ValueError)
+                raise InputError(f"{path}: the qform is invalid ({_short(exc)}); fix the file's geometry") from None
+            if not np.isfinite(qform).all():
+                raise InputError(f"{path}: the qform (qform_code {q_code}) holds NaN/Inf; fix the file's geometry")
+        affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+    source = "sform" if s_code != 0 else "qform" if q_code != 0 else "pixdim (no sform/qform)"
+    if not np.isfinite(affine).all():
+        raise InputError(f"{path}: the {source} holds NaN/Inf; fix the file's geometry")
+    matrix = affine[:3, :3]
+    norms = np.linalg.norm(matrix, axis=0)
+    if shape[2] == 1 and norms[2] == 0 and norms[0] > 0 and norms[1] > 0:
+        # a single slice whose sform gives no slice direction: the slice normal, pixdim[3] thick
+        thick = float(header["pixdim"][3]) if float(header["pixdim"][3]) > 0 else 1.0
+        normal = np.cross(matrix[:, 0], matrix[:, 1])
+        affine = affine.copy()
+        affine[:3, 2] = normal / np.linalg.norm(normal) * thick
+        warnings.warn(
+            f"{path}: the {source} gives no slice direction for this single slice; using the slice "
+            f"normal with thickness {thick:g} mm",
+            GeometryWarning,
+            stacklevel=4,
+        )
+        matrix, norms = affine[:3, :3], np.linalg.norm(affine[:3, :3], axis=0)
+    if not abs(np.linalg.det(matrix)) > 1e-6 * float(np.prod(norms)):
+        raise InputError(
+            f"{path}: the {source} is singular (voxel axes of zero length or parallel: "
+            f"{np.array2string(matrix, precision=4, separator=', ')}); fix the file's geometry"
+        )
+    return affine
+
+
+def _check_spacing(path: Path, header: nib.Nifti1Header, affine: np.ndarray, ndim: int) -> tuple[float, float, float]:
+    from softseg.geometry import voxel_size
+
+    spacing = voxel_size(affine)
+    lo, hi = VOXEL_SIZE_RANGE_MM
+    if not all(lo <= s <= hi for s in spacing):
+        units = header.get_xyzt_units()[0]
+        note = f" (the header's units are {units!r})" if units not in ("mm", "unknown") else ""
+        raise InputError(
+            f"{path}: voxel size {' x '.join(f'{s:g}' for s in spacing)} mm is outside the supported "
+            f"{lo:g} to {hi:g} mm per axis{note}; the sform/qform is probably wrong, fix the file's geometry"
+        )
+    if int(header["sform_code"]) != 0:
+        k = 3 if ndim >= 3 else 2
+        pixdim = tuple(float(v) for v in header["pixdim"][1:4])
+        if not np.allclose(pixdim[:k], spacing[:k], rtol=1e-4, atol=1e-6):
+            warnings.warn(
+                f"{path}: pixdim gives voxel size {' x '.join(f'{v:g}' for v in pixdim[:k])} mm but the "
+                f"sform gives {' x '.join(f'{v:g}' for v in spacing[:k])} mm; softseg uses the sform's "
+                "(as nibabel and the viewer do)",
+                GeometryWarning,
+                stacklevel=4,
+            )
+    return spacing
+
+
+def _check_data_size(path: Path, fh_size: int, needed: int, isize: int | None, compressed: bool, desc: str) -> None:
+    if not compressed:
+        if fh_size < needed:
+            raise InputError(
+                f"{path}: truncated: the header describes {desc} ({needed} bytes with the header) but the "
+                f"file holds {fh_size} bytes; re-export or re-download it"
+            )
+        return
+    if needed > _MAX_DEFLATE_RATIO * fh_size + 65536:
+        raise InputError(
+            f"{path}: the header describes {desc} ({needed} bytes) but a compressed file of {fh_size} "
+            "bytes cannot hold that much; the header is wrong or the file is truncated"
+        )
+    if isize is not None and isize == needed % 2**32:
+        return  # a single-member gzip whose trailer agrees (the usual case: no extra pass)
+    if needed >= 2**32:
+        return  # the trailer is ambiguous; the memory check and the read itself decide
+    # the trailer disagrees: truncated, a lying header, bytes after the data, or a multi-member
+    # gzip (bgzip); count the decompressed bytes in 1 MiB chunks (nothing large is allocated)
+    total = 0
+    try:
+        with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as gz:
+            while total < needed:
+                chunk = gz.read(min(1 << 20, needed - total))
+                if not chunk:
+                    break
+                total += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(f"{path}: truncated or corrupt gzip data ({_short(exc)}); re-export or re-download it") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the image ({exc.strerror or _short(exc)})") from None
+    if total < needed:
+        raise InputError(
+            f"{path}: truncated: the header describes {desc} ({needed} bytes with the header) but the "
+            f"gzip data holds {total} bytes; re-export or re-download it"
+        )
+
+
+def check_nifti(path: str | os.PathLike, *, what: str = "image", label: bool = False) -> NiftiInfo:
+    """Validate a NIfTI file from its header alone, before anything is allocated.
+
+    Parameters
+    ----------
+    path : path-like
+        A NIfTI-1 or NIfTI-2 single file, gzip-compressed or not (the content decides, not
+        the suffix).
+    what : str
+        What the file is (``"image"``, ``"rater"``), used in messages.
+    label : bool
+        The file is a label map (the same header checks; :func:`load_volume` then refuses
+        NaN/Inf voxels).
+
+    Returns
+    -------
+    NiftiInfo
+
+    Raises
+    ------
+    InputError
+        One line naming the file: not a regular file (FIFO, device, folder, link loop),
+        unreadable, truncated or corrupt gzip, not a NIfTI header, an invalid header, sizes the
+        file cannot hold, more memory than available (:func:`check_memory`), RGB / complex /
+        1-bit voxels, a zero-length dimension, a 1D file, more than 3 non-singleton dimensions,
+        NaN/Inf or singular sform/qform, voxel sizes outside :data:`VOXEL_SIZE_RANGE_MM`.
+
+    Warns
+    -----
+    GeometryWarning
+        pixdim and the sform give different voxel sizes (the sform's are used, as nibabel does),
+        or a single slice's missing slice direction was completed.
+    """
+    p = check_regular_file(path, what=what)
+    block, compressed, size, isize = _read_head(p, what)
+    header = _parse_header(p, block, compressed)
+    file_shape, shape = _shape(p, header)
+    code = int(header["datatype"])
+    if code in _REFUSED_TYPES:
+        advice = (
+            "convert it to one greyscale channel first" if code in (128, 2304)
+            else "save the magnitude (or the real part) as a real-valued image first" if code in (32, 1792, 2048)
+            else "re-save it as uint8"
+        )
+        raise InputError(f"{p}: holds {_REFUSED_TYPES[code]} voxels; softseg needs real-valued scalar images; {advice}")
+    stored = header.get_data_dtype()
+    try:
+        slope, inter = header.get_slope_inter()
+    except Exception as exc:  # noqa: BLE001 - nibabel: HeaderDataError for an infinite intercept
+        raise InputError(f"{p}: invalid intensity scaling ({_short(exc)}); fix scl_slope/scl_inter") from None
+    scaled = slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0)
+    n_vox = math.prod(file_shape)
+    desc = f"{' x '.join(map(str, file_shape))} {stored.name} voxels"
+    _check_data_size(p, size, header.get_data_offset() + n_vox * stored.itemsize, isize, compressed, desc)
+    nbytes = n_vox * stored.itemsize + (n_vox * 8 if scaled else 0)
+    check_memory(nbytes, what=f"loading {desc}", path=p)
+    affine = _affine(p, header, shape)
+    spacing = _check_spacing(p, header, affine, len(file_shape))
+    return NiftiInfo(
+        path=p,
+        shape=shape,
+        file_shape=file_shape,
+        stored_dtype=stored,
+        scaled=scaled,
+        affine=affine,
+        spacing=spacing,
+        nbytes=nbytes,
+        header=header,
+        compressed=compressed,
+    )
+
+
+# ----------------------------------------------------------------------------- loading
+def load_volume(path: str | os.PathLike, *, label: bool = False, what: str | None = None) -> Volume:
+    """Read a NIfTI volume (checked first with :func:`check_nifti`).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii`` or ``.nii.gz`` file. 2D files load as ``(X, Y, 1)``; a 4D (or higher) file
+        whose extra axes have length 1 is squeezed to 3D.
+    label : bool
+        The file is a label map (binary, confidence levels or soft): NaN or Inf values are
+        refused.
+    what : str, optional
+        What the file is, for messages (default ``"label map"`` / ``"image"``).
+
+    Returns
+    -------
+    Volume
+        ``array`` in file axis order, ``affine`` == nibabel's ``img.affine``.
+
+    Raises
+    ------
+    InputError
+        Everything :func:`check_nifti` refuses; truncated or corrupt voxel data; an I/O error;
+        NaN/Inf in a label.
+    """
+    what = what or ("label map" if label else "image")
+    info = check_nifti(path, what=what, label=label)
+    from nibabel.arrayproxy import ArrayProxy
+
+    try:
+        with open(info.path, "rb") as raw:
+            fobj = gzip.GzipFile(fileobj=raw) if info.compressed else raw
+            with fobj if info.compressed else contextlib.nullcontext(fobj):
+                proxy = ArrayProxy(fobj, info.header, mmap=not info.compressed)
+                array = np.asanyarray(proxy)
+                if isinstance(array, np.memmap) or not array.flags.writeable:
+                    # own, writable memory (the file may be replaced later); order "K" keeps
+                    # NIfTI's Fortran layout, so the copy is a plain memcpy
+                    array = np.array(array, order="K")
+    except (EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise InputError(
+            f"{info.path}: truncated or corrupt image data ({_short(exc)}); re-export or re-download it"
+        ) from None
+    except OSError as exc:
+        if exc.errno is not None:
+            raise InputError(f"{info.path}: cannot read the {what} ({exc.strerror})") from None
+        raise InputError(
+            f"{info.path}: truncated or corrupt image data ({_short(exc)}); re-export or re-download it"
+        ) from None
+    if array.shape != info.shape:
+        array = array.reshape(info.shape, order="A")
+    if label and array.dtype.kind == "f" and not np.isfinite(array).all():
+        n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"{info.path}: label contains {n_bad} NaN/Inf voxels; labels must be finite values in [0, 1] "
+            "or integer levels"
+        )
+    header = info.header.copy()
+    if info.file_shape != info.shape:
+        header.set_data_shape(info.shape)
+    return Volume(array=array, affine=info.affine.copy(), header=header, path=info.path)
+
+
+# ----------------------------------------------------------------------------- writing
 def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Check, before any work is done, that *path* can be written.
 
     Raises :class:`InputError` when the folder does not exist or is not writable, or when the
-    file exists and ``overwrite`` is false.
+    file exists and ``overwrite`` is false. Interrupted output sets of killed runs in that
+    folder are rolled back first (:func:`softseg.outputs.recover`), so a file half-committed by a
+    killed run does not block the rerun.
     """
+    from softseg.outputs import recover
+
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    recover(folder)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise InputError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist; create it first")
@@ -208,43 +660,28 @@ def atomic_path(
 ) -> Iterator[Path]:
     """Yield a temporary path next to *path*; on success it is renamed over *path*.
 
-    The temporary file keeps *path*'s suffix (so ``.nii.gz`` is still compressed by nibabel).
-    On any exception it is removed and *path* is left as it was.
+    A one-file :class:`softseg.outputs.OutputSet`: the temporary keeps *path*'s suffix (so
+    ``.nii.gz`` is still compressed by nibabel) and has a recognisable name, removed by the next
+    run if this one is killed. On any exception it is removed and *path* is left as it was.
 
     The rename makes the write *atomic*: a killed or crashed process leaves either the old file
     or the new one, never a mix. ``durable=True`` also flushes the data to the disk (fsync)
     before the rename, so the new file survives a power cut; that costs about a quarter of the
     write time on uncompressed volumes, so it is used where losing work is expensive and the
     write is off the user's path (autosave, training checkpoints), not for every save.
+
+    Raises
+    ------
+    InputError
+        The file exists (without ``overwrite``), the folder is missing or not writable.
+    OutputError
+        Disk full, I/O error, read-only file system (one line naming *path*).
     """
-    path = check_writable(path, overwrite=overwrite)
-    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        # mkstemp creates 0600; give the result the mode a plain open() would (umask), or keep
-        # the mode of the file being replaced
-        os.chmod(tmp, _target_mode(path))
-        yield tmp
-        if durable:  # data on disk before the rename makes it visible
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        if path.exists() and not overwrite:  # appeared while we were writing
-            raise InputError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from softseg.outputs import OutputSet
 
-
-def _target_mode(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+    outs = OutputSet([path], overwrite=overwrite, durable=durable)
+    with outs:
+        yield outs.path(path)
 
 
 def _output_dtype(data: np.ndarray) -> np.dtype:
@@ -257,42 +694,17 @@ def _output_dtype(data: np.ndarray) -> np.dtype:
     raise InputError(f"cannot save an array of dtype {data.dtype}; use a numeric or boolean array")
 
 
-def save_volume(
+def nifti_image(
     path: str | os.PathLike,
     data: np.ndarray,
     *,
     like: Volume | str | os.PathLike | None = None,
     affine: np.ndarray | None = None,
-    overwrite: bool = False,
-    sidecar: Mapping[str, Any] | None = None,
-    durable: bool = False,
-) -> Path:
-    """Write *data* as a NIfTI file, atomically.
+) -> nib.Nifti1Image:
+    """The nibabel image :func:`save_volume` writes (validated; nothing is written).
 
-    Parameters
-    ----------
-    path : path-like
-        Destination, ``.nii`` or ``.nii.gz``.
-    data : ndarray, shape (X, Y, Z)
-        In the axis order of *like* (the file's own order, as :func:`load_volume` returns it).
-        Floats are written as float32 without scaling; booleans as uint8; integers keep their
-        dtype.
-    like : Volume or path, optional
-        Geometry source: its affine and header (orientation codes, units, description) are
-        reused, so a load -> save round trip reproduces the array and affine bit for bit.
-    affine : ndarray (4, 4), optional
-        Used when *like* is not given (identity if neither is).
-    overwrite : bool
-        Replace an existing file.
-    sidecar : mapping, optional
-        Written as JSON next to the image (``x.nii.gz`` -> ``x.json``), also atomically.
-    durable : bool
-        Also fsync before the rename (see :func:`atomic_path`).
-
-    Returns
-    -------
-    Path
-        The written file.
+    See :func:`save_volume` for the parameters; *path* is only checked (suffix) and named in
+    messages.
     """
     path = Path(path)
     if not is_nifti_path(path):
@@ -324,36 +736,108 @@ def save_volume(
         # keep the original qform/sform codes and matrices exactly
         img.set_sform(like.header.get_sform(), code=int(like.header["sform_code"]))
         img.set_qform(like.header.get_qform(), code=int(like.header["qform_code"]))
-    side = sidecar_path(path) if sidecar is not None else None
-    if side is not None:
-        check_writable(side, overwrite=overwrite)
-    with atomic_path(path, overwrite=overwrite, durable=durable) as tmp:
-        nib.save(img, tmp)
-    if side is not None:
-        write_json(side, sidecar, overwrite=True, durable=durable)
+    return img
+
+
+def save_volume(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    *,
+    like: Volume | str | os.PathLike | None = None,
+    affine: np.ndarray | None = None,
+    overwrite: bool = False,
+    sidecar: Mapping[str, Any] | None = None,
+    durable: bool = False,
+) -> Path:
+    """Write *data* as a NIfTI file (and its sidecar), all or nothing.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination, ``.nii`` or ``.nii.gz``.
+    data : ndarray, shape (X, Y, Z)
+        In the axis order of *like* (the file's own order, as :func:`load_volume` returns it).
+        Floats are written as float32 without scaling; booleans as uint8; integers keep their
+        dtype.
+    like : Volume or path, optional
+        Geometry source: its affine and header (orientation codes, units, description) are
+        reused, so a load -> save round trip reproduces the array and affine bit for bit.
+    affine : ndarray (4, 4), optional
+        Used when *like* is not given (identity if neither is).
+    overwrite : bool
+        Replace an existing file (and sidecar).
+    sidecar : mapping, optional
+        Written as JSON next to the image (``x.nii.gz`` -> ``x.json``). Image and sidecar are
+        one :class:`softseg.outputs.OutputSet`: the sidecar is renamed into place first, the
+        image last; after a failure or a kill neither changed.
+    durable : bool
+        Also fsync before the rename (see :func:`atomic_path`).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    InputError
+        Bad suffix, shape or dtype; an existing output (without ``overwrite``); a missing or
+        read-only folder — all before anything is written.
+    OutputError
+        Disk full or I/O error while writing (nothing was written).
+    """
+    from softseg.outputs import OutputSet
+
+    path = Path(path)
+    img = nifti_image(path, data, like=like, affine=affine)
+    targets = [path] if sidecar is None else [path, sidecar_path(path)]
+    outs = OutputSet(targets, overwrite=overwrite, durable=durable)
+    with outs:
+        outs.save_image(path, img)
+        if sidecar is not None:
+            outs.write_json(targets[1], sidecar)
     return path
+
+
+def json_text(obj: Any) -> str:
+    """Pretty JSON text of *obj* as :func:`write_json` writes it (numpy values as Python ones)."""
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
 def write_json(
     path: str | os.PathLike, obj: Any, *, overwrite: bool = False, durable: bool = False
 ) -> Path:
     """Write *obj* as pretty JSON, atomically (``durable``: fsync first, see :func:`atomic_path`)."""
+    from softseg.outputs import OutputSet
+
     path = Path(path)
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
-    with atomic_path(path, overwrite=overwrite, durable=durable) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+    outs = OutputSet([path], overwrite=overwrite, durable=durable)
+    with outs:
+        outs.write_json(path, obj)
     return path
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The JSON sidecar of a NIfTI file, or None when there is none."""
+    """The JSON sidecar of a NIfTI file (a JSON object), or None when there is none.
+
+    Read with :func:`softseg.schema.load_json` (regular file, size, UTF-8, depth, no NaN).
+
+    Raises
+    ------
+    InputError
+        The sidecar is not a regular file, not valid JSON, or not a JSON object.
+    """
+    from softseg.schema import load_json
+
     side = sidecar_path(path)
-    if not side.exists():
+    if not os.path.lexists(side):
         return None
-    try:
-        return json.loads(side.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{side}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or delete it") from None
+    data = load_json(side, what="JSON sidecar")
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{side}: a sidecar must be a JSON object ({{...}}); got a {type(data).__name__}; fix or delete it"
+        )
+    return data
 
 
 def _json_default(obj: Any) -> Any:

@@ -6,17 +6,22 @@ Each sub-command lives in its own module of this package and exposes three names
 ``add_arguments(p)``     adds its options to an :class:`argparse.ArgumentParser`
 ``run(args) -> int``     does the work and returns the exit code
 
-Exit codes (DESIGN.md): 0 success, 2 bad usage or bad input (one line on stderr, no traceback),
-1 internal failure. Modules import heavy dependencies (torch, ...) inside ``run`` so that
-``softseg --help`` stays fast.
+Exit codes (DESIGN.md): 0 success; 2 bad usage or bad input, or an output that could not be
+written (disk full, I/O error, read-only disk) — one line on stderr naming the file, no
+traceback, nothing written; 1 internal failure (a traceback for the bug report; running out of
+memory is also 1, on one line). Warnings of the engine (:class:`~softseg.errors.SoftsegWarning`)
+are printed once each, on one line: ``softseg CMD: warning: ...``. Modules import heavy
+dependencies (torch, ...) inside ``run`` so that ``softseg --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from softseg import __version__
@@ -30,7 +35,7 @@ from softseg.cli import fuse as fuse_cmd
 from softseg.cli import compare as compare_cmd
 from softseg.cli import predict as predict_cmd
 from softseg.cli import train as train_cmd
-from softseg.errors import InputError
+from softseg.errors import InputError, SoftsegWarning
 
 __all__ = ["main", "COMMANDS"]
 
@@ -65,15 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: OS errors that mean "this output (or input) could not be written / read": one line, exit 2.
+_ENVIRONMENT_ERRNOS = frozenset(
+    e for e in (errno.ENOSPC, errno.EIO, errno.EROFS, errno.EFBIG, getattr(errno, "EDQUOT", None)) if e is not None
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", SoftsegWarning)
+        warnings.showwarning = _warning_printer(args.command)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
-    except (InputError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as exc:
+    except (
+        InputError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError
+    ) as exc:
         print(f"softseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `softseg ... | head`: the reader went away, not our failure
@@ -85,14 +105,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"softseg {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # internal failure: keep the traceback for bug reports
-        traceback.print_exc()
-        print(f"softseg {args.command}: internal error: {_one_line(exc)}", file=sys.stderr)
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal(args, exc)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(
+            f"softseg {args.command}: error: {where}{exc.strerror or _one_line(exc)}; "
+            "check the disk and run again",
+            file=sys.stderr,
+        )
+        return 2
+    except MemoryError:
+        print(
+            f"softseg {args.command}: error: out of memory; use smaller inputs (crop or downsample) "
+            "or a machine with more memory",
+            file=sys.stderr,
+        )
         return 1
+    except Exception as exc:  # internal failure: keep the traceback for bug reports
+        return _internal(args, exc)
+
+
+def _internal(args: argparse.Namespace, exc: BaseException) -> int:
+    traceback.print_exc()
+    print(f"softseg {args.command}: internal error: {_one_line(exc)}", file=sys.stderr)
+    return 1
+
+
+def _warning_printer(command: str):  # noqa: ANN202 - the signature of warnings.showwarning
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, SoftsegWarning):
+            print(f"softseg {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+    if not isinstance(exc, InputError) and isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())
