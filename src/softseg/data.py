@@ -47,7 +47,7 @@ from scipy import ndimage
 from softseg.candidates import FUSIONS  # the fusion choices of a run; re-exported here
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, display_geometry
-from softseg.io import NIFTI_SUFFIXES, Volume, load_volume, read_sidecar
+from softseg.io import NIFTI_SUFFIXES, Volume, load_volume
 
 __all__ = [
     "FUSIONS",
@@ -312,18 +312,18 @@ def _same_geometry(ref: Volume, other: Volume, subject: str) -> None:
 def rater_to_soft(volume: Volume) -> np.ndarray:
     """A rater's label map as soft values in [0, 1], float32.
 
-    Binary maps give 0/1, soft maps (floats in [0, 1]) are kept, confidence-level maps go
-    through the scale in the rater's JSON sidecar (:func:`softseg.confidence.label_to_soft`);
-    levels without a scale are refused.
+    Binary maps give 0/1, soft maps (floats within 1e-6 of [0, 1]) are kept (clipped), and
+    confidence-level maps go through the scale of the rater's JSON sidecar, read with
+    :func:`softseg.sidecar.read_rater_sidecar` (every sidecar shape softseg ever wrote) and
+    converted with :func:`softseg.confidence.label_to_soft` (the one conversion). Levels without
+    a scale are refused; every message names the file's full path.
     """
-    from softseg.confidence import label_to_soft, scale_from_sidecar
+    from softseg.confidence import label_to_soft
+    from softseg.sidecar import read_rater_sidecar
 
-    side = read_sidecar(volume.path) if volume.path is not None else None
-    name = volume.path.name if volume.path is not None else "rater"
-    try:
-        return np.asarray(label_to_soft(volume.array, scale=scale_from_sidecar(side)), dtype=np.float32)
-    except InputError as exc:
-        raise InputError(f"{name}: {exc}") from None
+    side = read_rater_sidecar(volume.path) if volume.path is not None else None
+    name = str(volume.path) if volume.path is not None else "rater"
+    return label_to_soft(volume.array, scale=None if side is None else side.scale, name=name)
 
 
 def load_subject(subject: Subject) -> SubjectData:
@@ -359,37 +359,26 @@ def load_subject(subject: Subject) -> SubjectData:
 
 # ----------------------------------------------------------------------------- fusion
 def fuse_raters(raters: np.ndarray, method: str) -> np.ndarray:
-    """Fuse a subject's raters for training (at native resolution).
+    """Fuse a subject's raters for training (at native resolution): the training target.
 
     Parameters
     ----------
     raters : ndarray, shape (R, ...), float32 in [0, 1]
     method : {'staple', 'average', 'majority', 'random'}
-        ``staple``: STAPLE probability (soft STAPLE for non-binary raters) binarised at 0.5;
-        ``average``: soft mean; ``majority``: majority vote (soft raters cut at 0.5 first);
-        ``random`` keeps all raters (one is drawn per epoch later).
+        A training fusion of :data:`softseg.fusion.METHODS`, computed by
+        :func:`softseg.fusion.training_target` (which calls :func:`softseg.fusion.fuse`, the
+        engine ``softseg fuse`` and the Fuse widget use): ``staple`` = the STAPLE consensus
+        (probability >= 0.5, soft STAPLE for soft raters), ``average`` = soft mean,
+        ``majority`` = majority vote (soft raters cut at 0.5 first), ``random`` = all raters
+        (one is drawn per epoch later).
 
     Returns
     -------
     ndarray, shape (1, ...) or (R, ...) for ``random``, float32 in [0, 1]
     """
-    if method not in FUSIONS:
-        raise InputError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
-    raters = np.asarray(raters, dtype=np.float32)
-    if method == "random":
-        return raters
-    if raters.shape[0] == 1:
-        return raters.copy()
-    from softseg import fusion
+    from softseg.fusion import training_target
 
-    binary = bool(np.isin(raters, (0.0, 1.0)).all())
-    if method == "average":
-        out = fusion.average(raters)
-    elif method == "majority":  # soft raters vote with their 0.5 cut
-        out = fusion.majority_vote(raters if binary else (raters >= 0.5).astype(np.float32))
-    else:  # STAPLE (soft STAPLE for soft raters), probability binarised at 0.5
-        out = np.asarray(fusion.staple(raters, soft=not binary).probability) >= 0.5
-    return np.asarray(out, dtype=np.float32)[None]
+    return training_target(raters, method)
 
 
 # ----------------------------------------------------------------------------- preprocessing

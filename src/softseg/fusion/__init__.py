@@ -22,12 +22,19 @@ Modules (one concept each):
 
 from __future__ import annotations
 
-from softseg.fusion.agreement import binary_confusion, disagreement, rater_performance
+from softseg.fusion.agreement import (
+    binary_confusion,
+    disagreement,
+    rater_performance,
+    soft_class_confusion,
+)
 from softseg.fusion.engine import (
+    CLASS_SUM_TOLERANCE,
     METHODS,
     FusionResult,
     MethodSpec,
     SoftRatersError,
+    class_probabilities,
     fuse,
     fusion_methods,
     get_method,
@@ -41,6 +48,7 @@ from softseg.fusion.staple_em import DEFAULT_MAX_ITER, StapleResult, staple
 from softseg.fusion.voting import average, intersection, majority_vote, sample_rater, union
 
 __all__ = [
+    "CLASS_SUM_TOLERANCE",
     "DEFAULT_MAX_ITER",
     "METHODS",
     "FusionResult",
@@ -50,6 +58,7 @@ __all__ = [
     "as_raters",
     "average",
     "binary_confusion",
+    "class_probabilities",
     "default_roi",
     "disagreement",
     "fuse",
@@ -62,6 +71,7 @@ __all__ = [
     "roi_box",
     "roi_mask",
     "sample_rater",
+    "soft_class_confusion",
     "staple",
     "training_fusions",
     "training_target",

@@ -32,6 +32,7 @@ __all__ = [
     "binary_confusion",
     "disagreement",
     "rater_performance",
+    "soft_class_confusion",
 ]
 
 
@@ -120,3 +121,38 @@ def binary_confusion(sensitivity: np.ndarray, specificity: np.ndarray) -> np.nda
     out[:, 0, 0], out[:, 0, 1] = q, 1.0 - q
     out[:, 1, 0], out[:, 1, 1] = 1.0 - p, p
     return out
+
+
+def soft_class_confusion(
+    class_maps: np.ndarray, reference: np.ndarray, *, roi: np.ndarray | None = None
+) -> np.ndarray:
+    """Confusion matrices of raters given as class probabilities against a reference label map.
+
+    The soft-count form of :func:`softseg.fusion.multilabel.confusion_matrices` (which takes
+    label maps): ``theta[j, t, s] = sum over voxels with reference t of Q_js / their count``.
+
+    Parameters
+    ----------
+    class_maps : ndarray (R, K+1, *spatial), float, each rater's class probabilities
+    reference : ndarray (*spatial), integer labels 0..K
+    roi : ndarray (*spatial) of bool, optional
+
+    Returns
+    -------
+    ndarray (R, K+1, K+1), float64; rows = true class, each row sums to 1; a class absent from
+    the reference gets the identity row.
+    """
+    n, k1 = class_maps.shape[:2]
+    box, inner = _region(roi, class_maps.shape[2:])
+    ref = reference[box] if inner is None else reference[box][inner]
+    ref = ref.reshape(-1).astype(np.int64)
+    counts = np.bincount(ref, minlength=k1)[:k1].astype(np.float64)
+    out = np.zeros((n, k1, k1))
+    for j in range(n):
+        for s in range(k1):
+            q = class_maps[j, s][box] if inner is None else class_maps[j, s][box][inner]
+            out[j, :, s] = np.bincount(ref, weights=q.reshape(-1).astype(np.float64), minlength=k1)[:k1]
+    eye = np.eye(k1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = out / np.where(counts > 0, counts, 1.0)[None, :, None]
+    return np.where((counts > 0)[None, :, None], rows, eye[None])

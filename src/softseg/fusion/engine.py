@@ -46,16 +46,19 @@ from typing import Any, Literal
 import numpy as np
 
 from softseg.errors import InputError
-from softseg.fusion.agreement import binary_confusion, rater_performance
+from softseg.fusion.agreement import binary_confusion, rater_performance, soft_class_confusion
 from softseg.fusion.raters import _is_binary, as_raters, default_roi, roi_box, roi_mask
 from softseg.fusion.staple_em import DEFAULT_MAX_ITER, StapleResult, staple
 from softseg.fusion.voting import average, intersection, majority_vote, union
 
 __all__ = [
+    "CLASS_SUM_TOLERANCE",
     "METHODS",
+    "RATER_STATISTICS",
     "FusionResult",
     "MethodSpec",
     "SoftRatersError",
+    "class_probabilities",
     "fuse",
     "fusion_methods",
     "get_method",
@@ -65,6 +68,13 @@ __all__ = [
 ]
 
 Progress = Callable[[float, str], None]
+
+#: The one definition of the rater statistics, in words (CLI sidecar, widget caption).
+RATER_STATISTICS = (
+    "each rater against the fused map inside the region, soft counts: sensitivity = "
+    "sum(W d) / sum(W), specificity = sum((1 - W)(1 - d)) / sum(1 - W); STAPLE: its own estimates "
+    "(W = its posterior)"
+)
 
 
 @dataclass(frozen=True)
@@ -298,6 +308,7 @@ def iter_fuse(
     margin: int = 10,
     soft: bool | None = None,
     n_classes: int | None = None,
+    class_maps: bool = False,
     ties: int = 0,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float | None = None,
@@ -322,10 +333,12 @@ def iter_fuse(
     if n_classes is not None:
         return (
             yield from _iter_fuse_classes(
-                raters, spec, roi=roi, margin=margin, n_classes=n_classes, max_iter=max_iter,
-                tol=tol, names=names, progress=progress,
+                raters, spec, roi=roi, margin=margin, n_classes=n_classes, class_maps=class_maps,
+                max_iter=max_iter, tol=tol, names=names, progress=progress,
             )
         )
+    if class_maps:
+        raise InputError("class_maps=True needs n_classes (the number of foreground classes K)")
     yield 0.05, "checking raters"
     arr = as_raters(raters, what=spec.name, names=names)
     n = arr.shape[0]
@@ -403,6 +416,7 @@ def fuse(
     margin: int = 10,
     soft: bool | None = None,
     n_classes: int | None = None,
+    class_maps: bool = False,
     ties: int = 0,
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float | None = None,
@@ -430,6 +444,11 @@ def fuse(
         binary STAPLE); False refuses soft raters (:class:`SoftRatersError`); True allows them.
     n_classes : int, optional
         K: the raters are integer label maps with classes 1..K (multi-class fusion).
+    class_maps : bool
+        With ``n_classes``: the raters are class probabilities of shape (R, K+1, *spatial)
+        (background first, summing to 1 within :data:`CLASS_SUM_TOLERANCE`; see
+        :func:`class_probabilities` to build them from per-class maps). One-hot maps are fused
+        as the label maps they are; soft ones (confidence levels) only by ``average``.
     ties : {0, 1}
         Two-class ``majority`` with an even number of raters: what a tie gives.
     max_iter : int
@@ -462,8 +481,9 @@ def fuse(
     (4, [1.0, 1.0, 1.0])
     """
     steps = iter_fuse(
-        raters, method, roi=roi, margin=margin, soft=soft, n_classes=n_classes, ties=ties,
-        max_iter=max_iter, tol=tol, names=names, progress=progress,
+        raters, method, roi=roi, margin=margin, soft=soft, n_classes=n_classes,
+        class_maps=class_maps, ties=ties, max_iter=max_iter, tol=tol, names=names,
+        progress=progress,
     )
     while True:
         try:
@@ -475,6 +495,96 @@ def fuse(
 
 
 # ------------------------------------------------------------------------------- multi-class
+#: How far the classes of a voxel may sum above 1 (float32 maps of several classes, each within
+#: rounding) before a set of per-class maps is refused. The prediction contract uses 1e-5 too.
+CLASS_SUM_TOLERANCE = 1e-5
+
+
+def class_probabilities(
+    class_maps: np.ndarray | Sequence[np.ndarray], *, name: str = "rater"
+) -> np.ndarray:
+    """One rater's per-class maps (K, *spatial) in [0, 1] -> class probabilities (K+1, *spatial).
+
+    Background (index 0) is ``1 - sum`` of the classes. A voxel whose classes sum above 1 by
+    more than :data:`CLASS_SUM_TOLERANCE` is refused (values within it are rescaled to sum 1).
+
+    Parameters
+    ----------
+    class_maps : ndarray (K, *spatial) or sequence of K ndarrays, values in [0, 1]
+        Binary, soft or converted confidence maps of classes 1..K.
+    name : str
+        The rater (file names), first in every message.
+
+    Returns
+    -------
+    ndarray (K+1, *spatial), float32, values in [0, 1], summing to 1 at every voxel
+
+    Raises
+    ------
+    InputError
+        Shapes that differ, values outside [0, 1], classes summing above 1.
+    """
+    arr = as_raters(class_maps, min_raters=1, what=name, names=[f"class {k + 1}" for k in range(len(class_maps))])
+    maps = arr.astype(np.float32, copy=False)
+    total = maps.sum(axis=0, dtype=np.float64)
+    worst = float(total.max())
+    if worst > 1.0 + CLASS_SUM_TOLERANCE:
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmax(total)), total.shape))
+        raise InputError(
+            f"{name}: the per-class maps sum to {worst!r} at voxel {where}; a voxel's classes "
+            f"must sum to at most 1 (tolerance {CLASS_SUM_TOLERANCE:g}): one class per voxel, or "
+            "confidences that share 1"
+        )
+    out = np.empty((maps.shape[0] + 1, *maps.shape[1:]), dtype=np.float32)
+    over = total > 1.0
+    if over.any():  # rounding only: rescale those voxels to sum exactly 1
+        maps = maps.copy()
+        maps[:, over] /= total[over].astype(np.float32)
+        total = np.minimum(total, 1.0)
+    out[1:] = maps
+    out[0] = (1.0 - total).astype(np.float32)
+    np.clip(out[0], 0.0, 1.0, out=out[0])
+    return out
+
+
+def _as_class_maps(
+    raters: Any, k: int, names: Sequence[str] | None, what: str
+) -> np.ndarray:
+    """Validate (R, K+1, *spatial) class probabilities."""
+    arr = np.asarray(raters) if not isinstance(raters, np.ndarray) else raters
+    if arr.ndim < 3 or arr.shape[1] != k + 1:
+        raise InputError(
+            f"{what}: class maps must have shape (R, K+1, *spatial) = (R, {k + 1}, ...); got "
+            f"{arr.shape}"
+        )
+    label = _names(names, arr.shape[0])
+    rows = []
+    for j in range(arr.shape[0]):
+        probs = as_raters(arr[j], min_raters=1, what=f"{what}: {label[j]}")
+        total = probs.sum(axis=0, dtype=np.float64)
+        err = float(np.abs(total - 1.0).max())
+        if err > CLASS_SUM_TOLERANCE:
+            raise InputError(
+                f"{what}: {label[j]}: class probabilities must sum to 1 at every voxel (within "
+                f"{CLASS_SUM_TOLERANCE:g}); off by {err!r} (build them with class_probabilities)"
+            )
+        rows.append(probs.astype(np.float32, copy=False))
+    if len(rows) < 2:
+        raise InputError(f"{what}: got {len(rows)} rater; a fusion needs at least 2")
+    return np.stack(rows)
+
+
+def _plurality(probability: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """Class of the largest probability; ties -> 0. Returns the labels and the tie count."""
+    dtype = np.uint8 if k + 1 <= 255 else np.uint16
+    best = probability.max(axis=0)
+    hits = (probability == best).sum(axis=0)
+    labels = np.argmax(probability, axis=0).astype(dtype)
+    tied = hits > 1
+    labels[tied] = 0
+    return labels, int(np.count_nonzero(tied))
+
+
 def _iter_fuse_classes(
     raters: Any,
     spec: MethodSpec,
@@ -482,12 +592,14 @@ def _iter_fuse_classes(
     roi: Any,
     margin: int,
     n_classes: int,
+    class_maps: bool,
     max_iter: int,
     tol: float | None,
     names: Sequence[str] | None,
     progress: Progress | None,
 ) -> Generator[tuple[float, str], None, FusionResult]:
     from softseg.fusion import multilabel as ml
+    from softseg.metrics import entropy
 
     if not spec.multiclass:
         raise InputError(
@@ -496,15 +608,40 @@ def _iter_fuse_classes(
         )
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
         raise InputError(f"n_classes must be a whole number >= 1; got {n_classes!r}")
+    k = int(n_classes)
     yield 0.05, "checking label maps"
-    labels, k = ml.as_label_maps(raters, n_classes=int(n_classes), what=spec.name)
+    probs = None
+    if class_maps:
+        probs = _as_class_maps(raters, k, names, spec.name)
+        label = _names(names, probs.shape[0])
+        soft_raters = [label[j] for j in range(probs.shape[0]) if not _is_binary(probs[j])]
+        if not soft_raters:  # one-hot maps: the label maps they are
+            labels = np.argmax(probs, axis=1).astype(np.uint8 if k + 1 <= 255 else np.uint16)
+            probs = None
+        elif spec.name != "average":
+            raise SoftRatersError(
+                f"multi-class {spec.title} needs one class per voxel but {', '.join(soft_raters)} "
+                f"hold{'s' if len(soft_raters) == 1 else ''} soft or confidence class maps; use "
+                "average, or binarise them",
+                method=spec.name,
+                names=soft_raters,
+            )
+    if probs is None:
+        labels, k = ml.as_label_maps(raters if not class_maps else labels, n_classes=k, what=spec.name)
+        occupied = labels != 0
+    else:
+        occupied = probs[:, 1:].max(axis=1) > 0
     yield 0.15, "region of interest"
-    region = _region(roi, labels != 0, margin)
+    region = _region(roi, occupied, margin)
+    del occupied
     yield 0.25, spec.title
     result = None
     probability = None
-    undecided = 0
-    if spec.name == "staple":
+    confusion = None
+    if probs is not None:  # soft class maps, average
+        probability = probs.mean(axis=0, dtype=np.float64).astype(np.float32)
+        fused, undecided = _plurality(probability, k)
+    elif spec.name == "staple":
 
         def note(it: int, change: float) -> None:
             if progress is not None:
@@ -514,27 +651,31 @@ def _iter_fuse_classes(
         if tol is not None:
             kwargs["tol"] = tol
         result = ml.multilabel_staple(labels, n_classes=k, progress=note, **kwargs)
-        fused = result.labels
-        probability = result.probabilities
+        fused, probability = result.labels, result.probabilities
         confusion = np.asarray(result.confusion)
-    else:
-        # the label map of both is the plurality vote (the argmax of the class average)
+    else:  # the label map of both is the plurality vote (= the argmax of the class average)
         if spec.name == "average":
             probability = ml.class_average(labels, n_classes=k)
         fused = ml.label_vote(labels, n_classes=k, undecided=k + 1)
-        confusion = None
-    tied = fused == k + 1
-    undecided = int(np.count_nonzero(tied))
-    if undecided:
-        fused = fused.copy()
-        fused[tied] = 0
+    if probs is None:
+        tied = fused == k + 1
+        undecided = int(np.count_nonzero(tied))
+        if undecided:
+            fused = np.where(tied, 0, fused).astype(fused.dtype)
     yield 0.7, "disagreement"
-    dis = ml.class_disagreement(labels, n_classes=k)
-    per_class = ml.class_disagreement(labels, n_classes=k, per_class=True)
+    if probs is None:
+        dis = ml.class_disagreement(labels, n_classes=k)
+        per_class = ml.class_disagreement(labels, n_classes=k, per_class=True)
+    else:
+        dis = entropy(probability, class_axis=0)
+        per_class = entropy(probability)
     yield 0.8, "rater statistics"
     if confusion is None:
-        confusion = ml.confusion_matrices(labels, fused, n_classes=k, roi=region)
-    pair = _pairwise_class_dice(labels, k)
+        if probs is None:
+            confusion = ml.confusion_matrices(labels, fused, n_classes=k, roi=region)
+        else:
+            confusion = soft_class_confusion(probs, fused, roi=region)
+    pair = _pairwise_class_dice(probs if probs is not None else labels, k)
     yield 1.0, "done"
     return FusionResult(
         method=spec.name,
@@ -548,18 +689,21 @@ def _iter_fuse_classes(
         class_disagreement=per_class,
         roi=region,
         n_classes=k,
+        soft=probs is not None,
         staple=result,
         undecided_voxels=undecided,
     )
 
 
-def _pairwise_class_dice(labels: np.ndarray, k: int) -> np.ndarray:
-    """(R, R) mean over classes 1..K of the Dice between raters' class masks."""
+def _pairwise_class_dice(maps: np.ndarray, k: int) -> np.ndarray:
+    """(R, R) mean over classes 1..K of the Dice between raters' class masks (label maps
+    (R, *spatial)) or class maps (R, K+1, *spatial), soft counts."""
     from softseg.metrics import pairwise_dice
 
-    total = np.zeros((labels.shape[0], labels.shape[0]))
+    total = np.zeros((maps.shape[0], maps.shape[0]))
+    soft = maps.ndim >= 3 and maps.dtype.kind == "f" and maps.shape[1] == k + 1
     for c in range(1, k + 1):
-        total += pairwise_dice((labels == c).view(np.uint8))
+        total += pairwise_dice(maps[:, c] if soft else (maps == c).view(np.uint8))
     return total / k
 
 
@@ -600,11 +744,11 @@ def training_target(
     one ``softseg fuse --method staple`` away for whoever wants to train on it.
     ``majority`` with soft raters first cuts each rater at 0.5 (its own vote).
     """
-    spec = get_method(method)
-    if not spec.training:
+    if method not in training_fusions():
         raise InputError(
-            f"{method!r} is not a training fusion; choose one of: {', '.join(training_fusions())}"
+            f"unknown fusion {method!r}; choose one of {', '.join(training_fusions())}"
         )
+    spec = METHODS[method]
     if n_classes is not None:
         return _class_target(raters, spec, n_classes=n_classes, roi=roi)
     arr = as_raters(raters, min_raters=1, what=f"training target ({method})")
