@@ -273,6 +273,20 @@ def test_staple_more_than_255_labels_matches_simpleitk():
     assert_matches_sitk(res, sitk_multilabel_staple(raters))
 
 
+def test_staple_and_vote_sparse_label_values_match_simpleitk():
+    # few labels with large, sparse values (ITK: T = 261 classes, most of them unused)
+    rng = np.random.default_rng(6)
+    small = noisy_label_maps(rng, (7, 8, 9), 4, 3, [0.1, 0.2, 0.3, 0.4])
+    raters = np.array([0, 2, 41, 260], dtype=np.uint16)[small]
+    res = ml.multilabel_staple(raters)
+    assert res.labels.dtype == np.uint16 and res.confusion.shape == (4, 261, 261)
+    assert_matches_sitk(res, sitk_multilabel_staple(raters))
+    np.testing.assert_array_equal(ml.label_vote(raters), sitk_label_voting(raters))
+    huge = np.array([0, 60000], dtype=np.uint16)[(small > 1).astype(np.intp)]
+    with pytest.raises(InputError, match="renumber the labels to 0..K"):
+        ml.multilabel_staple(huge)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),

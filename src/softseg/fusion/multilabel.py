@@ -90,6 +90,9 @@ DEFAULT_MAX_ITER = 10_000
 # bincount and renumbered; beyond, grouped with np.unique.
 _DENSE_TABLE = 1 << 12
 _DENSE_CODES = 1 << 22
+# Most confusion-matrix entries (all raters) the EM holds at once (8 bytes each: 2 GB); ITK
+# allocates the same matrices.
+_MAX_MATRIX_ENTRIES = 1 << 28
 
 
 # --------------------------------------------------------------------------------------- input
@@ -215,16 +218,16 @@ def _undecided_label(undecided: int | None, n_classes: int, what: str) -> int:
     if (
         isinstance(undecided, bool)
         or not isinstance(undecided, (int, np.integer))
-        or not 0 <= undecided <= 65535
+        or not 0 <= undecided < 2**32
     ):
         raise InputError(
-            f"{what}: undecided must be a label in 0..65535 (or None for K + 1); got {undecided!r}"
+            f"{what}: undecided must be a label >= 0 (or None for K + 1); got {undecided!r}"
         )
     return int(undecided)
 
 
 def _label_dtype(n_classes: int, undecided: int) -> np.dtype:
-    return np.dtype(np.uint8 if max(n_classes + 1, undecided) <= 255 else np.uint16)
+    return np.promote_types(np.min_scalar_type(max(n_classes + 1, undecided)), np.uint8)
 
 
 # ------------------------------------------------------------------------------- label tuples
@@ -278,16 +281,23 @@ def _group_labels(labels: np.ndarray, n_labels: int) -> _Tuples:
     return _Tuples(codes, patterns, counts)
 
 
-def _vote(patterns: np.ndarray, n_labels: int, undecided: int) -> np.ndarray:
-    """ITK LabelVoting per tuple: the unique most frequent label, else ``undecided``."""
-    votes = np.zeros((patterns.shape[0], n_labels), dtype=np.int64)
-    rows = np.arange(patterns.shape[0])
-    for j in range(patterns.shape[1]):
-        np.add.at(votes, (rows, patterns[:, j]), 1)
-    best = votes.max(axis=1)
-    winner = votes.argmax(axis=1)
-    tied = (votes == best[:, None]).sum(axis=1) > 1
-    return np.where(tied, undecided, winner)
+def _vote(patterns: np.ndarray, undecided: int) -> np.ndarray:
+    """ITK LabelVoting per tuple: the unique most frequent label, else ``undecided``.
+
+    Counts, for every rater, how many raters gave the same label (no table over all labels, so
+    sparse label values such as 2035 cost nothing), in chunks of tuples.
+    """
+    n_pat, n_raters = patterns.shape
+    out = np.empty(n_pat, dtype=np.int64)
+    step = max(1, (1 << 22) // (n_raters * n_raters))
+    for lo in range(0, n_pat, step):
+        block = patterns[lo : lo + step]
+        agree = (block[:, :, None] == block[:, None, :]).sum(axis=2)  # (P, R)
+        top = agree == agree.max(axis=1, keepdims=True)
+        high = np.where(top, block, -1).max(axis=1)
+        low = np.where(top, block, np.iinfo(np.int64).max).min(axis=1)
+        out[lo : lo + step] = np.where(high == low, high, undecided)
+    return out
 
 
 def _broadcast(table: np.ndarray, codes: np.ndarray, mask: np.ndarray | None, fill, spatial):
@@ -328,7 +338,7 @@ def label_vote(
 
     Returns
     -------
-    ndarray (*spatial), uint8 (uint16 when a label exceeds 255)
+    ndarray (*spatial), uint8 (or the narrowest unsigned type that holds K + 1 and ``undecided``)
 
     Raises
     ------
@@ -349,7 +359,7 @@ def label_vote(
     labels, k = as_label_maps(raters, n_classes=n_classes, what="label_vote")
     tie = _undecided_label(undecided, k, "label_vote")
     tuples = _group_labels(labels.reshape(labels.shape[0], -1), k + 1)
-    table = _vote(tuples.patterns, k + 1, tie).astype(_label_dtype(k, tie))
+    table = _vote(tuples.patterns, tie).astype(_label_dtype(k, tie))
     return _broadcast(table, tuples.codes, None, 0, labels.shape[1:])
 
 
@@ -513,7 +523,7 @@ class MultiLabelStapleResult:
 
     Attributes
     ----------
-    labels : ndarray (*spatial), uint8 (uint16 when a label exceeds 255)
+    labels : ndarray (*spatial), uint8 (or the narrowest unsigned type holding K + 1, undecided)
         The most probable class, ``undecided`` where the maximum is shared; 0 outside the roi.
     probabilities : ndarray (K + 1, *spatial), float32, or None
         Posterior probability of each class (index 0 = background), summing to 1 at every
@@ -616,6 +626,11 @@ def multilabel_staple(
     present = np.flatnonzero(tuples.counts)
     patterns = tuples.patterns[present]
     n_used = int(patterns.max()) + 1  # ITK's label count T
+    if n_raters * (n_used + 1) * n_used > _MAX_MATRIX_ENTRIES:
+        raise InputError(
+            f"multilabel_staple: labels up to {n_used - 1} need {n_raters} confusion matrices "
+            f"of {n_used + 1} x {n_used} entries; renumber the labels to 0..K (consecutive) first"
+        )
     weight, theta, g, iterations, converged = _staple_em(
         patterns,
         tuples.counts[present],
@@ -716,7 +731,7 @@ def _staple_em(
     t = n_labels
     # initial matrices from the vote; ITK writes the undecided vote v = T at flat index s*T + T,
     # i.e. row s + 1, column 0 of its row-major (T + 1) x T array
-    vote = _vote(patterns, t, t)
+    vote = _vote(patterns, t)
     theta = np.zeros((n_raters, (t + 1) * t))
     for j in range(n_raters):
         theta[j] = np.bincount(patterns[:, j] * t + vote, weights=counts, minlength=(t + 1) * t)
