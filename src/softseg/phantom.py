@@ -26,6 +26,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -415,7 +416,7 @@ def write_phantom_files(
     dict
         Name (``"image"``, ``"truth"``, ``"lesions"``, ``"rater-1"``, ...) -> written path.
     """
-    from softseg.io import check_writable, save_volume
+    from softseg.outputs import OutputSet
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -424,27 +425,48 @@ def write_phantom_files(
         ph = phantom(**phantom_kwargs)
     elif phantom_kwargs:
         raise InputError("give either a Phantom or phantom keyword arguments, not both")
-    items: dict[str, tuple[str, np.ndarray, dict | None]] = {
-        "image": ("image.nii.gz", ph.image, None),
-        "truth": ("truth_soft.nii.gz", ph.truth, None),
-        "lesions": ("lesions.nii.gz", ph.lesions, {"kind": "labels", "description": "lesions"}),
-    }
-    for r in range(ph.n_raters):
-        rid = str(r + 1)
-        side = {"rater": rid, "kind": "labels"}
-        items[f"rater-{rid}"] = (f"rater-{rid}.nii.gz", ph.raters[r], side)
-    folder.mkdir(parents=True, exist_ok=True)
+    files = _phantom_files(folder, ph)
+    # one output set, the image its primary (renamed last): every file checked before the first
+    # write, and after a failure or a kill none of them appears (nor the folder, when new)
+    with OutputSet(list(files), overwrite=overwrite, make_dirs=True) as outs:
+        return _write_files(outs, files)
+
+
+def _phantom_files(folder: Path, ph: Phantom | None = None, *, n_raters: int = 0) -> dict[Path, tuple[str, Any]]:
+    """Target -> (key, what to write: (array, affine) for a NIfTI, a dict for a JSON sidecar).
+
+    Without *ph*, only the targets of a phantom with *n_raters* raters (the values are None).
+    """
     from softseg.io import sidecar_path
 
-    for name, _data, side in items.values():  # check everything before writing anything
-        check_writable(folder / name, overwrite=overwrite)
+    n = ph.n_raters if ph is not None else int(n_raters)
+    items = [
+        ("image", "image.nii.gz", None),
+        ("truth", "truth_soft.nii.gz", None),
+        ("lesions", "lesions.nii.gz", {"kind": "labels", "description": "lesions"}),
+    ] + [(f"rater-{r + 1}", f"rater-{r + 1}.nii.gz", {"rater": str(r + 1), "kind": "labels"}) for r in range(n)]
+    files: dict[Path, tuple[str, Any]] = {}
+    for key, name, side in items:
+        if ph is None:
+            data = None
+        elif key.startswith("rater-"):
+            data = (ph.raters[int(key[6:]) - 1], ph.affine)
+        else:
+            data = ({"image": ph.image, "truth": ph.truth, "lesions": ph.lesions}[key], ph.affine)
+        files[folder / name] = (key, data)
         if side is not None:
-            check_writable(sidecar_path(folder / name), overwrite=overwrite)
+            files[sidecar_path(folder / name)] = (f"{key}.json", side)
+    return files
+
+
+def _write_files(outs: Any, files: dict[Path, tuple[str, Any]]) -> dict[str, Path]:
     out: dict[str, Path] = {}
-    for key, (name, data, side) in items.items():
-        out[key] = save_volume(
-            folder / name, data, affine=ph.affine, overwrite=overwrite, sidecar=side
-        )
+    for target, (key, what) in files.items():
+        if isinstance(what, dict):
+            outs.write_json(target, what)
+        else:
+            data, affine = what
+            out[key] = outs.save_volume(target, data, affine=affine)
     return out
 
 
@@ -485,8 +507,19 @@ def write_dataset(
     -------
     Path
         *folder*.
+
+    Raises
+    ------
+    InputError
+        Bad arguments, a non-empty folder (without ``overwrite``), a missing or read-only parent
+        folder; :class:`~softseg.errors.OutputError` on a full disk. Either way nothing was
+        written: a new dataset is built in a temporary sibling folder and renamed into place at
+        the end (:func:`softseg.outputs.output_folder`); an overwritten one is one
+        :class:`softseg.outputs.OutputSet`. A killed run leaves only recognisable temporaries,
+        removed by the next run.
     """
     from softseg.io import write_json
+    from softseg.outputs import OutputSet, output_folder, recover
 
     folder = Path(folder)
     n_subjects = int(n_subjects)
@@ -494,30 +527,15 @@ def write_dataset(
         raise InputError(f"n_subjects must be >= 1; got {n_subjects}")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
+    if folder.is_dir():
+        recover(folder)
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
         raise InputError(
             f"{folder}: folder is not empty; choose a new folder or pass "
             "overwrite=True (--overwrite)"
         )
-    if not folder.exists():
-        parent = folder.parent if str(folder.parent) else Path(".")
-        if not parent.is_dir():
-            raise InputError(f"{folder}: parent folder {parent} does not exist; create it first")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"{folder}: parent folder {parent} is not writable")
-    folder.mkdir(exist_ok=True)
     subjects = [f"sub-{i + 1:02d}" for i in range(n_subjects)]
     groups = {s: ("centre-A" if i % 2 == 0 else "centre-B") for i, s in enumerate(subjects)}
-    for i, subject in enumerate(subjects):
-        sub_seed = int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0])
-        ph = phantom(
-            shape,
-            n_raters=n_raters,
-            seed=sub_seed,
-            spacing=spacing,
-            noise=0.04 if groups[subject] == "centre-A" else 0.07,
-        )
-        write_phantom_files(folder / subject, ph, overwrite=overwrite)
     meta = {
         "name": "softseg-phantom",
         "description": "Partial-volume phantom: rim + small lesions; raters use different levels",
@@ -534,5 +552,28 @@ def write_dataset(
             "spacing": [float(s) for s in spacing],
         },
     }
-    write_json(folder / "dataset.json", meta, overwrite=True)
+
+    def render(i: int, subject: str) -> Phantom:
+        sub_seed = int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0])
+        noise = 0.04 if groups[subject] == "centre-A" else 0.07
+        return phantom(shape, n_raters=n_raters, seed=sub_seed, spacing=spacing, noise=noise)
+
+    if not folder.is_dir() or not any(folder.iterdir()):
+        # a new dataset: built in a temporary sibling folder, renamed into place at the end, so
+        # a refusal, a failure or a kill leaves no folder behind
+        with output_folder(folder) as tmp:
+            for i, subject in enumerate(subjects):
+                write_phantom_files(tmp / subject, render(i, subject))
+            write_json(tmp / "dataset.json", meta)
+        return folder
+    # overwrite=True on an existing dataset: every file of every subject and dataset.json are
+    # one output set (dataset.json its primary), so the dataset is replaced all or nothing
+    json_path = folder / "dataset.json"
+    files: dict[Path, tuple[str, Any]] = {json_path: ("dataset", meta)}
+    for subject in subjects:  # the targets only; the phantoms are rendered one at a time below
+        files.update(_phantom_files(folder / subject, n_raters=n_raters))
+    with OutputSet(list(files), overwrite=True, make_dirs=True) as outs:
+        for i, subject in enumerate(subjects):
+            _write_files(outs, _phantom_files(folder / subject, render(i, subject)))
+        outs.write_json(json_path, meta)
     return folder
