@@ -1,18 +1,31 @@
 """``softseg fuse``: fuse several raters' label maps into one (STAPLE, average, vote, ...).
 
-Rater files may hold binary masks, soft maps in [0, 1] or painted confidence levels (whole
-numbers 1..9) whose scale is read from the file's JSON sidecar (``softseg.confidence``). All
-raters must share one voxel grid (same shape and affine). The fused map is written with the
-first rater's geometry (float32 for STAPLE and average, uint8 0/1 for the hard methods) and a
-JSON sidecar (``OUT.json``) records the method, inputs, per-rater sensitivity/specificity and
-the pairwise Dice between raters.
+Two classes (default): each RATER file holds a binary mask, a soft map in [0, 1] or painted
+confidence levels (whole numbers 1..9) whose scale comes from the file's JSON sidecar
+(:mod:`softseg.sidecar`, converted with :func:`softseg.confidence.as_rater_values`). The fused
+map (:func:`softseg.fusion.fuse`, the engine the Fuse widget and training use) is written with
+the first rater's geometry: float32 for STAPLE (its probability) and average, uint8 0/1 for the
+hard methods.
+
+Multi-class (``--classes K`` or ``--dataset-json FILE``): each RATER is an integer label map
+(0 = background, 1..K; with a ``dataset.json`` ``"labels"`` mapping, its values), or the raters
+are given as per-class files ``<rater>_label-<class>.nii.gz`` (binary, levels or soft; ``<class>``
+is the class index, name with spaces as ``-`` or key). OUT gets the fused integer label map and,
+for ``staple`` and ``average``, ``<OUT stem>_label-<k>.nii.gz`` holds the float32 probability of
+class k = 1..K.
+
+A JSON sidecar ``OUT.json`` (:class:`softseg.sidecar.RaterSidecar`, ``fusion`` key) records the
+method, inputs, region, STAPLE's prior and iterations, each rater's sensitivity/specificity
+(multi-class: confusion matrices, rows = true class) and the pairwise Dice; ``--json`` prints
+the same on stdout. Every input is checked before anything is written, and the output files
+appear together or not at all (:class:`softseg.outputs.OutputSet`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -22,28 +35,25 @@ from typing import Any, TextIO
 import numpy as np
 
 from softseg.errors import InputError
+from softseg.fusion import METHODS, fusion_methods
+from softseg.geometry import check_same_grid
 
 __all__ = [
-    "AFFINE_TOLERANCE",
     "HELP",
-    "METHODS",
     "ProgressBar",
     "add_arguments",
     "check_same_grid",
-    "json_safe",
+    "class_map_path",
     "load_label_maps",
     "run",
 ]
 
 HELP = "fuse several raters' label maps (STAPLE, average, majority vote, union, intersection)"
 
-#: --method choices (plain tuple; the functions live in softseg.fusion).
-METHODS = ("staple", "average", "majority", "union", "intersection")
-#: Largest difference between two affines' entries (mm) still treated as the same grid.
-AFFINE_TOLERANCE = 1e-4
 #: Show the progress bar by default when the raters hold at least this many voxels in total.
 LARGE_INPUT_VOXELS = 8_000_000
-SIDECAR_KEY = "softseg_fusion"
+#: A per-class rater file: ``<rater>_label-<class>.nii[.gz]`` (multi-class contract).
+_CLASS_FILE = re.compile(r"^(?P<rater>.+)_label-(?P<cls>[^_/]+)\.nii(?:\.gz)?$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,10 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="RATER",
         help="rater label maps (.nii/.nii.gz): binary, soft in [0, 1], or confidence levels "
-        "with their JSON sidecar; at least two, on one voxel grid",
+        "with their JSON sidecar; with --classes/--dataset-json integer label maps or per-class "
+        "files <rater>_label-<class>.nii.gz; at least two raters, on one voxel grid",
     )
+    methods = fusion_methods()
     parser.add_argument(
-        "--method", choices=METHODS, default="staple", help="fusion method (default: staple)"
+        "--method",
+        choices=methods,
+        default="staple",
+        help="fusion method (default: staple): "
+        + "; ".join(f"{m}: {METHODS[m].description}" for m in methods),
     )
     parser.add_argument(
         "--soft",
@@ -64,32 +80,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "vote (needed for confidence maps; identical to binary STAPLE on 0/1 maps)",
     )
     parser.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        metavar="K",
+        help="the raters are multi-class label maps with classes 1..K (0 = background)",
+    )
+    parser.add_argument(
+        "--dataset-json",
+        default=None,
+        metavar="FILE",
+        help="a dataset.json whose \"classes\" (or nnU-Net \"labels\") name the classes of "
+        "multi-class raters (instead of --classes)",
+    )
+    parser.add_argument(
         "--roi",
         choices=("auto", "none"),
         default="auto",
-        help="STAPLE estimation region: 'auto' = bounding box of the raters' union grown by "
-        "--margin voxels (the result then does not depend on the field of view); 'none' = the "
-        "whole volume, as SimpleITK does (default: auto). Outside the box the probability is 0",
+        help="estimation region of STAPLE and of the rater statistics: 'auto' = bounding box of "
+        "the raters' union grown by --margin voxels (the result then does not depend on the "
+        "field of view); 'none' = the whole volume, as SimpleITK does (default: auto). Outside "
+        "the box STAPLE's probability is 0",
     )
     parser.add_argument(
-        "--margin",
-        type=int,
-        default=10,
-        metavar="VOXELS",
-        help="margin of --roi auto (default: 10)",
+        "--margin", type=int, default=10, metavar="VOXELS", help="margin of --roi auto (default: 10)"
     )
     parser.add_argument(
         "--ties",
         choices=("background", "foreground"),
         default="background",
         help="what a tie gives in --method majority with an even number of raters "
-        "(default: background)",
+        "(default: background; multi-class ties always give background)",
     )
+    parser.add_argument("--max-iter", type=int, default=None, metavar="N", help="STAPLE iteration cap")
     parser.add_argument(
-        "--max-iter", type=int, default=None, metavar="N", help="STAPLE iteration cap"
-    )
-    parser.add_argument(
-        "--tol", type=float, default=1e-7, help="STAPLE convergence tolerance (default: 1e-7)"
+        "--tol",
+        type=float,
+        default=None,
+        help="STAPLE convergence tolerance (default: 1e-7, multi-class 1e-5, as SimpleITK)",
     )
     parser.add_argument(
         "-o", "--output", required=True, metavar="OUT.nii.gz", help="fused map to write"
@@ -160,32 +188,16 @@ class ProgressBar:
         self.stream.flush()
 
 
-def check_same_grid(reference: Any, other: Any) -> None:
-    """Raise :class:`InputError` unless two :class:`~softseg.io.Volume` share shape and affine.
-
-    The message names both files, their shapes or the largest affine difference.
-    """
-    if tuple(other.shape) != tuple(reference.shape):
-        raise InputError(
-            f"{other.path} has shape {tuple(other.shape)} but {reference.path} has shape "
-            f"{tuple(reference.shape)}; all images must be on one voxel grid (resample first)"
-        )
-    diff = float(np.max(np.abs(np.asarray(other.affine) - np.asarray(reference.affine))))
-    if diff > AFFINE_TOLERANCE:
-        raise InputError(
-            f"{other.path} and {reference.path} have different affines (largest difference "
-            f"{diff:.3g} mm, tolerance {AFFINE_TOLERANCE:g}); resample one onto the other's grid"
-        )
-
-
 def load_label_maps(
     paths: Sequence[str | Path], *, progress: ProgressBar | None = None
 ) -> tuple[list[Any], list[np.ndarray], list[str]]:
-    """Load label maps on one grid as values in [0, 1].
+    """Load two-class rater maps on one grid as values in [0, 1].
 
-    Binary maps become uint8 0/1; soft maps stay float32; maps whose JSON sidecar holds a
-    confidence scale (``softseg_confidence``) are converted to float32 soft values with it
-    (a map painted with level 1 only looks binary, so the sidecar decides).
+    Each file goes through the one sidecar reader (:func:`softseg.sidecar.read_rater_sidecar`)
+    and the one conversion (:func:`softseg.confidence.as_rater_values`): binary maps become
+    uint8 0/1, soft maps float32 (values within 1e-6 of [0, 1] clipped), painted levels float32
+    soft values through their sidecar's scale (a map painted with level 1 only looks binary, so
+    the sidecar decides).
 
     Returns
     -------
@@ -194,38 +206,25 @@ def load_label_maps(
     arrays : list of ndarray
         Binary (uint8) or soft (float32) maps.
     kinds : list of {"binary", "soft", "levels"}
-        What each file held ("levels": converted with its sidecar's scale).
+        What each file held.
+
+    Raises
+    ------
+    InputError
+        Unreadable files, different grids (both files named), bad values or sidecars (file
+        named), levels without a scale.
     """
-    from softseg.confidence import METADATA_KEY, detect_label_kind, label_to_soft, scale_from_sidecar
-    from softseg.io import load_volume, read_sidecar
+    from softseg.confidence import as_rater_values
+    from softseg.io import load_volume
+    from softseg.sidecar import read_rater_sidecar
 
     volumes, arrays, kinds = [], [], []
     for path in paths:
         vol = load_volume(path, label=True)
         if volumes:
             check_same_grid(volumes[0], vol)
-        try:
-            kind = detect_label_kind(vol.array)
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
-        side = read_sidecar(path) if kind != "soft" else None
-        scale = scale_from_sidecar(side)
-        if scale is not None:  # painted levels (a map painted with level 1 only looks binary)
-            arr = label_to_soft(vol.array, scale=scale)
-            if np.all((arr == 0) | (arr == 1)):
-                arr, kind = arr.astype(np.uint8), "binary"
-            else:
-                kind = "levels"
-        elif kind == "levels":
-            raise InputError(
-                f"{path}: holds confidence levels up to {int(np.max(vol.array))} but its JSON "
-                f"sidecar has no '{METADATA_KEY}' scale; save it from the annotate widget or "
-                "convert it to soft values first"
-            )
-        elif kind == "binary":
-            arr = (vol.array != 0).astype(np.uint8)
-        else:
-            arr = vol.array.astype(np.float32, copy=False)
+        side = read_rater_sidecar(path)
+        arr, kind = as_rater_values(vol.array, scale=side.scale if side else None, name=str(path))
         volumes.append(vol)
         arrays.append(arr)
         kinds.append(kind)
@@ -234,151 +233,330 @@ def load_label_maps(
     return volumes, arrays, kinds
 
 
-def json_safe(value: Any) -> Any:
-    """Recursively turn numpy values into Python ones and NaN/inf into None (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+def class_map_path(output: str | Path, k: int) -> Path:
+    """``OUT.nii.gz`` -> ``OUT_label-<k>.nii.gz``: where the probability of class k goes."""
+    output = Path(output)
+    name = output.name
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else ".nii"
+    return output.with_name(f"{name[: -len(suffix)]}_label-{k}{suffix}")
+
+
+# ---------------------------------------------------------------------------- multi-class
+class _Classes:
+    """Class names/keys of a multi-class run and the label values a label map may hold."""
+
+    def __init__(self, names: Sequence[str], keys: Sequence[str], values: Sequence[int] | None,
+                 source: str) -> None:
+        self.names = tuple(names)
+        self.keys = tuple(keys)
+        self.values = None if values is None else tuple(values)  # label value of class 0..K
+        self.source = source
+
+    @property
+    def k(self) -> int:
+        return len(self.names)
+
+    def index(self, token: str, path: str) -> int:
+        """Class index 1..K of a ``_label-<token>`` file name."""
+        if token.isdigit() and 1 <= int(token) <= self.k:
+            return int(token)
+        for i, (name, key) in enumerate(zip(self.names, self.keys), start=1):
+            if token in (key, name.replace(" ", "-")):
+                return i
+        raise InputError(
+            f"{path}: class {token!r} is not a class of {self.source} (classes "
+            f"{', '.join(f'{i}={n}' for i, n in enumerate(self.names, start=1))}); name per-class "
+            "files <rater>_label-<class>.nii.gz with one of them"
+        )
+
+
+def _classes(args: argparse.Namespace) -> _Classes | None:
+    if args.classes is not None and args.dataset_json is not None:
+        raise InputError("give either --classes K or --dataset-json FILE, not both")
+    if args.classes is not None:
+        if args.classes < 1:
+            raise InputError(f"--classes must be >= 1; got {args.classes}")
+        names = [str(k) for k in range(1, args.classes + 1)]
+        return _Classes(names, names, None, "--classes")
+    if args.dataset_json is None:
         return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    from softseg.dataset_json import load_dataset_json
+
+    meta = load_dataset_json(args.dataset_json)
+    names, keys = meta.class_names, meta.class_keys
+    if not names:
+        raise InputError(f"{args.dataset_json}: no \"classes\" or \"labels\"; list the classes")
+    values = None
+    if meta.labels is not None:
+        values = meta.label_values
+    return _Classes(names, keys, values, str(args.dataset_json))
 
 
-def _roi_box(roi: np.ndarray) -> list[list[int]]:
-    box = []
-    for ax in range(roi.ndim):
-        idx = np.flatnonzero(np.any(roi, axis=tuple(a for a in range(roi.ndim) if a != ax)))
-        box.append([int(idx[0]), int(idx[-1]) + 1])
-    return box
+def _load_class_raters(
+    paths: Sequence[str], classes: _Classes, progress: ProgressBar
+) -> tuple[list[Any], np.ndarray, list[str], list[str], bool]:
+    """Multi-class raters: (volumes, stacked array, rater names, kinds, class_maps?)."""
+    from softseg.confidence import as_rater_values
+    from softseg.fusion import class_probabilities
+    from softseg.io import load_volume
+    from softseg.sidecar import read_rater_sidecar
+
+    matches = [_CLASS_FILE.match(Path(p).name) for p in paths]
+    volumes: list[Any] = []
+
+    def load(path: str) -> Any:
+        vol = load_volume(path, label=True)
+        if volumes:
+            check_same_grid(volumes[0], vol)
+        volumes.append(vol)
+        progress.step(f"loaded {Path(path).name}")
+        return vol
+
+    if all(matches):  # per-class files, grouped by rater
+        groups: dict[str, dict[int, str]] = {}
+        for path, m in zip(paths, matches):
+            rater = str(Path(path).with_name(m.group("rater")))
+            k = classes.index(m.group("cls"), path)
+            if k in groups.setdefault(rater, {}):
+                raise InputError(f"{path}: class {k} of rater {rater} is given twice")
+            groups[rater][k] = path
+        maps, names, kinds = [], [], []
+        for rater, files in groups.items():
+            missing = [k for k in range(1, classes.k + 1) if k not in files]
+            if missing:
+                raise InputError(
+                    f"{rater}: no file for class {', '.join(map(str, missing))} "
+                    f"({', '.join(classes.names[k - 1] for k in missing)}); give "
+                    f"{rater}_label-<class>.nii.gz for every class"
+                )
+            per_class, rater_kinds = [], []
+            for k in range(1, classes.k + 1):
+                vol = load(files[k])
+                side = read_rater_sidecar(files[k])
+                values, kind = as_rater_values(
+                    vol.array, scale=side.scale if side else None, name=files[k]
+                )
+                per_class.append(values)
+                rater_kinds.append(kind)
+            name = f"{rater}_label-*"
+            maps.append(class_probabilities(per_class, name=name))
+            names.append(name)
+            kinds.append("binary" if set(rater_kinds) == {"binary"} else "soft")
+        return volumes, np.stack(maps), names, kinds, True
+    if any(matches):
+        raise InputError(
+            "give either integer label maps or per-class files <rater>_label-<class>.nii.gz, not "
+            f"both ({next(p for p, m in zip(paths, matches) if m)} is a per-class file, "
+            f"{next(p for p, m in zip(paths, matches) if not m)} is not)"
+        )
+    labels = []
+    for path in paths:
+        labels.append(_label_map(load(path).array, classes, path))
+    return volumes, np.stack(labels), [str(p) for p in paths], ["labels"] * len(paths), False
+
+
+def _label_map(array: np.ndarray, classes: _Classes, path: str) -> np.ndarray:
+    """An integer label map as class indices 0..K (values checked against the classes)."""
+    arr = np.asarray(array)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise InputError(
+                f"{path}: holds non-integer values; a multi-class rater is an integer label map "
+                "(0 = background, 1..K), or per-class files <rater>_label-<class>.nii.gz"
+            )
+        arr = arr.astype(np.int64)
+    elif arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    elif arr.dtype.kind not in "iu":
+        raise InputError(f"{path}: a label map must hold integers; got dtype {arr.dtype}")
+    values = classes.values if classes.values is not None else tuple(range(classes.k + 1))
+    present = np.unique(arr)
+    bad = [int(v) for v in present if int(v) not in values]
+    if bad:
+        where = (
+            f"the \"labels\" of {classes.source}" if classes.values is not None
+            else f"the classes 0..{classes.k} of {classes.source}"
+        )
+        raise InputError(
+            f"{path}: holds label value{'s' if len(bad) > 1 else ''} "
+            f"{', '.join(map(str, bad[:5]))}, not in {where} ({', '.join(map(str, values))}); "
+            "fix the label map or the class list"
+        )
+    if classes.values is not None and tuple(classes.values) != tuple(range(classes.k + 1)):
+        lut = np.zeros(max(values) + 1, dtype=np.uint8)
+        lut[list(values)] = np.arange(len(values))
+        return lut[arr]
+    dtype = np.uint8 if classes.k < 256 else np.uint16
+    return arr.astype(dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------------- run
-def run(args: argparse.Namespace) -> int:
-    from softseg import __version__, fusion, metrics
-    from softseg.io import check_writable, is_nifti_path, save_volume, sidecar_path
-
-    out = Path(args.output)
-    if not is_nifti_path(out):
-        raise InputError(f"{out}: output must end in .nii or .nii.gz")
-    check_writable(out, overwrite=args.overwrite)
-    check_writable(sidecar_path(out), overwrite=args.overwrite)
+def _check_options(args: argparse.Namespace) -> None:
     if len(args.raters) < 2:
         raise InputError(f"fusion needs at least two raters; got one ({args.raters[0]})")
-    if args.method in ("majority", "union", "intersection") and args.soft:
+    if args.soft and args.method != "staple":
         raise InputError(f"--soft applies to --method staple; {args.method} needs binary raters")
     if args.margin < 0:
         raise InputError(f"--margin must be >= 0 voxels; got {args.margin}")
     if args.max_iter is not None and args.max_iter < 1:
         raise InputError(f"--max-iter must be >= 1; got {args.max_iter}")
+    if args.tol is not None and not (np.isfinite(args.tol) and args.tol >= 0):
+        raise InputError(f"--tol must be a finite number >= 0; got {args.tol}")
 
-    # size decides the progress bar before loading: read only the headers
-    import nibabel as nib
 
-    n_vox = 0
-    for path in args.raters:
+def _header_voxels(paths: Sequence[str]) -> int:
+    """Total voxels of the raters from their headers only (decides the progress bar)."""
+    from softseg.io import check_nifti
+
+    total = 0
+    for path in paths:
         try:
-            n_vox += int(np.prod(nib.load(path).shape[:3]))
-        except Exception:  # unreadable files get their proper error from load_volume
+            total += int(np.prod(check_nifti(path, label=True).shape))
+        except InputError:  # its proper error comes when it is loaded
             pass
-    show = args.progress == "always" or (args.progress == "auto" and n_vox >= LARGE_INPUT_VOXELS)
-    bar = ProgressBar(len(args.raters) + 3, label="softseg fuse", enabled=show)
+    return total
 
-    volumes, arrays, kinds = load_label_maps(args.raters, progress=bar)
-    raters = np.stack(arrays)
-    del arrays
-    binary = all(k == "binary" for k in kinds)
 
-    record: dict[str, Any] = {
-        "method": args.method,
-        "soft": bool(args.soft),
-        "inputs": [str(Path(p)) for p in args.raters],
-        "input_kinds": kinds,
-    }
-    soft_files = [str(p) for p, k in zip(args.raters, kinds) if k != "binary"]
-    if args.method in ("majority", "union", "intersection") and soft_files:
+def run(args: argparse.Namespace) -> int:
+    from softseg import __version__
+    from softseg.fusion import SoftRatersError, fuse
+    from softseg.io import is_nifti_path, sidecar_path
+    from softseg.outputs import OutputSet
+    from softseg.sidecar import RaterSidecar
+
+    out = Path(args.output)
+    if not is_nifti_path(out):
+        raise InputError(f"{out}: output must end in .nii or .nii.gz")
+    _check_options(args)
+    classes = _classes(args)
+    spec = METHODS[args.method]
+    if classes is not None and not spec.multiclass:
         raise InputError(
-            f"--method {args.method} needs binary raters but {', '.join(soft_files)} hold soft or "
-            "confidence values; binarise them, or use --method average or --method staple --soft"
+            f"--method {args.method} is defined for two classes; for label maps use one of "
+            f"{', '.join(fusion_methods(multiclass=True))}"
         )
-    sens = spec = None
-    if args.method == "staple":
-        if not binary and not args.soft:
-            raise InputError(
-                f"binary STAPLE needs 0/1 raters but {', '.join(soft_files)} hold soft or "
-                "confidence values; pass --soft for soft STAPLE, or binarise the maps"
-            )
-        roi = fusion.default_roi(raters, margin=args.margin) if args.roi == "auto" else None
-        kwargs: dict[str, Any] = {"tol": args.tol, "roi": roi, "soft": args.soft}
-        if args.max_iter is not None:
-            kwargs["max_iter"] = args.max_iter
-        result = fusion.staple(
-            raters,
-            progress=lambda it, ch: bar.note(f"STAPLE iteration {it} (change {ch:.2g})"),
-            **kwargs,
-        )
-        fused = result.probability.astype(np.float32)
-        sens, spec = result.sensitivity, result.specificity
-        record["roi"] = (
-            {"mode": "auto", "margin_voxels": args.margin, "box": _roi_box(roi)}
-            if roi is not None
-            else {"mode": "none"}
-        )
-        record["staple"] = {
-            "prior": result.prior,
-            "iterations": result.iterations,
-            "converged": result.converged,
-            "tol": args.tol,
-        }
-        record["sensitivity_specificity"] = "STAPLE estimates"
-    elif args.method == "average":
-        fused = fusion.average(raters)
-    elif args.method == "majority":
-        fused = fusion.majority_vote(raters, ties=1 if args.ties == "foreground" else 0)
-        record["ties"] = args.ties
-    elif args.method == "union":
-        fused = fusion.union(raters)
+    class_files = (
+        [class_map_path(out, k) for k in range(1, classes.k + 1)]
+        if classes is not None and args.method in ("staple", "average")
+        else []
+    )
+    # every output checked (exists, folder writable) before any work
+    outputs = OutputSet([out, sidecar_path(out), *class_files], overwrite=args.overwrite)
+
+    n_vox = _header_voxels(args.raters)
+    show = args.progress == "always" or (args.progress == "auto" and n_vox >= LARGE_INPUT_VOXELS)
+    bar = ProgressBar(len(args.raters) + 2, label="softseg fuse", enabled=show)
+
+    options: dict[str, Any] = {"roi": args.roi, "margin": args.margin, "tol": args.tol}
+    if args.max_iter is not None:
+        options["max_iter"] = args.max_iter
+    if classes is None:
+        volumes, arrays, kinds = load_label_maps(args.raters, progress=bar)
+        raters = np.stack(arrays)
+        del arrays
+        names = [str(p) for p in args.raters]
+        options.update(soft=bool(args.soft), ties=1 if args.ties == "foreground" else 0)
     else:
-        fused = fusion.intersection(raters)
+        volumes, raters, names, kinds, class_maps = _load_class_raters(args.raters, classes, bar)
+        options.update(n_classes=classes.k, class_maps=class_maps)
+    try:
+        result = fuse(
+            raters, args.method, names=names,
+            progress=lambda frac, text: bar.note(text), **options,
+        )
+    except SoftRatersError as exc:
+        if exc.method == "staple" and classes is None:
+            raise InputError(
+                f"binary STAPLE needs 0/1 raters but {', '.join(exc.names)} hold soft or "
+                "confidence values; pass --soft for soft STAPLE, or binarise the maps"
+            ) from None
+        raise InputError(
+            f"--method {args.method} needs {'one class per voxel' if classes else 'binary raters'}"
+            f" but {', '.join(exc.names)} hold soft or confidence values; binarise them, or use "
+            f"--method average{'' if classes else ' or --method staple --soft'}"
+        ) from None
+    del raters
     bar.step(f"{args.method} done")
 
-    if sens is None:  # each rater scored against the fused map (soft counts for soft maps)
-        sens = np.array([metrics.recall(r, fused) for r in raters])
-        spec = np.array([metrics.specificity(r, fused) for r in raters])
-        record["sensitivity_specificity"] = "against the fused map (soft counts)"
-    pair = metrics.pairwise_dice(raters)
-    bar.step("pairwise Dice")
-    off = pair[~np.eye(len(pair), dtype=bool)]
-    record["raters"] = [
-        {"path": str(Path(p)), "sensitivity": float(s), "specificity": float(q)}
-        for p, s, q in zip(args.raters, sens, spec)
-    ]
-    record["pairwise_dice"] = pair
-    record["mean_pairwise_dice"] = float(off.mean())
-    record["output_dtype"] = str(fused.dtype)
+    record = _record(args, result, names, kinds, classes, class_files)
     record["softseg_version"] = __version__
-    sidecar = json_safe({SIDECAR_KEY: record})
+    sidecar = RaterSidecar(
+        kind="labels" if result.fused.dtype.kind != "f" else "soft",
+        software=f"softseg {__version__}",
+        fusion=record,
+    ).to_json()
+    from softseg.compare import json_safe
 
-    save_volume(out, fused, like=volumes[0], overwrite=args.overwrite, sidecar=sidecar)
+    sidecar = json_safe(sidecar)
+    with outputs:
+        outputs.save_volume(out, result.fused, like=volumes[0])
+        for k, path in enumerate(class_files, start=1):
+            outputs.save_volume(path, result.probability[k], like=volumes[0])
+        outputs.write_json(sidecar_path(out), sidecar)
     bar.step(f"wrote {out.name}")
     bar.close()
 
     if args.json:
-        print(
-            json.dumps(
-                {"output": str(out), "sidecar": str(sidecar_path(out)), **sidecar[SIDECAR_KEY]},
-                indent=2,
-            )
-        )
+        summary = {"output": str(out), "sidecar": str(sidecar_path(out)), **sidecar["fusion"]}
+        print(json.dumps(summary, indent=2))
     else:
-        _print_summary(out, record, fused)
+        _print_summary(out, sidecar["fusion"], result.fused)
     return 0
+
+
+def _record(
+    args: argparse.Namespace,
+    result: Any,
+    names: Sequence[str],
+    kinds: Sequence[str],
+    classes: _Classes | None,
+    class_files: Sequence[Path],
+) -> dict[str, Any]:
+    """The summary written to OUT.json (``fusion``) and printed by ``--json``."""
+    from softseg.fusion.engine import RATER_STATISTICS
+
+    record: dict[str, Any] = {
+        "method": result.method,
+        "soft": bool(result.soft),
+        "inputs": [str(Path(p)) for p in args.raters],
+        "input_kinds": list(kinds),
+        "roi": (
+            {"mode": "auto", "margin_voxels": args.margin, "box": result.roi_box}
+            if result.roi is not None
+            else {"mode": "none"}
+        ),
+    }
+    if result.staple is not None:
+        prior = result.staple.prior
+        record["staple"] = {
+            "prior": prior.tolist() if isinstance(prior, np.ndarray) else float(prior),
+            "iterations": int(result.staple.iterations),
+            "converged": bool(result.staple.converged),
+            "tol": args.tol,
+        }
+    if result.method == "majority" and classes is None:
+        record["ties"] = args.ties
+    record["sensitivity_specificity"] = RATER_STATISTICS
+    if classes is None:
+        record["raters"] = [
+            {"path": n, "sensitivity": float(s), "specificity": float(q)}
+            for n, s, q in zip(names, result.sensitivity, result.specificity)
+        ]
+    else:
+        record["classes"] = ["background", *classes.names]
+        record["n_classes"] = classes.k
+        record["raters"] = [
+            {"path": n, "confusion": result.confusion[j]} for j, n in enumerate(names)
+        ]
+        record["confusion_orientation"] = "rows = true class, columns = rater's label; rows sum to 1"
+        record["class_maps"] = [str(p) for p in class_files]
+        record["undecided_voxels"] = int(result.undecided_voxels)
+    pair = result.pairwise_dice
+    off = pair[~np.eye(len(pair), dtype=bool)]
+    record["pairwise_dice"] = pair
+    record["mean_pairwise_dice"] = float(off.mean())
+    record["output_dtype"] = str(result.fused.dtype)
+    return record
 
 
 def _print_summary(out: Path, record: dict[str, Any], fused: np.ndarray) -> None:
@@ -391,14 +569,26 @@ def _print_summary(out: Path, record: dict[str, Any], fused: np.ndarray) -> None
         roi = record["roi"]
         where = f"roi box {roi['box']}" if roi["mode"] == "auto" else "whole volume"
         state = "converged" if st["converged"] else "stopped at the iteration cap"
-        lines.append(
-            f"  STAPLE on {where}: prior {st['prior']:.4g}, {st['iterations']} iterations ({state})"
+        prior = st["prior"]
+        prior_text = (
+            f"{prior:.4g}" if isinstance(prior, float) else "[" + ", ".join(f"{p:.3g}" for p in prior) + "]"
         )
-    lines.append(
-        f"  {'sensitivity':>11}  {'specificity':>11}  rater ({record['sensitivity_specificity']})"
-    )
-    for r in record["raters"]:
-        lines.append(f"  {r['sensitivity']:11.4f}  {r['specificity']:11.4f}  {r['path']}")
+        lines.append(
+            f"  STAPLE on {where}: prior {prior_text}, {st['iterations']} iterations ({state})"
+        )
+    if "n_classes" in record:
+        for r in record["raters"]:
+            diag = np.diag(np.asarray(r["confusion"], dtype=float))
+            per_class = ", ".join(
+                f"{c} {v:.4f}" for c, v in zip(record["classes"], diag)
+            )
+            lines.append(f"  {r['path']}: agreement per true class (confusion diagonal) {per_class}")
+        for path in record["class_maps"]:
+            lines.append(f"  class probability -> {path}")
+    else:
+        lines.append(f"  {'sensitivity':>11}  {'specificity':>11}  rater")
+        for r in record["raters"]:
+            lines.append(f"  {r['sensitivity']:11.4f}  {r['specificity']:11.4f}  {r['path']}")
     pair = np.asarray(record["pairwise_dice"])
     off = pair[~np.eye(len(pair), dtype=bool)]
     lines.append(

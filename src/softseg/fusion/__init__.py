@@ -42,23 +42,36 @@ from softseg.fusion.engine import (
     training_fusions,
     training_target,
 )
+from softseg.fusion.multilabel import (
+    MultiLabelStapleResult,
+    as_label_maps,
+    class_average,
+    class_disagreement,
+    confusion_matrices,
+    label_vote,
+    multilabel_staple,
+)
 from softseg.fusion.raters import as_raters, default_roi, roi_box, roi_mask
-from softseg.fusion.raters import roi_mask as _roi_mask  # noqa: F401  (multilabel's old import)
 from softseg.fusion.staple_em import DEFAULT_MAX_ITER, StapleResult, staple
 from softseg.fusion.voting import average, intersection, majority_vote, sample_rater, union
 
 __all__ = [
     "CLASS_SUM_TOLERANCE",
     "DEFAULT_MAX_ITER",
-    "METHODS",
     "FusionResult",
+    "METHODS",
     "MethodSpec",
+    "MultiLabelStapleResult",
     "SoftRatersError",
     "StapleResult",
+    "as_label_maps",
     "as_raters",
     "average",
     "binary_confusion",
+    "class_average",
+    "class_disagreement",
     "class_probabilities",
+    "confusion_matrices",
     "default_roi",
     "disagreement",
     "fuse",
@@ -66,7 +79,9 @@ __all__ = [
     "get_method",
     "intersection",
     "iter_fuse",
+    "label_vote",
     "majority_vote",
+    "multilabel_staple",
     "rater_performance",
     "roi_box",
     "roi_mask",

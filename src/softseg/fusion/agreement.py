@@ -126,33 +126,39 @@ def binary_confusion(sensitivity: np.ndarray, specificity: np.ndarray) -> np.nda
 def soft_class_confusion(
     class_maps: np.ndarray, reference: np.ndarray, *, roi: np.ndarray | None = None
 ) -> np.ndarray:
-    """Confusion matrices of raters given as class probabilities against a reference label map.
+    """Confusion matrices of raters given as class probabilities, against soft class maps.
 
-    The soft-count form of :func:`softseg.fusion.multilabel.confusion_matrices` (which takes
-    label maps): ``theta[j, t, s] = sum over voxels with reference t of Q_js / their count``.
+    The form of :func:`softseg.fusion.multilabel.confusion_matrices` (label-map raters) for
+    raters that are themselves class probabilities ``Q_j`` (confidence-painted class maps):
+    ``theta[j, t, s] = sum(P_t Q_js) / sum(P_t)`` over the region, ``P`` the reference's class
+    probabilities (soft counts on both sides; with one-hot maps it is the label-map form).
 
     Parameters
     ----------
     class_maps : ndarray (R, K+1, *spatial), float, each rater's class probabilities
-    reference : ndarray (*spatial), integer labels 0..K
+    reference : ndarray (K+1, *spatial), float, the reference's class probabilities
     roi : ndarray (*spatial) of bool, optional
 
     Returns
     -------
-    ndarray (R, K+1, K+1), float64; rows = true class, each row sums to 1; a class absent from
-    the reference gets the identity row.
+    ndarray (R, K+1, K+1), float64; rows = true class, each row sums to 1; a class with no
+    reference weight gets the identity row.
     """
     n, k1 = class_maps.shape[:2]
+    if reference.shape != class_maps.shape[1:]:
+        raise InputError(
+            f"class confusion: reference has shape {reference.shape}; expected {class_maps.shape[1:]}"
+        )
     box, inner = _region(roi, class_maps.shape[2:])
-    ref = reference[box] if inner is None else reference[box][inner]
-    ref = ref.reshape(-1).astype(np.int64)
-    counts = np.bincount(ref, minlength=k1)[:k1].astype(np.float64)
-    out = np.zeros((n, k1, k1))
-    for j in range(n):
-        for s in range(k1):
-            q = class_maps[j, s][box] if inner is None else class_maps[j, s][box][inner]
-            out[j, :, s] = np.bincount(ref, weights=q.reshape(-1).astype(np.float64), minlength=k1)[:k1]
+
+    def cut(a: np.ndarray) -> np.ndarray:
+        part = a[(slice(None), *box)]
+        return (part if inner is None else part[:, inner]).reshape(k1, -1).astype(np.float64)
+
+    ref = cut(reference)
+    weight = ref.sum(axis=1)
+    out = np.stack([ref @ cut(class_maps[j]).T for j in range(n)])
     eye = np.eye(k1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rows = out / np.where(counts > 0, counts, 1.0)[None, :, None]
-    return np.where((counts > 0)[None, :, None], rows, eye[None])
+        rows = out / np.where(weight > 0, weight, 1.0)[None, :, None]
+    return np.where((weight > 0)[None, :, None], rows, eye[None])

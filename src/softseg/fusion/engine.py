@@ -627,7 +627,9 @@ def _iter_fuse_classes(
                 names=soft_raters,
             )
     if probs is None:
-        labels, k = ml.as_label_maps(raters if not class_maps else labels, n_classes=k, what=spec.name)
+        labels, k = ml.as_label_maps(
+            raters if not class_maps else labels, n_classes=k, what=spec.name, names=names
+        )
         occupied = labels != 0
     else:
         occupied = probs[:, 1:].max(axis=1) > 0
@@ -670,11 +672,12 @@ def _iter_fuse_classes(
         dis = entropy(probability, class_axis=0)
         per_class = entropy(probability)
     yield 0.8, "rater statistics"
-    if confusion is None:
+    if confusion is None:  # against the method's reference: class fractions (average) or labels
+        reference = probability if spec.name == "average" else fused
         if probs is None:
-            confusion = ml.confusion_matrices(labels, fused, n_classes=k, roi=region)
+            confusion = ml.confusion_matrices(labels, reference, n_classes=k, roi=region)
         else:
-            confusion = soft_class_confusion(probs, fused, roi=region)
+            confusion = soft_class_confusion(probs, reference, roi=region)
     pair = _pairwise_class_dice(probs if probs is not None else labels, k)
     yield 1.0, "done"
     return FusionResult(
