@@ -127,3 +127,47 @@ def make_nnunet(
 
 def load(path: Path) -> np.ndarray:
     return np.asanyarray(nib.load(str(path)).dataobj)
+
+
+def make_softseg_dataset(root: Path, *, subjects=("s01", "s02", "s03", "s04", "s05"), raters=3,
+                         channels=("image",), shape=SHAPE) -> dict:
+    """A softseg dataset folder: <subject>/image.nii.gz (or image_<c>) + rater-<i>.nii.gz (uint8 0/1)."""
+    out: dict = {"images": {}, "raters": {}}
+    for i, sub in enumerate(subjects):
+        truth = blob(shape, seed=500 + i)
+        for j, c in enumerate(channels):
+            arr = image_like(truth, seed=40 * i + j, offset=90.0 + 20 * j)
+            name = "image.nii.gz" if len(channels) == 1 else f"image_{c}.nii.gz"
+            write_nifti(root / sub / name, arr)
+            out["images"][(sub, c)] = arr
+        for r in range(1, raters + 1):
+            lab = blob(shape, seed=600 + 10 * i + r)
+            write_nifti(root / sub / f"rater-{r}.nii.gz", lab)
+            out["raters"][(sub, r)] = lab
+    return out
+
+
+def model_file(path: Path, *, channels=("image",), out_channels=1, activation="normalized_relu", depth=2, width=4,
+               spacing=(None, 1.0, 1.0), split=None, fusion=None, seed=0) -> Path:
+    """A softseg model file with a random network and non-trivial batch-norm statistics."""
+    import torch
+
+    from softseg.card import ActivationCard, ArchitectureCard, CandidateCard, ModelCard, PreprocessingCard, SplitCard, UNetConfig
+    from softseg.modelfile import save_model
+    from softseg.models import UNet2D
+
+    torch.manual_seed(seed)
+    net = UNet2D(len(channels), out_channels, depth=depth, width=width)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    classes = ("foreground",) if out_channels == 1 else tuple(f"class{k}" for k in range(1, out_channels))
+    card = ModelCard(
+        classes=classes, thresholds=tuple(0.5 for _ in classes), channels=tuple(channels),
+        preprocessing=PreprocessingCard(spacing=tuple(spacing), crop=(16, 16)),
+        candidate=CandidateCard(name="softseg", activation=ActivationCard(name=activation)),
+        architecture=ArchitectureCard(config=UNetConfig(**net.config)),
+        split=SplitCard(**{k: tuple(v) for k, v in (split or {}).items()}), fusion=fusion,
+    )
+    return save_model(path, net, card)

@@ -16,10 +16,11 @@ nnU-Net reads ``splits_final.json`` from its *preprocessed* folder: copy it to
 ``$nnUNet_preprocessed/DatasetNNN_Name/`` after ``nnUNetv2_plan_and_preprocess`` and train fold 0
 (``nnUNetv2_train NNN 2d 0``); ``docs/interchange.md`` has the commands.
 
-Fusion is the training path's (:func:`softseg.data.fuse_raters`, which uses the fusion engine):
-a subject's raters are fused at native resolution; nnU-Net needs integer labels, so a soft
-result (``average``) is cut at 0.5 (``>= 0.5`` is foreground), STAPLE is its consensus
-(probability >= 0.5), as in training. ``random`` has no fused label and is refused.
+Fusion is the training path's: :func:`softseg.fusion.training_target` (the fusion engine
+:func:`softseg.fusion.fuse`, default region of interest, exactly what ``softseg train`` fits) on
+the subject's raters at native resolution. nnU-Net needs integer labels, so a soft target
+(``average``) is cut at 0.5 (``>= 0.5`` is foreground); STAPLE's target already is its consensus
+(probability >= 0.5). ``random`` has no fused label and is refused.
 """
 
 from __future__ import annotations
@@ -36,13 +37,21 @@ from softseg.errors import InputError
 from softseg.interchange.grid import check_same_grid, read_grid
 from softseg.interchange.plan import check_destination, place_file, staged_folder, write_json_file
 
-__all__ = ["EXPORT_RECORD", "ExportReport", "export_nnunet", "model_split"]
+__all__ = ["EXPORT_RECORD", "ExportReport", "export_fusions", "export_nnunet", "model_split"]
 
 #: Provenance file written into DST (marks a folder written by this command for --overwrite).
 EXPORT_RECORD = "softseg_export.json"
 _NAME_RE = re.compile(r"^Dataset\d{3}_[A-Za-z0-9_.-]+$")
 #: Soft fused maps are cut here for nnU-Net's integer labels (>= is foreground).
 LABEL_CUT = 0.5
+
+
+def export_fusions() -> tuple[str, ...]:
+    """Fusions that give one label map per case: the training fusions of
+    :data:`softseg.fusion.METHODS` except ``random``."""
+    from softseg.fusion import training_fusions
+
+    return tuple(f for f in training_fusions() if f != "random")
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ def model_split(model: str | os.PathLike) -> tuple[dict[str, list[str]], str | N
 
 def _fused_label(subject: Any, fusion: str) -> tuple[np.ndarray, Any]:
     """The subject's raters fused, as a uint8 label map in the files' own axis order."""
-    from softseg.data import fuse_raters, rater_to_soft
+    from softseg.data import rater_to_soft
+    from softseg.fusion import training_target
     from softseg.io import load_volume
 
     vols = [load_volume(p, label=True) for p in subject.raters]
@@ -99,7 +109,7 @@ def _fused_label(subject: Any, fusion: str) -> tuple[np.ndarray, Any]:
     for p in subject.raters:
         check_same_grid(ref, read_grid(p), hint="a rater must lie on its subject's image grid")
     raters = np.stack([rater_to_soft(v) for v in vols])
-    fused = fuse_raters(raters, fusion)[0]
+    fused = training_target(raters, fusion)[0]
     return (fused >= LABEL_CUT).astype(np.uint8), vols[0]
 
 
@@ -142,7 +152,7 @@ def export_nnunet(
         an unknown fusion, a model whose split names subjects the dataset lacks, mixed
         ``.nii``/``.nii.gz`` images, raters off their image grid; nothing is written.
     """
-    from softseg.data import FUSIONS, scan_dataset
+    from softseg.data import scan_dataset
 
     root = Path(os.path.abspath(dataset))
     dst_path = Path(os.path.abspath(dst))
@@ -159,8 +169,8 @@ def export_nnunet(
         if fusion is None:
             fusion = model_fusion if model_fusion not in (None, "random") else "staple"
     fusion = fusion or "staple"
-    if fusion not in FUSIONS or fusion == "random":
-        choices = [f for f in FUSIONS if f != "random"]
+    choices = export_fusions()
+    if fusion not in choices:
         raise InputError(f"--fusion {fusion!r}: choose one of {', '.join(choices)} (nnU-Net needs one label map per case)")
     info = scan_dataset(root)
     names = set(info.names)
