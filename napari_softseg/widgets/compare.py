@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
-from softseg import compare
+from softseg import compare, metrics
 from softseg.errors import InputError
 
 from .threshold import OVERLAY_COLORS, layer_threshold
@@ -366,10 +366,8 @@ class CompareWidget(QWidget):
         path = Path(path)
         cols = self.table_columns(self.comparison)
         rows = [[c] + [self.comparison.rows[c][0][m] for m in cols] for c in self.comparison.rows]
-        text = compare._csv_text(["candidate"] + cols, rows)
-        with compare.atomic_path(path, overwrite=True) as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
-        return path
+        return compare.write_text(path, compare.csv_text(["candidate"] + cols, rows),
+                                  overwrite=True)
 
     def _export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
@@ -465,5 +463,5 @@ class CompareWidget(QWidget):
             return
         thresholds = self.thresholds([name for name, _, _ in self._grid_overlays])
         for name, overlay, data in self._grid_overlays:
-            compare.binarize(data, thresholds[name], out=overlay.data.view(np.bool_))
+            metrics.binarize(data, thresholds[name], out=overlay.data.view(np.bool_), checked=True)
             overlay.refresh()

@@ -271,8 +271,7 @@ class ThresholdWidget(QWidget):
         self._start_curves()
 
     def _make_entry(self, layer: Any) -> _Entry:
-        data = np.asarray(layer.data)
-        compare.check_prediction(data, name=layer.name)
+        data = compare.check_prediction(np.asarray(layer.data), name=layer.name)
         color = OVERLAY_COLORS[len(self._entries) % len(OVERLAY_COLORS)]
         overlay = self.viewer.add_labels(
             np.zeros(data.shape, dtype=np.uint8),
@@ -345,7 +344,7 @@ class ThresholdWidget(QWidget):
                     ref = None
                     break
         for e in self._entries.values():
-            e.box = compare.support_box(e.data, ref) if ref is not None else None
+            e.box = metrics.support_box(e.data, ref) if ref is not None else None
         self.update_readouts()
         self._start_curves()
 
@@ -364,9 +363,9 @@ class ThresholdWidget(QWidget):
             e = self._entries[name]
             out = e.buffer.view(np.bool_)
             if hi is None:
-                compare.binarize(e.data, lo, out=out)
+                metrics.binarize(e.data, lo, out=out, checked=True)
             else:
-                compare.band(e.data, lo, hi, out=out)
+                metrics.band(e.data, lo, hi, out=out, checked=True)
             # no thumbnail while dragging: it is refreshed with the readouts, once at rest
             e.overlay.refresh(thumbnail=False)
         self._move_cursors()
@@ -397,7 +396,7 @@ class ThresholdWidget(QWidget):
         for name, (lo, hi) in self.current_thresholds().items():
             e = self._entries[name]
             use_box = e.box if (ref is not None and lo > 0) else None
-            r = compare.threshold_readouts(e.buffer, soft_volume_ml=e.soft_volume_ml,
+            r = metrics.threshold_readouts(e.buffer, soft_volume_ml=e.soft_volume_ml,
                                            reference=ref, spacing=e.spacing, box=use_box)
             self.last_readouts[name] = r
             where = f"{lo:.2f} ≤ p &lt; {hi:.2f}" if hi is not None else f"p ≥ {lo:.2f}"
@@ -424,7 +423,7 @@ class ThresholdWidget(QWidget):
         jobs = {name: (e.data, e.spacing) for name, e in self._entries.items()}
 
         def work():
-            return {name: compare.threshold_curves(data, reference=ref, spacing=spacing,
+            return {name: metrics.threshold_curves(data, reference=ref, spacing=spacing,
                                                    thresholds=_CURVE_THRESHOLDS)
                     for name, (data, spacing) in jobs.items()}
 

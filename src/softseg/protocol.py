@@ -15,7 +15,6 @@ The run is resumable: ``OUT/run_state.json`` records the settings and every fini
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -423,9 +422,11 @@ def run_protocol(
     settings = {"version": _STATE_VERSION, "dataset": str(Path(dataset).resolve()),
                 "config": config.as_dict()}
     if state_path.exists() and not overwrite:
-        import json
+        from softseg.schema import load_json
 
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = load_json(state_path, what="comparison run state")
+        if not isinstance(state, dict):
+            raise InputError(f"{state_path}: not a comparison run state; use --overwrite")
         if not resume:
             raise InputError(
                 f"{out} already holds a comparison run ({STATE_FILE}); add --resume to continue "
@@ -506,20 +507,11 @@ def run_protocol(
             "subjects": {n: r for n, r in zip(split.test, rows)},
             "curves": pooled.as_dict(),
         }
-        write_json(state_path, compare._json_safe(state), overwrite=True)
+        write_json(state_path, compare.json_safe(state), overwrite=True)
         done += 1
         report(Progress(done, total, cand, repeat, "finished"))
 
     return _finish(out, config, state, info)
-
-
-def _curves_from_dict(d: Mapping[str, Any]) -> compare.Curves:
-    kw = {k: (np.asarray(v, dtype=np.float64) if k != "subjects" else tuple(v))
-          for k, v in d.items()}
-    kw["hist_counts"] = kw["hist_counts"].astype(np.int64)
-    for k in ("entropy", "rater_entropy"):
-        kw[k] = np.array([math.nan if x is None else x for x in d[k]], dtype=np.float64)
-    return compare.Curves(**kw)
 
 
 def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any], info: Any) -> ProtocolResult:
@@ -529,15 +521,13 @@ def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any], info: A
         for cand in config.candidates:
             unit = state["units"][_unit_id(cand, k)]
             subject_rows = list(unit["subjects"].values())
-            mean = {}
-            for m in compare.METRICS:
-                vals = np.array([math.nan if r.get(m) is None else r[m] for r in subject_rows],
-                                dtype=np.float64)
-                vals = vals[np.isfinite(vals)]
-                mean[m] = float(vals.mean()) if vals.size else math.nan
+            # the repeat's value: mean over its test subjects; an infinite value (empty-mask
+            # limit) makes it infinite instead of being dropped (compare.summary_mean)
+            mean = {m: compare.summary_mean([compare.number(r.get(m)) for r in subject_rows])[0]
+                    for m in compare.METRICS}
             mean["sample"] = f"repeat {k}"
             rows[cand].append(mean)
-            curves[cand].append(_curves_from_dict(unit["curves"]))
+            curves[cand].append(compare.Curves.from_dict(unit["curves"]))
     comparison = compare.Comparison(
         rows=rows, curves={c: compare.pool_curves(v) for c, v in curves.items()},
         reference_name=GROUND_TRUTHS[config.ground_truth])

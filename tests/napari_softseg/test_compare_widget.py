@@ -131,7 +131,7 @@ def test_bad_input_is_explained(setup):
     viewer.add_image((viewer.layers["truth"].data >= 0.5).astype(np.uint8), name="mask")
     cases = [
         (["smooth"], "truth", "at least two"),
-        (["smooth", "image"], "truth", "outside [0, 1]"),
+        (["smooth", "image"], "truth", "must lie in [0, 1]"),
         (["smooth", "mask"], "truth", "not a soft prediction"),
         (["smooth", "sharp"], "small", "shape (3, 4, 5)"),
     ]

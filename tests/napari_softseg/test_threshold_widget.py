@@ -90,7 +90,7 @@ def test_slider_drives_overlay_readouts_and_canvas(setup, arrays):
     curves = widget._entries["soft"].curves
     sweep = metrics.threshold_sweep(soft, ref, thresholds=curves["thresholds"], spacing=SCALE)
     np.testing.assert_allclose(curves["dice"], sweep.dice)
-    np.testing.assert_allclose(curves["volume_ml"], sweep.volume / 1000)
+    np.testing.assert_allclose(curves["volume_ml"], sweep.volume_ml)
     assert [line.get_xdata()[0] for line in widget._cursors] == [pytest.approx(0.6)]
 
 
@@ -139,7 +139,7 @@ def test_bad_layers_are_refused_with_a_reason(setup):
     viewer, widget, _ = setup
     n = len(viewer.layers)
     widget.select_layers(["image"])  # an MR image, not a probability map
-    assert "outside [0, 1]" in widget.status.text()
+    assert "must lie in [0, 1]" in widget.status.text()
     assert len(viewer.layers) == n and widget.selected_names() == []
     viewer.add_labels(np.zeros((4, 5, 6), dtype=np.uint8), name="small")
     widget.select_layers(["soft"])

@@ -1,5 +1,5 @@
-"""``softseg evaluate`` driven through ``softseg.cli.main`` on NIfTI files (the ``softseg fuse``
-tests are in test_cli_fuse.py)."""
+"""``softseg evaluate`` driven through ``softseg.cli.main`` on NIfTI files: the one metric table,
+voxel size from the affine, probabilities within rounding of [0, 1], K-class predictions."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_evaluate_json_values(pred_truth, tmp_path, capsys):
     tp = np.count_nonzero(binary & (mask == 1))
     assert out["dice"] == pytest.approx(2 * tp / (binary.sum() + mask.sum()))
     assert out["spacing_mm"] == pytest.approx([0.9, 1.1, 2.0])
-    assert out["volume_truth_mm3"] == pytest.approx(mask.sum() * 0.9 * 1.1 * 2.0, rel=1e-6)
+    assert out["reference_volume_ml"] == pytest.approx(mask.sum() * 0.9 * 1.1 * 2.0e-3, rel=1e-6)
     assert out["hausdorff_mm"] == pytest.approx(
         M.hausdorff_distance(binary, mask, spacing=(0.9, 1.1, 2.0)), rel=1e-6
     )

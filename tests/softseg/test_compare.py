@@ -83,46 +83,22 @@ def test_cropping_to_support_changes_nothing():
     assert big["mse"] * ratio == pytest.approx(small["mse"], rel=1e-6)
 
 
-def test_binarize_band_and_volume_curve_match_numpy():
-    rng = np.random.default_rng(0)
-    p = rng.random((7, 9, 11), dtype=np.float32)
-    p[0, 0, :5] = np.float32(0.3)  # values exactly at a threshold count as foreground
-    np.testing.assert_array_equal(compare.binarize(p, 0.3), p >= np.float32(0.3))
-    out = np.zeros(p.shape, dtype=np.uint8)
-    compare.band(p, 0.3, 0.6, out=out.view(np.bool_))
-    np.testing.assert_array_equal(out.astype(bool), (p >= np.float32(0.3)) & (p < np.float32(0.6)))
-    t = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    expected = [np.count_nonzero(p >= np.float32(x)) * 0.5e-3 for x in t]
-    np.testing.assert_allclose(compare.volume_curve(p, t, spacing=(0.5, 1, 1)), expected)
-    with pytest.raises(InputError, match="low <= high"):
-        compare.band(p, 0.7, 0.2)
-
-
-def test_support_box():
-    a = np.zeros((5, 6, 7))
-    b = np.zeros((5, 6, 7))
-    a[1, 2, 3] = 1
-    b[3, 4, 1] = 0.2
-    assert compare.support_box(a, b) == (slice(1, 4), slice(2, 5), slice(1, 4))
-    assert compare.support_box(np.zeros((2, 2))) == (slice(0, 0), slice(0, 0))
-
-
 def test_bad_predictions_and_references_are_explained():
     good = np.full((4, 4, 4), 0.5, dtype=np.float32)
     with pytest.raises(InputError, match="at least two candidates"):
-        compare.compare_predictions({"a": good}, good)
+        compare.compare_predictions({"a": good}, good, thresholds=0.5)
     with pytest.raises(InputError, match=r"shape \(4, 4, 3\)"):
-        compare.compare_predictions({"a": good, "b": good[..., :3]}, good)
+        compare.compare_predictions({"a": good, "b": good[..., :3]}, good, thresholds=0.5)
     with pytest.raises(InputError, match="not a soft prediction"):
-        compare.compare_predictions({"a": good, "b": (good > 0).astype(np.uint8)}, good)
-    with pytest.raises(InputError, match="outside \\[0, 1\\]"):
-        compare.compare_predictions({"a": good, "b": good * 300}, good)
+        compare.compare_predictions({"a": good, "b": (good > 0).astype(np.uint8)}, good, thresholds=0.5)
+    with pytest.raises(InputError, match=r"'b': values must lie in \[0, 1\].*max 150\.0"):
+        compare.compare_predictions({"a": good, "b": good * 300}, good, thresholds=0.5)
     with pytest.raises(InputError, match="NaN"):
-        compare.compare_predictions({"a": good, "b": np.where(good > 0, np.nan, 0)}, good)
+        compare.compare_predictions({"a": good, "b": np.where(good > 0, np.nan, 0)}, good, thresholds=0.5)
     with pytest.raises(InputError, match="reference"):
-        compare.compare_predictions({"a": good, "b": good}, good * 4)
+        compare.compare_predictions({"a": good, "b": good}, good * 4, thresholds=0.5)
     with pytest.raises(InputError, match="raters have shape"):
-        compare.evaluate_subject(good, good, raters=np.zeros((2, 4, 4, 5)))
+        compare.evaluate_subject(good, good, threshold=0.5, raters=np.zeros((2, 4, 4, 5)))
 
 
 def test_min_wilcoxon_pairs_against_scipy():

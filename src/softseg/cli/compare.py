@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=True)
 
     if args.json:
-        print(json.dumps(compare._json_safe({"report": str(report), **summary.as_dict()})))
+        print(json.dumps(compare.json_safe({"report": str(report), **summary.as_dict()})))
     else:
         _print_table(comparison, summary)
         print(f"report: {report}")

@@ -1,17 +1,25 @@
-"""``softseg evaluate``: the papers' full metric set for one prediction against a truth.
+"""``softseg evaluate``: the papers' metric table for one prediction against a reference.
 
-Overlap (Dice, precision, recall, specificity, MSE, volume differences) on the soft prediction,
-or on the prediction binarised at ``--threshold`` / the Dice-optimal threshold (``--optimal``);
-95th-percentile Hausdorff distance in mm (spacing from the truth's header); lesion detection
-(LTPR, LFDR); calibration (ECE); Brier score and subject entropy against the truth or, with
-``--raters``, against the rater average (label-fusion paper), plus Dice against each rater.
+The table is :func:`softseg.metrics.evaluate` (the one table of the product, the keys of
+:data:`softseg.metrics.METRICS`): the prediction binarised at ``--threshold`` (default 0.5) or
+at the Dice-optimal threshold of this image (``--optimal``) for Dice, precision, recall,
+specificity, RVD/AVD, the percentile Hausdorff distance and lesion detection, the reference
+binarised at 0.5; soft Dice, soft RVD, MSE, ECE, Brier score and entropy on the soft maps,
+the Brier score and the entropy comparison against the rater average with ``--raters``. Voxel
+sizes come from the reference's affine, as in the viewer, training and ``softseg compare``.
+
+Multi-class (``--classes`` or ``--dataset-json``): PRED names a K-class prediction of
+``softseg predict`` (``<image>_label-<class>.nii.gz`` per class, optional
+``<image>_label-background.nii.gz``; give any of them, ``<image>_labels.nii.gz`` or the
+``<image>`` stem), TRUTH is an integer label map (0 = background, 1..K); one table per class
+(binarised by argmax unless ``--threshold``) and the multi-class ECE of the label-fusion paper.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,100 +27,65 @@ import numpy as np
 
 from softseg.errors import InputError
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "add_arguments", "class_prediction_paths", "run"]
 
 HELP = (
-    "evaluate a (soft) prediction against a truth: overlap, volume, Hausdorff, lesions, calibration"
+    "evaluate a (soft) prediction against a reference: overlap, volume, Hausdorff, lesions, "
+    "calibration (per class for K-class predictions)"
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "prediction",
-        metavar="PRED",
-        help="prediction (.nii/.nii.gz), probabilities in [0, 1] or a mask",
+        "prediction", metavar="PRED",
+        help="prediction (.nii/.nii.gz): probabilities in [0, 1] or a 0/1 mask; with --classes "
+        "one of a K-class prediction's files (or its stem)",
     )
     parser.add_argument(
-        "truth",
-        metavar="TRUTH",
+        "truth", metavar="TRUTH",
         help="reference (.nii/.nii.gz): binary, soft in [0, 1] or confidence levels with their "
-        "sidecar; "
-        "its header gives the voxel spacing",
+        "sidecar; with --classes an integer label map (0 = background). Its affine gives the "
+        "voxel size",
     )
     parser.add_argument(
-        "--raters",
-        nargs="+",
-        metavar="R",
-        help="rater maps: Brier score and entropy are then computed against the rater average, "
-        "and Dice against each rater is reported",
+        "--raters", nargs="+", metavar="R",
+        help="rater maps: the Brier score and the entropy are then computed against the rater "
+        "average, and Dice against each rater is reported (with --classes: integer label maps)",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--threshold",
-        type=float,
-        metavar="T",
-        help="binarise the prediction (>= T) before the overlap and volume metrics "
-        "(default: soft overlap on the raw prediction)",
+        "--threshold", type=float, metavar="T",
+        help="binarise the prediction (>= T) for the binary metrics (default: 0.5; with "
+        "--classes: the argmax class)",
     )
     group.add_argument(
-        "--optimal",
-        action="store_true",
+        "--optimal", action="store_true",
         help="binarise at the threshold (0.05..0.95) that maximises Dice on THIS image; "
-        "optimistic, "
-        "the papers choose it on training+validation images",
+        "optimistic, the papers choose it on training+validation images",
     )
-    parser.add_argument(
-        "--min-overlap",
-        type=int,
-        default=3,
-        metavar="VOXELS",
-        help="lesion detection overlap (default: 3)",
+    classes = parser.add_mutually_exclusive_group()
+    classes.add_argument(
+        "--classes", nargs="+", metavar="NAME",
+        help="class names 1..K of a K-class prediction (files <image>_label-<name>.nii.gz, "
+        "spaces as '-')",
     )
+    classes.add_argument(
+        "--dataset-json", metavar="FILE",
+        help="take the class names (and file keys) from this dataset.json",
+    )
+    parser.add_argument("--min-overlap", type=int, default=3, metavar="VOXELS",
+                        help="lesion detection overlap (default: 3)")
     parser.add_argument("--bins", type=int, default=10, help="calibration bins (default: 10)")
-    parser.add_argument(
-        "--percentile", type=float, default=95.0, help="Hausdorff percentile (default: 95)"
-    )
+    parser.add_argument("--percentile", type=float, default=95.0,
+                        help="Hausdorff percentile (default: 95)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
-    parser.add_argument(
-        "-o", "--output", metavar="METRICS.json", help="also write the metrics to this JSON file"
-    )
+    parser.add_argument("-o", "--output", metavar="METRICS.json",
+                        help="also write the metrics to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
 
-#: (key, label, format) rows of the readable table.
-_ROWS = (
-    ("dice", "Dice", "{:.4f}"),
-    ("precision", "precision", "{:.4f}"),
-    ("recall", "recall (sensitivity)", "{:.4f}"),
-    ("specificity", "specificity", "{:.6f}"),
-    ("mse", "MSE", "{:.6f}"),
-    ("relative_volume_difference", "relative volume difference", "{:+.4f}"),
-    ("absolute_volume_difference", "absolute volume difference", "{:.4f}"),
-    ("volume_prediction_mm3", "volume, prediction (mm3)", "{:.1f}"),
-    ("volume_truth_mm3", "volume, truth (mm3)", "{:.1f}"),
-    ("hausdorff_mm", "Hausdorff distance (mm)", "{:.2f}"),
-    ("ltpr", "lesion TPR (LTPR)", "{:.4f}"),
-    ("lfdr", "lesion FDR (LFDR)", "{:.4f}"),
-    ("n_true_lesions", "lesions in truth", "{:d}"),
-    ("n_predicted_lesions", "lesions predicted", "{:d}"),
-    ("n_detected_lesions", "lesions detected", "{:d}"),
-    ("n_false_lesions", "false lesions", "{:d}"),
-    ("ece", "expected calibration error", "{:.4f}"),
-    ("brier_score", "Brier score", "{:.6f}"),
-    ("entropy_prediction", "entropy, prediction (nats)", "{:.1f}"),
-    ("entropy_reference", "entropy, reference (nats)", "{:.1f}"),
-    ("entropy_abs_difference", "|entropy difference| (nats)", "{:.1f}"),
-)
-
-
-def run(args: argparse.Namespace) -> int:
-    from softseg import metrics
-    from softseg.cli.fuse import check_same_grid, json_safe, load_label_maps
-    from softseg.fusion import average
-    from softseg.io import check_writable, load_volume, write_json
-
-    if args.output is not None:
-        check_writable(args.output, overwrite=args.overwrite)
+# ----------------------------------------------------------------------------- inputs
+def _check_options(args: argparse.Namespace) -> None:
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise InputError(f"--threshold must lie in (0, 1]; got {args.threshold:g}")
     if args.min_overlap < 1:
@@ -122,92 +95,280 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.percentile <= 100.0:
         raise InputError(f"--percentile must lie in [0, 100]; got {args.percentile:g}")
 
-    pred_vol = load_volume(args.prediction, label=True)
-    truth_vols, truth_arrays, _ = load_label_maps([args.truth])
-    truth_vol, truth = truth_vols[0], truth_arrays[0]
-    check_same_grid(truth_vol, pred_vol)
-    pred = pred_vol.array
-    if pred.dtype != np.bool_:
-        lo, hi = float(pred.min()), float(pred.max())
-        if lo < 0 or hi > 1:
-            raise InputError(
-                f"{args.prediction}: values must be probabilities in [0, 1] or a 0/1 mask; "
-                f"got min {lo:g}, max {hi:g}"
-            )
-    spacing = truth_vol.spacing
 
-    reference = None
-    rater_dice: list[dict[str, Any]] = []
-    if args.raters:
-        rater_vols, rater_arrays, _ = load_label_maps(args.raters)
-        for vol in rater_vols:
-            check_same_grid(truth_vol, vol)
-        reference = (
-            average(rater_arrays) if len(rater_arrays) > 1 else rater_arrays[0].astype(np.float32)
+def _spacing(volume: Any) -> tuple[float, ...]:
+    """Voxel size in mm from the affine (the one geometry source of the viewer and training)."""
+    from softseg.geometry import DisplayGeometry
+
+    return DisplayGeometry.from_affine(volume.affine, volume.shape).file_spacing
+
+
+def _stem(path: str) -> str:
+    name = str(path)
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def class_key(name: str) -> str:
+    """The file key of a class name: spaces as ``-`` (docs/training.md)."""
+    return "-".join(str(name).split())
+
+
+def class_prediction_paths(
+    prediction: str, keys: list[str]
+) -> tuple[dict[str, Path], Path | None]:
+    """The per-class files of a K-class prediction (docs/training.md contract).
+
+    Parameters
+    ----------
+    prediction : str
+        ``<image>_label-<key>.nii.gz`` (any class), ``<image>_labels.nii.gz`` or ``<image>``.
+    keys : list of str
+        File keys of the classes 1..K.
+
+    Returns
+    -------
+    files : dict of key -> Path
+        ``<image>_label-<key>.nii.gz`` (or ``.nii``) per class.
+    background : Path or None
+        ``<image>_label-background.nii.gz`` when it exists.
+    """
+    stem = _stem(prediction)
+    if stem.endswith("_labels"):
+        stem = stem[: -len("_labels")]
+    else:
+        m = re.search(r"_label-([^/\\]+)$", stem)
+        if m and (m.group(1) in keys or m.group(1) == "background"):
+            stem = stem[: m.start()]
+
+    def find(key: str) -> Path | None:
+        for suffix in (".nii.gz", ".nii"):
+            p = Path(f"{stem}_label-{key}{suffix}")
+            if p.exists():
+                return p
+        return None
+
+    files, missing = {}, []
+    for key in keys:
+        p = find(key)
+        if p is None:
+            missing.append(f"{Path(stem).name}_label-{key}.nii.gz")
+        else:
+            files[key] = p
+    if missing:
+        raise InputError(
+            f"{prediction}: no per-class prediction file {', '.join(missing)} next to it; give "
+            "a K-class prediction of `softseg predict` and the model's class names"
         )
+    return files, find("background")
 
-    threshold = args.threshold
-    how = "soft overlap (no threshold)"
-    if args.optimal:
-        threshold = metrics.optimal_threshold(pred, truth)
-        how = f"binarised at {threshold:g} (Dice-optimal on this image)"
-    elif threshold is not None:
-        how = f"binarised at {threshold:g}"
 
-    result = metrics.evaluate(
-        pred,
-        truth,
-        spacing=spacing,
-        threshold=threshold,
-        min_overlap=args.min_overlap,
-        n_bins=args.bins,
-        percentile=args.percentile,
-        reference=reference,
-    )
-    if args.raters:
-        mask = metrics.binarize(pred, 0.5 if threshold is None else threshold)
-        for path, arr in zip(args.raters, rater_arrays):
-            rater_dice.append({"path": str(path), "dice": metrics.dice(mask, arr)})
+def _classes(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
+    """(names, file keys) of a multi-class evaluation, or None."""
+    if args.classes:
+        names = [str(c) for c in args.classes]
+        return names, [class_key(c) for c in names]
+    if args.dataset_json:
+        from softseg.schema import load_json
 
-    report = {
-        "prediction": str(args.prediction),
-        "truth": str(args.truth),
-        "spacing_mm": list(spacing),
-        "overlap": how,
-        "brier_entropy_reference": "rater average" if args.raters else "truth",
-        **result,
-    }
-    if rater_dice:
-        report["dice_per_rater"] = rater_dice
+        data = load_json(args.dataset_json, what="dataset.json")
+        raw = data.get("classes") if isinstance(data, dict) else None
+        if not isinstance(raw, list) or not raw:
+            raise InputError(f"{args.dataset_json}: 'classes' must be a list of class names")
+        names, keys = [], []
+        for entry in raw:
+            if isinstance(entry, str):
+                names.append(entry)
+                keys.append(class_key(entry))
+            elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                names.append(entry["name"])
+                keys.append(str(entry.get("key") or class_key(entry["name"])))
+            else:
+                raise InputError(
+                    f"{args.dataset_json}: each class must be a name or {{'name': ..., 'key': ...}};"
+                    f" got {entry!r}"
+                )
+        return names, keys
+    return None
+
+
+def _load_reference(path: str) -> tuple[Any, np.ndarray]:
+    from softseg.cli.fuse import load_label_maps
+
+    vols, arrays, _ = load_label_maps([path])
+    return vols[0], arrays[0]
+
+
+# ------------------------------------------------------------------------------- run
+def run(args: argparse.Namespace) -> int:
+    from softseg.compare import json_safe
+    from softseg.io import check_writable, write_json
+
+    _check_options(args)
+    if args.output is not None:
+        check_writable(args.output, overwrite=args.overwrite)
+    classes = _classes(args)
+    report = _run_classes(args, *classes) if classes else _run_single(args)
     safe = json_safe(report)
     if args.output is not None:
         write_json(args.output, safe, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(safe, indent=2))
     else:
-        print(_table(report))
+        print(_class_table(report) if classes else _table(report))
     return 0
 
 
-def _fmt(value: Any, fmt: str) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    return fmt.format(value)
+def _run_single(args: argparse.Namespace) -> dict[str, Any]:
+    from softseg import metrics
+    from softseg.checks import as_probability
+    from softseg.cli.fuse import check_same_grid, load_label_maps
+    from softseg.fusion import average
+    from softseg.io import load_volume
+
+    pred_vol = load_volume(args.prediction, label=True)
+    truth_vol, truth = _load_reference(args.truth)
+    check_same_grid(truth_vol, pred_vol)
+    spacing = _spacing(truth_vol)
+    name = str(args.prediction)
+    prob = as_probability(pred_vol.array, name=name,
+                          hint="give probabilities in [0, 1] or a 0/1 mask")
+    rater_average, rater_arrays = None, []
+    if args.raters:
+        rater_vols, rater_arrays, _ = load_label_maps(args.raters)
+        for vol in rater_vols:
+            check_same_grid(truth_vol, vol)
+        rater_average = average(rater_arrays) if len(rater_arrays) > 1 else (
+            rater_arrays[0].astype(np.float32))
+
+    threshold = 0.5 if args.threshold is None else float(args.threshold)
+    how = f"binarised at {threshold:g}" + (" (default)" if args.threshold is None else "")
+    if args.optimal:
+        threshold = metrics.optimal_threshold(prob, metrics.binarize(truth, 0.5))
+        how = f"binarised at {threshold:g} (Dice-optimal on this image)"
+    values = metrics.evaluate(
+        prob, truth, threshold=threshold, spacing=spacing, rater_average=rater_average,
+        min_overlap=args.min_overlap, n_bins=args.bins, percentile=args.percentile, name=name,
+    )
+    report: dict[str, Any] = {
+        "prediction": name,
+        "truth": str(args.truth),
+        "spacing_mm": list(spacing),
+        "binarisation": how,
+        "hausdorff_percentile": args.percentile,
+        "brier_entropy_reference": "rater average" if args.raters else "truth",
+        **values,
+    }
+    if args.raters:
+        mask = metrics.binarize(prob, threshold)
+        report["dice_per_rater"] = [
+            {"path": str(p), "dice": metrics.dice(mask, metrics.binarize(a, 0.5))}
+            for p, a in zip(args.raters, rater_arrays)
+        ]
+    return report
+
+
+def _run_classes(args: argparse.Namespace, names: list[str], keys: list[str]) -> dict[str, Any]:
+    from softseg import metrics
+    from softseg.cli.fuse import check_same_grid
+    from softseg.io import load_volume
+
+    files, background = class_prediction_paths(str(args.prediction), keys)
+    truth_vol = load_volume(args.truth, label=True)
+    if truth_vol.array.dtype.kind not in "iub" and not np.all(truth_vol.array == np.round(truth_vol.array)):
+        raise InputError(
+            f"{args.truth}: a multi-class reference must be an integer label map (0 = background, "
+            f"1..{len(names)}); got non-integer values"
+        )
+    maps = []
+    for key in (["background"] if background else []) + keys:
+        path = background if key == "background" else files[key]
+        vol = load_volume(path, label=True)
+        check_same_grid(truth_vol, vol)
+        maps.append(vol.array.astype(np.float32, copy=False))
+    probs = np.stack(maps)
+    spacing = _spacing(truth_vol)
+    labels = truth_vol.array
+
+    rater_average = None
+    if args.raters:
+        from softseg import fusion
+
+        rater_vols = [load_volume(p, label=True) for p in args.raters]
+        for vol in rater_vols:
+            check_same_grid(truth_vol, vol)
+        fused = fusion.fuse([v.array for v in rater_vols], "average", n_classes=len(names),
+                            roi=None)
+        rater_average = fused.probability
+
+    thresholds: Any = args.threshold
+    how = "argmax class" if thresholds is None else f"each class binarised at {thresholds:g}"
+    if args.optimal:
+        offset = probs.shape[0] - len(names)
+        labels_i = np.asarray(labels).astype(np.int64)
+        thresholds = [metrics.optimal_threshold(np.clip(probs[i + offset], 0, 1), labels_i == i + 1)
+                      for i in range(len(names))]
+        how = "each class at its Dice-optimal threshold on this image"
+    ce = metrics.evaluate_classes(
+        probs, labels, classes=names, thresholds=thresholds, spacing=spacing,
+        rater_average=rater_average, min_overlap=args.min_overlap, n_bins=args.bins,
+        percentile=args.percentile,
+    )
+    return {
+        "prediction": {k: str(v) for k, v in files.items()},
+        "truth": str(args.truth),
+        "spacing_mm": list(spacing),
+        "binarisation": how,
+        "hausdorff_percentile": args.percentile,
+        "brier_entropy_reference": "rater average" if args.raters else "truth",
+        "classes": ce.per_class,
+        "overall": ce.overall,
+    }
+
+
+# ----------------------------------------------------------------------------- tables
+def _header(report: dict[str, Any]) -> list[str]:
+    sp = " x ".join(f"{s:g}" for s in report["spacing_mm"])
+    return [
+        f"  spacing {sp} mm (affine); binary metrics: {report['binarisation']}, reference >= 0.5; "
+        f"Hausdorff at percentile {report['hausdorff_percentile']:g}; Brier/entropy against the "
+        f"{report['brier_entropy_reference']}",
+    ]
 
 
 def _table(report: dict[str, Any]) -> str:
-    sp = " x ".join(f"{s:g}" for s in report["spacing_mm"])
-    lines = [
-        f"softseg evaluate: {report['prediction']} vs {report['truth']}",
-        f"  spacing {sp} mm; overlap metrics: {report['overlap']}; Hausdorff at "
-        f"percentile {report['hausdorff_percentile']:g}; Brier/entropy against the "
-        f"{report['brier_entropy_reference']}",
-        f"  {'metric':<30} value",
-    ]
-    for key, label, fmt in _ROWS:
-        lines.append(f"  {label:<30} {_fmt(report[key], fmt)}")
+    from softseg.metrics import METRICS, format_value
+
+    lines = [f"softseg evaluate: {report['prediction']} vs {report['truth']}", *_header(report)]
+    width = max(len(s.header) for s in METRICS.values()) + 2
+    lines.append(f"  {'metric':<{width}} value")
+    for key, spec in METRICS.items():
+        if key in report:
+            lines.append(f"  {spec.header:<{width}} {format_value(key, report[key])}")
     for row in report.get("dice_per_rater", []):
-        lines.append(f"  {'Dice vs ' + Path(row['path']).name:<30} {row['dice']:.4f}")
+        lines.append(f"  {'Dice vs ' + Path(row['path']).name:<{width}} "
+                     f"{format_value('dice', row['dice'])}")
+    return "\n".join(lines)
+
+
+def _class_table(report: dict[str, Any]) -> str:
+    from softseg.metrics import METRICS, format_value
+
+    classes = list(report["classes"])
+    lines = [f"softseg evaluate: {len(classes)}-class prediction vs {report['truth']}",
+             *_header(report)]
+    width = max(len(s.header) for s in METRICS.values()) + 2
+    cols = [max(len(c), 10) + 2 for c in classes]
+    lines.append(f"  {'metric':<{width}}" + "".join(c.rjust(w) for c, w in zip(classes, cols)))
+    for key, spec in METRICS.items():
+        if key in report["classes"][classes[0]]:
+            cells = [format_value(key, report["classes"][c][key]).rjust(w)
+                     for c, w in zip(classes, cols)]
+            lines.append(f"  {spec.header:<{width}}" + "".join(cells))
+    for key, value in report["overall"].items():
+        label = f"{METRICS[key].title} (multi-class)"
+        lines.append(f"  {label + (' [' + METRICS[key].unit + ']' if METRICS[key].unit else ''):<{width}}"
+                     f"{format_value(key, value).rjust(cols[0])}")
     return "\n".join(lines)
