@@ -32,7 +32,6 @@ rater average).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -148,35 +147,16 @@ class DatasetInfo:
         raise InputError(f"no subject {name!r} in {self.root}; subjects: {', '.join(self.names)}")
 
 
-def _read_dataset_json(root: Path) -> dict[str, Any]:
-    path = root / "dataset.json"
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix or delete it") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object with channels/classes/groups")
-    return data
+def _read_dataset_json(root: Path) -> Any:
+    """``root/dataset.json`` parsed and validated (:class:`softseg.dataset_json.DatasetJson`), or None."""
+    from softseg.dataset_json import read_dataset_json
+
+    return read_dataset_json(root)
 
 
-def _groups_from_json(data: Mapping[str, Any], path: Path) -> dict[str, str]:
-    groups = data.get("groups")
-    if groups is None:
-        return {}
-    if not isinstance(groups, Mapping):
-        raise InputError(
-            f"{path}: 'groups' must map subject -> group or group -> [subjects]; got {type(groups).__name__}"
-        )
-    out: dict[str, str] = {}
-    for key, value in groups.items():
-        if isinstance(value, (list, tuple)):  # group -> [subjects]
-            for subject in value:
-                out[str(subject)] = str(key)
-        else:  # subject -> group
-            out[str(key)] = str(value)
-    return out
+def _groups_from_json(meta: Any, path: Path) -> dict[str, str]:
+    """Subject -> group from a parsed dataset.json (either form of ``groups``, already normalised)."""
+    return dict(meta.groups or {}) if meta is not None else {}
 
 
 def scan_dataset(folder: str | os.PathLike) -> DatasetInfo:
@@ -195,7 +175,8 @@ def scan_dataset(folder: str | os.PathLike) -> DatasetInfo:
     ------
     InputError
         Missing or empty folder, a subject without image or rater files (named), subjects with
-        different channels, more than one class in ``dataset.json``.
+        different channels, an invalid ``dataset.json`` (:mod:`softseg.dataset_json`: wrong
+        types, unknown keys, not UTF-8, too deep — one line naming the key), more than one class.
     """
     root = Path(folder)
     if not root.exists():
@@ -254,15 +235,12 @@ def scan_dataset(folder: str | os.PathLike) -> DatasetInfo:
         )
     assert contrasts_ref is not None
     channels: tuple[str, ...]
+    named = meta.channels if meta is not None else None
     if contrasts_ref == ("",):
-        named = meta.get("channels")
-        channels = (str(named[0]),) if isinstance(named, list) and len(named) == 1 else ("image",)
+        channels = (named[0],) if named is not None and len(named) == 1 else ("image",)
     else:
         channels = contrasts_ref
-    classes = meta.get("classes", ["foreground"])
-    if isinstance(classes, Mapping):
-        classes = [str(v) for k, v in sorted(classes.items()) if str(k) not in ("0", "background")]
-    classes = tuple(str(c) for c in classes if str(c).lower() != "background")
+    classes = (meta.class_names if meta is not None else None) or ("foreground",)
     if len(classes) != 1:
         raise InputError(
             f"{root / 'dataset.json'}: {len(classes)} foreground classes {list(classes)}; "
@@ -297,16 +275,13 @@ class SubjectData:
 
 
 def _same_geometry(ref: Volume, other: Volume, subject: str) -> None:
-    if tuple(other.shape) != tuple(ref.shape):
-        raise InputError(
-            f"subject {subject!r}: {other.path.name} has shape {other.shape} but {ref.path.name} has "
-            f"{ref.shape}; resample the files of a subject onto one grid"
-        )
-    if not np.allclose(other.affine, ref.affine, atol=1e-3, rtol=1e-5):
-        raise InputError(
-            f"subject {subject!r}: {other.path.name} and {ref.path.name} have different affines "
-            "(voxel-to-world transforms); resample the files of a subject onto one grid"
-        )
+    """Refuse files of one subject that are not on one voxel grid (:func:`softseg.geometry.check_same_grid`)."""
+    from softseg.geometry import check_same_grid
+
+    try:
+        check_same_grid(ref, other)
+    except InputError as exc:
+        raise InputError(f"subject {subject!r}: {exc}") from None
 
 
 def rater_to_soft(volume: Volume) -> np.ndarray:
@@ -332,21 +307,25 @@ def load_subject(subject: Subject) -> SubjectData:
     Raises
     ------
     InputError
-        Unreadable files, shapes or affines that disagree inside the subject, bad label values.
+        Every refusal of :func:`softseg.io.load_volume` (named by full path), NaN/Inf in an
+        image, shapes or affines that disagree inside the subject (both files named), bad label
+        values.
     """
-    vols = [load_volume(p) for p in subject.images]
+    vols = [load_volume(p, what="image") for p in subject.images]
+    for v in vols:
+        if v.array.dtype.kind == "f" and not np.isfinite(v.array).all():
+            n_bad = int(v.array.size - np.count_nonzero(np.isfinite(v.array)))
+            raise InputError(f"{v.path}: image contains {n_bad} NaN/Inf voxels; fix or mask them first")
     ref = vols[0]
     for v in vols[1:]:
         _same_geometry(ref, v, subject.name)
     raters = []
     for p in subject.raters:
-        v = load_volume(p, label=True)
+        v = load_volume(p, label=True, what="rater label map")
         _same_geometry(ref, v, subject.name)
         raters.append(rater_to_soft(v))
     geom = display_geometry(ref)
     images = geom.to_display(np.stack([np.asarray(v.array, dtype=np.float32) for v in vols]))
-    if not np.isfinite(images).all():
-        raise InputError(f"subject {subject.name!r}: image contains NaN/Inf voxels; fix the image")
     rater_arr = geom.to_display(np.stack(raters).astype(np.float32, copy=False))
     return SubjectData(
         name=subject.name,
