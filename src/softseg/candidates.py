@@ -12,9 +12,11 @@ The trainer is then candidate-agnostic::
 
     target = candidate.prepare_target(augmented_labels)
     probs = candidate.activate(model(images))
-    loss = candidate.compute_loss(probs, target, epoch=epoch, distance_map=maps)
+    loss = candidate.compute_loss(probs, target, epoch=epoch, spacing=pixel_spacing)
 
-``distance_map`` is needed only when ``candidate.needs_distance_map`` (boundary loss).
+A boundary-loss candidate (``candidate.needs_distance_map``) computes the signed distance map of
+the target itself, on the target's device (:func:`softseg.losses.signed_distance_map_2d`), unless
+one is passed as ``distance_map``.
 
 Multi-rater datasets also pick a *fusion* per run (:data:`FUSIONS`, implemented by the trainer
 with :mod:`softseg.fusion`).
@@ -177,6 +179,7 @@ class Candidate:
         *,
         epoch: int,
         distance_map: torch.Tensor | None = None,
+        spacing: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """The candidate's loss, a scalar tensor (mean reduction).
 
@@ -189,17 +192,17 @@ class Candidate:
         epoch : int, keyword-only
             0-based index of the epoch being trained (used by scheduled losses).
         distance_map : torch.Tensor, same shape, keyword-only
-            Signed distance map of the target; required when :attr:`needs_distance_map`.
+            Signed distance map of the target (boundary losses); computed from ``target`` on its
+            device when not given (:func:`softseg.losses.signed_distance_map_2d`).
+        spacing : (row, col) mm, keyword-only
+            Pixel size of the slices, for the distance map (default 1 pixel).
         """
-        from softseg.losses import LOSSES
+        from softseg.losses import LOSSES, signed_distance_map_2d
 
         kwargs = dict(self.loss_params)
         if self.needs_distance_map:
             if distance_map is None:
-                raise InputError(
-                    f"candidate {self.name!r} ({self.loss} loss) needs the signed distance map "
-                    "of the target (softseg.losses.signed_distance_map); pass distance_map="
-                )
+                distance_map = signed_distance_map_2d(target.detach(), spacing=spacing)
             kwargs["distance_map"] = distance_map
         if self.boundary_schedule is not None:
             kwargs["alpha"] = self.boundary_weight(epoch)

@@ -22,8 +22,10 @@ name (``LOSSES`` key)  reference
 ``gdl_boundary``       Kervadec et al. 2019, eq. 6: alpha * GDL + (1 - alpha) * boundary.
 =====================  ==========================================================================
 
-The signed distance map of the boundary loss is computed in the data pipeline with
-:func:`signed_distance_map` (numpy/scipy), never inside the loss.
+The signed distance map of the boundary loss is an input of the loss, never computed inside it:
+:func:`signed_distance_map` (numpy/scipy, any number of dimensions, the reference) or
+:func:`signed_distance_map_2d` (torch, batches of 2D images on the training device: the trainer
+computes it there after augmentation, with no round trip to the host).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ __all__ = [
     "mse_loss",
     "reduce_loss",
     "signed_distance_map",
+    "signed_distance_map_2d",
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -481,6 +484,104 @@ def signed_distance_map(
         distance = ndimage.distance_transform_edt(~boundary, sampling=sampling)
         out[index] = np.where(image, -distance, distance) + 0.0  # no -0.0 on the boundary
     return out
+
+
+#: Elements of the (rows, W, W) block compared at once by :func:`signed_distance_map_2d`.
+_EDT_CHUNK_ELEMENTS = 1 << 24
+
+
+def signed_distance_map_2d(
+    mask: torch.Tensor, *, spacing: float | Sequence[float] | None = None, method: str = "auto"
+) -> torch.Tensor:
+    """Signed distance maps of a batch of 2D masks, computed with torch on the mask's device.
+
+    The same map as :func:`signed_distance_map` with ``ndim=2`` (same boundary convention: 0 on
+    the foreground voxels that touch the background, ``-D`` inside, ``+D`` outside, 0 for images
+    without foreground or entirely foreground; the image border is not a boundary), so the
+    boundary loss can be fed right after the augmentation on the GPU, without a copy to the host.
+
+    Parameters
+    ----------
+    mask : torch.Tensor, shape (*batch, H, W)
+        Binary (bool) or soft mask on any device; soft values are taken at 0.5.
+    spacing : float or (row, col) sequence of float, keyword-only
+        Pixel size (distances in those units); default 1 pixel.
+    method : {'auto', 'torch', 'scipy'}, keyword-only
+        ``'torch'``: the algorithm below, on the mask's device. ``'scipy'``:
+        :func:`signed_distance_map` on the host (for a CPU tensor no copy is made). ``'auto'``
+        (default): scipy for CPU tensors (about 8x faster there), torch on every other device.
+
+    Returns
+    -------
+    torch.Tensor, float32, shape of ``mask``, on ``mask.device``
+
+    Notes
+    -----
+    Exact Euclidean distances by the separable decomposition of the squared distance transform
+    (Saito & Toriwaki 1994): a 1D distance to the nearest boundary pixel down each column (two
+    cumulative scans), then ``D^2(i, j) = min_l g(i, l)^2 + ((j - l) s_col)^2`` along each row,
+    evaluated for all ``l`` at once (O(H W^2) work per image, in chunks of about
+    ``2**24`` elements, about 64 MiB). Float32 arithmetic: relative differences to the float64
+    scipy map are below 1e-6.
+    """
+    import torch.nn.functional as F
+
+    if not isinstance(mask, torch.Tensor):
+        raise InputError(f"signed_distance_map_2d: expected a torch.Tensor; got {type(mask).__name__}")
+    if method not in ("auto", "torch", "scipy"):
+        raise InputError(f"signed_distance_map_2d: method must be 'auto', 'torch' or 'scipy'; got {method!r}")
+    if mask.ndim < 2:
+        raise InputError(f"signed_distance_map_2d: expected (*batch, H, W); got shape {tuple(mask.shape)}")
+    if method == "scipy" or (method == "auto" and mask.device.type == "cpu"):
+        host = mask.detach().cpu()
+        host = host.numpy() if host.dtype == torch.bool else host.float().numpy()
+        return torch.from_numpy(signed_distance_map(host, spacing=spacing, ndim=2)).to(mask.device)
+    if mask.dtype == torch.bool:
+        inside = mask
+    elif not mask.is_complex():
+        if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+            raise InputError("signed_distance_map_2d: the mask contains NaN or Inf values")
+        inside = mask >= 0.5
+    else:
+        raise InputError(f"signed_distance_map_2d: expected a real or boolean mask; got {mask.dtype}")
+    if spacing is None:
+        sy = sx = 1.0
+    else:
+        sy, sx = (float(s) for s in np.broadcast_to(np.asarray(spacing, dtype=float), (2,)))
+        if not all(math.isfinite(s) and s > 0 for s in (sy, sx)):
+            raise InputError(f"signed_distance_map_2d: spacing must be positive numbers; got {spacing}")
+    shape = inside.shape
+    height, width = shape[-2:]
+    out = torch.zeros(shape, dtype=torch.float32, device=mask.device)
+    if inside.numel() == 0:
+        return out
+    x = inside.reshape(-1, 1, height, width)
+    # boundary: foreground pixels with a background neighbour (face, edge or corner); max pooling
+    # pads with -inf, so outside the image counts as foreground (the border is not a boundary)
+    has_bg = F.max_pool2d((~x).float(), 3, stride=1, padding=1) > 0
+    boundary = (x & has_bg)[:, 0]  # (B, H, W)
+    dev = mask.device
+    rows = torch.arange(height, device=dev, dtype=torch.float32).view(1, height, 1)
+    inf = torch.tensor(math.inf, device=dev)
+    last = torch.where(boundary, rows, -inf).cummax(dim=1).values  # nearest boundary row at or above
+    nxt = torch.where(boundary, rows, inf).flip(1).cummin(dim=1).values.flip(1)  # at or below
+    g = torch.minimum(rows - last, nxt - rows) * sy
+    g2 = (g * g).reshape(-1, width)  # (B*H, W); inf where a column has no boundary pixel
+    cols = torch.arange(width, device=dev, dtype=torch.float32)
+    dj2 = ((cols.view(width, 1) - cols.view(1, width)) * sx) ** 2  # (j, l)
+    d2 = torch.empty_like(g2)
+    step = max(1, _EDT_CHUNK_ELEMENTS // (width * width))
+    for start in range(0, g2.shape[0], step):
+        block = g2[start : start + step]
+        d2[start : start + step] = (block.unsqueeze(1) + dj2.unsqueeze(0)).amin(dim=2)
+    dist = torch.sqrt(d2).reshape(x.shape[0], height, width)
+    inner = x[:, 0]
+    signed = torch.where(inner, -dist, dist) + 0.0  # no -0.0 on the boundary
+    # images without foreground, or entirely foreground, have no boundary: 0 everywhere
+    flat = inner.reshape(inner.shape[0], -1)
+    trivial = ~flat.any(dim=1) | flat.all(dim=1)
+    signed[trivial] = 0.0
+    return signed.reshape(shape)
 
 
 # --------------------------------------------------------------------------------- thin modules

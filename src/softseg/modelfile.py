@@ -1,34 +1,33 @@
-"""Model files: safetensors weights + softseg JSON metadata in the safetensors header.
+"""Model files: safetensors weights + the model card (:mod:`softseg.card`) in the header metadata.
 
 A model file is a plain ``.safetensors`` file (weights as named tensors) whose header metadata
-holds one entry ``"softseg"``: a JSON document with
+holds one entry ``"softseg"``: the card as JSON (DESIGN.md decision 4). The file is opened once
+per read, with the safetensors library's own reader (``safetensors.safe_open``): its metadata
+becomes a typed, frozen :class:`~softseg.card.ModelCard` (:func:`read_card`), and
+:func:`load_model` takes the weights from the same open file.
 
-``format_version``  integer, :data:`FORMAT_VERSION` (files from a newer softseg are refused)
-``candidate``       name, title, soft_gt, activation, loss, loss_params
-``architecture``    ``{"name": "UNet2D", "config": {...}}`` (``UNet2D.from_config``)
-``preprocessing``   spacing (S, H, W mm; null = native), crop, channels, normalization, orientation
-``threshold``       optimal binarisation threshold (Dice on training+validation images)
-``validation``      best_epoch, val_loss, val_dice, val_soft_dice, threshold_sweep
-``provenance``      dataset, subjects per split, raters, fusion, seed, epochs, config, versions
+Nothing is ever unpickled. A PyTorch pickle (``.pt``/``.pth``: raw pickle or zip archive) is
+named as such; a foreign safetensors file (no softseg card), a card of an unknown format
+version, a card with a value of the wrong type or out of range, weights whose shapes do not fit
+the stated architecture (checked **before** the network is built, so a small file claiming a huge
+network allocates nothing) and weights holding NaN/Inf are refused, each with a one-line
+:class:`~softseg.errors.InputError` naming the file.
 
-Nothing is ever unpickled: :func:`read_metadata` parses the header with :mod:`json` only (no
-torch), and :func:`load_model` reads tensors with :mod:`safetensors`. A PyTorch pickle
-(``.pt``/``.pth``), a foreign safetensors file (no softseg metadata) or an unknown format version
-is refused with a one-line :class:`~softseg.errors.InputError`.
+Files are written atomically (a temporary file renamed over the target) with the mode a plain
+``open()`` would give (``0o666 & ~umask``, 0644 under umask 022).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from softseg.card import FORMAT_VERSION, ModelCard, card_from_document
 from softseg.errors import InputError
-from softseg.io import atomic_path
+from softseg.schema import loads_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -36,155 +35,214 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FORMAT_VERSION",
     "METADATA_KEY",
-    "REQUIRED_KEYS",
     "LoadedModel",
     "load_model",
+    "open_tensors",
+    "read_card",
     "read_metadata",
     "save_model",
+    "write_tensors",
 ]
 
-#: Version of the metadata layout written by :func:`save_model`.
-FORMAT_VERSION = 1
-#: Key of the softseg JSON document in the safetensors header metadata.
+#: Key of the card in the safetensors header metadata.
 METADATA_KEY = "softseg"
-#: Top-level keys every softseg model file carries.
-REQUIRED_KEYS = (
-    "format_version",
-    "candidate",
-    "architecture",
-    "preprocessing",
-    "threshold",
-    "validation",
-    "provenance",
-)
-_MAX_HEADER = 100 * 1024 * 1024
+_PICKLE_PROTOCOLS = (b"\x02", b"\x03", b"\x04", b"\x05")
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise InputError(f"{path}: no such model file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a .safetensors model file")
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-        # safetensors: an 8-byte little-endian header length, then the JSON header ("{").
-        # Check that structure first: the length's first byte may be anything (0x80 or "PK"
-        # included), so the pickle/zip signatures are only looked at when it does not match.
-        n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
-        if not (2 <= n <= _MAX_HEADER and head[8:9] == b"{"):
-            pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
-            if pickled or head[:4] == b"PK\x03\x04":  # torch.save: raw pickle or zip archive
-                raise InputError(
-                    f"{path}: this looks like a PyTorch pickle; softseg only loads .safetensors "
-                    "model files (written by softseg train) and never unpickles"
-                )
-            if len(head) < 9:
-                raise InputError(f"{path}: not a safetensors model file (too short)")
-            raise InputError(
-                f"{path}: not a safetensors model file; softseg loads .safetensors files written "
-                "by softseg train"
-            )
-        fh.seek(8)
-        raw = fh.read(n)
+def _why_unreadable(path: Path, exc: BaseException, what: str) -> InputError:
+    """The one-line reason why safetensors refused ``path``: a pickle is named as such."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InputError(f"{path}: not a safetensors model file (unreadable header)") from None
-    if not isinstance(header, dict):
-        raise InputError(f"{path}: not a safetensors model file (unreadable header)")
-    return header
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as err:
+        return InputError(f"{path}: cannot read the {what} ({err.strerror})")
+    pickled = head[:1] == b"\x80" and head[1:2] in _PICKLE_PROTOCOLS
+    if pickled or head[:4] == b"PK\x03\x04":  # torch.save: raw pickle or zip archive
+        return InputError(
+            f"{path}: this looks like a PyTorch pickle; softseg only loads .safetensors model "
+            "files (written by softseg train) and never unpickles"
+        )
+    detail = " ".join(str(exc).split())[:120]
+    return InputError(
+        f"{path}: not a safetensors {what} ({detail}); softseg loads .safetensors files written by softseg train"
+    )
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The softseg metadata of a model file, without loading the weights (no torch import).
+def open_tensors(path: str | os.PathLike, *, what: str = "model file", framework: str = "pt") -> Any:
+    """Open a safetensors file with the safetensors library (a context manager over the file).
 
-    Parameters
-    ----------
-    path : path-like
-        A ``.safetensors`` file written by :func:`save_model`.
-
-    Returns
-    -------
-    dict
-        The JSON document described in the module docstring.
+    Only the safetensors structure is checked here (the library's own parser; pickles are named
+    as such when it refuses a file). Use ``fh.metadata()``, ``fh.keys()``,
+    ``fh.get_slice(k).get_shape()`` and ``fh.get_tensor(k)``. ``framework="numpy"`` reads the
+    metadata without importing torch (``"pt"`` returns torch tensors).
 
     Raises
     ------
     InputError
-        Not a safetensors file (a PyTorch pickle is named as such), no softseg metadata, an
-        unknown format version or missing keys.
+        Not a regular file, a pickle, or not a safetensors file.
     """
-    path = Path(path)
-    header = _read_header(path)
-    meta = header.get("__metadata__") or {}
-    text = meta.get(METADATA_KEY) if isinstance(meta, dict) else None
+    from safetensors import SafetensorError, safe_open
+
+    from softseg.io import check_regular_file
+
+    p = check_regular_file(path, what=what)
+    try:
+        return safe_open(str(p), framework=framework, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _why_unreadable(p, exc, what) from None
+
+
+def _card_of(fh: Any, path: Path) -> ModelCard:
+    meta = fh.metadata() or {}
+    text = meta.get(METADATA_KEY)
     if text is None:
         raise InputError(
             f"{path}: a safetensors file without softseg metadata (not written by softseg train); "
             "softseg needs its own model files"
         )
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        raise InputError(f"{path}: corrupt softseg metadata (not JSON); re-export the model") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: corrupt softseg metadata (not a JSON object)")
-    version = doc.get("format_version")
-    if not isinstance(version, int) or version < 1 or version > FORMAT_VERSION:
-        raise InputError(
-            f"{path}: model file format version {version!r} is not supported by this softseg "
-            f"(reads versions 1..{FORMAT_VERSION}); upgrade softseg"
-        )
-    missing = [k for k in REQUIRED_KEYS if k not in doc]
-    if missing:
-        raise InputError(f"{path}: softseg metadata lacks {', '.join(missing)}; the file is incomplete")
-    return doc
+    source = f"{path}: model card"
+    return card_from_document(loads_json(text, source=source), source=source)
+
+
+def read_card(path: str | os.PathLike) -> ModelCard:
+    """The model card of a model file, without loading the weights (no torch import).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.safetensors`` file written by :func:`save_model` (format version 1 or 2).
+
+    Returns
+    -------
+    ModelCard
+
+    Raises
+    ------
+    InputError
+        See the module docstring.
+    """
+    path = Path(path)
+    with open_tensors(path, framework="numpy") as fh:  # numpy: no torch import
+        return _card_of(fh, path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Deprecated: the card in the untyped layout of format version 1. Use :func:`read_card`.
+
+    Kept only while callers outside the train engineer's modules move to the typed card.
+    """
+    return legacy_document(read_card(path))
+
+
+def legacy_document(card: ModelCard) -> dict[str, Any]:
+    """Deprecated: a card in the format-version-1 dict layout (``threshold``, ``provenance``...)."""
+    c = card.candidate
+    t = card.training
+    curve = card.validation.curves[0] if card.validation.curves else None
+    return {
+        "format_version": card.format_version,
+        "candidate": {"name": c.name, "title": c.title, "soft_gt": c.soft_gt,
+                      "activation": c.activation.name, "loss": c.loss, "loss_params": dict(c.loss_params)},
+        "architecture": card.architecture.model_dump(mode="json"),
+        "preprocessing": {**card.preprocessing.model_dump(mode="json"), "channels": list(card.channels)},
+        "threshold": card.thresholds[0],
+        "validation": {
+            **card.validation.model_dump(mode="json", exclude={"curves"}),
+            "threshold_sweep": [[a, b] for a, b in zip(curve.thresholds, curve.dice)] if curve else [],
+            "history": [row.model_dump(mode="json") for row in card.history],
+        },
+        "provenance": {
+            "dataset": card.dataset, "subjects": card.split.model_dump(mode="json"),
+            "raters": list(card.raters), "fusion": card.fusion, "classes": list(card.classes),
+            "seed": t.seed, "epochs": t.epochs, "max_epochs": t.max_epochs,
+            "config": t.config.as_dict() if t.config is not None else None,
+            "device": t.device, "world_size": t.world_size, "distributed": t.distributed,
+            "softseg_version": card.software.softseg, "torch_version": card.software.torch,
+            "created": t.created,
+        },
+    }
+
+
+def write_tensors(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str],
+    *,
+    overwrite: bool = False,
+    durable: bool = True,
+) -> Path:
+    """Write tensors + string metadata as a safetensors file, atomically, with the umask mode.
+
+    The bytes come from ``safetensors.torch.save`` and are written by Python into the temporary
+    file of :func:`softseg.io.atomic_path` (safetensors' own ``save_file`` would recreate that
+    file with mode 0600).
+
+    Parameters
+    ----------
+    path : path-like
+    tensors : mapping of str to torch.Tensor
+        Copied to CPU, contiguous.
+    metadata : mapping of str to str
+    overwrite : bool
+        Replace an existing file.
+    durable : bool
+        fsync before the rename (model files and checkpoints: yes).
+    """
+    from safetensors.torch import save
+
+    from softseg.io import atomic_path
+
+    path = Path(path)
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
+    with atomic_path(path, overwrite=overwrite, durable=durable) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return path
 
 
 def save_model(
     path: str | os.PathLike,
     model: torch.nn.Module,
-    metadata: Mapping[str, Any],
+    card: ModelCard,
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a model file atomically.
+    """Write a model file: the network's weights and its card.
 
     Parameters
     ----------
     path : path-like
-        Destination ``.safetensors`` file.
+        Destination; must end in ``.safetensors``.
     model : UNet2D
-        Its ``state_dict`` is saved (tensors copied to CPU); ``model.config`` becomes
-        ``architecture.config``.
-    metadata : mapping
-        All :data:`REQUIRED_KEYS` except ``format_version`` and ``architecture``, which are
-        filled here.
+        Its ``state_dict`` is saved; its ``config`` must equal ``card.architecture.config``.
+    card : ModelCard
     overwrite : bool
         Replace an existing file.
 
     Returns
     -------
     Path
-    """
-    from safetensors.torch import save_file
 
+    Raises
+    ------
+    InputError
+        Wrong suffix, existing file without ``overwrite``, unwritable folder.
+    ValueError
+        The card's architecture does not describe ``model``.
+    """
     path = Path(path)
     if not path.name.endswith(".safetensors"):
         raise InputError(f"{path}: model files must end in .safetensors")
-    doc = dict(metadata)
-    doc["format_version"] = FORMAT_VERSION
-    doc["architecture"] = {"name": type(model).__name__, "config": dict(model.config)}
-    missing = [k for k in REQUIRED_KEYS if k not in doc]
-    if missing:
-        raise ValueError(f"model metadata lacks {', '.join(missing)}")
-    ordered = {k: doc[k] for k in REQUIRED_KEYS}
-    ordered.update({k: v for k, v in doc.items() if k not in ordered})
-    text = json.dumps(ordered, allow_nan=False)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path, overwrite=overwrite, durable=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", METADATA_KEY: text})
-    return path
+    if not isinstance(card, ModelCard):
+        raise TypeError(f"save_model: card must be a softseg.card.ModelCard; got {type(card).__name__}")
+    stated = card.architecture.config.model_dump()
+    if type(model).__name__ != card.architecture.name or dict(model.config) != stated:
+        raise ValueError(
+            f"save_model: the card describes {card.architecture.name} {stated} but the model is "
+            f"{type(model).__name__} {dict(model.config)}"
+        )
+    return write_tensors(path, model.state_dict(), {"format": "pt", METADATA_KEY: card.to_json()},
+                         overwrite=overwrite, durable=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,39 +253,41 @@ class LoadedModel:
     ----------
     model : torch.nn.Module
         The network (returns logits), in eval mode, on CPU.
-    metadata : dict
-        The softseg metadata (see the module docstring).
+    card : ModelCard
     path : Path or None
     """
 
     model: Any
-    metadata: dict[str, Any]
+    card: ModelCard
     path: Path | None = None
 
     @property
     def threshold(self) -> float:
-        return float(self.metadata["threshold"])
+        """Optimal threshold of a single-class model (:attr:`ModelCard.threshold`)."""
+        return self.card.threshold
 
     @property
     def candidate_name(self) -> str:
-        return str(self.metadata["candidate"]["name"])
+        return self.card.candidate.name
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return tuple(self.metadata["preprocessing"]["channels"])
+        return self.card.channels
 
     @property
     def preprocessing(self) -> Any:
-        from softseg.data import Preprocessing
-
-        return Preprocessing.from_dict(self.metadata["preprocessing"])
+        """The :class:`softseg.data.Preprocessing` of the card."""
+        return self.card.preprocessing_steps()
 
     @property
-    def candidate(self) -> Any:
-        """The :class:`softseg.candidates.Candidate` the model was trained as."""
-        from softseg.candidates import get_candidate
+    def metadata(self) -> dict[str, Any]:
+        """Deprecated: the card as an untyped dict (:func:`legacy_document`); use :attr:`card`."""
+        return legacy_document(self.card)
 
-        return get_candidate(self.candidate_name)
+    @property
+    def activation(self) -> Any:
+        """The final activation stored in the card (not today's registry entry of the candidate)."""
+        return self.card.candidate.activation.function()
 
 
 def _architectures() -> dict[str, Any]:
@@ -236,38 +296,68 @@ def _architectures() -> dict[str, Any]:
     return {"UNet2D": UNet2D}
 
 
+def _shape_mismatch(expected: Mapping[str, tuple[int, ...]], stored: Mapping[str, tuple[int, ...]]) -> str | None:
+    missing = [k for k in expected if k not in stored]
+    extra = [k for k in stored if k not in expected]
+    if missing:
+        return f"missing tensor {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    if extra:
+        return f"unexpected tensor {extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else "")
+    for k, shape in expected.items():
+        if tuple(stored[k]) != tuple(shape):
+            return f"{k}: stored {list(stored[k])}, architecture needs {list(shape)}"
+    return None
+
+
 def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Read a model file: weights with :mod:`safetensors` (never unpickled) and the metadata.
+    """Read a model file: its card and weights, from one open of the file (never unpickled).
+
+    The tensor shapes stated in the file are compared with the architecture built on torch's
+    ``meta`` device (no memory) before the real network is built; the weights are then read and
+    refused if any is NaN or infinite.
+
+    Returns
+    -------
+    LoadedModel
+        The network in eval mode on CPU, and the card.
 
     Raises
     ------
     InputError
-        See :func:`read_metadata`; also an unknown architecture or weights that do not fit it.
+        See the module docstring.
     """
+    import torch
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = Path(path)
-    meta = read_metadata(path)
-    arch = meta["architecture"]
-    registry = _architectures()
-    cls = registry.get(arch.get("name"))
-    if cls is None:
-        raise InputError(
-            f"{path}: unknown architecture {arch.get('name')!r}; known: {', '.join(registry)}"
-        )
-    try:
-        model = cls.from_config(dict(arch["config"]))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: bad architecture config ({exc})") from None
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable weights ({' '.join(str(exc).split())}); the file is damaged") from None
+    with open_tensors(path) as fh:
+        card = _card_of(fh, path)
+        arch = card.architecture
+        cls = _architectures()[arch.name]
+        config = arch.config.model_dump()
+        with torch.device("meta"):
+            skeleton = cls.from_config(config)
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        del skeleton
+        try:
+            stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{path}: unreadable weights ({' '.join(str(exc).split())}); the file is damaged") from None
+        problem = _shape_mismatch(expected, stored)
+        if problem is not None:
+            raise InputError(f"{path}: weights do not fit the stored architecture ({problem})")
+        try:
+            state = {k: fh.get_tensor(k) for k in expected}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise InputError(f"{path}: unreadable weights ({' '.join(str(exc).split())}); the file is damaged") from None
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise InputError(f"{path}: weight {k} holds NaN or infinite values; the model is broken (retrain it)")
+    model = cls.from_config(config)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # pragma: no cover - shapes were checked above
         first = str(exc).strip().splitlines()[0]
         raise InputError(f"{path}: weights do not fit the stored architecture ({first})") from None
     model.eval()
-    return LoadedModel(model=model, metadata=meta, path=path)
+    return LoadedModel(model=model, card=card, path=path)

@@ -94,6 +94,7 @@ def predict_volume(
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Any = None,
+    forward: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Soft prediction of a whole volume, in the input's native geometry.
 
@@ -108,7 +109,7 @@ def predict_volume(
     affine : ndarray (4, 4), optional
         Voxel-to-world transform of an array input.
     device : str or torch.device, optional
-        Default: CUDA, then MPS, then CPU.
+        Default ``"auto"`` (:func:`softseg.device.resolve_device`: CUDA, then MPS, then CPU).
     batch_size : int, optional
         Slices per forward pass; default adapts to the slice size and device memory
         (:func:`auto_batch_size`).
@@ -116,6 +117,11 @@ def predict_volume(
         Called after each batch with the number of slices done.
     cancel : callable returning bool, or object with ``is_set()``, optional
         Checked before each batch; when it says stop, :class:`PredictionCancelled` is raised.
+    forward : callable, optional
+        Replaces the network and its final activation: given preprocessed slices
+        (N, C, H, W) float32 it returns probabilities (N, K, H, W) float32 (e.g. an exported ONNX
+        or TorchScript model, issue 16); everything else (geometry, resampling, normalisation,
+        batching) is unchanged. The model file still supplies the card.
 
     Returns
     -------
@@ -125,16 +131,20 @@ def predict_volume(
     Raises
     ------
     InputError
-        Channel count different from the model's, bad shapes, non-finite values.
+        Channel count different from the model's, bad shapes, an empty (zero-size) image,
+        non-finite values, a resampled volume larger than the available memory, or a network
+        output that is not finite (never returned as a probability map).
     PredictionCancelled
     """
     import torch
 
-    from softseg.activations import get_activation
+    from softseg.data import resampled_shape
+    from softseg.device import resolve_device
+    from softseg.io import check_memory
     from softseg.modelfile import LoadedModel, load_model
-    from softseg.train import resolve_device
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    card = loaded.card
     prep = loaded.preprocessing
     arr, aff = _as_channels(volume, affine)
     if arr.shape[0] != len(prep.channels):
@@ -142,25 +152,41 @@ def predict_volume(
             f"the model expects {len(prep.channels)} input channel(s) ({', '.join(prep.channels)}) "
             f"but got {arr.shape[0]} image(s); give one image per channel in that order"
         )
+    if 0 in arr.shape:
+        raise InputError(f"the image is empty (shape {tuple(arr.shape[1:])}); nothing to predict")
     if not np.isfinite(arr).all():
         raise InputError("image contains NaN/Inf voxels; fix the image before predicting")
     geom = DisplayGeometry.from_affine(aff, arr.shape[1:])
+    spacing = geom.scale
+    target = resampled_shape(geom.display_shape, spacing, prep.spacing)
+    n_target = int(np.prod(target, dtype=np.int64))
+    # preprocessed channels (float32) + their resampling buffer + the output slices
+    check_memory(4 * n_target * (2 * len(prep.channels) + 1),
+                 what=f"resampling to the model's spacing {_mm(prep.spacing)} ({' x '.join(map(str, target))} voxels)")
     disp = geom.to_display(arr)  # (C, S, H, W)
     del arr
-    spacing = geom.scale
     images = preprocess_image(disp, spacing, prep, crop=False)  # (C, S', H', W')
     native_shape = disp.shape[1:]
     del disp
-    dev = resolve_device("auto") if device is None else torch.device(device)
-    net = loaded.model.to(dev).eval()
+    dev = resolve_device("auto") if device is None else (
+        resolve_device(device) if isinstance(device, str) else torch.device(device))
     n_slices = images.shape[1]
-    width = int(loaded.metadata["architecture"]["config"].get("width", 32))
-    bs = int(batch_size) if batch_size else auto_batch_size(images.shape[2:], width, device=dev)
+    bs = int(batch_size) if batch_size else auto_batch_size(
+        images.shape[2:], card.architecture.config.width, device=dev)
     if bs < 1:
         raise InputError(f"batch size must be >= 1; got {batch_size}")
-    # the activation stored in the model file (not today's registry entry of the candidate)
-    activate = get_activation(str(loaded.metadata["candidate"]["activation"]))
-    amp = dev.type == "cuda"
+    if forward is None:
+        net = loaded.model.to(dev).eval()
+        # the activation stored in the card (not today's registry entry of the candidate)
+        activate = loaded.activation
+        amp = dev.type == "cuda"
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(x).to(dev)
+            with torch.autocast(dev.type, enabled=amp):
+                logits = net(t)
+            return activate(logits.float()).cpu().numpy()
+
     out = np.empty((n_slices,) + images.shape[2:], dtype=np.float32)
     check = _cancel_check(cancel)
     with torch.inference_mode():
@@ -168,17 +194,25 @@ def predict_volume(
             if check():
                 raise PredictionCancelled("prediction cancelled")
             stop = min(n_slices, start + bs)
-            x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(images[:, start:stop], 0, 1))).to(dev)
-            with torch.autocast(dev.type, enabled=amp):
-                logits = net(x)
-            probs = activate(logits.float())
-            out[start:stop] = probs[:, 0].cpu().numpy()
+            x = np.ascontiguousarray(np.moveaxis(images[:, start:stop], 0, 1))
+            probs = np.asarray(forward(x))
+            out[start:stop] = probs[:, 0]
             if progress is not None:
                 progress(stop, n_slices)
     del images
+    if not np.isfinite(out).all():
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        raise InputError(
+            f"the network produced NaN/Inf for {bad} of {out.size} voxels; the model "
+            f"({loaded.path or 'in memory'}) is broken or the image is far outside its training range"
+        )
     back = resample(out, native_shape, order=1) if out.shape != tuple(native_shape) else out
     np.clip(back, 0.0, 1.0, out=back)
     return geom.from_display(back).astype(np.float32, copy=False)
+
+
+def _mm(spacing: Sequence[float | None]) -> str:
+    return "(" + ", ".join("native" if s is None else f"{s:g}" for s in spacing) + ") mm"
 
 
 def _cancel_check(cancel: Any) -> Callable[[], bool]:

@@ -172,8 +172,13 @@ def test_gdl_boundary_schedule_moves_weight_to_boundary():
         c.compute_loss(probs, target, epoch=150, distance_map=phi), 0.01 * gdl + 0.99 * bnd
     )
     assert [c.boundary_weight(e) for e in (0, 1, 99, 120)] == [1.0, 0.99, 0.01, 0.01]
-    with pytest.raises(InputError, match="needs the signed distance map"):
-        c.compute_loss(probs, target, epoch=0)
+    # without a map the candidate computes it from the target on its device (same map)
+    torch.testing.assert_close(c.compute_loss(probs, target, epoch=40), 0.6 * gdl + 0.4 * bnd)
+    phi_mm = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2, spacing=(0.5, 2.0)))
+    torch.testing.assert_close(
+        c.compute_loss(probs, target, epoch=150, spacing=(0.5, 2.0)),
+        0.01 * gdl + 0.99 * losses.boundary_loss(probs, target, distance_map=phi_mm),
+    )
 
 
 @pytest.mark.parametrize("name", list(TABLE))

@@ -399,3 +399,31 @@ def test_soft_dice_volumetric_bias_bertels():
     assert dice_loss(target, target, smooth=0).item() == pytest.approx(0.5)
     assert dice_loss(ones, target, smooth=0).item() == pytest.approx(1 / 3)
     assert binary_cross_entropy(target, target).item() < binary_cross_entropy(ones, target).item()
+
+
+@pytest.mark.parametrize("spacing", [None, (0.7, 1.3)])
+def test_signed_distance_map_2d_torch_equals_the_scipy_map(spacing):
+    """The device implementation (Saito-Toriwaki separable EDT in torch) gives the scipy/SimpleITK
+    map: blobs, an empty image, a full image, a mask touching the border, soft values at 0.5."""
+    from scipy import ndimage
+
+    from softseg.losses import signed_distance_map_2d
+
+    rng = np.random.default_rng(3)
+    m = ndimage.gaussian_filter(rng.random((5, 2, 40, 33)), (0, 0, 3, 3))
+    m = (m > np.median(m)).astype(np.float32)
+    m[0, 0] = 0.0
+    m[0, 1] = 1.0
+    m[1, 0, :, :5] = 1.0
+    m[2, 1] = np.where(m[2, 1] > 0, 0.5, 0.49)  # soft values: >= 0.5 is inside
+    ref = signed_distance_map(m, spacing=spacing, ndim=2)
+    got = signed_distance_map_2d(torch.from_numpy(m), spacing=spacing, method="torch")
+    assert got.dtype == torch.float32 and got.shape == m.shape
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-6, atol=1e-5)
+    assert np.all(got.numpy()[0] == 0)  # empty and full images: 0 everywhere
+    auto = signed_distance_map_2d(torch.from_numpy(m), spacing=spacing)  # CPU: the scipy path
+    np.testing.assert_array_equal(auto.numpy(), ref)
+    with pytest.raises(InputError, match="method must be"):
+        signed_distance_map_2d(torch.from_numpy(m), method="fast")
+    with pytest.raises(InputError, match="NaN or Inf"):
+        signed_distance_map_2d(torch.full((1, 4, 4), float("nan")), method="torch")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from softseg.card import ActivationCard, ArchitectureCard, CandidateCard, ModelCard, PreprocessingCard, UNetConfig
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
 from softseg.io import Volume, load_volume, save_volume
@@ -24,16 +25,13 @@ def _model_file(path, *, channels=("image",), spacing=(None, 1.0, 1.0), candidat
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
-    meta = {
-        "candidate": {"name": candidate, "title": "", "soft_gt": True, "activation": "sigmoid",
-                      "loss": "dice", "loss_params": {}},
-        "preprocessing": {"spacing": list(spacing), "crop": [16, 16], "channels": list(channels),
-                          "normalization": "zscore", "orientation": "SPL"},
-        "threshold": 0.5,
-        "validation": {},
-        "provenance": {},
-    }
-    return save_model(path, net, meta)
+    card = ModelCard(
+        thresholds=(0.5,), channels=tuple(channels),
+        preprocessing=PreprocessingCard(spacing=tuple(spacing), crop=(16, 16)),
+        candidate=CandidateCard(name=candidate, soft_gt=True, activation=ActivationCard(name="sigmoid"), loss="dice"),
+        architecture=ArchitectureCard(config=UNetConfig(**net.config)),
+    )
+    return save_model(path, net, card)
 
 
 def _volume(shape=(21, 18, 5), spacing=(0.8, 0.9, 2.0), seed=1):
@@ -154,3 +152,34 @@ def test_geometry_round_trip_of_output(tmp_path):
     np.testing.assert_array_equal(written.array, out)
     geom = DisplayGeometry.from_affine(loaded.affine, loaded.shape)
     assert geom.to_display(out).shape == geom.display_shape
+
+
+def test_empty_images_nan_output_and_memory_are_refused(tmp_path, monkeypatch):
+    """Issue 13 #7/#9: a zero-size dimension, a network that outputs NaN and a resampled volume
+    larger than the memory never end as a 'probability' map."""
+    import softseg.io
+
+    model = load_model(_model_file(tmp_path / "m.safetensors"))
+    with pytest.raises(InputError, match=r"the image is empty \(shape \(0, 18, 5\)\)"):
+        predict_volume(model, np.zeros((0, 18, 5), np.float32), affine=np.eye(4), device="cpu")
+    with pytest.raises(InputError, match=r"the network produced NaN/Inf for (\d+) of \1 voxels; the model .*m.safetensors"):
+        predict_volume(model, _volume(), device="cpu", forward=lambda x: np.full((x.shape[0], 1) + x.shape[2:], np.nan, np.float32))
+    monkeypatch.setattr(softseg.io, "available_memory", lambda: 1000)
+    with pytest.raises(InputError, match=r"resampling to the model's spacing \(native, 1, 1\) mm .* needs .* of memory"):
+        predict_volume(model, _volume(), device="cpu")
+
+
+def test_forward_replaces_network_and_activation(tmp_path):
+    """``forward=`` (exported models, issue 16) runs inside the same geometry pipeline."""
+    loaded = load_model(_model_file(tmp_path / "m.safetensors"))
+    vol = _volume()
+    seen = []
+
+    def forward(x):
+        seen.append(x.shape)
+        with torch.no_grad():
+            return torch.sigmoid(loaded.model(torch.from_numpy(x))).numpy()
+
+    np.testing.assert_array_equal(predict_volume(loaded, vol, device="cpu", forward=forward),
+                                  predict_volume(loaded, vol, device="cpu"))
+    assert seen and all(len(s) == 4 and s[1] == 1 for s in seen)

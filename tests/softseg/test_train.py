@@ -1,7 +1,9 @@
-"""softseg.train: config parsing, a 2-epoch run, determinism, cancel/resume, NaN/OOM, early stop."""
+"""The trainer (softseg.training): a 2-epoch run, its card and history, determinism,
+cancel/resume, NaN/OOM, early stop, the output lock."""
 
 from __future__ import annotations
 
+import csv
 import threading
 
 import nibabel as nib
@@ -14,8 +16,10 @@ from softseg import __version__
 from softseg import events as ev
 from softseg.phantom import write_dataset
 from softseg.errors import InputError
-from softseg.modelfile import REQUIRED_KEYS, read_metadata
-from softseg.train import THRESHOLDS, Trainer, TrainConfig, checkpoint_path, fit, train
+from softseg.config import TrainConfig
+from softseg.data import scan_dataset
+from softseg.modelfile import read_card
+from softseg.training import HISTORY_COLUMNS, THRESHOLDS, Trainer, checkpoint_path, fit, history_path, lock_path, output_lock, train
 
 
 def _config(**over) -> TrainConfig:
@@ -64,14 +68,16 @@ def test_config_round_trip_and_unknown_keys():
     cfg = _config()
     assert TrainConfig.from_dict(cfg.as_dict()) == cfg
     assert cfg.data.crop == (32, 32) and cfg.optim.lr == 1e-3
-    with pytest.raises(InputError, match=r"config.optim: unknown key\(s\) learning_rate; valid keys: lr, batch_size"):
+    with pytest.raises(InputError, match=r"^config: optim.learning_rate: unknown key$"):
         TrainConfig.from_dict({"optim": {"learning_rate": 0.1}})
-    with pytest.raises(InputError, match=r"config: unknown key\(s\) epochs"):
+    with pytest.raises(InputError, match=r"^config: epochs: unknown key$"):
         TrainConfig.from_dict({"epochs": 3})
     with pytest.raises(InputError, match="unknown fusion 'vote'; choose one of staple, average, majority, random"):
         TrainConfig.from_dict({"data": {"fusion": "vote"}})
-    with pytest.raises(InputError, match="batch size must be an integer >= 1"):
+    with pytest.raises(InputError, match="optim.batch_size: Input should be greater than or equal to 1"):
         _config(optim={"batch_size": 0})
+    with pytest.raises(TypeError, match="softseg.config.TrainConfig"):
+        Trainer(None, cfg.as_dict(), out="m.safetensors")
 
 
 # ------------------------------------------------------------------ a full run
@@ -94,27 +100,37 @@ def test_two_epoch_run_events_and_model_file(reference, dataset):
     for e in events:  # every event survives the JSON line format
         assert ev.from_json(ev.to_json(e)) == e
 
-    meta = read_metadata(out)
-    assert set(REQUIRED_KEYS) <= set(meta)
-    assert meta["candidate"]["name"] == "softseg" and meta["candidate"]["title"] == "Soft-ReLU-Wing"
-    assert meta["architecture"]["config"]["width"] == 4 and meta["architecture"]["config"]["depth"] == 3
+    card = read_card(out)
+    assert card.format_version == 2 and card.classes == scan_dataset(dataset).classes == ("target",)
+    assert card.candidate.name == "softseg" and card.candidate.title == "Soft-ReLU-Wing"
+    assert card.candidate.activation.name == "normalized_relu" and card.candidate.soft_gt is True
+    assert card.architecture.config.width == 4 and card.architecture.config.depth == 3
     zooms = nib.load(dataset / "sub-01" / "image.nii.gz").header.get_zooms()
     # default spacing: slices native, in-plane = median (display rows = y, cols = x)
-    assert meta["preprocessing"]["spacing"] == [None, pytest.approx(zooms[1]), pytest.approx(zooms[0])]
-    assert meta["preprocessing"]["crop"] == [32, 32] and meta["preprocessing"]["channels"] == ["image"]
-    assert meta["preprocessing"]["normalization"] == "zscore"
-    assert meta["threshold"] in THRESHOLDS
-    sweep = meta["validation"]["threshold_sweep"]
-    assert [t for t, _ in sweep] == list(THRESHOLDS)
-    assert meta["threshold"] == sweep[int(np.argmax([d for _, d in sweep]))][0]
-    best = meta["validation"]
-    assert best["best_epoch"] == done.best_epoch and best["val_loss"] == done.best_val_loss
-    assert 0 <= best["val_dice"] <= 1 and 0 <= best["val_soft_dice"] <= 1
-    prov = meta["provenance"]
-    assert prov["seed"] == 3 and prov["fusion"] == "average" and prov["raters"] == ["1", "2", "3"]
-    assert prov["epochs"] == 2 and prov["softseg_version"] == __version__
-    assert len(prov["subjects"]["train"]) == 2 and len(prov["subjects"]["val"]) == 1
-    assert TrainConfig.from_dict(prov["config"]) == _config()
+    assert card.preprocessing.spacing == (None, pytest.approx(zooms[1]), pytest.approx(zooms[0]))
+    assert card.preprocessing.crop == (32, 32) and card.channels == ("image",)
+    assert card.preprocessing.normalization == "zscore"
+    assert card.threshold in THRESHOLDS and card.thresholds == (card.threshold,)
+    (curve,) = card.validation.curves
+    assert curve.thresholds == THRESHOLDS
+    assert card.threshold == curve.thresholds[int(np.argmax(curve.dice))]
+    best = card.validation
+    assert best.best_epoch == done.best_epoch and best.val_loss == done.best_val_loss
+    assert 0 <= best.val_dice <= 1 and 0 <= best.val_soft_dice <= 1
+    assert card.fusion == "average" and card.raters == ("1", "2", "3")
+    t = card.training
+    assert t.seed == 3 and t.epochs == 2 and t.max_epochs == 2 and t.stop_reason == "completed"
+    assert t.config == _config() and t.device == "cpu" and 0 < t.seconds <= done.elapsed_s + 1
+    assert card.software.softseg == __version__ and card.software.torch == torch.__version__
+    assert len(card.split.train) == 2 and len(card.split.val) == 1
+    # the history in the card and in <model>.history.csv are the epoch events' numbers
+    epoch_rows = [{k: getattr(e, k) for k in HISTORY_COLUMNS} for e in epochs]
+    assert [row.model_dump() for row in card.history] == epoch_rows
+    with open(history_path(out), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == HISTORY_COLUMNS
+    assert [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows] == epoch_rows
+    assert not lock_path(out).exists()  # the lock is gone with the run
 
 
 def test_same_seed_same_weights(reference, dataset, tmp_path):
@@ -153,8 +169,13 @@ def test_cancel_then_resume_continues_exactly(reference, dataset, tmp_path):
     assert steps == [(2, 2), (2, 3), (2, 4)]
     assert second[-1].reason == "completed" and out.exists() and not ckpt.exists()
     assert _same_weights(ref_out, out)  # bit-identical to the uninterrupted run on CPU
-    meta = read_metadata(out)
-    assert [h["epoch"] for h in meta["validation"]["history"]] == [1, 2]
+    card = read_card(out)
+    assert [h.epoch for h in card.history] == [1, 2]
+    # the resumed run's history file holds each epoch once, with the numbers the card has
+    with open(history_path(out), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [float(r["val_loss"]) for r in rows] == [h.val_loss for h in card.history]
 
 
 def test_resume_without_checkpoint(dataset, tmp_path):
@@ -209,9 +230,41 @@ def test_early_stopping_random_fusion_boundary_candidate(dataset, tmp_path):
     done = events[-1]
     assert done.reason == "early_stopping" and done.epoch == 2 and done.best_epoch == 1
     assert [e.epoch for e in events if isinstance(e, ev.BestEvent)] == [1]
-    meta = read_metadata(tmp_path / "m.safetensors")
-    assert meta["candidate"]["name"] == "gdl-boundary" and meta["provenance"]["fusion"] == "random"
-    assert meta["provenance"]["epochs"] == 2
+    card = read_card(tmp_path / "m.safetensors")
+    assert card.candidate.name == "gdl-boundary" and card.fusion == "random"
+    assert card.training.epochs == 2 and card.training.stop_reason == "early_stopping"
+
+
+def test_a_second_run_on_the_same_output_is_refused(dataset, tmp_path):
+    out = tmp_path / "m.safetensors"
+    with output_lock(out):  # another run holds the output
+        with pytest.raises(InputError, match=r"another softseg train run is writing this model") as exc:
+            list(train(dataset, _config(), out=out))
+        assert "\n" not in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, lock released
+    # two trainers at once: the second is refused while the first runs, and the first finishes
+    first = train(dataset, _config(optim={"epochs": 1}), out=out)
+    next(first)  # the first run holds the lock now
+    with pytest.raises(InputError, match="another softseg train run"):
+        next(train(dataset, _config(optim={"epochs": 1}), out=out))
+    assert isinstance(list(first)[-1], ev.DoneEvent) and out.exists()
+    assert not lock_path(out).exists()
+
+
+def test_tensorboard_scalars_are_the_epoch_events(dataset, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = tmp_path / "tb"
+    events = list(train(dataset, _config(optim={"epochs": 1}), out=tmp_path / "m.safetensors", tensorboard=logs))
+    epoch = next(e for e in events if isinstance(e, ev.EpochEvent))
+    acc = EventAccumulator(str(logs))
+    acc.Reload()
+    scalars = {tag: [(s.step, s.value) for s in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    assert scalars["loss/val"] == [(1, pytest.approx(epoch.val_loss, rel=1e-6))]
+    assert scalars["dice/val"] == [(1, pytest.approx(epoch.val_dice, rel=1e-6))]
+    assert scalars["lr"] == [(1, pytest.approx(epoch.lr, rel=1e-6, abs=1e-12))]
+    steps = [e for e in events if isinstance(e, ev.StepEvent)]
+    assert [v for _, v in scalars["loss/step"]] == pytest.approx([e.loss for e in steps], rel=1e-6)
 
 
 def test_unknown_candidate_lists_names(dataset, tmp_path):

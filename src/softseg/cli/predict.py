@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -86,34 +87,22 @@ def collect_inputs(paths: list[str]) -> list[tuple[str, list[Path]]]:
     return out
 
 
-def _check_header(path: Path) -> tuple[int, ...]:
-    import nibabel as nib
-
-    try:
-        img = nib.load(path)
-    except Exception as exc:
-        raise InputError(f"{path}: not a NIfTI file ({' '.join(str(exc).split())[:100]})") from None
-    shape = tuple(int(s) for s in img.shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise InputError(f"{path}: expected a 3D image, got shape {tuple(img.shape)}")
-    return shape
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from softseg import __version__
-    from softseg.io import check_writable, load_volume, save_volume, sidecar_path
-    from softseg.modelfile import load_model, read_metadata
+    from softseg.io import check_nifti, check_writable, load_volume, save_volume, sidecar_path
+    from softseg.modelfile import load_model, read_card
     from softseg.predict import predict_volume
 
-    meta = read_metadata(args.model)  # refuses pickles / foreign files before anything else
-    channels = list(meta["preprocessing"]["channels"])
-    threshold = float(meta["threshold"]) if args.threshold is None else float(args.threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"--threshold must lie in [0, 1]; got {threshold}")
+    card = read_card(args.model)  # refuses pickles / foreign files / bad cards before anything else
+    channels = list(card.channels)
+    if args.threshold is None:
+        threshold = card.threshold
+    else:
+        threshold = float(args.threshold)
+        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise InputError(f"--threshold must lie in [0, 1]; got {args.threshold}")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1; got {args.batch_size}")
     jobs = collect_inputs(args.inputs)
@@ -123,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{name}: {len(files)} image(s) but the model expects {len(channels)} channel(s) "
                 f"({', '.join(channels)}); give a subject folder with image_<contrast>.nii.gz files"
             )
-        shapes = {_check_header(f) for f in files}
+        shapes = {check_nifti(f).shape for f in files}  # headers only: nothing allocated
         if len(shapes) > 1:
             raise InputError(f"{name}: channel images have different shapes {sorted(shapes)}")
     outdir = Path(args.outdir)
@@ -147,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
         data = (prob >= threshold).astype(np.uint8) if args.binarize else prob
         side = {
             "model": str(Path(args.model).resolve()),
-            "candidate": meta["candidate"]["name"],
-            "candidate_title": meta["candidate"].get("title"),
+            "candidate": card.candidate.name,
+            "candidate_title": card.candidate.title,
             "threshold": threshold,
             "binarized": bool(args.binarize),
             "kind": "mask" if args.binarize else "probability",

@@ -1,34 +1,45 @@
 """``softseg train``: train a candidate on a dataset folder and write a model file.
 
+The configuration (:class:`softseg.config.TrainConfig`) is built once: a preset (``--preset``,
+default ``paper``), then a JSON file (``--config``), then the options given on the command line,
+each overriding the one before; the result is validated as a whole (a wrong type, a value out of
+range or an unknown key is one line naming the key, exit 2).
+
 Progress goes to stderr as a progress line by default; with ``--json-progress`` every
 :mod:`softseg.events` event is printed as one JSON line on stdout (flushed), which is what the
-napari Train widget reads. SIGINT/SIGTERM stop the run after the current step and leave a
-resumable checkpoint (``--resume`` continues it). Under ``torchrun`` only rank 0 prints.
+napari Train widget reads. Every run writes ``<model>.history.csv``; ``--tensorboard DIR`` adds
+TensorBoard scalars. SIGINT/SIGTERM stop the run after the current step and leave a resumable
+checkpoint (``--resume`` continues it); the command then exits with 128 + the signal number (130
+for Ctrl-C), the convention of every ``softseg`` command (:mod:`softseg.cli`). A second run on the
+same ``--out`` is refused while the first runs. Under ``torchrun`` only rank 0 prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from softseg.errors import InputError
 
-__all__ = ["HELP", "add_arguments", "parse_crop", "parse_spacing", "run"]
+__all__ = ["HELP", "add_arguments", "build_config", "parse_crop", "parse_spacing", "run"]
 
 HELP = "train a SoftSeg (or conventional) model on a dataset folder; writes MODEL.safetensors"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from softseg.config import PRESETS
+
     parser.add_argument("dataset", metavar="DATASET", help="dataset folder: DATASET/<subject>/image.nii.gz + rater-<id>.nii.gz")
-    parser.add_argument("--candidate", required=True, metavar="NAME", help="training candidate (see `softseg candidates`), e.g. softseg, conventional")
-    parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.safetensors)")
-    parser.add_argument("--config", metavar="JSON", help="TrainConfig as a JSON file (nested: data/model/optim/augment); options below override it")
+    parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write (.safetensors); MODEL.history.csv is written beside it")
+    parser.add_argument("--candidate", metavar="NAME", help="training candidate (see `softseg candidates`), e.g. softseg (default), conventional")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="paper",
+                        help="starting configuration: paper (SoftSeg Table 1, default) or quick (a first model on a CPU in minutes)")
+    parser.add_argument("--config", metavar="JSON", help="TrainConfig as a JSON file (nested: data/model/optim/augment; schema in docs/train-config.schema.json); overrides the preset, options below override it")
+    parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard scalars into DIR")
     parser.add_argument("--epochs", type=int, help="maximum number of epochs (default 200)")
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 50)")
     parser.add_argument("--min-delta", type=float, help="minimum validation-loss improvement (default 0.001)")
@@ -44,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, help="U-Net depth (default 3)")
     parser.add_argument("--width", type=int, help="filters of the first U-Net level (default 32)")
     parser.add_argument("--dropout", type=float, help="dropout probability (default 0.3)")
-    parser.add_argument("--fusion", choices=("staple", "average", "majority", "random"), help="rater fusion (default average)")
+    parser.add_argument("--fusion", metavar="NAME", help="rater fusion for training: staple, average (default), majority, random (see `softseg candidates`)")
     parser.add_argument("--val-fraction", type=float, help="fraction of subjects for validation (default 0.2)")
     parser.add_argument("--test-fraction", type=float, help="fraction of subjects held out for testing (default 0)")
     parser.add_argument("--test-group", metavar="GROUP", help="hold out this dataset.json group as the test set")
@@ -89,33 +100,31 @@ def parse_spacing(text: str) -> tuple[float | None, float, float]:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from softseg.train import TrainConfig
+    """The run's :class:`~softseg.config.TrainConfig`: preset < ``--config`` file < options.
 
-    base: dict[str, Any] = {}
+    Raises
+    ------
+    InputError
+        One line naming the file or option and the key (``cfg.json: optim.lr: Input should be a
+        valid number``).
+    """
+    from softseg.config import TrainConfig, preset
+
+    config = preset(args.preset)
     if args.config:
-        path = Path(args.config)
-        try:
-            base = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such config file") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(base, dict):
-            raise InputError(f"{path}: expected a JSON object")
-    cfg: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    for section in ("data", "model", "optim", "augment"):
-        cfg.setdefault(section, {})
-    cfg["candidate"] = args.candidate
+        config = config.updated(_file_values(args.config), source=str(args.config))
+    over: dict[str, Any] = {"data": {}, "model": {}, "optim": {}, "augment": {}}
 
     def put(section: str | None, key: str, value: Any) -> None:
         if value is None:
             return
-        (cfg if section is None else cfg[section])[key] = value
+        (over if section is None else over[section])[key] = value
 
+    put(None, "candidate", args.candidate)
     put(None, "seed", args.seed)
     put(None, "device", args.device)
     if args.no_amp:
-        cfg["amp"] = False
+        over["amp"] = False
     put("optim", "epochs", args.epochs)
     put("optim", "patience", args.patience)
     put("optim", "min_delta", args.min_delta)
@@ -131,8 +140,15 @@ def build_config(args: argparse.Namespace) -> Any:
     put("model", "width", args.width)
     put("model", "dropout", args.dropout)
     if args.no_augment:
-        cfg["augment"]["enabled"] = False
-    return TrainConfig.from_dict(cfg)
+        over["augment"]["enabled"] = False
+    return config.updated(over, source="command-line options")
+
+
+def _file_values(path: str) -> dict[str, Any]:
+    """The ``--config`` file as a validated dict (errors name the file and the key)."""
+    from softseg.config import TrainConfig
+
+    return TrainConfig.from_json_file(path).model_dump(mode="json", exclude_unset=True)
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -196,12 +212,14 @@ class _ProgressPrinter:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; returns 0 when the model was written, 128 + N when signal N stopped the run."""
     from softseg import events as ev
-    from softseg.train import Trainer
+    from softseg.training import Trainer
 
     json_out = bool(args.json_progress)
     cancel = threading.Event()
     pipe = {"open": json_out}
+    stopped_by: list[int] = []
 
     def emit(event: Any) -> None:
         if not pipe["open"]:
@@ -211,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         except (BrokenPipeError, ValueError):  # the supervisor is gone: stop and checkpoint
             pipe["open"] = False
+            stopped_by.append(signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 13)
             cancel.set()
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more goes out
 
@@ -224,14 +243,16 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         if cancel.is_set():  # second signal: stop now
             raise KeyboardInterrupt
+        stopped_by.append(int(signum))
         cancel.set()
         if not json_out:
             print(f"\nsoftseg train: {signal.Signals(signum).name}: stopping after this step and "
                   "saving a checkpoint (again to abort)", file=sys.stderr, flush=True)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    trainer = Trainer(args.dataset, config, out=args.out, resume=args.resume, overwrite=args.overwrite, cancel=cancel)
-    error = None
+    trainer = Trainer(args.dataset, config, out=args.out, resume=args.resume, overwrite=args.overwrite,
+                      cancel=cancel, tensorboard=args.tensorboard)
+    error = done = None
     try:
         for event in trainer.run():
             emit(event)
@@ -239,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
                 printer(event)
             if isinstance(event, ev.ErrorEvent):
                 error = event
+            elif isinstance(event, ev.DoneEvent):
+                done = event
     except InputError as exc:
         emit(ev.ErrorEvent(epoch=0, kind="input", message=" ".join(str(exc).split())))
         raise
@@ -252,4 +275,7 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
     if error is not None:
         raise InputError(error.message)
+    if done is not None and done.reason == "cancelled":
+        # interrupted runs exit 128 + signal (softseg.cli): the checkpoint is saved, nothing else
+        return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
     return 0
