@@ -12,6 +12,11 @@ traceback, nothing written; 1 internal failure (a traceback for the bug report; 
 memory is also 1, on one line). Warnings of the engine (:class:`~softseg.errors.SoftsegWarning`)
 are printed once each, on one line: ``softseg CMD: warning: ...``. Modules import heavy
 dependencies (torch, ...) inside ``run`` so that ``softseg --help`` stays fast.
+
+Interrupted runs (one convention for every command): a run stopped by a signal exits with
+128 + the signal number, as shells report it: 130 for Ctrl-C (SIGINT), 143 for SIGTERM. It
+cleans up first (no half-written output); ``softseg train`` also saves a resumable checkpoint
+and reports a ``done`` event with reason ``"cancelled"`` (continue with ``--resume``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from softseg.cli import evaluate as evaluate_cmd
 from softseg.cli import export as export_cmd
 from softseg.cli import export_model as export_model_cmd
 from softseg.cli import import_ as import_cmd
+from softseg.cli import info as info_cmd
 from softseg.cli import fuse as fuse_cmd
 from softseg.cli import compare as compare_cmd
 from softseg.cli import predict as predict_cmd
@@ -52,6 +58,7 @@ COMMANDS = {
     "import": import_cmd,
     "export": export_cmd,
     "export-model": export_model_cmd,
+    "info": info_cmd,
 }
 
 
