@@ -42,6 +42,7 @@ __all__ = [
     "add_volume_layer",
     "geometry_from_layer_scale",
     "geometry_of",
+    "layer_geometry",
     "guess_kind",
     "label_sidecar",
     "layer_data_tuple",
@@ -296,6 +297,21 @@ def geometry_of(layer: Any) -> DisplayGeometry | None:
     """The :class:`DisplayGeometry` a layer carries in its metadata, or None."""
     metadata = getattr(layer, "metadata", None)
     return DisplayGeometry.from_metadata(metadata) if metadata is not None else None
+
+
+def layer_geometry(layer: Any) -> DisplayGeometry:
+    """The layer's native geometry (its metadata), or one built from its scale/translate for a
+    layer made in napari; checked against the layer's shape (Train and Predict widgets)."""
+    data_shape = tuple(np.shape(layer.data))
+    geometry = geometry_of(layer)
+    if geometry is None:
+        if len(data_shape) != 3:
+            raise InputError(f"layer {layer.name!r}: expected a 3D volume, got shape {data_shape}")
+        geometry = geometry_from_layer_scale(data_shape, scale=layer.scale, translate=layer.translate)
+    if tuple(geometry.display_shape) != data_shape:
+        raise InputError(f"layer {layer.name!r} has shape {data_shape} but its geometry expects "
+                         f"{geometry.display_shape}; was the layer resized?")
+    return geometry
 
 
 def label_sidecar(metadata: Mapping[str, Any]) -> dict[str, Any]:
