@@ -43,6 +43,8 @@ __all__ = [
     "has_role",
     "layer_uid",
     "layers_with_role",
+    "prediction_card",
+    "prediction_threshold",
     "role",
     "set_role",
 ]
@@ -139,3 +141,27 @@ def set_role(metadata: dict[str, Any], value: str, *, owner: str | None = None) 
 def layers_with_role(layers: Iterable[Any], *roles: str) -> list[Any]:
     """The layers whose role is one of ``roles``, in order."""
     return [layer for layer in layers if role(layer) in roles]
+
+
+def prediction_card(layer: Any) -> Any:
+    """The model card (:class:`softseg.card.ModelCard`) of a prediction layer, ``None`` for a
+    layer that is not a model's prediction. The Predict widget writes it (key ``"card"`` of
+    :data:`PREDICTION_KEY`); a malformed one raises :class:`~softseg.errors.InputError`."""
+    from softseg.card import card_from_document
+
+    info = (getattr(layer, "metadata", None) or {}).get(PREDICTION_KEY)
+    doc = info.get("card") if isinstance(info, Mapping) else None
+    return None if doc is None else card_from_document(doc, source=f"layer {layer.name!r}: model card")
+
+
+def prediction_threshold(layer: Any, *, class_index: int = 0) -> float:
+    """The optimal threshold of a prediction layer's model (``class_index`` of its classes).
+
+    Raises :class:`~softseg.errors.InputError` when the layer holds no model prediction: there
+    is no silent 0.5."""
+    from softseg.errors import InputError
+
+    card = prediction_card(layer)
+    if card is None:
+        raise InputError(f"layer {layer.name!r} is not a model's prediction; it has no optimal threshold")
+    return float(card.thresholds[class_index])
