@@ -19,7 +19,7 @@ sitk = pytest.importorskip("SimpleITK")
 
 
 # ----------------------------------------------------------------------------- references
-def sitk_multilabel_staple(raters, *, max_iter=None, tol=None, undecided=None):
+def sitk_multilabel_staple(raters, *, max_iter=None, tol=None, undecided=None, prior=None):
     """Labels and confusion matrices of SimpleITK's filter, the matrices turned into our
     orientation (rows = true class, columns = rater's label) with ITK's extra row returned
     separately."""
@@ -31,6 +31,8 @@ def sitk_multilabel_staple(raters, *, max_iter=None, tol=None, undecided=None):
         filt.SetTerminationUpdateThreshold(tol)
     if undecided is not None:
         filt.SetLabelForUndecidedPixels(undecided)
+    if prior is not None:
+        filt.SetPriorProbabilities(list(prior))
     labels = sitk.GetArrayFromImage(filt.Execute(images))
     t = int(max(r.max() for r in raters)) + 1
     itk = np.array([np.reshape(filt.GetConfusionMatrix(j), (t + 1, t)) for j in range(len(raters))])
@@ -128,6 +130,18 @@ def test_staple_tolerance_matches_simpleitk():
     for tol in (1e-2, 1e-8):
         res = ml.multilabel_staple(raters, tol=tol)
         assert_matches_sitk(res, sitk_multilabel_staple(raters, tol=tol))
+
+
+def test_staple_given_prior_matches_simpleitk():
+    raters = tissue_raters(n_raters=3, n_classes=2, seed=17)
+    prior = [0.2, 0.5, 0.3]  # far from the label shares (0.19, 0.63, 0.19)
+    res = ml.multilabel_staple(raters, prior=prior)
+    assert_matches_sitk(res, sitk_multilabel_staple(raters, prior=prior))
+    np.testing.assert_allclose(res.prior, prior)
+    estimated = ml.multilabel_staple(raters)
+    assert np.abs(res.confusion - estimated.confusion).max() > 1e-3
+    scaled = ml.multilabel_staple(raters, prior=[2.0, 5.0, 3.0])
+    np.testing.assert_array_equal(scaled.labels, res.labels)
 
 
 def test_staple_roi_equals_simpleitk_on_the_roi_voxels():
