@@ -404,7 +404,7 @@ def plan_bids_import(
             if ref is None:
                 ref = grid
             else:
-                check_same_grid(ref, grid, hint="choose one contrast with --contrast or resample the images")
+                check_same_grid(ref, grid, hint="the channels of a subject must share one voxel grid: choose one contrast with --contrast or resample the images")
             target = f"image{r.name.extension}" if len(channels) == 1 else f"image_{ch}{r.name.extension}"
             links.append(Link(source=r.path, target=f"{subject}/{target}", role="image"))
         seen: dict[tuple[str, str], Path] = {}
@@ -417,7 +417,7 @@ def plan_bids_import(
                 )
             seen[(rid, lab.cls)] = lab.path
             assert ref is not None
-            check_same_grid(ref, read_grid(lab.path), hint="a label must lie on its image's voxel grid")
+            check_same_grid(ref, read_grid(lab.path, what="label"), hint="a label must lie on its image's voxel grid")
             stem = f"rater-{rid}" if len(classes) == 1 else f"rater-{rid}_label-{_safe(lab.cls)}"
             links.append(Link(source=lab.path, target=f"{subject}/{stem}{lab.name.extension}", role="label"))
         if group_by:

@@ -104,10 +104,10 @@ def _fused_label(subject: Any, fusion: str) -> tuple[np.ndarray, Any]:
     from softseg.fusion import training_target
     from softseg.io import load_volume
 
-    vols = [load_volume(p, label=True) for p in subject.raters]
     ref = read_grid(subject.images[0])
-    for p in subject.raters:
-        check_same_grid(ref, read_grid(p), hint="a rater must lie on its subject's image grid")
+    vols = [load_volume(p, label=True) for p in subject.raters]
+    for vol in vols:
+        check_same_grid(ref, vol, hint="a rater must lie on its subject's image grid")
     raters = np.stack([rater_to_soft(v) for v in vols])
     fused = training_target(raters, fusion)[0]
     return (fused >= LABEL_CUT).astype(np.uint8), vols[0]

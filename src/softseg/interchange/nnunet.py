@@ -198,14 +198,10 @@ def _cases_from_dataset_key(root: Path, data: Mapping[str, Any], n_channels: int
 
 
 def _label_values(path: Path) -> np.ndarray:
-    import nibabel as nib
+    from softseg.io import load_volume
 
-    try:
-        arr = np.asanyarray(nib.load(os.fspath(path)).dataobj)
-    except Exception as exc:
-        raise InputError(f"{path}: unreadable label map ({' '.join(str(exc).split())})") from None
-    values = np.unique(arr)
-    if values.dtype.kind == "f" and (not np.isfinite(values).all() or np.any(values != np.round(values))):
+    values = np.unique(load_volume(path, label=True, what="nnU-Net label map").array)
+    if values.dtype.kind == "f" and np.any(values != np.round(values)):
         raise InputError(f"{path}: an nnU-Net label map must hold whole numbers; found {values[:5].tolist()}...")
     return values
 
@@ -279,7 +275,7 @@ def plan_nnunet_import(source: str | os.PathLike, *, rater: str = "1", check_val
                 raise InputError(f"{f}: missing (listed in dataset.json or a dangling link)")
         ref = read_grid(files[0])
         for f in files[1:] + [label_files[case]]:
-            check_same_grid(ref, read_grid(f), hint="nnU-Net cases must be on one grid too")
+            check_same_grid(ref, read_grid(f, what="label" if f == label_files[case] else "image"), hint="the files of a case must share one voxel grid")
         if check_values:
             values = _label_values(label_files[case])
             bad = sorted(set(int(v) for v in values) - allowed)

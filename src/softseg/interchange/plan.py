@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -234,37 +233,36 @@ def check_destination(
 
 @contextmanager
 def staged_folder(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty hidden folder next to *dst*; on success it is renamed to *dst*.
+    """Yield an empty temporary folder; on success it becomes *dst* (all or nothing).
 
-    On an exception the staging folder is removed and *dst* is left as it was. With
-    ``overwrite``, an existing *dst* is moved aside, the new folder renamed into place, and only
-    then the old one deleted (its deletion is the last step, after the new data are complete).
-    Links inside the removed folders are removed, never what they point at.
+    A new *dst* is written through :func:`softseg.outputs.output_folder` (temporary sibling,
+    renamed into place; removed on any exception; disk-full errors as one line). With
+    ``overwrite`` and an existing *dst*, the new folder is completed first under a hidden
+    sibling name, then the old folder is moved aside, the new one renamed into place and only
+    then the old one deleted. Deleting a folder removes the links in it, never what they point at.
     """
-    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp's 0700 would hide the dataset from the lab
-    try:
+    from softseg.outputs import output_folder
+
+    if not (os.path.lexists(dst) and overwrite):
+        with output_folder(dst) as stage:
+            yield stage
+        return
+    # TODO(io): output_folder(..., overwrite=True) would make this branch one call (API-interchange.md)
+    pending = dst.with_name(f".{dst.name}.softseg-replacement")
+    old = dst.with_name(f".{dst.name}.softseg-replaced")
+    for stale in (pending, old):  # left by a killed run of this command
+        if os.path.lexists(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    with output_folder(pending) as stage:
         yield stage
-        old = None
-        if dst.exists():
-            if not overwrite:  # appeared while we were working
-                raise InputError(f"{dst}: already exists; pass --overwrite to replace it")
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-            os.rmdir(old)
-            os.replace(dst, old)
-        try:
-            os.replace(stage, dst)
-        except BaseException:
-            if old is not None:
-                os.replace(old, dst)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+    os.replace(dst, old)
+    try:
+        os.replace(pending, dst)
+    except BaseException:
+        os.replace(old, dst)
+        shutil.rmtree(pending, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def place_file(source: Path, target: Path, *, copy: bool) -> None:
