@@ -2,26 +2,30 @@
 
 Pick two or more rater layers (confidence-level or binary Labels layers, or soft Image layers),
 a method and a region, press **Fuse**. The work runs in a napari ``thread_worker`` on copies of
-the layers' data (levels are turned into soft values with each layer's own confidence scale), and
-the results come back as layers:
+the layers' data; each layer goes through the one conversion
+(:func:`softseg.confidence.as_rater_values`, with the layer's own confidence scale) and the one
+fusion engine, :func:`softseg.fusion.iter_fuse` -- the engine ``softseg fuse``, training and the
+protocol use, so the numbers are the same as on the command line. The results come back as
+layers:
 
-* ``fused (<method>)``: a Labels layer for binary results (majority vote, union, intersection,
-  STAPLE consensus at 0.5), an Image layer with a transparent-to-colour colormap for soft ones
-  (average, soft STAPLE);
-* ``STAPLE probability`` (STAPLE only): the posterior foreground probability;
+* ``fused (<method>)``: a Labels layer for binary results (majority vote, union, intersection),
+  an Image layer with a transparent-to-colour colormap for soft ones (average, and STAPLE: its
+  probability, the same map ``softseg fuse`` writes);
 * ``disagreement (entropy)``: entropy of the rater average, 0 where all agree, ln 2 at a 50/50 split;
 
-and a table with each rater's sensitivity and specificity (STAPLE's estimates for the STAPLE
-methods; against the fused map thresholded at 0.5, inside the region, for the others) and the
-pairwise Dice between raters. **Save fused map** writes the fused layer as NIfTI in the raters'
-geometry with a JSON sidecar (method, raters, region, table).
+and a table with each rater's sensitivity and specificity (one definition for every method and
+path, :data:`softseg.fusion.RATER_STATISTICS`: soft counts against the fused map inside the
+region; STAPLE's own estimates for STAPLE) and the pairwise Dice between raters. **Save fused
+map** writes the fused layer as NIfTI in the raters' geometry with a JSON sidecar
+(:class:`softseg.sidecar.RaterSidecar`: method, raters, region, table).
 
 Region: STAPLE's foreground prior is global, so the amount of background in the volume changes
 its result. By default STAPLE (and the table) uses :func:`softseg.fusion.default_roi`, the
 bounding box of the raters' union grown by a margin; "whole volume" uses every voxel (as
 SimpleITK does).
 
-All math is :mod:`softseg.fusion` and :mod:`softseg.metrics`; this module only moves data.
+The method list comes from :data:`softseg.fusion.METHODS` (each method's title, plus "soft
+STAPLE" for STAPLE's soft variant). All math is :mod:`softseg.fusion`; this module only moves data.
 """
 
 from __future__ import annotations
@@ -52,13 +56,15 @@ from napari.qt.threading import thread_worker
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
 
-from softseg import __version__, fusion, metrics
-from softseg.confidence import ConfidenceScale, detect_label_kind
+from softseg import __version__, fusion
+from softseg.confidence import ConfidenceScale, as_rater_values
 from softseg.errors import InputError
+from softseg.fusion import SoftRatersError
 from softseg.geometry import DisplayGeometry, save_display_array
+from softseg.sidecar import RaterSidecar
 
 from napari_softseg._layers import KIND_KEY, add_volume_layer
-from napari_softseg.widgets.annotate import geometry_of, is_rater_layer, layer_scale, soft_colormap
+from napari_softseg._raters import geometry_of, is_rater_layer, layer_scale, soft_colormap
 
 __all__ = [
     "METHODS",
@@ -72,20 +78,27 @@ __all__ = [
     "run_fusion",
 ]
 
-#: method name -> (kind of result, needs binary raters). A plain dict (STYLE.md 6).
-METHODS: dict[str, tuple[str, bool]] = {
-    "average": ("soft", False),
-    "majority vote": ("binary", True),
-    "union": ("binary", True),
-    "intersection": ("binary", True),
-    "STAPLE": ("binary", True),
-    "soft STAPLE": ("soft", False),
-}
+
+def _choices() -> dict[str, tuple[str, bool | None]]:
+    """Combo entry -> (method of softseg.fusion.METHODS, soft option), from the registry."""
+    out: dict[str, tuple[str, bool | None]] = {}
+    for name in fusion.fusion_methods():
+        spec = fusion.METHODS[name]
+        out[spec.title] = (name, False if spec.soft_variant else None)
+        if spec.soft_variant:
+            out[f"soft {spec.title}"] = (name, True)
+    return out
+
+
+#: Combo entry -> (fusion method, soft option): derived from :data:`softseg.fusion.METHODS`.
+METHODS: dict[str, tuple[str, bool | None]] = _choices()
 ROI_AROUND = "around the raters' union"
 ROI_WHOLE = "whole volume"
 ROI_MODES = (ROI_AROUND, ROI_WHOLE)
 _FUSED_HUE = (0.15, 0.95, 0.35)
 _LN2 = float(np.log(2.0))
+
+
 @functools.lru_cache(maxsize=1)
 def _entropy_colormap() -> Colormap:
     """inferno, fading to transparent at 0 so full agreement leaves the image visible."""
@@ -121,57 +134,55 @@ class RaterInput:
     scale: ConfidenceScale | None = None
 
     def soft(self) -> np.ndarray:
-        """The rater as values in [0, 1]: uint8 0/1 when every used value is 0 or 1, else float32."""
-        if self.data.dtype.kind == "f":
-            kind = detect_label_kind(self.data)
-            return (self.data > 0).astype(np.uint8) if kind == "binary" else self.data.astype(np.float32, copy=False)
-        if self.data.dtype.kind not in "iub":
-            raise InputError(f"layer {self.name!r}: dtype {self.data.dtype} is not a label map")
-        if self.data.dtype.kind == "b":
-            return self.data.astype(np.uint8)
-        lo = int(self.data.min()) if self.data.size else 0
-        top = int(self.data.max()) if self.data.size else 0
-        if lo < 0:
-            raise InputError(f"layer {self.name!r} has negative labels (min {lo})")
-        if self.scale is None:
-            if top > 1:
-                raise InputError(
-                    f"layer {self.name!r} holds levels up to {top} but has no confidence scale; "
-                    "pick it in the Soft annotation widget to give it one"
-                )
-            return self.data  # already 0/1: no copy
-        if top > self.scale.n_levels:
-            raise InputError(
-                f"layer {self.name!r} holds level {top} but its confidence scale has levels "
-                f"0..{self.scale.n_levels}"
-            )
-        # only the full-confidence level (value 1) used: a binary map
-        if top == 0 or (self.scale.value_of(top) == 1.0 and not np.any((self.data > 0) & (self.data < top))):
-            return (self.data > 0).astype(np.uint8) if top > 1 else self.data
-        return self.scale.to_soft(self.data)
-
-
-class SoftRatersError(InputError):
-    """A binary method was given soft or confidence-level raters."""
+        """The rater as values in [0, 1] (:func:`softseg.confidence.as_rater_values`, the one
+        conversion): uint8 0/1 for binary maps, float32 for levels and soft maps."""
+        values, _kind = as_rater_values(self.data, scale=self.scale, name=f"layer {self.name!r}")
+        return values
 
 
 @dataclass(frozen=True, eq=False)
 class FusionOutput:
-    """What the worker hands back to the main thread."""
+    """What the worker hands back to the main thread: the engine's result and the layer names."""
 
-    method: str
+    choice: str
     names: tuple[str, ...]
-    fused: np.ndarray
-    fused_kind: str
-    disagreement: np.ndarray
-    sensitivity: np.ndarray
-    specificity: np.ndarray
-    pairwise_dice: np.ndarray
-    reference: str
+    result: fusion.FusionResult
     roi_mode: str
-    staple: fusion.StapleResult | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        """The combo entry ("STAPLE", "soft STAPLE", "majority vote", ...)."""
+        return self.choice
+
+    @property
+    def fused(self) -> np.ndarray:
+        return self.result.fused
+
+    @property
+    def fused_kind(self) -> str:
+        return "soft" if self.result.fused.dtype.kind == "f" else "binary"
+
+    @property
+    def disagreement(self) -> np.ndarray:
+        return self.result.disagreement
+
+    @property
+    def sensitivity(self) -> np.ndarray:
+        return self.result.sensitivity
+
+    @property
+    def specificity(self) -> np.ndarray:
+        return self.result.specificity
+
+    @property
+    def pairwise_dice(self) -> np.ndarray:
+        return self.result.pairwise_dice
+
+    @property
+    def staple(self) -> fusion.StapleResult | None:
+        return self.result.staple
 
 
 def collect_raters(layers: Sequence[Layer]) -> list[RaterInput]:
@@ -238,11 +249,14 @@ def iter_fusion(
 ) -> Any:
     """Generator: yields ``(fraction, text)`` progress steps, returns a :class:`FusionOutput`.
 
+    The layers are converted (:meth:`RaterInput.soft`) and fused by
+    :func:`softseg.fusion.iter_fuse`; nothing else happens here.
+
     Parameters
     ----------
     raters : sequence of RaterInput
     method : str
-        A key of :data:`METHODS`.
+        A key of :data:`METHODS` (a method's title, or "soft STAPLE").
     roi_mode : str
         One of :data:`ROI_MODES`.
     margin : int
@@ -263,78 +277,37 @@ def iter_fusion(
     if roi_mode not in ROI_MODES:
         raise InputError(f"unknown region {roi_mode!r}; choose one of {list(ROI_MODES)}")
     t0 = time.perf_counter()
-    yield 0.05, "converting levels to soft values"
+    name, soft = METHODS[method]
+    yield 0.02, "converting levels to soft values"
     maps = [r.soft() for r in raters]
-    kind, needs_binary = METHODS[method]
-    soft_names = [r.name for r, m in zip(raters, maps) if m.dtype.kind == "f"]
-    if needs_binary and soft_names:
-        hint = "soft STAPLE" if method == "STAPLE" else "average or soft STAPLE"
-        raise SoftRatersError(
-            f"{method} needs binary (0/1) raters but {', '.join(soft_names)} hold confidence levels "
-            f"or soft values; use {hint}"
-        )
-    if soft_names:
+    if any(m.dtype.kind == "f" for m in maps):
         maps = [m.astype(np.float32, copy=False) for m in maps]
     stack = np.stack(maps)
     del maps
-    yield 0.15, "region of interest"
-    roi = fusion.default_roi(stack, margin=margin) if roi_mode == ROI_AROUND else None
-    result = None
-    yield 0.25, f"{method}"
-    if method == "average":
-        fused = fusion.average(stack)
-    elif method == "majority vote":
-        fused = fusion.majority_vote(stack)
-    elif method == "union":
-        fused = fusion.union(stack)
-    elif method == "intersection":
-        fused = fusion.intersection(stack)
-    else:
-        result = fusion.staple(stack, roi=roi, soft=method == "soft STAPLE")
-        fused = result.probability.astype(np.float32) if method == "soft STAPLE" else result.binary()
-    yield 0.7, "disagreement"
-    # fusion.disagreement is the entropy of the rater average: reuse the average when we have it
-    dis = metrics.entropy(fused) if method == "average" else fusion.disagreement(stack)
-    yield 0.8, "rater statistics"
-    pair = metrics.pairwise_dice(stack)
-    if result is not None:
-        sens, spec = np.asarray(result.sensitivity), np.asarray(result.specificity)
-        reference = "STAPLE estimates" + (" inside the region" if roi is not None else "")
-    else:
-        ref = fused if kind == "binary" else metrics.binarize(fused, 0.5)
-        box = _box_of(roi)  # default_roi is a box: slice views instead of boolean-mask copies
-        ref_in = ref[box]
-        sens = np.array([metrics.recall(r[box], ref_in) for r in stack])
-        spec = np.array([metrics.specificity(r[box], ref_in) for r in stack])
-        reference = "vs fused map >= 0.5" + (" inside the region" if roi is not None else "")
-    yield 1.0, "done"
+    result = yield from fusion.iter_fuse(
+        stack,
+        name,
+        roi="auto" if roi_mode == ROI_AROUND else None,
+        margin=margin,
+        soft=soft,
+        names=[f"layer {r.name!r}" for r in raters],
+    )
     return FusionOutput(
-        method=method,
+        choice=method,
         names=tuple(r.name for r in raters),
-        fused=fused,
-        fused_kind=kind,
-        disagreement=dis,
-        sensitivity=sens,
-        specificity=spec,
-        pairwise_dice=pair,
-        reference=reference,
+        result=result,
         roi_mode=roi_mode,
-        staple=result,
         seconds=time.perf_counter() - t0,
-        extra={"roi_voxels": int(roi.sum()) if roi is not None else int(stack[0].size)},
+        extra={"roi_voxels": int(result.roi.sum()) if result.roi is not None else int(stack[0].size)},
     )
 
 
-def _box_of(roi: np.ndarray | None) -> tuple[slice, ...]:
-    """Slices of the bounding box of a region (everything when None); exact for a box region."""
-    if roi is None:
-        return (slice(None),) * 3
-    box = []
-    for axis in range(roi.ndim):
-        flags = np.any(roi, axis=tuple(a for a in range(roi.ndim) if a != axis))
-        idx = np.flatnonzero(flags)
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0))
-    return tuple(box)
+def _reference_text(out: FusionOutput) -> str:
+    """What the rater table is measured against, in words (one definition for every method)."""
+    region = " inside the region" if out.result.roi is not None else ""
+    if out.result.method == "staple":
+        return f"STAPLE estimates{region}"
+    return f"soft counts against the fused map{region}"
 
 
 class FuseWidget(Container):
@@ -513,7 +486,7 @@ class FuseWidget(Container):
     def _on_result(self, out: FusionOutput) -> None:
         self.last_output = out
         geom = self._geometry
-        # bottom to top: disagreement, STAPLE probability, fused map
+        # bottom to top: disagreement, fused map (STAPLE: its probability, as softseg fuse writes)
         dis = self._set_layer(
             "disagreement",
             "disagreement (entropy)",
@@ -523,20 +496,6 @@ class FuseWidget(Container):
             style={"colormap": _entropy_colormap(), "contrast_limits": (0.0, _LN2), "blending": "translucent", "visible": False},
             meta={},
         )
-        if out.staple is not None and out.method == "STAPLE":
-            self._set_layer(
-                "probability",
-                "STAPLE probability",
-                out.staple.probability.astype(np.float32),
-                geom,
-                kind="soft",
-                style={"colormap": soft_colormap((1.0, 0.35, 0.9), "softseg-staple"), "blending": "translucent", "visible": False},
-                meta={},
-            )
-        else:
-            old = self.result_layers.pop("probability", None)
-            if old is not None and old in self.viewer.layers:
-                self.viewer.layers.remove(old)
         fused = self._set_layer(
             "fused",
             f"fused ({out.method})",
@@ -547,11 +506,11 @@ class FuseWidget(Container):
             meta={"softseg_fusion": self._provenance(out)},
         )
         # legends: a colour bar on the soft maps (0..1, and 0..ln 2 for the entropy)
-        for layer in (fused, dis, self.result_layers.get("probability")):
+        for layer in (fused, dis):
             if layer is not None and hasattr(layer, "colorbar"):
                 layer.colorbar.visible = True
         # keep the fused map on top of the other results
-        for key in ("disagreement", "probability", "fused"):
+        for key in ("disagreement", "fused"):
             layer = self.result_layers.get(key)
             if layer is not None:
                 self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
@@ -587,7 +546,7 @@ class FuseWidget(Container):
         for table in (self._table, self._dice):
             table.native.resizeColumnsToContents()
         region = "" if out.roi_mode == ROI_WHOLE else f" ({out.extra.get('roi_voxels', 0)} voxels)"
-        self._caption.value = f"Each rater's sensitivity / specificity ({out.reference}{region}):"
+        self._caption.value = f"Each rater's sensitivity / specificity ({_reference_text(out)}{region}):"
         self._caption.native.setWordWrap(True)
         self._dice_caption.value = "Pairwise Dice between raters (1 = identical):"
 
@@ -601,20 +560,11 @@ class FuseWidget(Container):
 
     # ------------------------------------------------------------------ save
     def _provenance(self, out: FusionOutput) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "method": out.method,
-            "raters": list(out.names),
-            "region": out.roi_mode,
-            "margin_voxels": int(self._margin.value),
-            "sensitivity": {n: float(v) for n, v in zip(out.names, out.sensitivity)},
-            "specificity": {n: float(v) for n, v in zip(out.names, out.specificity)},
-            "sensitivity_reference": out.reference,
-            "pairwise_dice": {
-                a: {b: float(out.pairwise_dice[i, j]) for j, b in enumerate(out.names)} for i, a in enumerate(out.names)
-            },
-        }
-        if out.staple is not None:
-            info["staple"] = {"prior": float(out.staple.prior), "iterations": int(out.staple.iterations), "converged": bool(out.staple.converged)}
+        """The engine's summary (as ``softseg fuse`` records it) plus the widget's choices."""
+        info = out.result.summary(out.names)
+        info["choice"] = out.choice
+        info["region"] = out.roi_mode
+        info["margin_voxels"] = int(self._margin.value)
         return info
 
     def _suggest_save_path(self, out: FusionOutput) -> None:
@@ -637,12 +587,12 @@ class FuseWidget(Container):
         if path is None or str(path) in ("", "."):
             raise InputError("choose a file name (.nii.gz) to save the fused map")
         overwrite = bool(self._overwrite.value) if overwrite is None else overwrite
-        sidecar = {
-            "kind": "labels" if out.fused_kind == "binary" else "soft",
-            "fusion": self._provenance(out),
-            "saved_at": _dt.datetime.now(tz=_dt.timezone.utc).isoformat(timespec="seconds"),
-            "software": f"napari-softseg {__version__}",
-        }
+        sidecar = RaterSidecar(
+            kind="labels" if out.fused_kind == "binary" else "soft",
+            fusion=self._provenance(out),
+            software=f"napari-softseg {__version__}",
+            extra={"saved_at": _dt.datetime.now(tz=_dt.timezone.utc).isoformat(timespec="seconds")},
+        ).to_json()
         written = save_display_array(path, np.asarray(layer.data), self._geometry, overwrite=overwrite, sidecar=sidecar)
         show_info(f"saved fused map ({out.method}) to {written}")
         self._say(f"saved {written}")

@@ -512,50 +512,28 @@ def _record(
     classes: _Classes | None,
     class_files: Sequence[Path],
 ) -> dict[str, Any]:
-    """The summary written to OUT.json (``fusion``) and printed by ``--json``."""
-    from softseg.fusion.engine import RATER_STATISTICS
-
+    """The summary written to OUT.json (``fusion``) and printed by ``--json``:
+    :meth:`softseg.fusion.FusionResult.summary` plus the command's inputs and options."""
     record: dict[str, Any] = {
-        "method": result.method,
-        "soft": bool(result.soft),
+        **result.summary(names),
         "inputs": [str(Path(p)) for p in args.raters],
         "input_kinds": list(kinds),
-        "roi": (
-            {"mode": "auto", "margin_voxels": args.margin, "box": result.roi_box}
-            if result.roi is not None
-            else {"mode": "none"}
-        ),
     }
-    if result.staple is not None:
-        prior = result.staple.prior
-        record["staple"] = {
-            "prior": prior.tolist() if isinstance(prior, np.ndarray) else float(prior),
-            "iterations": int(result.staple.iterations),
-            "converged": bool(result.staple.converged),
-            "tol": args.tol,
+    if result.roi is not None:
+        region = record["roi"]
+        record["roi"] = {
+            "mode": "auto", "margin_voxels": args.margin, "box": region["box"],
+            "voxels": region["voxels"],
         }
+    if "staple" in record:
+        record["staple"]["tol"] = args.tol
     if result.method == "majority" and classes is None:
         record["ties"] = args.ties
-    record["sensitivity_specificity"] = RATER_STATISTICS
-    if classes is None:
-        record["raters"] = [
-            {"path": n, "sensitivity": float(s), "specificity": float(q)}
-            for n, s, q in zip(names, result.sensitivity, result.specificity)
-        ]
-    else:
+    for entry in record["raters"]:
+        entry["path"] = entry.pop("name")
+    if classes is not None:
         record["classes"] = ["background", *classes.names]
-        record["n_classes"] = classes.k
-        record["raters"] = [
-            {"path": n, "confusion": result.confusion[j]} for j, n in enumerate(names)
-        ]
-        record["confusion_orientation"] = "rows = true class, columns = rater's label; rows sum to 1"
         record["class_maps"] = [str(p) for p in class_files]
-        record["undecided_voxels"] = int(result.undecided_voxels)
-    pair = result.pairwise_dice
-    off = pair[~np.eye(len(pair), dtype=bool)]
-    record["pairwise_dice"] = pair
-    record["mean_pairwise_dice"] = float(off.mean())
-    record["output_dtype"] = str(result.fused.dtype)
     return record
 
 

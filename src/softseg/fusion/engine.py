@@ -279,6 +279,55 @@ class FusionResult:
             raise InputError(f"consensus threshold must lie in (0, 1]; got {threshold!r}")
         return (self.fused >= np.float32(threshold)).view(np.uint8)
 
+    def summary(self, names: Sequence[str]) -> dict[str, Any]:
+        """The result's numbers as a JSON-able dict (what ``softseg fuse --json`` prints and the
+        sidecars of fused maps record, from the CLI and from the widget alike).
+
+        Keys: ``method``, ``soft``, ``roi`` (``{"mode": "none"}`` or ``{"mode": "region",
+        "box": [[start, stop], ...], "voxels": n}``), ``staple`` (prior, iterations,
+        converged), ``sensitivity_specificity`` (:data:`RATER_STATISTICS`), ``raters`` (one
+        entry per rater: ``name`` and ``sensitivity``/``specificity``, or multi-class
+        ``confusion``), ``pairwise_dice``, ``mean_pairwise_dice``, ``output_dtype``; multi-class
+        also ``n_classes``, ``confusion_orientation``, ``undecided_voxels``.
+        """
+        names = [str(n) for n in names]
+        if len(names) != self.n_raters:
+            raise InputError(f"summary: {len(names)} names for {self.n_raters} raters")
+        out: dict[str, Any] = {"method": self.method, "soft": bool(self.soft)}
+        out["roi"] = (
+            {"mode": "none"}
+            if self.roi is None
+            else {"mode": "region", "box": self.roi_box, "voxels": int(np.count_nonzero(self.roi))}
+        )
+        if self.staple is not None:
+            prior = self.staple.prior
+            out["staple"] = {
+                "prior": np.asarray(prior).tolist() if np.ndim(prior) else float(prior),
+                "iterations": int(self.staple.iterations),
+                "converged": bool(self.staple.converged),
+            }
+        out["sensitivity_specificity"] = RATER_STATISTICS
+        if self.n_classes is None:
+            out["raters"] = [
+                {"name": n, "sensitivity": float(p), "specificity": float(q)}
+                for n, p, q in zip(names, self.sensitivity, self.specificity)
+            ]
+        else:
+            out["n_classes"] = int(self.n_classes)
+            out["raters"] = [
+                {"name": n, "confusion": self.confusion[j].tolist()} for j, n in enumerate(names)
+            ]
+            out["confusion_orientation"] = (
+                "rows = true class (0 = background), columns = rater's label; rows sum to 1"
+            )
+            out["undecided_voxels"] = int(self.undecided_voxels)
+        pair = np.asarray(self.pairwise_dice, dtype=np.float64)
+        off = pair[~np.eye(len(pair), dtype=bool)]
+        out["pairwise_dice"] = pair.tolist()
+        out["mean_pairwise_dice"] = float(off.mean()) if off.size else 1.0
+        out["output_dtype"] = str(self.fused.dtype)
+        return out
+
     @property
     def target(self) -> np.ndarray:
         """The map a model is trained on and evaluated against (see :func:`training_target`)."""
