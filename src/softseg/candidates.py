@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from softseg.errors import InputError
+from softseg.fusion.engine import METHODS as _FUSION_METHODS
+from softseg.fusion.engine import training_fusions as _training_fusions
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -305,17 +307,12 @@ def get_candidate(name: str) -> Candidate:
         ) from None
 
 
-#: Ways to turn several raters into one training target (implemented by the trainer).
-FUSIONS = ("staple", "average", "majority", "random")
+#: Ways to turn several raters into one training target: the training fusions of the one
+#: registry, :data:`softseg.fusion.METHODS` (computed by :func:`softseg.fusion.training_target`).
+FUSIONS = _training_fusions()
 
-#: fusion name -> one-line description.
-FUSION_DESCRIPTIONS: dict[str, str] = {
-    "staple": "STAPLE consensus (Warfield 2004): EM estimate of each rater's sensitivity and "
-    "specificity",
-    "average": "mean of the raters: a soft target whose value is the fraction of raters who agree",
-    "majority": "majority vote of the raters: a binary target",
-    "random": "no fusion: one rater drawn at random per subject at every epoch (Lemay 2022)",
-}
+#: fusion name -> one-line description (from the registry).
+FUSION_DESCRIPTIONS: dict[str, str] = {k: _FUSION_METHODS[k].description for k in FUSIONS}
 
 
 def check_fusion(name: str) -> str:
