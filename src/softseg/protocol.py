@@ -26,6 +26,8 @@ import numpy as np
 
 from softseg import compare
 from softseg.errors import InputError
+from softseg.fusion.engine import METHODS as _FUSION_METHODS
+from softseg.fusion.engine import training_fusions as _training_fusions
 from softseg.io import load_volume, write_json
 
 __all__ = [
@@ -42,10 +44,9 @@ __all__ = [
 STATE_FILE = "run_state.json"
 _STATE_VERSION = 1
 #: What the overlap metrics compare against (a plain dict of descriptions).
+#: The fusions come from the one registry (softseg.fusion.METHODS, their training target).
 GROUND_TRUTHS = {
-    "staple": "STAPLE of the raters, binarised at 0.5 (the papers' reference)",
-    "majority": "majority vote of the raters",
-    "average": "average of the raters (soft)",
+    **{k: _FUSION_METHODS[k].target for k in _training_fusions() if _FUSION_METHODS[k].fuses},
     "truth": "the subject's truth_soft.nii.gz (phantom datasets)",
 }
 
@@ -61,7 +62,7 @@ def ground_truth(subject: Any, data: Any, method: str) -> np.ndarray:
     method : str
         A key of :data:`GROUND_TRUTHS`.
     """
-    from softseg.data import fuse_raters
+    from softseg.fusion import training_target
 
     if method not in GROUND_TRUTHS:
         raise InputError(f"unknown ground truth {method!r}; choose one of {', '.join(GROUND_TRUTHS)}")
@@ -82,7 +83,8 @@ def ground_truth(subject: Any, data: Any, method: str) -> np.ndarray:
         return np.asarray(data.geometry.to_display(vol.array), dtype=np.float32)
     if data.raters.shape[0] == 0:
         raise InputError(f"subject {subject.name!r} has no rater files to build a reference from")
-    return np.asarray(fuse_raters(data.raters, method)[0], dtype=np.float32)
+    # fusion.fuse's target, as training uses it (STAPLE: its consensus, probability >= 0.5)
+    return training_target(data.raters, method)[0]
 
 
 def _predict(loaded: Any, data: Any) -> np.ndarray:
