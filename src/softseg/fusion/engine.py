@@ -99,6 +99,9 @@ class MethodSpec:
         Defined for integer label maps with ``n_classes``.
     training : bool
         Offered as a way to build training targets (``softseg train --fusion``).
+    target : str
+        What :attr:`FusionResult.target` (the training target and the protocol's reference)
+        is, in words; empty for methods that are not training fusions.
     """
 
     name: str
@@ -109,6 +112,7 @@ class MethodSpec:
     soft_variant: bool = False
     multiclass: bool = False
     training: bool = False
+    target: str = ""
 
     @property
     def fuses(self) -> bool:
@@ -128,6 +132,7 @@ METHODS: dict[str, MethodSpec] = {
         soft_variant=True,
         multiclass=True,
         training=True,
+        target="STAPLE consensus of the raters (probability >= 0.5), the papers' reference",
     ),
     "average": MethodSpec(
         "average",
@@ -136,6 +141,7 @@ METHODS: dict[str, MethodSpec] = {
         "soft",
         multiclass=True,
         training=True,
+        target="average of the raters (soft)",
     ),
     "majority": MethodSpec(
         "majority",
@@ -145,6 +151,7 @@ METHODS: dict[str, MethodSpec] = {
         binary_input=True,
         multiclass=True,
         training=True,
+        target="majority vote of the raters",
     ),
     "union": MethodSpec(
         "union", "union", "foreground where any rater says foreground", "binary", binary_input=True
