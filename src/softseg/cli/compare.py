@@ -34,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset folder (DESIGN.md layout)")
     parser.add_argument("--out", default="compare-report", metavar="REPORT_DIR",
                         help="report folder (default: %(default)s)")
+    from softseg.fusion import METHODS, training_fusions
+
     parser.add_argument("--ground-truth", default="staple",
-                        choices=["staple", "majority", "average", "truth"],
+                        choices=[*(f for f in training_fusions() if METHODS[f].fuses), "truth"],
                         help="reference of the overlap metrics (default: %(default)s; 'truth' "
                              "reads each subject's truth_soft.nii.gz)")
     parser.add_argument("--reference", default=None, metavar="CANDIDATE",
