@@ -78,50 +78,57 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        """The child exited cleanly and wrote its model (or stopped on request)."""
+        """The child exited cleanly and wrote its model."""
         return self.returncode == 0 and self.error is None and self.done is not None
+
+    @property
+    def stopped(self) -> bool:
+        """The child stopped on request and saved its checkpoint (``softseg train`` then exits
+        with 128 + the signal number, :mod:`softseg.cli`)."""
+        return (self.cancelled and not self.killed and self.error is None and self.done is not None
+                and self.done.reason == "cancelled")
 
 
 def train_argv(
     dataset: str | os.PathLike,
     *,
-    candidate: str,
+    config: str | os.PathLike,
     out: str | os.PathLike,
-    options: dict[str, object] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
     python: str | None = None,
 ) -> list[str]:
     """The command line of a supervised training run.
+
+    The settings cross the process boundary once, typed: as a :class:`softseg.config.TrainConfig`
+    JSON file (``TrainConfig.to_json_file``) that the child reads with ``--config`` and validates
+    with the same schema; nothing else is turned into argv strings.
 
     Parameters
     ----------
     dataset : path
         Dataset folder (DESIGN.md layout).
-    candidate : str
-        Candidate name (``softseg.candidates.CANDIDATES`` key).
+    config : path
+        The run's configuration as JSON.
     out : path
         Model file to write (``.safetensors``).
-    options : dict, optional
-        Further ``softseg train`` options, ``{"epochs": 2, "batch_size": 8, "overwrite": True}``:
-        underscores become dashes, ``True`` gives a bare flag, ``False``/``None`` leave it out.
+    resume, overwrite : bool
+        ``--resume`` / ``--overwrite``.
     python : str, optional
         Interpreter; default :data:`sys.executable` (the viewer's environment).
 
     Returns
     -------
     list of str
-        ``[python, "-m", "softseg", "train", DATASET, "--candidate", NAME, "--out", OUT, ...,
+        ``[python, "-m", "softseg", "train", DATASET, "--config", CONFIG, "--out", OUT, ...,
         "--json-progress"]``.
     """
     argv = [python or sys.executable, "-m", "softseg", "train", os.fspath(dataset),
-            "--candidate", candidate, "--out", os.fspath(out)]
-    for key, value in (options or {}).items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        else:
-            argv.extend([flag, str(value)])
+            "--config", os.fspath(config), "--out", os.fspath(out)]
+    if resume:
+        argv.append("--resume")
+    if overwrite:
+        argv.append("--overwrite")
     argv.append("--json-progress")
     return argv
 
@@ -370,6 +377,8 @@ class TrainingProcess:
             return self.last_error.message
         if code == 0 and self.done is not None:
             return None
+        if self.stop_requested and self.done is not None and self.done.reason == "cancelled":
+            return None  # stopped on request, checkpoint saved (exit 128 + signal by convention)
         if self._killed:
             return "training did not stop in time and was killed; the last checkpoint is kept"
         tail = self.stderr_tail

@@ -1,13 +1,14 @@
 """The "Train" dock widget: train a SoftSeg candidate from open layers or a dataset folder.
 
-A thin view (DESIGN.md decision 3): it collects parameters, writes the picked layers to a
-temporary dataset folder (:func:`softseg.layers_dataset.write_layers_dataset`), runs
-``softseg train ... --json-progress`` in a child process supervised by a napari ``thread_worker``
-(:mod:`napari_softseg._supervisor`) and shows the child's progress events: a progress bar with
-ETA (also in napari's activity dock), live training/validation curves, the best validation
-metric. Cancel asks the child to stop and save a checkpoint, and kills it after a timeout.
-Closing the widget or the viewer stops the child. When a model is written, "Predict on current
-image" runs it through the Predict widget's path.
+A thin view (DESIGN.md decision 3): it collects parameters into the engine's own configuration
+(:class:`softseg.config.TrainConfig`, defaults from its ``"paper"`` preset), writes the picked
+layers to a temporary dataset folder (:func:`softseg.layers_dataset.write_layers_dataset`) and the
+configuration to a JSON file, runs ``softseg train DATASET --config FILE ... --json-progress`` in
+a child process supervised by a napari ``thread_worker`` (:mod:`napari_softseg._supervisor`) and
+shows the child's progress events: a progress bar with ETA (also in napari's activity dock), live
+training/validation curves, the best validation metric. Cancel asks the child to stop and save a
+checkpoint, and kills it after a timeout. Closing the widget or the viewer stops the child. When
+a model is written, "Predict on current image" runs it (:mod:`napari_softseg._prediction`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from magicgui.widgets import (
 )
 from psygnal import Signal
 
-from napari_softseg._layers import CONFIDENCE_KEY
+from napari_softseg._layers import CONFIDENCE_KEY, layer_geometry
 from napari_softseg._supervisor import (
     DEFAULT_STOP_TIMEOUT_S,
     Outcome,
@@ -45,31 +46,13 @@ from napari_softseg._supervisor import (
     train_argv,
 )
 from softseg import events as ev
+from softseg.config import PRESETS, TrainConfig
 from softseg.errors import InputError
-from softseg.geometry import DisplayGeometry
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["FUSIONS", "PAPER_DEFAULTS", "TrainConfig", "TrainWidget", "available_devices", "layer_geometry"]
-
-#: Rater fusion choices of ``softseg train --fusion`` (label-fusion paper).
-FUSIONS = {
-    "staple": "STAPLE (EM over rater sensitivity/specificity, binarised at 0.5)",
-    "average": "average of raters (soft)",
-    "majority": "majority vote (binary)",
-    "random": "one rater drawn per subject at each epoch (no fusion)",
-}
-
-#: Hyper-parameters of the SoftSeg paper (Table 1, spinal cord grey matter).
-PAPER_DEFAULTS = {
-    "epochs": 200,
-    "patience": 50,
-    "batch_size": 8,
-    "lr": 1e-3,
-    "crop": 128,
-    "depth": 3,
-}
+__all__ = ["TrainRun", "TrainWidget"]
 
 _SOURCE_LAYERS = "Open layers"
 _SOURCE_FOLDER = "Dataset folder"
@@ -79,75 +62,18 @@ LAYER_SUBJECTS = 5
 _REDRAW_INTERVAL_MS = 400
 _UI_INTERVAL_MS = 200
 _INITIAL_LIMITS = (2.0, 0.0, 1.0)  # curve axes: epochs shown, loss range
-
-
-def available_devices() -> list[str]:
-    """Devices torch can use here, best first (``cuda:N``..., ``mps``, ``cpu``).
-
-    Imports torch, so call it when a widget is created, not at plugin import.
-    """
-    import torch
-
-    out = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append("mps")
-    out.append("cpu")
-    return out
+#: The configuration the controls start from.
+_DEFAULTS = PRESETS["paper"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """What the widget passes to ``softseg train`` (parsed once from the widget's values)."""
+class TrainRun:
+    """One run the widget starts: the engine's configuration and where the model goes."""
 
-    candidate: str
+    config: TrainConfig
     out: Path
-    fusion: str = "average"
-    epochs: int = PAPER_DEFAULTS["epochs"]
-    patience: int = PAPER_DEFAULTS["patience"]
-    batch_size: int = PAPER_DEFAULTS["batch_size"]
-    lr: float = PAPER_DEFAULTS["lr"]
-    crop: int = PAPER_DEFAULTS["crop"]
-    depth: int = PAPER_DEFAULTS["depth"]
-    device: str = "cpu"
-    seed: int = 0
     resume: bool = False
     overwrite: bool = False
-
-    def options(self) -> dict[str, object]:
-        """Options of :func:`napari_softseg._supervisor.train_argv`."""
-        return {
-            "epochs": self.epochs,
-            "patience": self.patience,
-            "batch_size": self.batch_size,
-            "lr": repr(float(self.lr)),
-            "crop": self.crop,
-            "depth": self.depth,
-            "fusion": self.fusion,
-            "device": self.device,
-            "seed": self.seed,
-            "resume": self.resume,
-            "overwrite": self.overwrite,
-        }
-
-
-def layer_geometry(layer: Any) -> DisplayGeometry:
-    """The layer's native geometry (from its metadata), or one built from its scale/translate
-    for a layer made in napari; checked against the layer's shape."""
-    from napari_softseg._layers import geometry_from_layer_scale, geometry_of
-
-    data_shape = tuple(np.shape(layer.data))
-    geometry = geometry_of(layer)
-    if geometry is None:
-        if len(data_shape) != 3:
-            raise InputError(f"layer {layer.name!r}: expected a 3D volume, got shape {data_shape}")
-        geometry = geometry_from_layer_scale(data_shape, scale=layer.scale, translate=layer.translate)
-    if tuple(geometry.display_shape) != data_shape:
-        raise InputError(
-            f"layer {layer.name!r} has shape {data_shape} but its geometry expects "
-            f"{geometry.display_shape}; was the layer resized?"
-        )
-    return geometry
 
 
 def _candidates() -> dict[str, Any]:
@@ -364,18 +290,21 @@ class TrainWidget(Container):
         )
         self.candidate_info = Label(label="")
         self.candidate_info.native.setWordWrap(True)
-        self.fusion = ComboBox(choices=list(FUSIONS), value="average", label="Fusion",
-                               tooltip="\n".join(f"{k}: {v}" for k, v in FUSIONS.items()))
-        self.epochs = SpinBox(value=PAPER_DEFAULTS["epochs"], min=1, max=10_000, label="Epochs")
-        self.patience = SpinBox(value=PAPER_DEFAULTS["patience"], min=1, max=10_000,
+        from softseg.candidates import FUSION_DESCRIPTIONS, FUSIONS
+        from softseg.device import available_devices
+
+        d = _DEFAULTS
+        self.fusion = ComboBox(choices=list(FUSIONS), value=d.data.fusion, label="Fusion",
+                               tooltip="\n".join(f"{k}: {FUSION_DESCRIPTIONS[k]}" for k in FUSIONS))
+        self.epochs = SpinBox(value=d.optim.epochs, min=1, max=10_000, label="Epochs")
+        self.patience = SpinBox(value=d.optim.patience, min=1, max=10_000,
                                 label="Patience", tooltip="early stopping patience (epochs)")
-        self.batch_size = SpinBox(value=PAPER_DEFAULTS["batch_size"], min=1, max=1024,
-                                  label="Batch size")
-        self.lr = FloatSpinBox(value=PAPER_DEFAULTS["lr"], min=1e-6, max=1.0, step=1e-4,
+        self.batch_size = SpinBox(value=d.optim.batch_size, min=1, max=1024, label="Batch size")
+        self.lr = FloatSpinBox(value=d.optim.lr, min=1e-6, max=1.0, step=1e-4,
                                label="Learning rate")
         self.lr.native.setDecimals(6)
-        self.crop = SpinBox(value=PAPER_DEFAULTS["crop"], min=16, max=1024, step=16, label="Crop")
-        self.depth = SpinBox(value=PAPER_DEFAULTS["depth"], min=1, max=6, label="U-Net depth")
+        self.crop = SpinBox(value=d.data.crop[0], min=16, max=1024, step=16, label="Crop")
+        self.depth = SpinBox(value=d.model.depth, min=1, max=6, label="U-Net depth")
         devices = available_devices()
         self.device = ComboBox(choices=devices, value=devices[0], label="Device")
         self.output = FileEdit(mode="w", filter="*.safetensors", label="Model file",
@@ -465,7 +394,19 @@ class TrainWidget(Container):
 
     # ---------------------------------------------------------------- parameters
     def config(self) -> TrainConfig:
-        """The run's configuration from the widget's values."""
+        """The engine configuration of the widget's values (validated by its schema)."""
+        over = {
+            "candidate": str(self.candidate.value),
+            "device": str(self.device.value),
+            "data": {"fusion": str(self.fusion.value), "crop": [int(self.crop.value)] * 2},
+            "model": {"depth": int(self.depth.value)},
+            "optim": {"epochs": int(self.epochs.value), "patience": int(self.patience.value),
+                      "batch_size": int(self.batch_size.value), "lr": float(self.lr.value)},
+        }
+        return _DEFAULTS.updated(over, source="training settings")
+
+    def run_request(self) -> TrainRun:
+        """The run to start: configuration, model file, resume/overwrite."""
         out = Path(str(self.output.value or "")).expanduser()
         if not str(self.output.value or "").strip() or out.is_dir():
             raise InputError("choose an output model file (…/model.safetensors)")
@@ -473,13 +414,8 @@ class TrainWidget(Container):
             out = out.with_name(out.name + ".safetensors")
         if out.exists() and not (self.overwrite.value or self.resume.value):
             raise InputError(f"{out} exists; choose another model file or tick 'Overwrite'")
-        return TrainConfig(
-            candidate=str(self.candidate.value), out=out, fusion=str(self.fusion.value),
-            epochs=int(self.epochs.value), patience=int(self.patience.value),
-            batch_size=int(self.batch_size.value), lr=float(self.lr.value),
-            crop=int(self.crop.value), depth=int(self.depth.value), device=str(self.device.value),
-            resume=bool(self.resume.value), overwrite=bool(self.overwrite.value),
-        )
+        return TrainRun(config=self.config(), out=out, resume=bool(self.resume.value),
+                        overwrite=bool(self.overwrite.value))
 
     @property
     def running(self) -> bool:
@@ -491,7 +427,7 @@ class TrainWidget(Container):
         if self.running:
             return
         try:
-            cfg = self.config()
+            cfg = self.run_request()
             job = self._prepare_data(cfg)
         except (InputError, OSError) as exc:
             _notify_error(f"Train: {exc}")
@@ -509,7 +445,7 @@ class TrainWidget(Container):
         from napari.qt.threading import thread_worker
         from napari.utils import progress
 
-        self._pbar = progress(total=0, desc=f"Training {cfg.candidate}")
+        self._pbar = progress(total=0, desc=f"Training {cfg.config.candidate}")
         self._started_at = time.perf_counter()
         worker = thread_worker(_run_training, start_thread=False)(job, cfg)
         worker.yielded.connect(self._on_item)
@@ -522,7 +458,7 @@ class TrainWidget(Container):
         self.cancel_button.enabled = True
         worker.start()
 
-    def _prepare_data(self, cfg: TrainConfig) -> dict[str, Any]:
+    def _prepare_data(self, cfg: TrainRun) -> dict[str, Any]:
         """Snapshot what the worker needs (main thread; layer data is copied)."""
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         if self.source.value == _SOURCE_FOLDER:
@@ -537,7 +473,7 @@ class TrainWidget(Container):
             raise InputError("choose one or more image layers as input channels")
         if not targets:
             raise InputError(
-                f"candidate {cfg.candidate!r} trains from labels: choose rater layers, a fused "
+                f"candidate {cfg.config.candidate!r} trains from labels: choose rater layers, a fused "
                 "layer or a soft label as target"
             )
         geometry = layer_geometry(images[0])
@@ -699,7 +635,7 @@ class TrainWidget(Container):
         """Run the trained model on the training image layers (or the selected image)."""
         from napari.layers import Image
 
-        from napari_softseg.widgets.predict import start_prediction
+        from napari_softseg._prediction import start_prediction
 
         if self.model_path is None:
             return
@@ -728,17 +664,15 @@ def _stop_holder(holder: dict[str, Any]) -> None:
         proc.stop(timeout=10.0, block=True)
 
 
-def _run_training(job: dict[str, Any], cfg: TrainConfig):
-    """Worker generator: write the layers' dataset, start and supervise ``softseg train``."""
-    from softseg.layers_dataset import write_layers_dataset
+def _run_training(job: dict[str, Any], run: TrainRun):
+    """Worker generator: write the layers' dataset and the configuration file, start and
+    supervise ``softseg train --config``."""
+    from softseg.layers_dataset import safe_name, write_layers_dataset
 
-    tmp: Path | None = None
+    tmp = Path(tempfile.mkdtemp(prefix="softseg-train-"))
+    yield ("dataset", tmp)
     if job["layers"] is not None:
-        tmp = Path(tempfile.mkdtemp(prefix="softseg-train-"))
-        yield ("dataset", tmp)
         lay = job["layers"]
-        from softseg.layers_dataset import safe_name
-
         name = safe_name(lay["source"]["images"][0])  # shown as "trained on" in Predict
         folder = write_layers_dataset(
             tmp / name, lay["channels"], lay["targets"], lay["geometry"],
@@ -747,8 +681,9 @@ def _run_training(job: dict[str, Any], cfg: TrainConfig):
         )
     else:
         folder = job["folder"]
-    argv = train_argv(folder, candidate=cfg.candidate, out=cfg.out, options=cfg.options())
-    process = TrainingProcess(argv, cwd=cfg.out.parent)
+    config = run.config.to_json_file(tmp / "train-config.json")
+    argv = train_argv(folder, config=config, out=run.out, resume=run.resume, overwrite=run.overwrite)
+    process = TrainingProcess(argv, cwd=run.out.parent)
     process.start()
     yield process
     outcome = yield from supervise(process)

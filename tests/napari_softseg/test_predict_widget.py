@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from softseg.modelfile import read_metadata
+from softseg.errors import InputError
+from softseg.modelfile import read_card
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.slow
 def model_file(tmp_path_factory):
     """A tiny softseg model trained for one epoch with the engine (CPU)."""
     from softseg.phantom import write_dataset
-    from softseg.train import DataConfig, ModelConfig, OptimConfig, TrainConfig, fit
+    from softseg.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from softseg.training import fit
 
     root = tmp_path_factory.mktemp("predict-model")
     data = write_dataset(root / "phantoms", n_subjects=3, shape=(32, 32, 8), n_raters=2, seed=3)
@@ -67,12 +69,16 @@ def test_metadata_is_shown_per_model(viewer_widget, model_file, tmp_path):
     bogus.write_bytes(b"hello, not a model")
     widget.models.value = (model_file, bogus)
     text = widget.model_info.value
-    meta = read_metadata(model_file)
+    card = read_card(model_file)
     first, second = text.splitlines()
     assert "Soft-ReLU-Wing (softseg)" in first and "trained on phantoms" in first
-    assert f"threshold {meta['threshold']:.2f}" in first
-    assert f"val Dice {meta['validation']['val_dice']:.3f}" in first
+    assert f"threshold {card.threshold:.2f}" in first
+    assert f"val Dice {card.validation.val_dice:.3f}" in first
     assert second.startswith("notes.safetensors: ✗") and "not a safetensors" in second
+    # the full card (softseg info's text) is the tooltip
+    from softseg.card import render_card
+
+    assert widget.model_info.tooltip == render_card(card, path=str(model_file))
 
 
 def test_predictions_in_the_image_geometry(viewer_widget, model_file, oblique_image, qtbot, tmp_path):
@@ -99,10 +105,15 @@ def test_predictions_in_the_image_geometry(viewer_widget, model_file, oblique_im
     np.testing.assert_allclose(pred.translate, image.translate)
     assert tuple(pred.contrast_limits) == (0.0, 1.0)
     assert pred.colormap.colors[0][3] == 0.0 and pred.colormap.colors[-1][3] == 1.0
+    from napari_softseg._metadata import prediction_card, prediction_threshold
+
     info = pred.metadata["softseg_prediction"]
-    meta = read_metadata(model_file)
-    assert info["threshold"] == pytest.approx(meta["threshold"])
+    card = read_card(model_file)
+    assert prediction_card(pred) == card  # the typed card travels with the layer
+    assert prediction_threshold(pred) == card.threshold == info["threshold"]
     assert info["candidate"] == "softseg" and info["model"] == str(model_file.resolve())
+    with pytest.raises(InputError, match="is not a model's prediction; it has no optimal threshold"):
+        prediction_threshold(image)  # no silent 0.5
     np.testing.assert_array_equal(pred.metadata["softseg_geometry"]["affine"],
                                   image.metadata["softseg_geometry"]["affine"])
     # reference: the engine on the file itself (native order), shown with the reader's geometry
@@ -142,7 +153,7 @@ def test_channel_mismatch_and_bad_model_are_notifications(viewer_widget, model_f
 
 
 def test_cancel_adds_nothing(viewer_widget, model_file, qtbot):
-    from napari_softseg.widgets.predict import start_prediction
+    from napari_softseg._prediction import start_prediction
 
     viewer, _ = viewer_widget
     img = viewer.add_image(np.random.default_rng(0).random((8, 24, 24), dtype=np.float32))

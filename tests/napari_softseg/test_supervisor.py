@@ -85,13 +85,26 @@ def _wait_for_step(proc: TrainingProcess) -> list[ev.Event]:
     raise AssertionError("child ended before its first step")
 
 
-def test_train_argv_options():
-    argv = train_argv("data", candidate="softseg", out="m.safetensors",
-                      options={"epochs": 2, "batch_size": 8, "overwrite": True, "seed": None,
-                               "resume": False}, python="py")
-    assert argv == ["py", "-m", "softseg", "train", "data", "--candidate", "softseg", "--out",
-                    "m.safetensors", "--epochs", "2", "--batch-size", "8", "--overwrite",
-                    "--json-progress"]
+def test_train_argv_hands_the_config_file():
+    argv = train_argv("data", config="run.json", out="m.safetensors", overwrite=True, python="py")
+    assert argv == ["py", "-m", "softseg", "train", "data", "--config", "run.json", "--out",
+                    "m.safetensors", "--overwrite", "--json-progress"]
+    assert train_argv("d", config="c.json", out="m.safetensors", resume=True, python="py")[-2:] == [
+        "--resume", "--json-progress"]
+
+
+def test_widget_config_round_trips_through_the_child_command_line(tmp_path):
+    """What the Train widget builds is exactly what the child trains with: one typed config,
+    handed over as a JSON file (no settings in argv)."""
+    from softseg.cli import build_parser
+    from softseg.cli.train import build_config
+    from softseg.config import PRESETS
+
+    cfg = PRESETS["paper"].updated({"candidate": "conventional", "optim": {"lr": 0.0123, "epochs": 7},
+                                    "data": {"crop": [48, 48], "fusion": "staple"}})
+    path = cfg.to_json_file(tmp_path / "run.json")
+    argv = train_argv("data", config=path, out="m.safetensors", python="py")
+    assert build_config(build_parser().parse_args(argv[3:-1])) == cfg
 
 
 def test_completed_run_yields_typed_events_and_skips_stray_lines(child):

@@ -12,7 +12,7 @@ import pytest
 
 from napari_softseg._sample_data import phantom_layers
 from napari_softseg._supervisor import is_alive
-from softseg.modelfile import read_metadata
+from softseg.modelfile import read_card
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +51,15 @@ def setup(make_napari_viewer, tmp_path):
 
 
 def test_defaults_follow_the_paper_and_registry(setup):
-    from softseg.candidates import CANDIDATES
+    from softseg.candidates import CANDIDATES, FUSIONS
+    from softseg.config import PRESETS
     from napari_softseg.widgets.train import TrainWidget
 
     viewer, _, _ = setup
     fresh = TrainWidget(viewer)
+    fresh.device.value = "cpu"
+    assert fresh.config() == PRESETS["paper"].updated({"device": "cpu"})  # one set of defaults
+    assert list(fresh.fusion.choices) == list(FUSIONS)
     assert (fresh.epochs.value, fresh.batch_size.value, fresh.crop.value, fresh.depth.value,
             fresh.patience.value) == (200, 8, 128, 3, 50)
     assert fresh.lr.value == pytest.approx(1e-3)
@@ -77,10 +81,12 @@ def test_train_from_layers_then_predict(setup, qtbot, notes):
     assert outcome.ok, (outcome.error_line, widget.process.stderr_tail)
     model = tmp_path / "model.safetensors"
     assert model.is_file() and widget.model_path == model
-    meta = read_metadata(model)
-    assert meta["candidate"]["name"] == "softseg"
-    assert meta["provenance"]["fusion"] == "average"
-    assert 0.0 < meta["threshold"] < 1.0
+    card = read_card(model)
+    assert card.candidate.name == "softseg" and card.fusion == "average"
+    assert 0.0 < card.threshold < 1.0
+    # the child trained with exactly the configuration the widget built (one typed config)
+    assert card.training.config == widget.config()
+    assert (card.training.config.optim.epochs, card.training.config.data.crop) == (2, (32, 32))
     # curves received every step and both validation passes
     assert len(widget.curves.val_y) == 2
     steps = outcome.done.epoch * 1  # at least one step per epoch
@@ -105,7 +111,7 @@ def test_train_from_layers_then_predict(setup, qtbot, notes):
     np.testing.assert_allclose(pred.scale, image.scale)
     np.testing.assert_allclose(pred.translate, image.translate)
     assert 0.0 <= float(pred.data.min()) and float(pred.data.max()) <= 1.0
-    assert pred.metadata["softseg_prediction"]["threshold"] == pytest.approx(meta["threshold"])
+    assert pred.metadata["softseg_prediction"]["threshold"] == pytest.approx(card.threshold)
 
 
 def test_cancel_leaves_a_loadable_checkpoint_and_no_child(setup, qtbot):
@@ -126,7 +132,8 @@ def test_cancel_leaves_a_loadable_checkpoint_and_no_child(setup, qtbot):
     with qtbot.waitSignal(widget.finished, timeout=120_000) as blocker:
         widget.cancel_button.clicked.emit()
     outcome = blocker.args[0]
-    assert outcome.cancelled and not outcome.killed and outcome.returncode == 0
+    assert outcome.cancelled and not outcome.killed and outcome.returncode == 130  # 128 + SIGINT
+    assert outcome.stopped and outcome.error_line is None
     assert outcome.done is not None and outcome.done.reason == "cancelled"
     assert not (tmp_path / "model.safetensors").exists()
     assert not is_alive(pid)
