@@ -140,11 +140,11 @@ def evaluate_models(
         Subjects, thresholds, model files.
     """
     from softseg.data import load_subject, scan_dataset
-    from softseg.modelfile import load_model, read_metadata
+    from softseg.modelfile import load_model, read_card
 
     if len(models) < 2:
         raise InputError(f"comparing needs at least two models; got {len(models)}")
-    metas = {str(m): read_metadata(m) for m in models}
+    metas = {str(m): read_card(m) for m in models}
     info = scan_dataset(dataset)
     if subjects is None:
         subjects = _default_subjects(metas, info.names)
@@ -183,12 +183,11 @@ def evaluate_models(
     return comparison, meta
 
 
-def _default_subjects(metas: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
+def _default_subjects(metas: Mapping[str, Any], names: Sequence[str]) -> list[str]:
     tests, seen = [], set()
     for meta in metas.values():
-        split = (meta.get("provenance") or {}).get("subjects") or {}
-        tests.append(set(split.get("test") or ()))
-        seen |= set(split.get("train") or ()) | set(split.get("val") or ())
+        tests.append(set(meta.split.test))  # meta: the model's card (softseg.card.ModelCard)
+        seen |= set(meta.split.train) | set(meta.split.val)
     common = set.intersection(*tests) if tests else set()
     chosen = sorted(s for s in common if s in names)
     if not chosen:
@@ -204,8 +203,7 @@ def _candidate_names(models, metas) -> dict[str, str]:
     base = {}
     for m in models:
         meta = metas[str(m)]
-        cand = (meta.get("candidate") or {}).get("name", Path(m).stem)
-        fusion = (meta.get("provenance") or {}).get("fusion")
+        cand, fusion = meta.candidate.name, meta.fusion
         base[str(m)] = f"{cand}:{fusion}" if fusion else str(cand)
     if len(set(base.values())) == len(base):
         # drop the fusion suffix when every model used the same fusion
@@ -243,7 +241,7 @@ class ProtocolConfig:
     ground_truth : str
         Key of :data:`GROUND_TRUTHS` for evaluation.
     epochs, patience, batch_size, crop, width, depth, lr, fusion, device
-        Training settings (:class:`softseg.train.TrainConfig`); ``fusion`` is the default for
+        Training settings (:class:`softseg.config.TrainConfig`); ``fusion`` is the default for
         candidates without ``:FUSION``.
     """
 
@@ -303,7 +301,7 @@ class ProtocolConfig:
         return d
 
     def train_config(self, candidate: str, repeat: int, *, test_group: str | None) -> Any:
-        from softseg.train import DataConfig, ModelConfig, OptimConfig, TrainConfig
+        from softseg.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
         name, fusion = parse_candidate(candidate)
         return TrainConfig(
@@ -400,7 +398,7 @@ def run_protocol(
     from softseg.data import load_subject, scan_dataset, split_subjects
     from softseg.events import EpochEvent
     from softseg.modelfile import load_model
-    from softseg.train import checkpoint_path, fit
+    from softseg.training import checkpoint_path, fit
 
     from softseg.candidates import get_candidate
     from softseg.data import FUSIONS
