@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from softseg import __version__
 from softseg.cli import candidates, demo
 from softseg.cli import phantom as phantom_cmd
+from softseg.cli import sample_data as sample_data_cmd
 from softseg.cli import evaluate as evaluate_cmd
 from softseg.cli import export as export_cmd
 from softseg.cli import export_model as export_model_cmd
@@ -49,6 +50,7 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS = {
     "demo": demo,
     "phantom": phantom_cmd,
+    "sample-data": sample_data_cmd,
     "fuse": fuse_cmd,
     "evaluate": evaluate_cmd,
     "candidates": candidates,
