@@ -222,7 +222,7 @@ def check_regular_file(path: str | os.PathLike, *, what: str = "file") -> Path:
             raise InputError(f"{p}: symbolic link loop; point the link at a real {what}") from None
         raise InputError(f"{p}: cannot read the {what} ({exc.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{p}: is a folder, expected a {what}")
+        raise InputError(f"{p}: is a folder; give the {what} file itself")
     if not stat.S_ISREG(st.st_mode):
         kind = next((text for test, text in _KINDS if test(st.st_mode)), "not a regular file")
         raise InputError(f"{p}: is {kind}, not a regular file; give the {what} itself")
@@ -275,8 +275,11 @@ def available_memory() -> int | None:
     return max(0, min(limits)) if limits else None
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.1f} MiB"
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale / 10:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def check_memory(nbytes: int, *, what: str, path: str | os.PathLike | None = None) -> None:
@@ -300,7 +303,7 @@ def check_memory(nbytes: int, *, what: str, path: str | os.PathLike | None = Non
         return
     prefix = f"{path}: " if path is not None else ""
     raise InputError(
-        f"{prefix}{what} needs {_gib(nbytes)} of memory but only {_gib(free)} is available; "
+        f"{prefix}{what} needs {_size(nbytes)} of memory but only {_size(free)} is available; "
         "use a machine with more memory, or crop or downsample the image first"
     )
 
@@ -359,6 +362,14 @@ def _parse_header(path: Path, block: bytes, compressed: bool) -> nib.Nifti1Heade
         raise InputError(f"{path}: is the header of a .hdr/.img pair; convert the pair to one .nii file")
     if magic not in magics:
         raise InputError(f"{path}: not a NIfTI file (magic {magic!r}, expected {magics[0]!r})")
+    code = int(header["datatype"])
+    if code in _REFUSED_TYPES:
+        advice = (
+            "convert it to one greyscale channel first" if code in (128, 2304)
+            else "save the magnitude (or the real part) as a real-valued image first" if code in (32, 1792, 2048)
+            else "re-save it as uint8"
+        )
+        raise InputError(f"{path}: holds {_REFUSED_TYPES[code]} voxels; softseg needs real-valued scalar images; {advice}")
     from nibabel.batteryrunners import BatteryRunner
 
     # nibabel's own header fixes (as nib.load applies them), without its log messages
@@ -424,7 +435,7 @@ def _affine(path: Path, header: nib.Nifti1Header, shape: tuple[int, int, int]) -
     if not abs(np.linalg.det(matrix)) > 1e-6 * float(np.prod(norms)):
         raise InputError(
             f"{path}: the {source} is singular (voxel axes of zero length or parallel: "
-            f"{np.array2string(matrix, precision=4, separator=', ')}); fix the file's geometry"
+            f"{np.round(matrix, 4).tolist()}); fix the file's geometry"
         )
     return affine
 
@@ -530,14 +541,6 @@ def check_nifti(path: str | os.PathLike, *, what: str = "image", label: bool = F
     block, compressed, size, isize = _read_head(p, what)
     header = _parse_header(p, block, compressed)
     file_shape, shape = _shape(p, header)
-    code = int(header["datatype"])
-    if code in _REFUSED_TYPES:
-        advice = (
-            "convert it to one greyscale channel first" if code in (128, 2304)
-            else "save the magnitude (or the real part) as a real-valued image first" if code in (32, 1792, 2048)
-            else "re-save it as uint8"
-        )
-        raise InputError(f"{p}: holds {_REFUSED_TYPES[code]} voxels; softseg needs real-valued scalar images; {advice}")
     stored = header.get_data_dtype()
     try:
         slope, inter = header.get_slope_inter()

@@ -251,3 +251,57 @@ if given is not None:
         # scale sits on a 2**-20 mm grid (geometry._dyadic), so compare to that resolution
         voxel_sizes = np.linalg.norm(_display_affine(geom)[:3, :3], axis=0)
         assert np.allclose(geom.scale, voxel_sizes, rtol=0, atol=2.0**-20)
+
+
+# --------------------------------------------------------------------------- one voxel size (issue 13 #3)
+from softseg.geometry import GRID_TOLERANCE_MM, check_same_grid, voxel_size  # noqa: E402
+from softseg.io import Volume, check_nifti  # noqa: E402
+
+
+@pytest.mark.parametrize("orientation", ORIENTATIONS)
+def test_voxel_size_is_the_affines_column_lengths_for_every_holder(tmp_path, orientation):
+    aff = _affine(orientation)
+    # hand-computed: the scale factors the test affines were built from
+    expected = {"ras": (1, 1, 1), "lps": (1, 1, 1), "anisotropic": (0.6, 0.75, 3.2),
+                "oblique": (0.9, 1.1, 2.5), "sagittal": (1.0, 1.0, 1.2)}[orientation]
+    assert voxel_size(aff) == pytest.approx(expected, abs=1e-12)
+    assert voxel_size(aff[:3, :3]) == pytest.approx(expected, abs=1e-12)
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), aff), path)
+    vol = load_volume(path)
+    # every holder gives the same numbers (float32 sform: within float32 rounding)
+    for holder in (vol, check_nifti(path), display_geometry(vol)):
+        assert voxel_size(holder) == pytest.approx(expected, rel=1e-6)
+    assert vol.spacing == voxel_size(vol)
+    assert display_geometry(vol).file_spacing == voxel_size(vol)
+    with pytest.raises(InputError, match=r"expected a \(4, 4\) affine"):
+        voxel_size(np.eye(2))
+
+
+def _vol(affine, shape=(4, 4, 4), name="a.nii.gz"):
+    from pathlib import Path
+
+    return Volume(array=np.zeros(shape, np.float32), affine=np.asarray(affine, float), header=nib.Nifti1Header(), path=Path("/data") / name)
+
+
+def test_check_same_grid_names_both_files_and_the_real_problem():
+    a = _vol(np.eye(4), name="a.nii.gz")
+    check_same_grid(a, _vol(np.eye(4) + np.diag([GRID_TOLERANCE_MM, 0, 0, 0]), name="b.nii.gz"))  # within tolerance
+    shifted = np.eye(4)
+    shifted[0, 3] = 0.5
+    with pytest.raises(InputError, match=r"^/data/b\.nii\.gz and /data/a\.nii\.gz have different affines \(largest difference 0\.5 mm"):
+        check_same_grid(a, _vol(shifted, name="b.nii.gz"))
+    with pytest.raises(InputError, match=r"^/data/b\.nii\.gz has shape \(4, 4, 3\) but /data/a\.nii\.gz has shape \(4, 4, 4\)"):
+        check_same_grid(a, _vol(np.eye(4), shape=(4, 4, 3), name="b.nii.gz"))
+    nan = np.eye(4)
+    nan[1, 1] = np.nan
+    # two files with the same NaN affine are not "different affines": the NaN is named
+    with pytest.raises(InputError, match=r"^/data/a\.nii\.gz: the affine holds NaN/Inf"):
+        check_same_grid(_vol(nan, name="a.nii.gz"), _vol(nan, name="b.nii.gz"))
+
+
+def test_display_geometry_names_the_file_of_a_bad_affine():
+    singular = np.eye(4)
+    singular[2, 2] = 0.0
+    with pytest.raises(InputError, match=r"^/data/s\.nii\.gz: affine is singular"):
+        display_geometry(_vol(singular, name="s.nii.gz"))

@@ -343,3 +343,179 @@ def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     os.chmod(img, 0o640)  # replacing a file keeps its mode
     save_volume(img, np.ones((2, 2, 2), np.float32), overwrite=True)
     assert img.stat().st_mode & 0o777 == 0o640
+
+
+# =========================================================================== issue 13: the field's files
+import logging  # noqa: E402
+import re  # noqa: E402
+import warnings  # noqa: E402
+
+import nifti_cases as cases  # noqa: E402
+
+from softseg.errors import GeometryWarning  # noqa: E402
+from softseg.io import (  # noqa: E402
+    VOXEL_SIZE_RANGE_MM,
+    available_memory,
+    check_memory,
+    check_nifti,
+    check_regular_file,
+)
+
+
+@pytest.mark.parametrize("kind", sorted(cases.BAD))
+def test_bad_file_is_refused_with_one_line_naming_it(tmp_path, kind):
+    if cases.skip_reason(kind):
+        pytest.skip(cases.skip_reason(kind))
+    path, regex = cases.make_bad(kind, tmp_path)
+    with pytest.raises(InputError) as info:
+        load_volume(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: "), message
+    assert re.search(regex, message[len(str(path)) + 2 :]), message
+    # the header check alone refuses it (nothing of the data read or allocated)
+    with pytest.raises(InputError, match=re.escape(str(path))):
+        check_nifti(path)
+
+
+@pytest.mark.parametrize("kind", sorted(cases.ODD))
+def test_valid_odd_file_loads_with_nibabels_numbers(tmp_path, kind, capfd, caplog):
+    path = cases.make_odd(kind, tmp_path)
+    with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vol = load_volume(path)
+        info = check_nifti(path)
+    # nibabel's header fixes (zero/negative pixdim, qfac) give the same numbers, but no log lines
+    assert caplog.records == []
+    assert capfd.readouterr().err == ""
+    ref_array, ref_affine = cases.nibabel_reference(path)
+    assert vol.shape == info.shape and len(vol.shape) == 3
+    np.testing.assert_array_equal(vol.array, ref_array.reshape(vol.shape))
+    assert vol.array.dtype == ref_array.dtype
+    if kind == "2d_sform_without_slice_direction":
+        expected = ref_affine.copy()
+        expected[:3, 2] = [0.0, 0.0, 3.0]  # the slice normal, pixdim[3] = 3 mm thick
+        np.testing.assert_array_equal(vol.affine, expected)
+    else:
+        np.testing.assert_array_equal(vol.affine, ref_affine)
+    # one voxel size: the lengths of the affine's columns (hand-computed from nibabel's affine)
+    assert vol.spacing == pytest.approx(tuple(np.sqrt((vol.affine[:3, :3] ** 2).sum(axis=0))), abs=0)
+    geometry_warnings = [w for w in caught if issubclass(w.category, GeometryWarning)]
+    if kind in ("pixdim_disagrees_with_sform", "2d_sform_without_slice_direction"):
+        assert geometry_warnings and all(str(path) in str(w.message) for w in geometry_warnings)
+    else:
+        assert geometry_warnings == []
+
+
+def test_our_loader_prints_nothing_where_nib_load_logs(tmp_path, capfd):
+    path = cases.make_odd("zero_pixdim_with_qform", tmp_path)
+    capfd.readouterr()
+    vol = load_volume(path)
+    assert capfd.readouterr().err == ""  # nib.load prints "pixdim[1,2,3] should be non-zero ..."
+    assert vol.spacing == pytest.approx((0.5, 1.0, 2.0))
+
+
+def test_2d_file_is_x_by_y_by_1_with_its_affine(tmp_path):
+    arr = np.arange(6 * 4, dtype=np.float32).reshape(6, 4)
+    affine = np.array([[0.5, 0, 0, -3.0], [0, 0.7, 0, 4.0], [0, 0, 3.0, 12.0], [0, 0, 0, 1]])
+    path = cases.save(tmp_path / "slice.nii.gz", arr, affine)
+    assert int(nib.load(path).header["dim"][0]) == 2
+    vol = load_volume(path)
+    assert vol.shape == (6, 4, 1)
+    np.testing.assert_array_equal(vol.array[:, :, 0], arr)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-6)
+    assert vol.spacing == pytest.approx((0.5, 0.7, 3.0), rel=1e-6)
+    # it saves back as a 3D volume with the same geometry
+    out = save_volume(tmp_path / "copy.nii.gz", vol.array, like=vol)
+    back = nib.load(out)
+    assert back.shape == (6, 4, 1)
+    np.testing.assert_array_equal(back.affine, nib.load(path).affine)
+
+
+def test_pixdim_versus_sform_uses_the_sform_and_warns_once_naming_the_file(tmp_path):
+    path = cases.make_odd("pixdim_disagrees_with_sform", tmp_path)
+    with pytest.warns(GeometryWarning, match=re.escape(str(path)) + r": pixdim gives voxel size 1 x 1 x 1 mm but the sform gives 1 x 1 x 2.5 mm"):
+        vol = load_volume(path)
+    assert vol.spacing == (1.0, 1.0, 2.5)  # the sform's columns, as nibabel's affine and the viewer
+    np.testing.assert_array_equal(vol.affine, nib.load(path).affine)
+    # (ITK takes spacing from pixdim and the direction from the sform, which is why such files
+    # measure differently in ITK-based tools; softseg follows nibabel everywhere)
+
+
+def test_voxel_size_bounds_are_inclusive_and_documented(tmp_path):
+    lo, hi = VOXEL_SIZE_RANGE_MM
+    for size in (lo, hi):
+        path = cases._sform(np.diag([size, 1.0, 1.0]), pixdim=(size, 1.0, 1.0))(tmp_path / f"v{size}.nii.gz")
+        assert load_volume(path).spacing[0] == pytest.approx(size, rel=1e-6)
+
+
+def test_memory_estimate_refuses_before_reading(tmp_path, monkeypatch):
+    import softseg.io as sio
+
+    path = save_volume(tmp_path / "a.nii.gz", np.zeros((20, 20, 20), np.float32))
+    monkeypatch.setattr(sio, "available_memory", lambda: 1000)
+    with pytest.raises(InputError, match=r"a\.nii\.gz: loading 20 x 20 x 20 float32 voxels needs 31\.2 KiB of memory but only 1\.0 KiB is available"):
+        load_volume(path)
+    with pytest.raises(InputError, match=r"^x: fusing needs 2\.0 KiB of memory"):
+        check_memory(2000, what="fusing", path="x")
+    check_memory(10, what="fusing")
+
+
+def test_available_memory_honours_ulimit_v(tmp_path):
+    import subprocess
+    import sys
+
+    free = available_memory()
+    assert free is None or free > 0
+    code = "from softseg.io import available_memory; print(available_memory())"
+    limit_kb = 4_000_000
+    out = subprocess.run(
+        ["bash", "-c", f"ulimit -v {limit_kb}; exec {sys.executable} -c '{code}'"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert 0 < int(out) < limit_kb * 1024  # the address-space limit minus what is mapped
+
+
+def test_check_regular_file_kinds(tmp_path):
+    good = save_volume(tmp_path / "a.nii.gz", np.zeros((2, 2, 2), np.float32))
+    assert check_regular_file(good) == good
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(good)
+    assert check_regular_file(link) == link  # links to regular files are fine
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(InputError, match=r"pipe: is a FIFO \(named pipe\), not a regular file; give the model file itself"):
+        check_regular_file(tmp_path / "pipe", what="model file")
+    with pytest.raises(InputError, match="character device"):
+        check_regular_file("/dev/null")
+
+
+def test_reading_a_fifo_never_blocks(tmp_path):
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "r.nii.gz")
+    code = f"from softseg.io import load_volume\ntry:\n    load_volume({str(tmp_path / 'r.nii.gz')!r})\nexcept Exception as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert "is a FIFO" in out
+
+
+def test_read_sidecar_refuses_non_objects_and_fifos(tmp_path):
+    img = save_volume(tmp_path / "r.nii.gz", np.zeros((2, 2, 2), np.uint8))
+    (tmp_path / "r.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"r\.json: a sidecar must be a JSON object"):
+        read_sidecar(img)
+    (tmp_path / "r.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match=r"r\.json: JSON nested deeper than"):
+        read_sidecar(img)
+    (tmp_path / "r.json").unlink()
+    os.mkfifo(tmp_path / "r.json")
+    with pytest.raises(InputError, match=r"r\.json: .*not a regular file"):
+        read_sidecar(img)
+
+
+def test_scaled_header_memory_estimate_counts_the_float_copy(tmp_path):
+    path = cases.write_raw(tmp_path / "s.nii.gz", cases._raw(np.zeros((10, 10, 10), np.uint8), scl_slope=2.0, scl_inter=0.0))
+    info = check_nifti(path)
+    assert info.scaled and info.nbytes == 1000 * 1 + 1000 * 8
+    plain = check_nifti(save_volume(tmp_path / "p.nii", np.zeros((10, 10, 10), np.uint8)))
+    assert not plain.scaled and plain.nbytes == 1000
