@@ -8,7 +8,7 @@ the first rater's geometry: float32 for STAPLE (its probability) and average, ui
 hard methods.
 
 Multi-class (``--classes K`` or ``--dataset-json FILE``): each RATER is an integer label map
-(0 = background, 1..K; with a ``dataset.json`` ``"labels"`` mapping, its values), or the raters
+(0 = background, 1..K; nnU-Net ``"labels"`` are 0..K too), or the raters
 are given as per-class files ``<rater>_label-<class>.nii.gz`` (binary, levels or soft; ``<class>``
 is the class index, name with spaces as ``-`` or key). OUT gets the fused integer label map and,
 for ``staple`` and ``average``, ``<OUT stem>_label-<k>.nii.gz`` holds the float32 probability of
@@ -243,13 +243,11 @@ def class_map_path(output: str | Path, k: int) -> Path:
 
 # ---------------------------------------------------------------------------- multi-class
 class _Classes:
-    """Class names/keys of a multi-class run and the label values a label map may hold."""
+    """Class names and file keys of a multi-class run (class k = label value k, 0 = background)."""
 
-    def __init__(self, names: Sequence[str], keys: Sequence[str], values: Sequence[int] | None,
-                 source: str) -> None:
+    def __init__(self, names: Sequence[str], keys: Sequence[str], source: str) -> None:
         self.names = tuple(names)
         self.keys = tuple(keys)
-        self.values = None if values is None else tuple(values)  # label value of class 0..K
         self.source = source
 
     @property
@@ -277,19 +275,22 @@ def _classes(args: argparse.Namespace) -> _Classes | None:
         if args.classes < 1:
             raise InputError(f"--classes must be >= 1; got {args.classes}")
         names = [str(k) for k in range(1, args.classes + 1)]
-        return _Classes(names, names, None, "--classes")
+        return _Classes(names, names, "--classes")
     if args.dataset_json is None:
         return None
-    from softseg.dataset_json import load_dataset_json
+    from softseg.dataset_json import DatasetJson
+    from softseg.schema import load_json, parse
 
-    meta = load_dataset_json(args.dataset_json)
-    names, keys = meta.class_names, meta.class_keys
-    if not names:
-        raise InputError(f"{args.dataset_json}: no \"classes\" or \"labels\"; list the classes")
-    values = None
-    if meta.labels is not None:
-        values = meta.label_values
-    return _Classes(names, keys, values, str(args.dataset_json))
+    source = str(args.dataset_json)
+    meta = parse(DatasetJson, load_json(args.dataset_json, what="dataset.json"), source=source)
+    if not meta.class_names:
+        raise InputError(
+            f"{source}: lists no \"classes\" (or nnU-Net \"labels\"); name the classes, e.g. "
+            "\"classes\": [\"grey matter\", \"white matter\"]"
+        )
+    # nnU-Net "labels" are 0 (background) and 1..K without gaps (DatasetJson checks it), so a
+    # label map's values are the class indices either way
+    return _Classes(meta.class_names, meta.class_keys, source)
 
 
 def _load_class_raters(
@@ -320,8 +321,7 @@ def _load_class_raters(
             if k in groups.setdefault(rater, {}):
                 raise InputError(f"{path}: class {k} of rater {rater} is given twice")
             groups[rater][k] = path
-        maps, names, kinds = [], [], []
-        for rater, files in groups.items():
+        for rater, files in groups.items():  # every file named before any is read
             missing = [k for k in range(1, classes.k + 1) if k not in files]
             if missing:
                 raise InputError(
@@ -329,6 +329,8 @@ def _load_class_raters(
                     f"({', '.join(classes.names[k - 1] for k in missing)}); give "
                     f"{rater}_label-<class>.nii.gz for every class"
                 )
+        maps, names, kinds = [], [], []
+        for rater, files in groups.items():
             per_class, rater_kinds = [], []
             for k in range(1, classes.k + 1):
                 vol = load(files[k])
@@ -356,38 +358,21 @@ def _load_class_raters(
 
 
 def _label_map(array: np.ndarray, classes: _Classes, path: str) -> np.ndarray:
-    """An integer label map as class indices 0..K (values checked against the classes)."""
-    arr = np.asarray(array)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-            raise InputError(
-                f"{path}: holds non-integer values; a multi-class rater is an integer label map "
-                "(0 = background, 1..K), or per-class files <rater>_label-<class>.nii.gz"
-            )
-        arr = arr.astype(np.int64)
-    elif arr.dtype == np.bool_:
-        arr = arr.view(np.uint8)
-    elif arr.dtype.kind not in "iu":
-        raise InputError(f"{path}: a label map must hold integers; got dtype {arr.dtype}")
-    values = classes.values if classes.values is not None else tuple(range(classes.k + 1))
-    present = np.unique(arr)
-    bad = [int(v) for v in present if int(v) not in values]
-    if bad:
-        where = (
-            f"the \"labels\" of {classes.source}" if classes.values is not None
-            else f"the classes 0..{classes.k} of {classes.source}"
-        )
+    """An integer label map (checked by :func:`softseg.fusion.as_label_maps`) whose values
+    must be classes 0..K of the run; the message names the file and the run's classes."""
+    from softseg.fusion import as_label_maps
+
+    labels, _k = as_label_maps(np.asarray(array)[None], min_raters=1, what="softseg fuse", names=[path])
+    labels = labels[0]
+    if int(labels.max()) > classes.k:
+        bad = np.unique(labels[labels > classes.k])
         raise InputError(
-            f"{path}: holds label value{'s' if len(bad) > 1 else ''} "
-            f"{', '.join(map(str, bad[:5]))}, not in {where} ({', '.join(map(str, values))}); "
-            "fix the label map or the class list"
+            f"{path}: holds label value{'s' if bad.size > 1 else ''} "
+            f"{', '.join(map(str, bad[:5].tolist()))}, not a class of {classes.source} (0 = "
+            "background, " + ", ".join(f"{i} = {n}" for i, n in enumerate(classes.names, start=1))
+            + "); fix the label map or the class list"
         )
-    if classes.values is not None and tuple(classes.values) != tuple(range(classes.k + 1)):
-        lut = np.zeros(max(values) + 1, dtype=np.uint8)
-        lut[list(values)] = np.arange(len(values))
-        return lut[arr]
-    dtype = np.uint8 if classes.k < 256 else np.uint16
-    return arr.astype(dtype, copy=False)
+    return labels
 
 
 # ----------------------------------------------------------------------------------- run
@@ -437,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
         )
     class_files = (
         [class_map_path(out, k) for k in range(1, classes.k + 1)]
-        if classes is not None and args.method in ("staple", "average")
+        if classes is not None and spec.output == "soft"
         else []
     )
     # every output checked (exists, folder writable) before any work
