@@ -51,11 +51,13 @@ def _subject_images(folder: Path) -> list[Path]:
 
 def collect_inputs(paths: list[str]) -> list[tuple[str, list[Path]]]:
     """``(name, [channel files])`` for each prediction to make, in order."""
-    from softseg.io import is_nifti_path
+    from softseg.io import check_regular_file, is_nifti_path
 
     out: list[tuple[str, list[Path]]] = []
     for text in paths:
         p = Path(text)
+        if not p.is_dir():  # FIFO, device, link loop, broken link: refused with their own message
+            check_regular_file(p, what="image")
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
         if p.is_file():
