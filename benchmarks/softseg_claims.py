@@ -250,6 +250,8 @@ def modelfile_header_guard() -> bool:
     from softseg import modelfile
     from softseg.errors import InputError
 
+    if not hasattr(modelfile, "_read_header"):  # issue 12: headers are read by safetensors itself
+        return False
     body = {"__metadata__": {"pad": ""}}
     raw = json.dumps(body).encode()
     raw = json.dumps({"__metadata__": {"pad": "x" * ((0x80 - len(raw)) % 256 + 256)}}).encode()
