@@ -5,8 +5,9 @@ pieces owned by the networks modules on the same batches, in the same run:
 
 * ``bare``: U-Net forward + ``F.binary_cross_entropy_with_logits`` + backward + Adam step;
 * ``candidate[NAME]``: ``random_affine`` -> ``prepare_target`` -> U-Net -> ``activate`` ->
-  ``compute_loss`` -> backward -> Adam step (for gdl-boundary the distance maps are warped with
-  the labels, so no per-batch scipy call);
+  ``compute_loss`` -> backward -> Adam step, as the trainer runs it (for gdl-boundary the
+  candidate computes the signed distance maps of the augmented target on the training device,
+  :func:`softseg.losses.signed_distance_map_2d`: scipy on CPU, torch on CUDA);
 * the augmentation and each candidate's activation + loss (forward and backward) alone.
 
 Run: ``.venv/bin/python benchmarks/nn_overhead.py [--size 128 --batch 8 --depth 3 --width 32]``;
@@ -134,14 +135,10 @@ def main() -> None:
             sync()
 
         def full_step(cand=cand):
-            img, lab, dm = random_affine(
-                images, labels, params=params, generator=gen, distance_maps=dmaps
-            )
+            img, lab = random_affine(images, labels, params=params, generator=gen)
             target = cand.prepare_target(lab)
             probs = cand.activate(model(img))
-            loss = cand.compute_loss(
-                probs, target, epoch=10, distance_map=dm if cand.needs_distance_map else None
-            )
+            loss = cand.compute_loss(probs, target, epoch=10)  # maps (if any) made on the device
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -37,13 +37,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from softseg.card import ModelCard
 from softseg.data import preprocess_image
 from softseg.geometry import DisplayGeometry
 from softseg.io import Volume
 from softseg.modelfile import load_model, save_model
 from softseg.models import UNet2D
 from softseg.predict import auto_batch_size, predict_volume
-from softseg.train import resolve_device
+from softseg.device import resolve_device
 
 SHAPE = (197, 233, 189)
 
@@ -67,14 +68,15 @@ def make_volume(shape=SHAPE, *, seed: int = 0) -> Volume:
 def make_model(path: Path, *, width: int, depth: int, spacing: float, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     net = UNet2D(1, 1, depth=depth, width=width)
-    meta = {
-        "candidate": {"name": "softseg", "title": "Soft-ReLU-Wing", "soft_gt": True,
-                      "activation": "normalized_relu", "loss": "adaptive_wing", "loss_params": {}},
-        "preprocessing": {"spacing": [None, spacing, spacing], "crop": [128, 128], "channels": ["image"],
-                          "normalization": "zscore", "orientation": "SPL"},
-        "threshold": 0.5, "validation": {}, "provenance": {"note": "benchmark model, random weights"},
-    }
-    return save_model(path, net, meta, overwrite=True)
+    card = ModelCard(
+        thresholds=(0.5,), channels=("image",),
+        preprocessing={"spacing": (None, spacing, spacing), "crop": (128, 128)},
+        candidate={"name": "softseg", "title": "Soft-ReLU-Wing", "soft_gt": True,
+                   "activation": {"name": "normalized_relu"}, "loss": "adaptive_wing"},
+        architecture={"name": "UNet2D", "config": net.config},
+        dataset="benchmark model, random weights",
+    )
+    return save_model(path, net, card, overwrite=True)
 
 
 def bare_forward(model, slices: torch.Tensor, batch: int, device: torch.device) -> np.ndarray:
@@ -107,7 +109,7 @@ def compare(model_path: Path, vol: Volume, device: torch.device, repeats: int) -
     geom = DisplayGeometry.from_affine(vol.affine, vol.shape)
     pre = preprocess_image(geom.to_display(vol.array[None]), geom.scale, prep, crop=False)  # (1, S, H, W)
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(pre, 0, 1)))
-    width = model.metadata["architecture"]["config"]["width"]
+    width = model.card.architecture.config.width
     batch = auto_batch_size(slices.shape[2:], width, device=device)
     pairs = []
     for _ in range(repeats):

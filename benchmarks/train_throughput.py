@@ -1,10 +1,10 @@
 """Trainer throughput (slices/s) against a bare PyTorch loop, measured in the same run.
 
-Issue 4 target: ``softseg.train.Trainer`` >= 0.9x a bare loop with the same model, batch,
+Issue 4 target: ``softseg.training.Trainer`` >= 0.9x a bare loop with the same model, batch,
 optimizer and in-memory data. Both sides do the same work per step:
 
-* ``trainer``: the real :class:`softseg.train.Trainer` (events, cancel checks, per-epoch label
-  assembly, DistributedSampler indices, ``random_affine`` augmentation, candidate
+* ``trainer``: the real :class:`softseg.training.Trainer` (events, callbacks, cancel checks,
+  per-epoch label assembly, DistributedSampler indices, ``random_affine`` augmentation, candidate
   ``prepare_target`` / ``activate`` / ``compute_loss``, Adam, GradScaler);
 * ``bare``: a hand-written loop over ``torch.randperm`` batches calling the same
   ``random_affine`` + candidate functions + Adam — the minimum any loop must do;
@@ -45,7 +45,9 @@ from softseg.augment import AffineAugment, random_affine
 from softseg.candidates import get_candidate
 from softseg.data import DatasetInfo, Preprocessing, SliceSet, Split, Subject
 from softseg.models import UNet2D
-from softseg.train import PreparedData, Trainer, TrainConfig, resolve_device
+from softseg.config import TrainConfig
+from softseg.device import resolve_device
+from softseg.training import PreparedData, Trainer
 
 
 def synthetic_slices(n: int, size: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
