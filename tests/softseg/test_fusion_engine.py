@@ -231,5 +231,5 @@ def test_class_probabilities_from_per_class_maps():
     # within rounding above 1: rescaled to sum 1 exactly
     close = fusion.class_probabilities([gm, wm + np.float32(3e-6)], name="rater-a")
     assert close.sum(axis=0).max() <= 1.0 + 1e-7 and close.min() >= 0
-    with pytest.raises(InputError, match=r"rater-a: the per-class maps sum to 1\.25 at voxel \(0, 1\)"):
+    with pytest.raises(InputError, match=r"rater-a: the per-class maps sum to 1\.25 at voxel \(0, 0\)"):
         fusion.class_probabilities([gm, wm + np.float32(0.25)], name="rater-a")
