@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   napari with the plugin's widgets docked and the SoftSeg phantom loaded
+#   make demo   napari with the plugin's widgets docked and a brain made from the MNI template
 #   make test   the whole test suite (under a virtual X server, so it runs headless too)
 # Both install what is missing first (scripts/bootstrap.sh).
 
