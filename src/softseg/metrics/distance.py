@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from softseg.metrics._common import (
     binarize_raw,
@@ -22,9 +22,40 @@ __all__ = ["hausdorff_distance"]
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Foreground voxels with a face neighbour in the background (or on the array border)."""
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    """Foreground voxels with a face neighbour in the background (or on the array border).
+
+    The same as ``mask & ~binary_erosion(mask, generate_binary_structure(ndim, 1),
+    border_value=0)``, by array shifts (a fraction of the cost on large boxes).
+    """
+    inner = np.zeros_like(mask)
+    core = tuple(slice(1, n - 1) for n in mask.shape)
+    acc = mask[core].copy()
+    for ax in range(mask.ndim):
+        for step in (-1, 1):
+            shifted = list(core)
+            shifted[ax] = slice(1 + step, mask.shape[ax] - 1 + step)
+            acc &= mask[tuple(shifted)]
+    inner[core] = acc
+    return mask & ~inner
+
+
+def _directed(src: np.ndarray, dst: np.ndarray, shape: tuple[int, ...], scale: np.ndarray,
+              tree: list) -> np.ndarray:
+    """Distances (mm) from the voxels ``src`` (sorted flat indices) to the nearest of ``dst``.
+
+    Voxels on both surfaces are at distance 0 (most of them for a good segmentation); the rest
+    are looked up in a k-d tree of ``dst`` (built once, kept in ``tree``).
+    """
+    pos = np.minimum(np.searchsorted(dst, src), dst.size - 1)
+    rest = src[dst[pos] != src]
+    out = np.zeros(src.size)
+    if rest.size:
+        if not tree:
+            tree.append(cKDTree(np.column_stack(np.unravel_index(dst, shape)) * scale,
+                                balanced_tree=False, compact_nodes=False))
+        out[: rest.size] = tree[0].query(np.column_stack(np.unravel_index(rest, shape)) * scale,
+                                         k=1)[0]
+    return out
 
 
 def hausdorff_distance(
@@ -37,10 +68,13 @@ def hausdorff_distance(
 ) -> float:
     """Symmetric (percentile) Hausdorff distance between the surfaces, in mm.
 
-    For each surface voxel of one mask, the Euclidean distance (``distance_transform_edt``
-    with ``sampling=spacing``) to the nearest surface voxel of the other; the result is the
-    larger of the two directed ``percentile``-th percentiles (linear interpolation, as in
-    MONAI). ``percentile=100`` is the classical Hausdorff distance.
+    For each surface voxel of one mask (a foreground voxel with a face neighbour in the
+    background), the Euclidean distance in mm to the nearest surface voxel of the other; the
+    result is the larger of the two directed ``percentile``-th percentiles (linear
+    interpolation, as in MONAI). ``percentile=100`` is the classical Hausdorff distance.
+    Nearest neighbours are exact (``scipy.spatial.cKDTree`` on the surface voxels' mm
+    coordinates: the same distances as ``distance_transform_edt(sampling=spacing)``, with work
+    proportional to the surfaces instead of the bounding box).
 
     Parameters
     ----------
@@ -72,8 +106,9 @@ def hausdorff(pm: np.ndarray, gm: np.ndarray, sp: tuple[float, ...], q: float) -
     pm, gm = pm[box], gm[box]
     if not (pm.any() and gm.any()):
         return math.inf  # only one is empty
-    ps = surface(pm)
-    gs = surface(gm)
-    d_pg = ndimage.distance_transform_edt(~gs, sampling=sp)[ps]
-    d_gp = ndimage.distance_transform_edt(~ps, sampling=sp)[gs]
+    scale = np.asarray(sp, dtype=np.float64)
+    ps = np.flatnonzero(surface(np.ascontiguousarray(pm)))  # sorted flat indices
+    gs = np.flatnonzero(surface(np.ascontiguousarray(gm)))
+    d_pg = _directed(ps, gs, pm.shape, scale, [])
+    d_gp = _directed(gs, ps, pm.shape, scale, [])
     return float(max(np.percentile(d_pg, q), np.percentile(d_gp, q)))
