@@ -117,7 +117,9 @@ def main() -> int:
     sitk_times, (sitk_labels, sitk_conf) = timed(run_sitk, 3, "staple_simpleitk")
     ours_times, res = timed(lambda: ml.multilabel_staple(raters), 7, "staple_softseg")
     bare_times, bare = timed(
-        lambda: ml.multilabel_staple(raters, probabilities=False), 7, "staple_softseg_no_probabilities"
+        lambda: ml.multilabel_staple(raters, probabilities=False),
+        7,
+        "staple_softseg_no_probabilities",
     )
     roi = default_roi(raters > 0)
     roi_times, roi_res = timed(lambda: ml.multilabel_staple(raters, roi=roi), 3, "staple_roi")
@@ -150,6 +152,7 @@ def main() -> int:
         "undecided_voxels_simpleitk": undecided,
         "extra_itk_row_max": float(np.abs(sitk_conf[:, t, :]).max()),
         "max_abs_probability_sum_error": prob_sum,
+        "same_labels_without_probabilities": bool(np.array_equal(bare.labels, res.labels)),
         "confusion_rows_true_class": res.confusion.round(6).tolist(),
         "prior": res.prior.tolist(),
         "goal_speedup": 5.0,
