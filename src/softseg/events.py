@@ -1,6 +1,6 @@
 """Typed progress events of the trainer (the schema the CLI and the napari widget read).
 
-The trainer (:func:`softseg.train.train`) yields these events; ``softseg train --json-progress``
+The trainer (:func:`softseg.training.train`) yields these events; ``softseg train --json-progress``
 prints one JSON object per event per line on stdout (flushed after each line), so a supervisor
 process (the napari "Train" widget) can parse them with :func:`from_json`.
 

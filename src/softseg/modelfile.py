@@ -39,7 +39,6 @@ __all__ = [
     "load_model",
     "open_tensors",
     "read_card",
-    "read_metadata",
     "save_model",
     "write_tensors",
 ]
@@ -124,43 +123,6 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     path = Path(path)
     with open_tensors(path, framework="numpy") as fh:  # numpy: no torch import
         return _card_of(fh, path)
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Deprecated: the card in the untyped layout of format version 1. Use :func:`read_card`.
-
-    Kept only while callers outside the train engineer's modules move to the typed card.
-    """
-    return legacy_document(read_card(path))
-
-
-def legacy_document(card: ModelCard) -> dict[str, Any]:
-    """Deprecated: a card in the format-version-1 dict layout (``threshold``, ``provenance``...)."""
-    c = card.candidate
-    t = card.training
-    curve = card.validation.curves[0] if card.validation.curves else None
-    return {
-        "format_version": card.format_version,
-        "candidate": {"name": c.name, "title": c.title, "soft_gt": c.soft_gt,
-                      "activation": c.activation.name, "loss": c.loss, "loss_params": dict(c.loss_params)},
-        "architecture": card.architecture.model_dump(mode="json"),
-        "preprocessing": {**card.preprocessing.model_dump(mode="json"), "channels": list(card.channels)},
-        "threshold": card.thresholds[0],
-        "validation": {
-            **card.validation.model_dump(mode="json", exclude={"curves"}),
-            "threshold_sweep": [[a, b] for a, b in zip(curve.thresholds, curve.dice)] if curve else [],
-            "history": [row.model_dump(mode="json") for row in card.history],
-        },
-        "provenance": {
-            "dataset": card.dataset, "subjects": card.split.model_dump(mode="json"),
-            "raters": list(card.raters), "fusion": card.fusion, "classes": list(card.classes),
-            "seed": t.seed, "epochs": t.epochs, "max_epochs": t.max_epochs,
-            "config": t.config.as_dict() if t.config is not None else None,
-            "device": t.device, "world_size": t.world_size, "distributed": t.distributed,
-            "softseg_version": card.software.softseg, "torch_version": card.software.torch,
-            "created": t.created,
-        },
-    }
 
 
 def write_tensors(
@@ -278,11 +240,6 @@ class LoadedModel:
     def preprocessing(self) -> Any:
         """The :class:`softseg.data.Preprocessing` of the card."""
         return self.card.preprocessing_steps()
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """Deprecated: the card as an untyped dict (:func:`legacy_document`); use :attr:`card`."""
-        return legacy_document(self.card)
 
     @property
     def activation(self) -> Any:

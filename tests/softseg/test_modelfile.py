@@ -11,12 +11,10 @@ import struct
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-import softseg.modelfile as mf
 from softseg.card import FORMAT_VERSION, ModelCard
 from softseg.errors import InputError
 from softseg.modelfile import load_model, read_card, save_model
@@ -296,7 +294,7 @@ def test_every_pickle_protocol_is_refused(tmp_path, protocol):
 
 # ------------------------------------------------------------------ format version 1
 def _v1_document(net: UNet2D) -> dict:
-    """The metadata the previous release wrote (softseg.train.Trainer.metadata, format 1)."""
+    """The metadata the previous release wrote (its Trainer.metadata, format 1)."""
     return {
         "format_version": 1,
         "candidate": {"name": "softseg", "title": "Soft-ReLU-Wing", "soft_gt": True,
@@ -384,11 +382,3 @@ def test_format_version_1_minimal_and_odd_documents(tmp_path):
               metadata={"softseg": json.dumps(minimal)})
     with pytest.raises(InputError, match=r"model card: thresholds.0: Input should be a valid number"):
         read_card(bad)
-
-
-def test_legacy_dict_view_for_callers_not_yet_switched(model_file):
-    path, _ = model_file
-    doc = mf.read_metadata(path)
-    assert doc["threshold"] == 0.35 and doc["candidate"]["activation"] == "normalized_relu"
-    assert doc["preprocessing"]["channels"] == ["image"]
-    assert np.isclose(load_model(path).metadata["threshold"], 0.35)
