@@ -46,7 +46,12 @@ from typing import Any, Literal
 import numpy as np
 
 from softseg.errors import InputError
-from softseg.fusion.agreement import binary_confusion, rater_performance, soft_class_confusion
+from softseg.fusion.agreement import (
+    binary_confusion,
+    disagreement,
+    rater_performance,
+    soft_class_confusion,
+)
 from softseg.fusion.raters import _is_binary, as_raters, default_roi, roi_box, roi_mask
 from softseg.fusion.staple_em import DEFAULT_MAX_ITER, StapleResult, staple
 from softseg.fusion.voting import average, intersection, majority_vote, union
@@ -438,9 +443,9 @@ def iter_fuse(
     else:
         fused = intersection(arr)
     yield 0.7, "disagreement"
-    from softseg.metrics import entropy, pairwise_dice
+    from softseg.metrics import pairwise_dice
 
-    dis = entropy(fused if spec.name == "average" else average(arr))
+    dis = disagreement(arr)
     yield 0.8, "rater statistics"
     pair = pairwise_dice(arr)
     if result is not None:
