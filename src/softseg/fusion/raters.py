@@ -17,13 +17,83 @@ import numpy as np
 from softseg.checks import as_probability
 from softseg.errors import InputError
 
-__all__ = ["as_raters", "default_roi", "roi_box", "roi_mask"]
+__all__ = ["any_nonzero", "as_raters", "default_roi", "roi_box", "roi_mask", "stack_maps"]
 
 
 def _rater_name(names: Sequence[str] | None, index: int) -> str:
     if names is not None and index < len(names):
         return str(names[index])
     return f"rater {index}"
+
+
+def stack_maps(
+    maps: np.ndarray | Sequence[np.ndarray],
+    *,
+    min_raters: int = 2,
+    what: str = "fusion",
+    names: Sequence[str] | None = None,
+    noun: str = "raters",
+) -> np.ndarray:
+    """One array ``(R, *spatial)`` from an array or a sequence of same-shape maps (no value checks).
+
+    The shared first step of :func:`as_raters` and
+    :func:`softseg.fusion.multilabel.as_label_maps`: count, shapes, emptiness.
+
+    Parameters
+    ----------
+    maps : ndarray (R, *spatial) or sequence of R ndarrays (*spatial)
+    min_raters : int
+        Fewest maps accepted.
+    what : str
+        Name of the operation, first in every message.
+    names : sequence of str, optional
+        One name per map (file or layer) for messages; default "rater i".
+    noun : str
+        What the maps are, in messages ("raters", "label maps").
+
+    Returns
+    -------
+    ndarray (R, *spatial)
+        The input itself when it already is an array (no copy), else the stacked maps.
+
+    Raises
+    ------
+    InputError
+        Not an array or a sequence of arrays, fewer than ``min_raters``, shapes that differ, an
+        empty array.
+    """
+    if isinstance(maps, np.ndarray):
+        arr = maps
+        if arr.ndim < 2:
+            raise InputError(
+                f"{what}: expected {noun} of shape (R, *spatial); got an array of shape {arr.shape}"
+            )
+    else:
+        try:
+            items = [np.asarray(r) for r in maps]
+        except TypeError:
+            raise InputError(
+                f"{what}: expected an array (R, *spatial) or a list of {noun}; got "
+                f"{type(maps).__name__}"
+            ) from None
+        if not items:
+            raise InputError(f"{what}: no {noun} given; give at least {min_raters}")
+        for i, item in enumerate(items[1:], start=1):
+            if item.shape != items[0].shape:
+                raise InputError(
+                    f"{what}: {_rater_name(names, i)} has shape {item.shape} but "
+                    f"{_rater_name(names, 0)} has shape {items[0].shape}; all {noun} must be on "
+                    "the same voxel grid"
+                )
+        arr = np.stack(items) if len(items) > 1 else items[0][None]
+    n = arr.shape[0]
+    if n < min_raters:
+        raise InputError(
+            f"{what}: got {n} rater{'s' if n != 1 else ''}; a fusion needs at least {min_raters}"
+        )
+    if arr.size == 0:
+        raise InputError(f"{what}: {noun} are empty arrays (shape {arr.shape})")
+    return arr
 
 
 def as_raters(
@@ -62,37 +132,8 @@ def as_raters(
         values outside [0, 1] beyond the tolerance (message names the rater and prints its
         extremes at full precision), or (``binary=True``) non-binary values.
     """
-    if isinstance(raters, np.ndarray):
-        arr = raters
-        if arr.ndim < 2:
-            raise InputError(
-                f"{what}: expected raters of shape (R, *spatial); got an array of shape {arr.shape}"
-            )
-    else:
-        try:
-            items = [np.asarray(r) for r in raters]
-        except TypeError:
-            raise InputError(
-                f"{what}: expected an array (R, *spatial) or a list of arrays; got "
-                f"{type(raters).__name__}"
-            ) from None
-        if not items:
-            raise InputError(f"{what}: no raters given; give at least {min_raters}")
-        for i, item in enumerate(items[1:], start=1):
-            if item.shape != items[0].shape:
-                raise InputError(
-                    f"{what}: {_rater_name(names, i)} has shape {item.shape} but "
-                    f"{_rater_name(names, 0)} has shape {items[0].shape}; all raters must be on "
-                    "the same voxel grid"
-                )
-        arr = np.stack(items) if len(items) > 1 else items[0][None]
+    arr = stack_maps(raters, min_raters=min_raters, what=what, names=names)
     n = arr.shape[0]
-    if n < min_raters:
-        raise InputError(
-            f"{what}: got {n} rater{'s' if n != 1 else ''}; a fusion needs at least {min_raters}"
-        )
-    if arr.size == 0:
-        raise InputError(f"{what}: raters are empty arrays (shape {arr.shape})")
     if arr.dtype == np.bool_:
         return arr
     if arr.dtype.kind not in "iuf":
