@@ -29,14 +29,17 @@ def _raters() -> np.ndarray:
     ).astype(np.uint8)
 
 
+def _write_raters(folder, arrays) -> list[str]:
+    """``rater-<i>.nii.gz`` per array, on the test grid; their paths."""
+    paths = [folder / f"rater-{i}.nii.gz" for i in range(len(arrays))]
+    for path, array in zip(paths, arrays):
+        save_volume(path, array, affine=AFFINE)
+    return [str(p) for p in paths]
+
+
 @pytest.fixture()
 def rater_files(tmp_path):
-    paths = []
-    for i, r in enumerate(_raters()):
-        path = tmp_path / f"rater-{i}.nii.gz"
-        save_volume(path, r, affine=AFFINE)
-        paths.append(str(path))
-    return paths
+    return _write_raters(tmp_path, _raters())
 
 
 def _one_line_error(capsys) -> str:
@@ -206,12 +209,7 @@ def _class_raters() -> np.ndarray:
 
 @pytest.fixture()
 def label_files(tmp_path):
-    paths = []
-    for i, lab in enumerate(_class_raters()):
-        path = tmp_path / f"rater-{i}.nii.gz"
-        save_volume(path, lab, affine=AFFINE)
-        paths.append(str(path))
-    return paths
+    return _write_raters(tmp_path, _class_raters())
 
 
 def _nothing_written(tmp_path, stem):
