@@ -72,7 +72,7 @@ import numpy as np
 
 from softseg.checks import as_probability
 from softseg.errors import InputError
-from softseg.fusion.raters import _rater_name, roi_mask
+from softseg.fusion.raters import _rater_name, roi_mask, stack_maps
 
 __all__ = [
     "MultiLabelStapleResult",
@@ -141,38 +141,8 @@ def as_label_maps(
         isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1
     ):
         raise InputError(f"{what}: n_classes must be a whole number >= 1; got {n_classes!r}")
-    if isinstance(raters, np.ndarray):
-        arr = raters
-        if arr.ndim < 2:
-            raise InputError(
-                f"{what}: expected label maps of shape (R, *spatial); got an array of shape "
-                f"{arr.shape}"
-            )
-    else:
-        try:
-            items = [np.asarray(r) for r in raters]
-        except TypeError:
-            raise InputError(
-                f"{what}: expected an array (R, *spatial) or a list of label maps; got "
-                f"{type(raters).__name__}"
-            ) from None
-        if not items:
-            raise InputError(f"{what}: no raters given; give at least {min_raters}")
-        for i, item in enumerate(items[1:], start=1):
-            if item.shape != items[0].shape:
-                raise InputError(
-                    f"{what}: {_rater_name(names, i)} has shape {item.shape} but "
-                    f"{_rater_name(names, 0)} has shape {items[0].shape}; all label maps must be "
-                    "on the same voxel grid"
-                )
-        arr = np.stack(items)
+    arr = stack_maps(raters, min_raters=min_raters, what=what, names=names, noun="label maps")
     n = arr.shape[0]
-    if n < min_raters:
-        raise InputError(
-            f"{what}: got {n} rater{'s' if n != 1 else ''}; a fusion needs at least {min_raters}"
-        )
-    if arr.size == 0:
-        raise InputError(f"{what}: label maps are empty arrays (shape {arr.shape})")
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
     elif arr.dtype.kind not in "iuf":
