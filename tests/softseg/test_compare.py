@@ -171,3 +171,73 @@ def test_report_folder_has_table_and_every_figure(tmp_path):
     data = json.loads((folder / "metrics.json").read_text())
     assert data["samples"]["smooth"][0]["ece"] == pytest.approx(comp.rows["smooth"][0]["ece"])
     assert "Dice [%]" in html and "smooth" in html
+
+
+# ------------------------------------------------------------- non-finite values, test n
+def test_summary_counts_non_finite_values_and_infinite_means():
+    rows = {
+        "a": [{"rvd": 0.1, "rater_entropy": math.nan}, {"rvd": -math.inf, "rater_entropy": 2.0},
+              {"rvd": 0.3, "rater_entropy": 4.0}],
+        "b": [{"rvd": math.inf}, {"rvd": -math.inf}, {"rvd": 0.0}],
+    }
+    s = compare.summarize(rows)
+    # a healthy subject with a predicted lesion (RVD = -inf) is not dropped: the mean is -inf
+    assert s.mean["a"]["rvd"] == -math.inf and math.isnan(s.std["a"]["rvd"])
+    assert s.counts["a"]["rvd"] == {"finite": 2, "inf": 1, "nan": 0}
+    assert s.cell("a", "rvd") == "-inf [1 inf]"
+    assert math.isnan(s.mean["b"]["rvd"])  # +inf and -inf: undefined
+    assert s.counts["b"]["rvd"]["inf"] == 2
+    # NaN = not applicable (no raters for that subject): left out, counted, shown as n
+    assert s.mean["a"]["rater_entropy"] == 3.0
+    assert s.counts["a"]["rater_entropy"] == {"finite": 2, "inf": 0, "nan": 1}
+    assert s.cell("a", "rater_entropy") == "3.0 ± 1.4 [n=2]"
+
+
+def test_wilcoxon_reports_the_pairs_it_used():
+    ref = [0.50, 0.61, 0.40, 0.70, 0.55, 0.52, 0.48, 0.66, math.nan]
+    cand = [0.60, 0.71, 0.40, 0.81, 0.62, 0.60, 0.59, 0.75, 0.90]
+    r = compare.wilcoxon_tests({"ref": ref, "cand": cand}, "ref")
+    # pair 8 has no reference value, pair 2 is a tie (zero difference): 7 pairs remain
+    assert r["cand"].n == 7
+    d = np.array(cand[:8]) - np.array(ref[:8])
+    assert r["cand"].pvalue == pytest.approx(wilcoxon(d[d != 0]).pvalue)
+    assert r["ref"].n == 0 and math.isnan(r["ref"].pvalue)
+    # an infinite value is a sample (the most extreme difference), inf vs inf is a tie
+    r = compare.wilcoxon_tests({"ref": [1.0, 2.0, math.inf, 4.0, 5.0, 6.0],
+                                "cand": [math.inf, 2.5, math.inf, 4.5, 5.5, 6.5]}, "ref")
+    assert r["cand"].n == 5
+    rows = {c: [{"dice": v} for v in vals] for c, vals in (("ref", ref), ("cand", cand))}
+    s = compare.summarize(rows, reference="ref")
+    assert s.n_test["cand"]["dice"] == 7 and s.n["cand"] == 9
+    assert s.counts["ref"]["dice"]["nan"] == 1
+
+
+def test_entropy_mae_is_the_mean_entropy_error_over_subjects():
+    rng = np.random.default_rng(5)
+    rows, errors = [], []
+    for _ in range(3):
+        raters = (rng.random((3, 6, 6, 3)) < 0.4).astype(np.uint8)
+        pred = rng.random((6, 6, 3)).astype(np.float32)
+        avg = raters.mean(axis=0)
+        row, _ = compare.evaluate_subject(pred, raters[0], threshold=0.5, raters=raters)
+        rows.append(row)
+        h = lambda p: float(np.sum([-x * math.log(x) - (1 - x) * math.log(1 - x)  # noqa: E731
+                                    for x in np.ravel(p) if 0 < x < 1]))
+        errors.append(abs(h(pred) - h(avg)))
+    s = compare.summarize({"c": rows})
+    assert s.mean["c"]["entropy_error"] == pytest.approx(np.mean(errors), rel=1e-5)
+
+
+def test_report_keeps_infinities_explicit(tmp_path):
+    comp, _ = _comparison()
+    comp.rows["hard"][0]["rvd"] = -math.inf  # as on a healthy subject
+    compare.write_report(tmp_path / "r", comp)
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert data["samples"]["hard"][0]["rvd"] == "-inf"
+    assert data["summary"]["mean"]["hard"]["rvd"] == "-inf"
+    assert data["summary"]["counts"]["hard"]["rvd"] == {"finite": 0, "inf": 1, "nan": 0}
+    assert compare.number(data["samples"]["hard"][0]["rvd"]) == -math.inf
+    with open(tmp_path / "r" / "summary.csv", newline="") as fh:
+        row = {r["candidate"]: r for r in csv.DictReader(fh)}["hard"]
+    assert row["rvd_mean"] == "-inf" and row["rvd_n_inf"] == "1"
+    assert "[1 inf]" in (tmp_path / "r" / "index.html").read_text()
