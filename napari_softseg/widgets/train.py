@@ -248,12 +248,7 @@ def _finite(x: Any) -> bool:
 
 
 def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "ETA …"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"ETA {h}:{m:02d}:{s:02d}" if h else f"ETA {m}:{s:02d}"
+    return f"ETA {ev.format_seconds(seconds)}" if _finite(seconds) else "ETA …"
 
 
 class TrainWidget(Container):

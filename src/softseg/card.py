@@ -39,6 +39,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from softseg.config import MAX_SPACING_MM, MIN_SPACING_MM, TrainConfig
+from softseg.events import format_seconds
 from softseg.errors import InputError
 from softseg.schema import Schema, parse
 
@@ -425,15 +426,6 @@ def _num(x: float | None, spec: str = ".3f") -> str:
     return "–" if x is None or not math.isfinite(x) else format(x, spec)
 
 
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h} h {m:02d} min" if h else (f"{m} min {sec:02d} s" if m else f"{sec} s")
-
-
 def render_card(card: ModelCard, *, path: str | None = None) -> str:
     """The card as readable text, one topic per line (``softseg info``; the Predict widget).
 
@@ -475,7 +467,7 @@ def render_card(card: ModelCard, *, path: str | None = None) -> str:
         ("Training", f"{t.epochs if t.epochs is not None else '?'} of "
          f"{t.max_epochs if t.max_epochs is not None else '?'} epochs"
          + (f" ({t.stop_reason.replace('_', ' ')})" if t.stop_reason else "")
-         + f" in {_seconds(t.seconds)} on {t.device or '?'}"
+         + f" in {format_seconds(t.seconds)} on {t.device or '?'}"
          + (f" x {t.world_size}" if t.world_size > 1 else "")
          + f", seed {t.seed if t.seed is not None else '?'}"
          + (f", {t.created}" if t.created else "")),

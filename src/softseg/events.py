@@ -60,6 +60,7 @@ __all__ = [
     "StepEvent",
     "ValEvent",
     "from_dict",
+    "format_seconds",
     "from_json",
     "to_dict",
     "to_json",
@@ -233,3 +234,14 @@ def from_json(line: str) -> Event | None:
     if not isinstance(data, dict):
         return None
     return from_dict(data)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration (``eta_s``, ``elapsed_s``) for people: ``"45s"``, ``"3m07s"``, ``"2h05m"``;
+    ``"?"`` when unknown (None, NaN, Inf)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(max(0.0, seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

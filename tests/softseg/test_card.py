@@ -48,7 +48,7 @@ def test_render_card_hand_checked():
         "Raters         1, 2, 3, 4; fusion average",
         "Data           /data/sc-gm: 3 training, 1 validation, 1 test subject(s)",
         "Validation     best epoch 120: loss 0.0712, Dice 0.853, soft Dice 0.801",
-        "Training       170 of 200 epochs (early stopping) in 1 h 02 min on cuda:0, seed 0, 2025-03-01T10:00:00+0100",
+        "Training       170 of 200 epochs (early stopping) in 1h02m on cuda:0, seed 0, 2025-03-01T10:00:00+0100",
         "Software       softseg 0.1.0, python 3.11.7, torch 2.5.1",
         "Format         model card version 2",
     ]
@@ -94,3 +94,10 @@ def test_json_round_trip_and_activation_names_match_the_registry():
     assert ModelCard.model_validate_json(card.to_json()) == card
     assert json.loads(card.to_json())["training"]["config"] == TrainConfig().as_dict()
     assert set(get_args(ActivationCard.model_fields["name"].annotation)) == set(ACTIVATIONS)
+
+
+def test_format_seconds_hand_checked():
+    from softseg.events import format_seconds
+
+    assert [format_seconds(x) for x in (None, float("nan"), 0.4, 59.6, 187, 7500, -3)] == [
+        "?", "?", "0s", "1m00s", "3m07s", "2h05m", "0s"]

@@ -290,14 +290,14 @@ def test_info_prints_the_card(trained, capsys):
     card = read_card(model)
     proc = in_process(capsys, "info", model)
     assert proc.returncode == 0, proc.stderr
-    assert proc.out == render_card(card, path=str(model)) + "\n"
-    lines = dict(line.split(None, 1) for line in proc.out.splitlines())
+    assert proc.stdout == render_card(card, path=str(model)) + "\n"
+    lines = dict(line.split(None, 1) for line in proc.stdout.splitlines())
     assert lines["Candidate"].startswith("conventional (Hard-Sig-Dice): ground truth binarised at 0.5, sigmoid")
     assert lines["Classes"] == f"{card.classes[0]} (threshold {card.threshold:.2f})"
     assert lines["Raters"] == "1, 2, 3; fusion staple"
     assert lines["Training"].startswith("2 of 2 epochs (completed) in ")
     as_json = in_process(capsys, "info", model, "--json")
-    assert as_json.returncode == 0 and ModelCard.model_validate_json(as_json.out) == card
+    assert as_json.returncode == 0 and ModelCard.model_validate_json(as_json.stdout) == card
     pt = model.parent / "x.pt"
     torch.save({"w": torch.zeros(1)}, pt)
     _one_line_error(in_process(capsys, "info", pt), "PyTorch pickle")

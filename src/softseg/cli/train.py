@@ -24,6 +24,7 @@ import threading
 from typing import Any
 
 from softseg.errors import InputError
+from softseg.events import format_seconds
 
 __all__ = ["HELP", "add_arguments", "build_config", "parse_crop", "parse_spacing", "run"]
 
@@ -151,15 +152,6 @@ def _file_values(path: str) -> dict[str, Any]:
     return TrainConfig.from_json_file(path).model_dump(mode="json", exclude_unset=True)
 
 
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
 class _ProgressPrinter:
     """Human progress on stderr: a live step line on a terminal, one line per epoch always."""
 
@@ -188,13 +180,13 @@ class _ProgressPrinter:
             bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
             self._line(
                 f"epoch {event.epoch}/{event.epochs} [{bar}] {event.step}/{event.steps} "
-                f"loss {event.loss:.4f}  eta {_fmt_time(event.eta_s)}"
+                f"loss {event.loss:.4f}  eta {format_seconds(event.eta_s)}"
             )
         elif t == "epoch":
             self._print(
                 f"epoch {event.epoch}/{event.epochs}  loss {event.loss:.4f}  val loss {event.val_loss:.4f}  "
                 f"val Dice {event.val_dice:.3f}  soft Dice {event.val_soft_dice:.3f}  lr {event.lr:.2e}  "
-                f"eta {_fmt_time(event.eta_s)}"
+                f"eta {format_seconds(event.eta_s)}"
             )
         elif t == "best":
             pass
@@ -206,7 +198,7 @@ class _ProgressPrinter:
             else:
                 why = "early stopping" if event.reason == "early_stopping" else "maximum epochs"
                 self._print(
-                    f"done ({why}) after {event.epoch} epochs in {_fmt_time(event.elapsed_s)}: best epoch "
+                    f"done ({why}) after {event.epoch} epochs in {format_seconds(event.elapsed_s)}: best epoch "
                     f"{event.best_epoch}, threshold {event.threshold:.2f} -> {event.path}"
                 )
 
