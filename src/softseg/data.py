@@ -337,12 +337,20 @@ def load_subject(subject: Subject) -> SubjectData:
 
 
 # ----------------------------------------------------------------------------- fusion
-def fuse_raters(raters: np.ndarray, method: str) -> np.ndarray:
+def fuse_raters(
+    raters: np.ndarray,
+    method: str,
+    *,
+    n_classes: int | None = None,
+    class_maps: bool = False,
+) -> np.ndarray:
     """Fuse a subject's raters for training (at native resolution): the training target.
 
     Parameters
     ----------
     raters : ndarray, shape (R, ...), float32 in [0, 1]
+        Multi-class: integer label maps (R, ...) with ``n_classes``, or class probabilities
+        (R, K+1, ...) with ``class_maps=True``.
     method : {'staple', 'average', 'majority', 'random'}
         A training fusion of :data:`softseg.fusion.METHODS`, computed by
         :func:`softseg.fusion.training_target` (which calls :func:`softseg.fusion.fuse`, the
@@ -350,14 +358,17 @@ def fuse_raters(raters: np.ndarray, method: str) -> np.ndarray:
         (probability >= 0.5, soft STAPLE for soft raters), ``average`` = soft mean,
         ``majority`` = majority vote (soft raters cut at 0.5 first), ``random`` = all raters
         (one is drawn per epoch later).
+    n_classes, class_maps : see :func:`softseg.fusion.training_target`
 
     Returns
     -------
-    ndarray, shape (1, ...) or (R, ...) for ``random``, float32 in [0, 1]
+    ndarray, float32 in [0, 1]
+        ``(1, ...)`` or ``(R, ...)`` for ``random``; multi-class ``(1, K+1, ...)`` /
+        ``(R, K+1, ...)``.
     """
     from softseg.fusion import training_target
 
-    return training_target(raters, method)
+    return training_target(raters, method, n_classes=n_classes, class_maps=class_maps)
 
 
 # ----------------------------------------------------------------------------- preprocessing

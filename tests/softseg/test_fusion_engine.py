@@ -233,3 +233,28 @@ def test_class_probabilities_from_per_class_maps():
     assert close.sum(axis=0).max() <= 1.0 + 1e-7 and close.min() >= 0
     with pytest.raises(InputError, match=r"rater-a: the per-class maps sum to 1\.25 at voxel \(0, 0\)"):
         fusion.class_probabilities([gm, wm + np.float32(0.25)], name="rater-a")
+
+
+def test_multiclass_training_targets_from_class_maps():
+    """Per-class rater files (class probabilities): one-hot maps give the label-map targets;
+    soft ones are averaged, or reduced to each rater's most probable class for STAPLE/vote."""
+    labels = np.stack([_raters()[0] * 2, _raters()[1], _raters()[2] * 2])
+    one_hot = np.stack([[lab == c for c in range(3)] for lab in labels]).astype(np.float32)
+    for method in ("staple", "average", "majority", "random"):
+        np.testing.assert_array_equal(
+            fusion.training_target(one_hot, method, n_classes=2, class_maps=True),
+            fusion.training_target(labels, method, n_classes=2),
+        )
+    soft = one_hot.copy()
+    soft[0, 2] *= 0.4  # rater 0 unsure of class 2: its most probable class there is background
+    soft[0, 0] = 1 - soft[0, 1:].sum(axis=0)
+    reduced = labels.copy()
+    reduced[0][labels[0] == 2] = 0
+    np.testing.assert_array_equal(
+        fusion.training_target(soft, "staple", n_classes=2, class_maps=True),
+        fusion.training_target(reduced, "staple", n_classes=2),
+    )
+    avg = fusion.training_target(soft, "average", n_classes=2, class_maps=True)
+    np.testing.assert_allclose(avg[0], soft.mean(axis=0), atol=1e-7)
+    with pytest.raises(InputError, match="class_maps=True needs n_classes"):
+        fusion.training_target(soft, "average", class_maps=True)

@@ -609,7 +609,7 @@ def class_probabilities(
 
 
 def _as_class_maps(
-    raters: Any, k: int, names: Sequence[str] | None, what: str
+    raters: Any, k: int, names: Sequence[str] | None, what: str, *, min_raters: int = 2
 ) -> np.ndarray:
     """Validate (R, K+1, *spatial) class probabilities."""
     arr = np.asarray(raters) if not isinstance(raters, np.ndarray) else raters
@@ -630,8 +630,8 @@ def _as_class_maps(
                 f"{CLASS_SUM_TOLERANCE:g}); off by {err!r} (build them with class_probabilities)"
             )
         rows.append(probs.astype(np.float32, copy=False))
-    if len(rows) < 2:
-        raise InputError(f"{what}: got {len(rows)} rater; a fusion needs at least 2")
+    if len(rows) < min_raters:
+        raise InputError(f"{what}: got {len(rows)} rater; a fusion needs at least {min_raters}")
     return np.stack(rows)
 
 
@@ -777,17 +777,23 @@ def training_target(
     method: str,
     *,
     n_classes: int | None = None,
+    class_maps: bool = False,
     roi: str | np.ndarray | None = "auto",
 ) -> np.ndarray:
     """What the trainer fits for one subject (and the protocol's reference of that method).
 
     Parameters
     ----------
-    raters : ndarray (R, *spatial), values in [0, 1] (integer label maps with ``n_classes``)
+    raters : ndarray (R, *spatial), values in [0, 1]
+        Integer label maps with ``n_classes``; class probabilities (R, K+1, *spatial) with
+        ``class_maps=True`` as well.
     method : str
         A key of :data:`METHODS` with ``training=True``: staple, average, majority, random.
     n_classes : int, optional
-        K for integer label maps.
+        K, for multi-class raters.
+    class_maps : bool
+        With ``n_classes``: the raters are class probabilities (per-class rater files through
+        :func:`class_probabilities`).
     roi : as :func:`fuse`
 
     Returns
@@ -795,8 +801,9 @@ def training_target(
     ndarray, float32
         Two classes: ``(1, *spatial)`` for a fusion, ``(R, *spatial)`` (the raters) for
         ``random``. Multi-class: ``(1, K+1, *spatial)`` class targets summing to 1 (one-hot of
-        the fused labels, or the class fractions for ``average``), ``(R, K+1, *spatial)`` one-hot
-        raters for ``random``. A single rater is its own target.
+        the fused labels, or the class fractions for ``average``), ``(R, K+1, *spatial)`` (the
+        raters' class maps, one-hot for label maps) for ``random``. A single rater is its own
+        target.
 
     Notes
     -----
@@ -806,7 +813,9 @@ def training_target(
     candidates get their soft borders from resampling and augmentation (Gros et al. 2021). This
     keeps "SoftSeg-STAPLE" and "Conv-STAPLE" the papers' candidates; the probability itself is
     one ``softseg fuse --method staple`` away for whoever wants to train on it.
-    ``majority`` with soft raters first cuts each rater at 0.5 (its own vote).
+    ``majority`` with soft raters first cuts each rater at 0.5 (its own vote); multi-class
+    ``staple`` and ``majority`` with soft class maps first give each rater's voxel its most
+    probable class (ties -> background): both need one label per voxel.
     """
     if method not in training_fusions():
         raise InputError(
@@ -814,7 +823,9 @@ def training_target(
         )
     spec = METHODS[method]
     if n_classes is not None:
-        return _class_target(raters, spec, n_classes=n_classes, roi=roi)
+        return _class_target(raters, spec, n_classes=n_classes, class_maps=class_maps, roi=roi)
+    if class_maps:
+        raise InputError("class_maps=True needs n_classes (the number of foreground classes K)")
     arr = as_raters(raters, min_raters=1, what=f"training target ({method})")
     if spec.name == "random" or arr.shape[0] == 1:
         return np.array(arr, dtype=np.float32, copy=True)
@@ -824,10 +835,22 @@ def training_target(
     return np.asarray(result.target, dtype=np.float32)[None]
 
 
-def _class_target(raters: Any, spec: MethodSpec, *, n_classes: int, roi: Any) -> np.ndarray:
+def _class_target(
+    raters: Any, spec: MethodSpec, *, n_classes: int, class_maps: bool, roi: Any
+) -> np.ndarray:
     from softseg.fusion import multilabel as ml
 
-    labels, k = ml.as_label_maps(raters, n_classes=n_classes, min_raters=1, what="training target")
+    what = f"training target ({spec.name})"
+    if class_maps:
+        probs = _as_class_maps(raters, int(n_classes), None, what, min_raters=1)
+        k = int(n_classes)
+        if spec.name == "random" or probs.shape[0] == 1:
+            return probs.copy()
+        if spec.name == "average":
+            return np.asarray(fuse(probs, "average", n_classes=k, class_maps=True, roi=roi).probability)[None]
+        labels = np.stack([_plurality(p, k)[0] for p in probs])  # one label per voxel
+    else:
+        labels, k = ml.as_label_maps(raters, n_classes=n_classes, min_raters=1, what=what)
     if spec.name == "random" or labels.shape[0] == 1:
         return _one_hot(labels, k)
     result = fuse(labels, spec.name, n_classes=k, roi=roi)
