@@ -189,3 +189,11 @@ def test_destination_exists_or_inside_source(nnunet_tree, tmp_path, capsys):
     (dst / "x").write_text("keep")
     _bad(capsys, tmp_path, ["import", "nnunet", str(root), str(dst)], str(dst), "already exists")
     _bad(capsys, tmp_path, ["import", "nnunet", str(root), str(root / "softseg")], "inside the source")
+
+
+def test_an_empty_destination_folder_is_accepted(nnunet_tree, tmp_path):
+    root, data = nnunet_tree
+    dst = tmp_path / "made_by_hand"
+    dst.mkdir()
+    assert main(["import", "nnunet", str(root), str(dst)]) == 0
+    np.testing.assert_array_equal(load(dst / "case001" / "rater-1.nii.gz"), data["labels"]["case001"])

@@ -186,7 +186,8 @@ def check_destination(
         of its own input) nor contain one (``overwrite`` would delete the source).
     overwrite : bool
         Replace an existing *dst*; only a folder that holds *marker* (written by an earlier
-        run of the same command) or an empty folder is replaced, never other work.
+        run of the same command) is replaced, never other work. An empty folder is always
+        accepted (it was made for the output).
     marker : str
         File name that marks a folder written by this command.
     what : str
@@ -217,9 +218,10 @@ def check_destination(
     if dst.exists() or dst.is_symlink():
         if not dst.is_dir() or dst.is_symlink():
             raise InputError(f"{dst}: exists and is not a folder; choose a new folder name")
-        if not overwrite:
+        empty = not any(dst.iterdir())
+        if not overwrite and not empty:
             raise InputError(f"{dst}: already exists; pass --overwrite to replace it, or choose a new folder")
-        if any(dst.iterdir()) and not (dst / marker).is_file():
+        if not empty and not (dst / marker).is_file():
             raise InputError(
                 f"{dst}: exists and was not written by {what} (no {marker}); it is not replaced "
                 "even with --overwrite: remove it yourself or choose a new folder"
