@@ -7,16 +7,18 @@ So the same inputs give the same fused map, STAPLE probability and rater statist
 
 Methods (:data:`METHODS`, a plain dict; STYLE.md 6):
 
-========== ============================== ======================= ============================
-name       fused map (two classes)        needs                   K classes (integer labels)
-========== ============================== ======================= ============================
-staple     STAPLE probability (float32)   binary, or soft=True    multi-label STAPLE labels
-average    mean of the raters (float32)   values in [0, 1]        argmax of the class average
-majority   majority vote (uint8 0/1)      binary                  label vote (ties -> 0)
-union      any rater (uint8 0/1)          binary                  --
-intersection every rater (uint8 0/1)      binary                  --
-random     (no fused map: training draws one rater per subject per epoch)
-========== ============================== ======================= ============================
+============ ============================ ======================== ===============================
+name         fused map (two classes)      raters                   K classes (integer labels)
+============ ============================ ======================== ===============================
+staple       STAPLE probability (float32) binary, or soft (soft    multi-label STAPLE labels and
+                                          STAPLE, ``soft``)        class posteriors
+average      mean of the raters (float32) values in [0, 1]         class fractions; their argmax
+                                                                   (ties -> 0)
+majority     majority vote (uint8 0/1)    binary                   label vote (ties -> 0)
+union        any rater (uint8 0/1)        binary                   --
+intersection every rater (uint8 0/1)      binary                   --
+random       none: training draws one rater per subject and epoch
+============ ============================ ======================== ===============================
 
 STAPLE's output is the same documented thing on every path: its **probability** (posterior of
 foreground, float32, 0 outside the region); the **consensus** is ``probability >= 0.5``
@@ -53,7 +55,7 @@ from softseg.fusion.agreement import (
     soft_class_confusion,
 )
 from softseg.fusion.raters import _is_binary, as_raters, default_roi, roi_box, roi_mask
-from softseg.fusion.staple_em import DEFAULT_MAX_ITER, StapleResult, staple
+from softseg.fusion.staple_em import DEFAULT_MAX_ITER, staple
 from softseg.fusion.voting import average, intersection, majority_vote, union
 
 __all__ = [
