@@ -241,3 +241,38 @@ def test_report_keeps_infinities_explicit(tmp_path):
         row = {r["candidate"]: r for r in csv.DictReader(fh)}["hard"]
     assert row["rvd_mean"] == "-inf" and row["rvd_n_inf"] == "1"
     assert "[1 inf]" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_multiclass_comparison_report_and_console_table(tmp_path):
+    from softseg.cli.compare import _print_table
+
+    rng = np.random.default_rng(7)
+    labels = np.zeros((10, 12, 6), dtype=np.uint8)
+    labels[2:8, 2:6] = 1
+    labels[2:8, 6:10] = 2
+    onehot = np.stack([labels == k for k in range(3)]).astype(np.float32)
+    sharp = ndimage.gaussian_filter(onehot, (0, 0.6, 0.6, 0.6))
+    noisy = np.clip(onehot + 0.3 * rng.random(onehot.shape), 0, None)
+    preds = {"sharp": sharp / sharp.sum(axis=0), "noisy": noisy / noisy.sum(axis=0)}
+    comp = compare.compare_class_predictions(preds, labels, classes=["grey matter", "csf"])
+    assert set(comp.per_class) == {"grey matter", "csf"}
+    direct = compare.evaluate_subject_classes(preds["noisy"], labels, classes=["grey matter", "csf"])
+    assert comp.per_class["csf"].rows["noisy"][0] == direct[0].per_class["csf"]
+    assert comp.rows["noisy"][0] == direct[0].overall  # multi-class ECE and accuracy
+    index = compare.write_report(tmp_path / "r", comp)
+    html = index.read_text()
+    assert "grey matter" in html and "Multi-class summary" in html
+    assert (tmp_path / "r" / "figures" / "grey-matter" / "reliability.png").exists()
+    with open(tmp_path / "r" / "samples_grey-matter.csv", newline="") as fh:
+        rows = {r["candidate"]: r for r in csv.DictReader(fh)}
+    assert float(rows["sharp"]["dice"]) == comp.per_class["grey matter"].rows["sharp"][0]["dice"]
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(data["classes"]) == {"grey matter", "csf"}
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        _print_table(comp, compare.summarize(comp.rows))
+    text = buf.getvalue()
+    assert "class: grey matter" in text and "class: csf" in text and "Dice [%]" in text

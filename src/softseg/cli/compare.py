@@ -168,7 +168,13 @@ def run(args: argparse.Namespace) -> int:
             overwrite=True)
 
     if args.json:
-        print(json.dumps(compare.json_safe({"report": str(report), **summary.as_dict()})))
+        payload = {"report": str(report), **summary.as_dict()}
+        if comparison.per_class:
+            payload["classes"] = {
+                c: compare.summarize(sub.rows, reference=summary.reference, alpha=summary.alpha,
+                                     unit=summary.unit).as_dict()
+                for c, sub in comparison.per_class.items()}
+        print(json.dumps(compare.json_safe(payload)))
     else:
         _print_table(comparison, summary)
         print(f"report: {report}")
@@ -178,14 +184,15 @@ def run(args: argparse.Namespace) -> int:
 def _print_table(comparison, summary) -> None:
     from softseg import compare
 
-    cols = ["dice", "precision", "recall", "avd", "rvd", "mse", "ltpr", "lfdr", "ece", "brier"]
-    cols = [c for c in cols if any(summary.mean[k][c] == summary.mean[k][c] for k in summary.mean)]
-    name_w = max(len("candidate"), *(len(c) for c in comparison.rows)) + 2
-    cells = {c: [summary.cell(k, c) for k in comparison.rows] for c in cols}
-    widths = {c: max(len(compare.METRICS[c].header), *(len(x) for x in cells[c])) + 2 for c in cols}
-    print("candidate".ljust(name_w) + "".join(compare.METRICS[c].header.rjust(widths[c]) for c in cols))
-    for i, k in enumerate(comparison.rows):
-        print(k.ljust(name_w) + "".join(cells[c][i].rjust(widths[c]) for c in cols))
+    title = "multi-class summary" if comparison.per_class else ""
+    if title:
+        print(title)
+    print(compare.text_table(comparison, summary, level=2 if comparison.per_class else 1))
+    for cname, sub in comparison.per_class.items():
+        print(f"\nclass: {cname}")
+        sub_summary = compare.summarize(sub.rows, reference=summary.reference,
+                                        alpha=summary.alpha, unit=summary.unit)
+        print(compare.text_table(sub, sub_summary))
     if summary.reference:
         print(f"** p < {summary.alpha} (two-sided Wilcoxon signed-rank vs {summary.reference}, "
-              f"paired by {summary.unit})")
+              f"paired by {summary.unit}; [k inf] = k infinite values, see the report)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ __all__ = [
     "Comparison",
     "Curves",
     "check_prediction",
+    "compare_class_predictions",
     "compare_predictions",
     "evaluate_subject",
     "evaluate_subject_classes",
@@ -346,13 +347,18 @@ class Comparison:
     Attributes
     ----------
     rows : dict of candidate -> list of per-subject (or per-repeat) metric dicts
-    curves : dict of candidate -> pooled :class:`Curves`
+        Multi-class: the multi-class summary (``ece``, ``accuracy``) of each sample.
+    curves : dict of candidate -> pooled :class:`Curves` (empty for multi-class)
     reference_name : str
+    per_class : dict of class -> Comparison
+        Multi-class comparisons: one single-class comparison per class (its rows are the
+        class's tables); empty for one class.
     """
 
     rows: dict[str, list[dict[str, float]]]
     curves: dict[str, Curves]
     reference_name: str = "reference"
+    per_class: dict[str, Comparison] = field(default_factory=dict)
 
     @property
     def candidates(self) -> list[str]:
@@ -429,3 +435,61 @@ def compare_predictions(
     rows = {name: [results[name][0]] for name in checked}
     curves = {name: results[name][1] for name in checked}
     return Comparison(rows=rows, curves=curves, reference_name=reference_name)
+
+
+def compare_class_predictions(
+    predictions: Mapping[str, Any],
+    reference: Any,
+    *,
+    classes: Sequence[str],
+    thresholds: Any = None,
+    rater_average: Any | None = None,
+    spacing: Sequence[float] | None = None,
+    sweep: Sequence[float] = SWEEP_THRESHOLDS,
+    reference_name: str = "reference",
+    subject: str = "",
+) -> Comparison:
+    """Evaluate two or more K-class soft predictions of one subject, class by class.
+
+    Parameters
+    ----------
+    predictions : mapping of name -> ndarray (K+1 | K, *spatial)
+        Class probabilities, background first (or left out), values in [0, 1].
+    reference : ndarray
+        Integer labels 0..K (*spatial), or soft class maps (K+1 | K, *spatial).
+    classes : sequence of str
+        The K class names.
+    thresholds : None, float, per-class sequence/mapping, or a mapping of candidate -> those
+        None: argmax (label-fusion paper); see :func:`softseg.metrics.evaluate_classes`.
+    rater_average : ndarray (K+1 | K, *spatial), optional
+        Per-class rater average (``softseg.fusion.fuse(raters, "average", n_classes=K)``).
+    spacing, sweep, reference_name, subject
+        As :func:`compare_predictions`.
+
+    Returns
+    -------
+    Comparison
+        ``rows``: multi-class ``ece`` and ``accuracy`` per candidate; ``per_class``: a
+        :class:`Comparison` per class with its tables and plot data.
+    """
+    if len(predictions) < 2:
+        raise InputError(
+            f"comparing needs at least two candidates; got {len(predictions)} "
+            f"({', '.join(predictions) or 'none'}); add another prediction"
+        )
+    per_cand = isinstance(thresholds, Mapping) and set(thresholds) == set(predictions)
+    results = {}
+    for name, probs in predictions.items():
+        t = thresholds[name] if per_cand else thresholds
+        results[name] = evaluate_subject_classes(
+            probs, reference, classes=classes, thresholds=t, rater_average=rater_average,
+            spacing=spacing, sweep=sweep, subject=subject)
+    names = results[next(iter(results))][0].classes
+    per_class = {
+        c: Comparison(rows={n: [r[0].per_class[c]] for n, r in results.items()},
+                      curves={n: r[1][c] for n, r in results.items()},
+                      reference_name=f"{reference_name} ({c})")
+        for c in names
+    }
+    return Comparison(rows={n: [dict(r[0].overall)] for n, r in results.items()}, curves={},
+                      reference_name=reference_name, per_class=per_class)

@@ -36,6 +36,7 @@ __all__ = [
     "json_safe",
     "number",
     "render_figures",
+    "text_table",
     "write_report",
     "write_text",
 ]
@@ -220,6 +221,54 @@ def number(value: Any) -> float:
     return float(value)
 
 
+def _summary_csv(comparison: Comparison, summary: Summary) -> str:
+    keys = list(METRICS)
+    header = ["candidate", "n"]
+    for m in keys:
+        header += [f"{m}_mean", f"{m}_std", f"{m}_n_finite", f"{m}_n_inf", f"{m}_n_nan"]
+    tested = [m for m in keys if summary.pvalues and m in next(iter(summary.pvalues.values()))]
+    header += [x for m in tested for x in (f"{m}_p", f"{m}_n_test")]
+    rows = []
+    for cand in comparison.rows:
+        r: list[Any] = [cand, summary.n[cand]]
+        for m in keys:
+            c = summary.counts[cand][m]
+            r += [summary.mean[cand][m], summary.std[cand][m], c["finite"], c["inf"], c["nan"]]
+        r += [x for m in tested for x in (summary.pvalues[cand][m], summary.n_test[cand][m])]
+        rows.append(r)
+    return csv_text(header, rows)
+
+
+def _samples_csv(comparison: Comparison) -> str:
+    keys = list(METRICS)
+    rows = []
+    for cand, cand_rows in comparison.rows.items():
+        subjects = comparison.curves[cand].subjects if cand in comparison.curves else ()
+        for i, r in enumerate(cand_rows):
+            label = r.get("sample", subjects[i] if i < len(subjects) else str(i))
+            rows.append([cand, label] + [r.get(m, math.nan) for m in keys])
+    return csv_text(["candidate", "sample"] + keys, rows)
+
+
+def text_table(comparison: Comparison, summary: Summary, *, level: int = 1) -> str:
+    """The console table: one row per candidate, the metrics of :data:`METRICS` up to
+    ``level`` that have a value, cells as :meth:`Summary.cell` writes them."""
+    cols = [m for m, spec in METRICS.items() if spec.level <= level
+            and any(not math.isnan(summary.mean[c][m]) for c in comparison.rows)]
+    name_w = max(len("candidate"), *(len(c) for c in comparison.rows)) + 2
+    cells = {m: [summary.cell(c, m) for c in comparison.rows] for m in cols}
+    widths = {m: max(len(METRICS[m].header), *(len(x) for x in cells[m])) + 2 for m in cols}
+    lines = ["candidate".ljust(name_w) + "".join(METRICS[m].header.rjust(widths[m]) for m in cols)]
+    for i, cand in enumerate(comparison.rows):
+        lines.append(cand.ljust(name_w) + "".join(cells[m][i].rjust(widths[m]) for m in cols))
+    return "\n".join(lines)
+
+
+def _file_key(name: str) -> str:
+    """A class name as a file-name part (docs/training.md: spaces as ``-``)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in "-".join(name.split()))
+
+
 def write_report(
     folder: str | os.PathLike,
     comparison: Comparison,
@@ -243,6 +292,11 @@ def write_report(
         folder/figures/*.png      reliability, histogram, dice_threshold, volume_threshold,
                                   entropy (with raters)
 
+    A multi-class comparison (:attr:`Comparison.per_class`) adds, per class ``<key>`` (the
+    class name with spaces as ``-``), ``summary_<key>.csv``, ``samples_<key>.csv`` and
+    ``figures/<key>/*.png``, and one table per class in ``index.html``; ``summary.csv`` then
+    holds the multi-class ECE and accuracy.
+
     Every file is written atomically; ``index.html`` last, so a report with an index is complete.
 
     Returns
@@ -253,35 +307,27 @@ def write_report(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     summary = summary or summarize(comparison.rows)
-    figs = render_figures(folder / "figures", comparison.curves, overwrite=overwrite)
-    keys = list(METRICS)
-
-    header = ["candidate", "n"]
-    for m in keys:
-        header += [f"{m}_mean", f"{m}_std", f"{m}_n_finite", f"{m}_n_inf", f"{m}_n_nan"]
-    if summary.pvalues:
-        header += [x for m in keys if m in next(iter(summary.pvalues.values()))
-                   for x in (f"{m}_p", f"{m}_n_test")]
-    rows = []
-    for cand in comparison.rows:
-        r: list[Any] = [cand, summary.n[cand]]
-        for m in keys:
-            c = summary.counts[cand][m]
-            r += [summary.mean[cand][m], summary.std[cand][m], c["finite"], c["inf"], c["nan"]]
-        if summary.pvalues:
-            r += [x for m in keys if m in summary.pvalues[cand]
-                  for x in (summary.pvalues[cand][m], summary.n_test[cand][m])]
-        rows.append(r)
-    write_text(folder / "summary.csv", csv_text(header, rows), overwrite=overwrite)
-
-    sample_rows = []
-    for cand, cand_rows in comparison.rows.items():
-        subjects = comparison.curves[cand].subjects if cand in comparison.curves else ()
-        for i, r in enumerate(cand_rows):
-            label = r.get("sample", subjects[i] if i < len(subjects) else str(i))
-            sample_rows.append([cand, label] + [r.get(m, math.nan) for m in keys])
-    write_text(folder / "samples.csv", csv_text(["candidate", "sample"] + keys, sample_rows),
-               overwrite=overwrite)
+    figs = (render_figures(folder / "figures", comparison.curves, overwrite=overwrite)
+            if comparison.curves else {})
+    write_text(folder / "summary.csv", _summary_csv(comparison, summary), overwrite=overwrite)
+    write_text(folder / "samples.csv", _samples_csv(comparison), overwrite=overwrite)
+    sections = []
+    classes: dict[str, Any] = {}
+    for cname, sub in comparison.per_class.items():
+        key = _file_key(cname)
+        sub_summary = summarize(sub.rows, reference=summary.reference, alpha=summary.alpha,
+                                unit=summary.unit)
+        sub_figs = render_figures(folder / "figures" / key, sub.curves, overwrite=overwrite)
+        write_text(folder / f"summary_{key}.csv", _summary_csv(sub, sub_summary),
+                   overwrite=overwrite)
+        write_text(folder / f"samples_{key}.csv", _samples_csv(sub), overwrite=overwrite)
+        sections.append((cname, sub, sub_summary, sub_figs))
+        classes[cname] = {
+            "summary": sub_summary.as_dict(),
+            "samples": {c: [dict(r) for r in rs] for c, rs in sub.rows.items()},
+            "curves": {c: cv.as_dict() for c, cv in sub.curves.items()},
+            "figures": {k: str(v.relative_to(folder)) for k, v in sub_figs.items()},
+        }
 
     payload = {
         "title": title,
@@ -293,14 +339,16 @@ def write_report(
         "samples": {c: [dict(r) for r in rs] for c, rs in comparison.rows.items()},
         "curves": {c: cv.as_dict() for c, cv in comparison.curves.items()},
         "figures": {k: str(v.relative_to(folder)) for k, v in figs.items()},
+        "classes": classes,
     }
     write_json(folder / "metrics.json", json_safe(payload), overwrite=True)
     write_text(folder / "index.html",
-               _html(title, comparison, summary, figs, folder, notes, meta), overwrite=overwrite)
+               _html(title, comparison, summary, figs, folder, notes, meta, sections),
+               overwrite=overwrite)
     return folder / "index.html"
 
 
-def _html(title, comparison, summary, figs, folder, notes, meta) -> str:
+def _table_html(comparison: Comparison, summary: Summary) -> str:
     e = html.escape
     shown = [m for m, s in METRICS.items() if s.level <= 2 and any(
         not math.isnan(summary.mean[c][m]) for c in comparison.rows)]
@@ -320,6 +368,18 @@ def _html(title, comparison, summary, figs, folder, notes, meta) -> str:
             cells.append(f"<td{cls}{tip}>{e(summary.cell(cand, m))}</td>")
         ref = " (ref)" if cand == summary.reference else ""
         body.append(f"<tr><th>{e(cand)}{ref}</th><td>{summary.n[cand]}</td>{''.join(cells)}</tr>")
+    return (f"<table><tr><th>candidate</th><th>n</th>{head}</tr>\n{''.join(body)}\n</table>")
+
+
+def _figures_html(figs: Mapping[str, Path], folder: Path) -> str:
+    e = html.escape
+    return "".join(
+        f'<figure><img src="{e(p.relative_to(folder).as_posix())}" alt="{e(FIGURES[k][0])}">'
+        f"<figcaption>{e(FIGURES[k][0])}</figcaption></figure>" for k, p in figs.items())
+
+
+def _html(title, comparison, summary, figs, folder, notes, meta, sections=()) -> str:
+    e = html.escape
     legend = f"Mean ± standard deviation over {summary.unit}. "
     legend += ("[k inf]: k values were infinite (the empty-mask limits, e.g. a structure "
                "predicted on a subject without one); the mean is then infinite. [n=k]: only k "
@@ -330,11 +390,15 @@ def _html(title, comparison, summary, figs, folder, notes, meta) -> str:
                    "pairs with equal values are dropped: hover a cell for p and the pairs used, "
                    "all in summary.csv).")
     legend += f" Reference for overlap metrics: {e(comparison.reference_name)}."
-    fig_html = "".join(
-        f'<figure><img src="{e(str(p.relative_to(folder)))}" alt="{e(FIGURES[k][0])}">'
-        f"<figcaption>{e(FIGURES[k][0])}</figcaption></figure>" for k, p in figs.items())
     meta_html = "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in (meta or {}).items())
     notes_html = "".join(f"<p>{e(n)}</p>" for n in notes)
+    main_title = "Multi-class summary" if sections else "Metrics"
+    class_html = "".join(
+        f"<h2>{e(cname)}</h2>{_table_html(sub, sub_summary)}"
+        f"<p>Files: summary_{e(_file_key(cname))}.csv, samples_{e(_file_key(cname))}.csv.</p>"
+        f"{_figures_html(sub_figs, folder)}"
+        for cname, sub, sub_summary, sub_figs in sections)
+    fig_html = f"<h2>Figures</h2>{_figures_html(figs, folder)}" if figs else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
@@ -346,13 +410,11 @@ img{{max-width:560px;border:1px solid #ddd}}
 <h1>{e(title)}</h1>
 <ul>{meta_html}</ul>
 {notes_html}
-<h2>Metrics</h2>
-<table><tr><th>candidate</th><th>n</th>{head}</tr>
-{''.join(body)}
-</table>
+<h2>{main_title}</h2>
+{_table_html(comparison, summary)}
 <p>{legend} Files: <a href="summary.csv">summary.csv</a>, <a href="samples.csv">samples.csv</a>,
 <a href="metrics.json">metrics.json</a>.</p>
-<h2>Figures</h2>
+{class_html}
 {fig_html}
 </body></html>
 """
