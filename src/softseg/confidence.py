@@ -399,8 +399,8 @@ def as_rater_values(
             return (arr if arr.dtype == np.uint8 else (arr != 0).view(np.uint8)), "binary"
         raise InputError(
             f"{name}: holds confidence levels up to {int(np.max(arr))} but has no confidence "
-            "scale; give its scale (the JSON sidecar saved with it, or pick one in the Soft "
-            "annotation widget)"
+            "scale; give the scale it was painted with (its JSON sidecar), or, if it is a "
+            "multi-class label map, its number of classes"
         )
     try:
         values = scale.to_soft(arr)

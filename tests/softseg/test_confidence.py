@@ -162,7 +162,7 @@ def test_label_to_soft_for_each_kind():
     np.testing.assert_array_equal(label_to_soft(soft), soft)
     paper = ConfidenceScale.from_paper()
     np.testing.assert_array_equal(label_to_soft(np.array([0, 2, 3]), scale=paper), [0.0, 0.5, 1.0])
-    with pytest.raises(InputError, match="give its scale"):
+    with pytest.raises(InputError, match="give the scale it was painted with"):
         label_to_soft(np.array([0, 2, 3]))
 
 
