@@ -102,3 +102,106 @@ def test_evaluate_errors(pred_truth, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", pred, truth, "--threshold", "0.5", "--optimal"])
     assert exc.value.code == 2
+
+
+# ------------------------------------------------------------------- geometry, tolerance
+def test_voxel_size_comes_from_the_affine_not_pixdim(pred_truth, tmp_path, capsys):
+    import nibabel as nib
+
+    _, _, prob, mask = pred_truth
+    paths = []
+    for name, data in (("p.nii.gz", prob), ("t.nii.gz", mask)):
+        img = nib.Nifti1Image(data, AFFINE)
+        img.header.set_zooms((3.0, 3.0, 3.0))  # pixdim disagrees with the sform (valid files do)
+        img.set_sform(AFFINE, code=1)
+        img.set_qform(None, code=0)
+        nib.save(img, tmp_path / name)
+        paths.append(str(tmp_path / name))
+    assert main(["evaluate", *paths, "--threshold", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["spacing_mm"] == pytest.approx([0.9, 1.1, 2.0])  # what the viewer shows
+    assert out["reference_volume_ml"] == pytest.approx(mask.sum() * 0.9 * 1.1 * 2.0e-3)
+
+
+def test_probabilities_within_rounding_accepted_beyond_refused(pred_truth, tmp_path, capsys):
+    import nibabel as nib
+
+    _, truth, prob, mask = pred_truth
+    # a uint8 map with scl_slope = 1/255: 255 decodes to 1.00000006
+    levels = np.round(prob * 255).astype(np.uint8)
+    levels[mask == 1] = 255  # certain voxels
+    img = nib.Nifti1Image(levels, AFFINE)
+    img.header.set_slope_inter(1 / 255, 0)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    assert nib.load(tmp_path / "scaled.nii.gz").get_fdata().max() > 1.0
+    assert main(["evaluate", str(tmp_path / "scaled.nii.gz"), truth, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["threshold"] == 0.5 and 0.9 < out["dice"] <= 1.0
+    bad = prob.astype(np.float64)
+    bad[3, 4, 5] = 1.01
+    save_volume(tmp_path / "bad.nii.gz", bad, affine=AFFINE)
+    assert main(["evaluate", str(tmp_path / "bad.nii.gz"), truth]) == 2
+    err = _one_line_error(capsys)
+    # the file holds float32: its true extreme at full precision, not a rounded "1.01"
+    assert "bad.nii.gz" in err and f"max {float(np.float32(1.01))!r}" in err and "min 0.0" in err
+
+
+def test_healthy_subject_is_evaluated(tmp_path, capsys):
+    z = np.zeros(SHAPE, dtype=np.float32)
+    save_volume(tmp_path / "p.nii.gz", z, affine=AFFINE)
+    save_volume(tmp_path / "t.nii.gz", z.astype(np.uint8), affine=AFFINE)
+    assert main(["evaluate", str(tmp_path / "p.nii.gz"), str(tmp_path / "t.nii.gz"),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["dice"], out["rvd"], out["hausdorff_mm"], out["ltpr"]) == (1.0, 0.0, 0.0, 1.0)
+
+
+def test_infinite_values_are_explicit_in_json(pred_truth, tmp_path, capsys):
+    pred, _, _, _ = pred_truth
+    save_volume(tmp_path / "empty.nii.gz", np.zeros(SHAPE, np.uint8), affine=AFFINE)
+    assert main(["evaluate", pred, str(tmp_path / "empty.nii.gz"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rvd"] == "-inf" and out["hausdorff_mm"] == "inf"
+    assert out["rater_entropy"] is None  # not applicable without raters
+
+
+# ----------------------------------------------------------------------------- classes
+@pytest.fixture()
+def class_files(tmp_path):
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[4:16, 4:12] = 1
+    labels[4:16, 12:18] = 2
+    logits = 4.0 * np.stack([labels == k for k in range(3)]) + rng.normal(size=(3, *SHAPE))
+    probs = softmax(logits, axis=0).astype(np.float32)
+    for key, p in zip(("grey-matter", "white-matter"), probs[1:]):
+        save_volume(tmp_path / f"sub_label-{key}.nii.gz", p, affine=AFFINE)
+    save_volume(tmp_path / "truth.nii.gz", labels, affine=AFFINE)
+    return tmp_path, probs, labels
+
+
+def test_k_class_prediction_per_class_tables(class_files, capsys):
+    from softseg import metrics as M
+
+    folder, probs, labels = class_files
+    pred = str(folder / "sub_label-white-matter.nii.gz")  # any of its files names it
+    truth = str(folder / "truth.nii.gz")
+    assert main(["evaluate", pred, truth, "--classes", "grey matter", "white matter",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # no background file: background = 1 - sum of the classes (float32 rounding: rtol 1e-5)
+    want = M.evaluate_classes(probs[1:], labels, classes=["grey matter", "white matter"],
+                              spacing=(0.9, 1.1, 2.0))
+    for name in ("grey matter", "white matter"):
+        assert out["classes"][name]["dice"] == pytest.approx(want.per_class[name]["dice"])
+        assert out["classes"][name]["ece"] == pytest.approx(want.per_class[name]["ece"])
+    assert out["overall"]["ece"] == pytest.approx(want.overall["ece"])
+    assert out["binarisation"] == "argmax class"
+    assert main(["evaluate", str(folder / "sub"), truth, "--classes", "grey matter",
+                 "white matter", "--threshold", "0.4"]) == 0
+    text = capsys.readouterr().out
+    assert "grey matter" in text and "white matter" in text and "ECE (multi-class)" in text
+    assert main(["evaluate", pred, truth, "--classes", "grey matter", "csf"]) == 2
+    assert "sub_label-csf.nii.gz" in _one_line_error(capsys)

@@ -139,8 +139,8 @@ def class_prediction_paths(
     if stem.endswith("_labels"):
         stem = stem[: -len("_labels")]
     else:
-        m = re.search(r"_label-([^/\\]+)$", stem)
-        if m and (m.group(1) in keys or m.group(1) == "background"):
+        m = re.search(r"_label-[^/\\]+$", stem)  # the suffix is reserved for per-class maps
+        if m:
             stem = stem[: m.start()]
 
     def find(key: str) -> Path | None:
