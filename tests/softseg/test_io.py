@@ -519,3 +519,24 @@ def test_scaled_header_memory_estimate_counts_the_float_copy(tmp_path):
     assert info.scaled and info.nbytes == 1000 * 1 + 1000 * 8
     plain = check_nifti(save_volume(tmp_path / "p.nii", np.zeros((10, 10, 10), np.uint8)))
     assert not plain.scaled and plain.nbytes == 1000
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"), [(13, "Permission denied"), (5, "Input/output error")], ids=["unreadable", "eio"]
+)
+def test_unreadable_file_is_not_called_not_a_nifti(tmp_path, monkeypatch, code, reason):
+    """Root reads any file, so the failure of open()/read() is injected (CI runs both ways)."""
+    import builtins
+
+    path = save_volume(tmp_path / "a.nii.gz", np.ones((4, 4, 4), np.float32))
+    real_open = builtins.open
+
+    def failing_open(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise OSError(code, os.strerror(code), os.fspath(path))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", failing_open)
+    with pytest.raises(InputError) as info:
+        load_volume(path)
+    assert str(info.value) == f"{path}: cannot read the image ({reason})"

@@ -356,3 +356,23 @@ def test_fuse_killed_by_strace_at_every_rename(tmp_path, capsys, when):
     rc, err, _ = _run(argv, capsys)
     assert rc == 0, err
     assert (tmp_path / "f.nii.gz").exists() and (tmp_path / "f.json").exists() and _temps(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_train_on_a_dataset_of_2d_files(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    aff = np.diag([0.8, 0.8, 3.0, 1.0])
+    for i in range(3):
+        sub = tmp_path / "ds" / f"sub-0{i + 1}"
+        sub.mkdir(parents=True)
+        lab = np.zeros((32, 32), np.uint8)
+        lab[8:20, 10:22] = 1
+        cases.save(sub / "image.nii.gz", (rng.random((32, 32)) + lab).astype(np.float32), aff)
+        cases.save(sub / "rater-1.nii.gz", lab, aff)
+    rc, err, _ = _run(["train", str(tmp_path / "ds"), "--out", str(tmp_path / "m.safetensors"), "--epochs", "1",
+                       "--width", "4", "--depth", "2", "--crop", "32", "--device", "cpu"], capsys)
+    assert rc == 0, err
+    from softseg.data import load_subject, scan_dataset
+
+    sub = load_subject(scan_dataset(tmp_path / "ds").subjects[0])
+    assert sub.images.shape == (1, 1, 32, 32) and sub.spacing == pytest.approx((3.0, 0.8, 0.8), rel=1e-6)
