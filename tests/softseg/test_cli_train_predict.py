@@ -312,3 +312,21 @@ def test_a_second_train_on_the_same_output_is_refused(dataset, tmp_path, capsys)
         proc = softseg("train", dataset, "--out", out, "--epochs", "1", *TINY)
     _one_line_error(proc, "another softseg train run is writing this model")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_predict_writes_all_outputs_or_none(trained, dataset, tmp_path, capsys):
+    """Issue 13 #11: a bad later input (here an image whose values are NaN) leaves nothing, not
+    even the output folder; the good case writes every prediction with its sidecar."""
+    model, _ = trained
+    good = nib.load(dataset / "sub-01" / "image.nii.gz")
+    bad = tmp_path / "in" / "zz-bad.nii.gz"
+    bad.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.full(good.shape, np.nan, np.float32), good.affine), bad)
+    outdir = tmp_path / "preds"
+    proc = in_process(capsys, "predict", model, dataset / "sub-01", bad, "-o", outdir)
+    _one_line_error(proc, "NaN")
+    assert not outdir.exists()
+    proc = in_process(capsys, "predict", model, dataset / "sub-01", dataset / "sub-02", "-o", outdir)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in outdir.iterdir()) == ["sub-01_pred.json", "sub-01_pred.nii.gz",
+                                                        "sub-02_pred.json", "sub-02_pred.nii.gz"]

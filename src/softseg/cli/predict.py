@@ -5,7 +5,8 @@ Inputs are NIfTI files (single-channel models), subject folders (``image.nii.gz`
 (one prediction per subject). Each prediction is written as ``OUTDIR/<name>_pred.nii.gz``
 (float32 probabilities, or uint8 0/1 with ``--binarize`` at the model's optimal threshold) with the
 input's affine and header, plus a JSON sidecar (threshold, candidate, model file, sources).
-Every input and output is checked before the first prediction, so bad input writes nothing.
+Every input and output is checked before the first prediction, and all the outputs of a run are
+one :class:`softseg.outputs.OutputSet`: they appear together at the end, or not at all.
 """
 
 from __future__ import annotations
@@ -93,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from softseg import __version__
-    from softseg.io import check_nifti, check_writable, load_volume, save_volume, sidecar_path
+    from softseg.io import check_nifti, load_volume, sidecar_path
     from softseg.modelfile import load_model, read_card
+    from softseg.outputs import OutputSet
     from softseg.predict import predict_volume
 
     card = read_card(args.model)  # refuses pickles / foreign files / bad cards before anything else
@@ -125,31 +127,32 @@ def run(args: argparse.Namespace) -> int:
         if not parent.is_dir():
             raise InputError(f"{outdir}: parent folder {parent} does not exist; create it first")
     targets = [outdir / f"{name}_pred.nii.gz" for name, _ in jobs]
-    if outdir.exists():
-        for t in targets:
-            check_writable(t, overwrite=args.overwrite)
-            check_writable(sidecar_path(t), overwrite=args.overwrite)
+    # one output set over every prediction and its sidecar: all appear, or none (a bad later
+    # input, Ctrl-C or a full disk leave nothing, not even the output folder)
+    outs = OutputSet([f for t in targets for f in (t, sidecar_path(t))], overwrite=args.overwrite, make_dirs=True)
     loaded = load_model(args.model)
-    outdir.mkdir(exist_ok=True)
     written = []
-    for (name, files), target in zip(jobs, targets):
-        vols = [load_volume(f) for f in files]
-        prob = predict_volume(loaded, vols, device=args.device, batch_size=args.batch_size)
-        data = (prob >= threshold).astype(np.uint8) if args.binarize else prob
-        side = {
-            "model": str(Path(args.model).resolve()),
-            "candidate": card.candidate.name,
-            "candidate_title": card.candidate.title,
-            "threshold": threshold,
-            "binarized": bool(args.binarize),
-            "kind": "mask" if args.binarize else "probability",
-            "sources": [str(f.resolve()) for f in files],
-            "softseg_version": __version__,
-        }
-        save_volume(target, data, like=vols[0], overwrite=args.overwrite, sidecar=side)
-        written.append({"name": name, "path": str(target), "sidecar": str(sidecar_path(target))})
-        if not args.json:
-            print(f"{target}", file=sys.stderr)
+    with outs:
+        for (name, files), target in zip(jobs, targets):
+            vols = [load_volume(f) for f in files]
+            prob = predict_volume(loaded, vols, device=args.device, batch_size=args.batch_size)
+            data = (prob >= threshold).astype(np.uint8) if args.binarize else prob
+            side = {
+                "model": str(Path(args.model).resolve()),
+                "candidate": card.candidate.name,
+                "candidate_title": card.candidate.title,
+                "threshold": threshold,
+                "binarized": bool(args.binarize),
+                "kind": "mask" if args.binarize else "probability",
+                "sources": [str(f.resolve()) for f in files],
+                "softseg_version": __version__,
+            }
+            outs.save_volume(target, data, like=vols[0])
+            outs.write_json(sidecar_path(target), side)
+            written.append({"name": name, "path": str(target), "sidecar": str(sidecar_path(target))})
+    if not args.json:
+        for item in written:
+            print(item["path"], file=sys.stderr)
     if args.json:
         print(json.dumps({"model": str(args.model), "threshold": threshold, "outputs": written}))
     return 0
