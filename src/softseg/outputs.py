@@ -406,8 +406,8 @@ class OutputSet:
 
         target = self._key(target)
         tmp = self.path(target)
-        _hook("write", target)
         with self._writing(target):
+            _hook("write", target)
             nib.save(img, tmp)
         return target
 
@@ -418,8 +418,8 @@ class OutputSet:
         target = self._key(target)
         text = json_text(obj)
         tmp = self.path(target)
-        _hook("write", target)
         with self._writing(target):
+            _hook("write", target)
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(text)
         return target
@@ -527,6 +527,7 @@ class OutputSet:
         journal = _aux_name(primary, "commit", keep_suffix=False)
         journal = journal.with_name(journal.name + ".json")
         renamed: list[Path] = []
+        renaming = False
         try:
             for target in order:
                 if os.path.isfile(target):
@@ -553,6 +554,7 @@ class OutputSet:
                     os.fsync(fh.fileno())
             if self.durable:
                 _fsync_dir(journal.parent)
+            renaming = True
             for target in order:
                 _hook("rename", target)
                 os.replace(self._temps[target], target)
@@ -568,7 +570,7 @@ class OutputSet:
                 _remove(b)
             self.abort()
             if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-                bad = order[len(renamed)] if len(renamed) < len(order) else primary
+                bad = order[len(renamed)] if renaming and len(renamed) < len(order) else primary
                 raise _as_output_error(exc, bad) from None
             raise
         journal.unlink(missing_ok=True)
@@ -621,6 +623,9 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
         if folder.is_dir() and any(os.scandir(folder)):
             raise InputError(f"{folder}: folder filled up while writing; choose a new folder")
         os.replace(tmp, folder)  # an empty folder is replaced atomically
+    except OutputError as exc:  # a file inside: name it by its final path
+        _remove(tmp)
+        raise OutputError(str(exc).replace(str(tmp), str(folder)), errno=exc.errno, filename=str(folder)) from None
     except OSError as exc:
         _remove(tmp)
         if exc.errno in WRITE_ERRNOS:

@@ -264,7 +264,9 @@ def test_fuse_disk_full_or_io_error_is_one_line_and_writes_nothing(tmp_path, mon
 def test_phantom_disk_full_leaves_no_folder(tmp_path, monkeypatch, capsys, stage, name):
     _hook(monkeypatch, stage, name, errno.ENOSPC)
     rc, err, _ = _run(["phantom", str(tmp_path / "ds"), "--subjects", "2", "--shape", "16", "16", "8"], capsys)
-    assert rc == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    named = tmp_path / "ds" / "sub-01" / name if stage == "write" else tmp_path / "ds"
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"softseg phantom: error: {named}: could not write it (No space left on device); nothing was written"), err[0]
     assert list(tmp_path.iterdir()) == []
 
 
