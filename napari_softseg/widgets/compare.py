@@ -39,10 +39,11 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleSlider
 
+from napari_softseg._metadata import prediction_threshold
 from softseg import compare, metrics
 from softseg.errors import InputError
 
-from .threshold import OVERLAY_COLORS, layer_threshold
+from .threshold import OVERLAY_COLORS
 
 if TYPE_CHECKING:
     import napari
@@ -195,7 +196,9 @@ class CompareWidget(QWidget):
     # ------------------------------------------------------------------ inputs
     def thresholds(self, names: list[str]) -> dict[str, float]:
         if self.own_optimum.isChecked():
-            return {n: layer_threshold(self.viewer.layers[n]) for n in names}
+            # the model card's threshold; a layer that is not a model's prediction is refused
+            # with a reason (InputError), never given a silent 0.5
+            return {n: prediction_threshold(self.viewer.layers[n]) for n in names}
         return {n: float(self.slider.value()) for n in names}
 
     def collect(self) -> dict[str, Any]:
@@ -262,10 +265,8 @@ class CompareWidget(QWidget):
             if job["raters"]:
                 soft = []
                 for n, a, scale in job["raters"]:
-                    try:  # binary, soft, or confidence levels through the rater's own scale
-                        soft.append(label_to_soft(a, scale=scale))
-                    except InputError as exc:
-                        raise InputError(f"rater {n!r}: {exc}") from None
+                    # binary, soft, or confidence levels through the rater's own scale
+                    soft.append(label_to_soft(a, scale=scale, name=f"rater layer {n!r}"))
                 raters = np.stack(soft)
             return compare.compare_predictions(
                 job["predictions"], job["reference"], thresholds=job["thresholds"],
@@ -325,8 +326,10 @@ class CompareWidget(QWidget):
 
     # ------------------------------------------------------------------ table
     def table_columns(self, result: compare.Comparison) -> list[str]:
-        return [m for m in compare.METRICS
-                if any(math.isfinite(rows[0].get(m, math.nan)) for rows in result.rows.values())]
+        """The registry's comparison-table metrics (level <= 2) that have a value (+-inf is a
+        value: a structure predicted on a healthy subject)."""
+        return [m for m, spec in compare.METRICS.items() if spec.level <= 2
+                and any(not math.isnan(rows[0].get(m, math.nan)) for rows in result.rows.values())]
 
     def _fill_table(self, result: compare.Comparison) -> None:
         cols = self.table_columns(result)
@@ -461,7 +464,11 @@ class CompareWidget(QWidget):
     def _update_overlays(self) -> None:
         if not self._grid_overlays:
             return
-        thresholds = self.thresholds([name for name, _, _ in self._grid_overlays])
+        try:
+            thresholds = self.thresholds([name for name, _, _ in self._grid_overlays])
+        except InputError as exc:
+            self.status.setText(str(exc))
+            return
         for name, overlay, data in self._grid_overlays:
             metrics.binarize(data, thresholds[name], out=overlay.data.view(np.bool_), checked=True)
             overlay.refresh()

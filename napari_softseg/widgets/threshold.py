@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QLabeledDoubleRangeSlider, QLabeledDoubleSlider
 
+from napari_softseg._metadata import PREDICTION_KEY, prediction_threshold
 from softseg import compare, metrics
 from softseg.confidence import METADATA_KEY as CONFIDENCE_KEY
 from softseg.confidence import ConfidenceScale, label_to_soft
@@ -46,29 +47,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OVERLAY_COLORS",
-    "PREDICTION_KEY",
     "ThresholdWidget",
-    "layer_threshold",
 ]
 
-#: Layer metadata key written by the Predict widget: {"threshold", "candidate", "model", ...}.
-PREDICTION_KEY = "softseg_prediction"
 #: Overlay colours, one per selected prediction (cycled).
 OVERLAY_COLORS = ("#00e5ff", "#ffd400", "#ff3df2", "#4dff4d", "#ff8c1a", "#8c8cff")
 _NONE = "(none)"
 _CURVE_THRESHOLDS = np.round(np.arange(0.01, 0.995, 0.01), 2)
 
 
-def layer_threshold(layer: Any) -> float:
-    """The optimal threshold stored on a prediction layer, 0.5 when it has none."""
-    meta = getattr(layer, "metadata", None) or {}
-    info = meta.get(PREDICTION_KEY) or {}
-    t = info.get("threshold") if isinstance(info, dict) else None
+def _optimum(layer: Any) -> float | None:
+    """The layer's model's optimal threshold (its model card), None for a layer that is not a
+    model's prediction (no silent 0.5: such a layer follows the slider, and the widget says so)."""
     try:
-        t = float(t)
-    except (TypeError, ValueError):
-        return 0.5
-    return t if 0.0 <= t <= 1.0 else 0.5
+        return prediction_threshold(layer)
+    except InputError:
+        return None
 
 
 @dataclass(eq=False)
@@ -80,7 +74,7 @@ class _Entry:
     overlay: Any
     buffer: np.ndarray  # the overlay's own uint8 array, rewritten in place
     soft_volume_ml: float
-    optimum: float
+    optimum: float | None  # the model's optimal threshold; None: not a model's prediction
     spacing: tuple[float, ...]
     box: tuple[slice, ...] | None = None
     curves: dict[str, Any] = field(default_factory=dict)
@@ -263,9 +257,10 @@ class ThresholdWidget(QWidget):
             self.layer_list.blockSignals(False)
         if self._entries and first_new:
             first = next(iter(self._entries.values()))
-            self.slider.blockSignals(True)
-            self.slider.setValue(first.optimum)
-            self.slider.blockSignals(False)
+            if first.optimum is not None:
+                self.slider.blockSignals(True)
+                self.slider.setValue(first.optimum)
+                self.slider.blockSignals(False)
         self._on_style(self.style_combo.currentText())
         self._on_threshold()
         self._start_curves()
@@ -289,7 +284,7 @@ class ThresholdWidget(QWidget):
         layer.events.data.connect(self._on_source_data)
         self._refresh_layer_choices()
         return _Entry(layer=layer, data=data, overlay=overlay, buffer=buffer,
-                      soft_volume_ml=soft, optimum=layer_threshold(layer), spacing=spacing)
+                      soft_volume_ml=soft, optimum=_optimum(layer), spacing=spacing)
 
     def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
@@ -326,7 +321,8 @@ class ThresholdWidget(QWidget):
         if data.dtype.kind in "iu" and isinstance(meta, dict):
             # a painted rater: levels -> soft values through its own scale, as the Compare
             # widget does (otherwise every painted level, even "low", would count as foreground)
-            data = label_to_soft(data, scale=ConfidenceScale.from_dict(meta))
+            data = label_to_soft(data, scale=ConfidenceScale.from_dict(meta),
+                                 name=f"layer {name!r}")
         return data
 
     def _on_reference(self, _text: str = "") -> None:
@@ -356,7 +352,8 @@ class ThresholdWidget(QWidget):
             return {name: (lo, hi) for name in self._entries}
         value = float(self.slider.value())
         own = self.own_optimum.isChecked()
-        return {name: (e.optimum if own else value, None) for name, e in self._entries.items()}
+        return {name: (e.optimum if own and e.optimum is not None else value, None)
+                for name, e in self._entries.items()}
 
     def _on_threshold(self, *_args) -> None:
         for name, (lo, hi) in self.current_thresholds().items():
@@ -378,7 +375,12 @@ class ThresholdWidget(QWidget):
         self._on_threshold()
 
     def _on_own_optimum(self, on: bool) -> None:
-        self.slider.setEnabled(not on)
+        missing = [name for name, e in self._entries.items() if e.optimum is None]
+        self.slider.setEnabled(not on or bool(missing))
+        if on and missing:
+            self.status.setText(
+                f"{', '.join(map(repr, missing))}: not a model's prediction, so no optimal "
+                "threshold; it follows the slider")
         self._on_threshold()
 
     def _on_style(self, style: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 from qtpy.QtCore import Qt
 from scipy import ndimage
 
+from prediction_support import prediction_metadata
 from softseg import compare
 from softseg.phantom import phantom
 
@@ -41,7 +42,7 @@ def setup(make_napari_viewer, qtbot, arrays):
         viewer.add_labels(r, name=f"rater-{i + 1}", scale=SCALE)
     for name, t in (("smooth", 0.3), ("sharp", 0.5), ("hard", 0.5)):
         viewer.add_image(arrays[name], name=name, scale=SCALE,
-                         metadata={"softseg_prediction": {"threshold": t}})
+                         metadata=prediction_metadata(t, candidate=name))
     widget = CompareWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Compare")
     return viewer, widget, qtbot
@@ -135,6 +136,12 @@ def test_bad_input_is_explained(setup):
         (["smooth", "mask"], "truth", "not a soft prediction"),
         (["smooth", "sharp"], "small", "shape (3, 4, 5)"),
     ]
+    viewer.add_image(viewer.layers["smooth"].data, name="plain", scale=SCALE)  # no model card
+    widget.own_optimum.setChecked(True)
+    widget.choose(image="image", reference="truth", predictions=["smooth", "plain"])
+    widget.run()
+    assert "'plain' is not a model's prediction" in widget.last_error
+    widget.own_optimum.setChecked(False)
     for predictions, reference, message in cases:
         widget.choose(image="image", reference=reference, predictions=predictions)
         widget.run()  # shapes and dtypes are refused at once, value ranges by the worker

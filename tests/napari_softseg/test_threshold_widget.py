@@ -10,6 +10,7 @@ from softseg import metrics
 from softseg.phantom import phantom
 from softseg.geometry import display_geometry
 from softseg.io import load_volume, save_volume
+from prediction_support import prediction_metadata
 
 SCALE = (2.0, 1.0, 1.0)  # mm: voxel volume 2 mm^3
 
@@ -32,10 +33,9 @@ def setup(make_napari_viewer, qtbot, arrays):
     viewer.add_image(arrays["image"], name="image", scale=SCALE)
     viewer.add_labels((arrays["truth"] >= 0.5).astype(np.uint8), name="truth", scale=SCALE)
     viewer.add_image(arrays["soft"], name="soft", scale=SCALE, colormap="magma",
-                     metadata={"softseg_prediction": {"threshold": 0.35, "candidate": "softseg",
-                                                      "model": "m.safetensors"}})
+                     metadata=prediction_metadata(0.35))
     viewer.add_image(arrays["sharp"], name="sharp", scale=SCALE,
-                     metadata={"softseg_prediction": {"threshold": 0.7}})
+                     metadata=prediction_metadata(0.7, candidate="sharp"))
     widget = ThresholdWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Threshold")
     return viewer, widget, qtbot
@@ -135,6 +135,19 @@ def test_one_slider_drives_all_or_each_at_its_optimum(setup, arrays):
     assert "sharp [threshold]" not in viewer.layers
 
 
+def test_a_layer_without_a_model_card_has_no_optimum_and_says_so(setup, arrays):
+    viewer, widget, _ = setup
+    viewer.add_image(arrays["soft"], name="plain", scale=SCALE)  # a soft map, not a prediction
+    widget.select_layers(["plain", "soft"])
+    widget.slider.setValue(0.6)
+    widget.own_optimum.setChecked(True)
+    assert widget.slider.isEnabled()  # the plain layer still follows the slider
+    assert "'plain'" in widget.status.text() and "no optimal threshold" in widget.status.text()
+    assert widget.current_thresholds() == {"plain": (0.6, None), "soft": (0.35, None)}
+    np.testing.assert_array_equal(_overlay(viewer, "plain").data.astype(bool),
+                                  arrays["soft"] >= np.float32(0.6))  # not a silent 0.5
+
+
 def test_bad_layers_are_refused_with_a_reason(setup):
     viewer, widget, _ = setup
     n = len(viewer.layers)
@@ -159,8 +172,7 @@ def test_apply_adds_labels_and_saves_nifti_with_geometry(make_napari_viewer, tmp
     viewer = make_napari_viewer()
     viewer.add_image(geometry.to_display(file_soft), name="pred", scale=geometry.scale,
                      translate=geometry.translate,
-                     metadata={**geometry.as_metadata(),
-                               "softseg_prediction": {"threshold": 0.4}})
+                     metadata={**geometry.as_metadata(), **prediction_metadata(0.4)})
     widget = ThresholdWidget(viewer)
     widget.select_layers(["pred"])
     widget.save_check.setChecked(True)
