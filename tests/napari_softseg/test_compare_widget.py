@@ -157,3 +157,115 @@ def test_nan_cells_sort_last():
     a.setData(Qt.ItemDataRole.UserRole, 1.0)
     b.setData(Qt.ItemDataRole.UserRole, math.nan)
     assert a < b and not b < a
+
+
+# ----------------------------------------------------------- one table on every path
+TINY = ["--epochs", "1", "--crop", "24", "24", "--width", "4", "--depth", "2",
+        "--batch-size", "4", "--device", "cpu", "--test-fraction", "0.25",
+        "--val-fraction", "0.25"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two tiny trained models on a phantom dataset, and softseg compare's samples.csv on one
+    of their test subjects (the MODEL form of the command)."""
+    import json
+
+    from softseg.cli import main
+    from softseg.phantom import write_dataset
+
+    root = tmp_path_factory.mktemp("paths")
+    dataset = write_dataset(root / "ds", n_subjects=4, shape=(24, 24, 8), n_raters=3, seed=0)
+    run = root / "run"
+    assert main(["compare", "--train", "conventional", "softseg", "--dataset", str(dataset),
+                 "--repeats", "1", "--no-stats", "--ground-truth", "truth", "--out", str(run),
+                 *TINY]) == 0
+    models = [str(run / "models" / f"{c}-r0.safetensors") for c in ("conventional", "softseg")]
+    subject = json.loads((run / "run_state.json").read_text())["units"]["softseg/r0"]["split"][
+        "test"][0]
+    report = root / "report"
+    assert main(["compare", *models, "--dataset", str(dataset), "--out", str(report),
+                 "--ground-truth", "majority", "--subjects", subject]) == 0
+    with open(report / "samples.csv", newline="") as fh:
+        samples = {r["candidate"]: r for r in csv.DictReader(fh)}
+    return dataset, models, subject, samples, root
+
+
+def test_same_numbers_on_every_path(trained, make_napari_viewer, open_widget, qtbot, capsys):
+    """softseg evaluate --json, softseg compare's CSV, the Compare widget's table and the
+    Threshold widget's readout give the same numbers for the same prediction (issue 12)."""
+    import json
+
+    from softseg.cli import main
+    from softseg.data import load_subject, scan_dataset
+    from softseg.io import save_volume
+    from softseg.modelfile import load_model
+    from softseg.protocol import _predict, ground_truth
+
+    dataset, models, subject, samples, root = trained
+    info = scan_dataset(dataset)
+    data = load_subject(info.subject(subject))
+    ref = ground_truth(info.subject(subject), data, "majority")
+    geom = data.geometry
+    preds, cards = {}, {}
+    for path, cand in zip(models, ("conventional", "softseg")):
+        loaded = load_model(path)
+        preds[cand] = _predict(loaded, data)
+        cards[cand] = float(loaded.card.threshold)
+
+    # softseg evaluate on files in the subject's own geometry (voxel size from the affine)
+    folder = root / f"files-{open_widget.path}"
+    folder.mkdir()
+    save_volume(folder / "pred.nii.gz", geom.from_display(preds["softseg"]), affine=geom.affine)
+    save_volume(folder / "ref.nii.gz", geom.from_display(ref).astype(np.uint8),
+                affine=geom.affine)
+    rater_files = []
+    for i, r in enumerate(data.raters):
+        rater_files.append(str(folder / f"rater-{i}.nii.gz"))
+        save_volume(rater_files[-1], geom.from_display(r).astype(np.uint8), affine=geom.affine)
+    capsys.readouterr()
+    assert main(["evaluate", str(folder / "pred.nii.gz"), str(folder / "ref.nii.gz"),
+                 "--threshold", repr(cards["softseg"]), "--raters", *rater_files,
+                 "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+
+    # the widgets, opened as users open them, on layers in display order
+    viewer = make_napari_viewer()
+    kw = {"scale": geom.scale}
+    viewer.add_image(data.images[0], name="image", **kw)
+    viewer.add_image(ref.astype(np.float32), name="reference", **kw)
+    for i, r in enumerate(data.raters):
+        viewer.add_labels(r.astype(np.uint8), name=f"rater-{i}", **kw)
+    for cand, p in preds.items():
+        viewer.add_image(p, name=cand, metadata=prediction_metadata(cards[cand], candidate=cand),
+                         **kw)
+    cw = open_widget(viewer, "compare")
+    cw.choose(image="image", reference="reference", predictions=list(preds),
+              raters=[f"rater-{i}" for i in range(len(data.raters))])
+    cw.own_optimum.setChecked(True)
+    _run(cw, qtbot)
+    table = cw.table_values()["softseg"]
+    tw = open_widget(viewer, "threshold")
+    tw.reference_combo.setCurrentText("reference")
+    tw.select_layers(["softseg"])  # the slider goes to the layer's optimal threshold
+    tw.update_readouts()
+    readout = tw.last_readouts["softseg"]
+
+    csv_row = samples["softseg"]
+    counts = ("dice", "precision", "recall", "specificity", "rvd", "avd", "ltpr", "lfdr",
+              "binary_volume_ml", "threshold")
+    checked = 0
+    for key in table:
+        want = cli[key]
+        want = float("nan") if want is None else float(want)
+        # exact for counts; soft sums differ only by float64 summation order (display vs file
+        # axis order), Hausdorff by the order of the per-axis terms
+        tol = {} if key in counts else {"rel": 1e-9, "abs": 1e-12}
+        assert table[key] == pytest.approx(want, nan_ok=True, **tol), key
+        assert float(csv_row[key]) == pytest.approx(want, nan_ok=True, **tol), key
+        checked += 1
+    assert checked >= 20
+    for key, value in readout.items():
+        tol = {} if key in counts else {"rel": 1e-9}
+        assert value == pytest.approx(cli[key], **tol), key
+    assert set(readout) == {"dice", "precision", "recall", "binary_volume_ml", "soft_volume_ml"}
