@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 __all__ = [
+    "AXIS_LABELS",
     "CONFIDENCE_KEY",
     "KINDS",
     "KIND_KEY",
@@ -56,6 +57,12 @@ KIND_KEY = "softseg_kind"
 RATER_KEY = "softseg_rater"
 CONFIDENCE_KEY = "softseg_confidence"  # same key as softseg.confidence.METADATA_KEY
 SIDECAR_KEY = "softseg_sidecar"
+#: napari axis labels of every volume the plugin opens: the slice slider of the default view is
+#: labelled "axial I→S"; transposing shows "coronal A→P" or "sagittal R→L" slices. They follow
+#: softseg.geometry.DISPLAY_AXCODES (increasing index towards S, P, L).
+AXIS_LABELS = ("axial I→S", "coronal A→P", "sagittal R→L")
+#: Physical unit of the layers' scale and translate.
+UNITS = ("mm", "mm", "mm")
 #: Integer volumes with at most this many distinct values open as Labels.
 MAX_LABEL_VALUES = 32
 
@@ -231,6 +238,7 @@ def layer_data_tuple(
     meta[SOURCE_KEY] = None if source_path is None else str(source_path)
     meta[KIND_KEY] = kind
     layer_kwargs: dict[str, Any] = dict(defaults)
+    layer_kwargs.update(axis_labels=AXIS_LABELS, units=UNITS)
     if kind == "image":
         layer_kwargs["contrast_limits"] = _contrast_limits(display_array)
     layer_kwargs.update(

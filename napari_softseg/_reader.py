@@ -1,8 +1,10 @@
 """napari reader for NIfTI volumes (``*.nii``, ``*.nii.gz``).
 
 A volume opens reoriented so that the slice slider runs along the axial axis (see
-:mod:`softseg.geometry`), with the voxel size as layer scale and the original affine/header in
-``layer.metadata``. Integer volumes with few values open as Labels, soft maps as a coloured
+:mod:`softseg.geometry`) and is labelled with it (``axis_labels`` "axial I→S", "coronal A→P",
+"sagittal R→L", units mm), with the voxel size as layer scale and the original affine/header in
+``layer.metadata``. Images get the role ``"image"``, rater label maps the role ``"rater"``
+(:mod:`napari_softseg._metadata`). Integer volumes with few values open as Labels, soft maps as a coloured
 Image, everything else as a grey Image (:func:`napari_softseg._layers.guess_kind`; a JSON sidecar
 ``{"kind": ...}`` overrides).
 
@@ -31,6 +33,7 @@ from napari_softseg._layers import (
     notify_error,
     volume_name,
 )
+from napari_softseg._metadata import set_role
 
 __all__ = ["get_reader", "read_nifti", "read_volume_layers"]
 
@@ -73,6 +76,10 @@ def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any
     rater = _RATER_FILE.match(name)
     if rater and RATER_KEY not in metadata and kind == "labels":
         metadata[RATER_KEY] = rater.group(1)
+    if kind == "image":
+        set_role(metadata, "image")
+    elif kind == "labels" and RATER_KEY in metadata:
+        set_role(metadata, "rater")
     return [
         layer_data_tuple(
             geometry.to_display(volume.array),

@@ -1,24 +1,26 @@
-"""The "Soft annotation" widget in a real viewer: painting, keys, status, export, autosave, recovery."""
+"""The "Soft annotation" widget in a real viewer: painting, keys, status, export, autosave, opening.
+
+Most tests run twice (``open_widget``): through napari's Plugins menu (a wrapped viewer whose
+layers are proxies) and built directly.
+"""
 
 import json
 
 import nibabel as nib
 import numpy as np
 import pytest
-from qtpy.QtCore import QPoint, Qt
+from napari.layers import Image, Labels
+from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication, QPushButton
 
-from softseg.autosave import list_recoveries, load_snapshot
+from softseg.autosave import list_recoveries, list_snapshots, load_snapshot
 from softseg.confidence import ConfidenceScale
-from softseg.phantom import phantom
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
 from softseg.io import save_volume
 
-from napari_softseg.widgets.annotate import AnnotateWidget
-
-SHAPE = (40, 44, 18)  # file order (X, Y, Z); napari shows (18, 44, 40)
+from annotate_support import PLUGIN, SHAPE, click, key, pixel, show, stroke, type_text, write_image
 
 
 @pytest.fixture
@@ -28,25 +30,16 @@ def recovery_root(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture(scope="module")
-def ph():
-    return phantom(SHAPE, n_raters=2, seed=1)
+@pytest.fixture
+def image_file(tmp_path):
+    return write_image(tmp_path / "sub-01")
 
 
 @pytest.fixture
-def image_file(tmp_path, ph):
-    path = tmp_path / "sub-01" / "image.nii.gz"
-    path.parent.mkdir()
-    save_volume(path, ph.image, affine=ph.affine)
-    return path
-
-
-@pytest.fixture
-def setup(make_napari_viewer, image_file, recovery_root):
+def setup(make_napari_viewer, image_file, recovery_root, open_widget):
     viewer = make_napari_viewer()
-    viewer.open(str(image_file), plugin="napari-softseg")
-    widget = AnnotateWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Soft annotation")
+    viewer.open(str(image_file), plugin=PLUGIN)
+    widget = open_widget(viewer, "annotate")
     yield viewer, widget
     widget.close_autosave()
 
@@ -65,22 +58,6 @@ def _paint_three_levels(layer):
     return spots
 
 
-def _show(viewer, qtbot):
-    viewer.window._qt_window.resize(1000, 800)
-    viewer.window._qt_window.show()
-    qtbot.waitExposed(viewer.window._qt_window)
-    QApplication.processEvents()
-    return viewer.window._qt_viewer.canvas
-
-
-def _pixel(canvas, layer, index):
-    """Canvas pixel of a data voxel (its slice must be the one shown)."""
-    tf = canvas.view.transform * canvas.view.scene.transform
-    w = layer.data_to_world(index)
-    p = tf.map([w[2], w[1]])
-    return QPoint(int(round(p[0])), int(round(p[1])))
-
-
 def test_rater_layer_has_image_geometry_scale_colours_and_status(setup, image_file, qtbot):
     viewer, widget = setup
     image = viewer.layers["image"]
@@ -90,7 +67,7 @@ def test_rater_layer_has_image_geometry_scale_colours_and_status(setup, image_fi
     np.testing.assert_allclose(layer.translate, image.translate)
     geom = DisplayGeometry.from_metadata(layer.metadata)
     np.testing.assert_array_equal(geom.affine, nib.load(image_file).affine)
-    assert layer.metadata["softseg_rater"] == "alice"
+    assert layer.metadata["softseg_rater"] == "alice" and layer.metadata["softseg_role"] == "rater"
     assert ConfidenceScale.from_dict(layer.metadata["softseg_confidence"]) == ConfidenceScale.default()
     # colour strength grows with confidence: alpha and saturation increase with the level
     rgba = [layer.colormap.color_dict[k] for k in (1, 2, 3)]
@@ -108,15 +85,44 @@ def test_rater_layer_has_image_geometry_scale_colours_and_status(setup, image_fi
     spots = _paint_three_levels(layer)
     viewer.layers.selection.active = layer
     viewer.dims.current_step = (spots[2][0], 0, 0)
-    _show(viewer, qtbot)
+    show(viewer, qtbot)
     # what a mouse move over the canvas does (Xvfb sends no Enter event, and napari's status
     # thread only runs inside a running event loop): set the cursor, then update the status
     for level, text in ((1, "1; confidence: low, soft value: 0.333"), (2, "2; confidence: medium, soft value: 0.667"),
                         (3, "3; confidence: high, soft value: 1")):
         viewer.mouse_over_canvas = True
-        viewer.cursor.position = tuple(layer.data_to_world(spots[level]))
+        viewer.cursor.position = tuple(viewer.layers["alice"].data_to_world(spots[level]))
         viewer.update_status_from_cursor()
         assert text in str(viewer.status)
+
+
+def test_rater_id_is_empty_and_required(setup, qtbot):
+    viewer, widget = setup
+    assert widget._rater_id.value == ""
+    assert widget._rater_id.native.placeholderText()
+    assert not widget._add.enabled and "rater id" in widget._add.tooltip
+    with pytest.raises(InputError, match="type your rater id"):
+        widget.add_rater_layer()
+    type_text(widget._rater_id, "  ")
+    assert not widget._add.enabled
+    type_text(widget._rater_id, "AB")
+    assert widget._add.enabled
+    click(widget._add)
+    assert viewer.layers["AB"].metadata["softseg_rater"] == "AB"
+
+
+def test_default_brush_is_scaled_to_the_image(make_napari_viewer, recovery_root, open_widget):
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "annotate")
+    try:
+        small = viewer.add_image(np.zeros((10, 44, 40), np.float32), name="small")
+        assert widget.add_rater_layer("a", image=small).brush_size == 1
+        big = viewer.add_image(np.zeros((10, 233, 189), np.float32), name="big")
+        assert widget.add_rater_layer("b", image=big).brush_size == 5  # 2% of the larger side
+        ct = viewer.add_image(np.zeros((4, 512, 512), np.float32), name="ct")
+        assert widget.add_rater_layer("c", image=ct).brush_size == 10
+    finally:
+        widget.close_autosave()
 
 
 def test_paint_levels_then_export_soft_and_levels_with_image_affine(setup, image_file):
@@ -157,38 +163,28 @@ def test_paint_levels_then_export_soft_and_levels_with_image_affine(setup, image
 def test_mouse_stroke_and_keyboard_levels(setup, qtbot):
     viewer, widget = setup
     layer = widget.add_rater_layer("alice")
-    canvas = _show(viewer, qtbot)
-    canvas.native.setFocus()
-    QApplication.processEvents()
+    canvas = show(viewer, qtbot)
     # keys 1..K pick a level on the rater layer, 0 the eraser; napari's own E still erases
-    for key, level in ((Qt.Key.Key_3, 3), (Qt.Key.Key_1, 1)):
-        QTest.keyClick(canvas.native, key)
+    for qt_key, level in ((Qt.Key.Key_3, 3), (Qt.Key.Key_1, 1)):
+        key(canvas, qt_key)
         assert layer.selected_label == level and layer.mode == "paint"
         assert widget._level_bar.buttons[level].isChecked()
-    QTest.keyClick(canvas.native, Qt.Key.Key_0)
+    key(canvas, Qt.Key.Key_0)
     assert layer.mode == "erase" and widget._level_bar.buttons[0].isChecked()
-    QTest.keyClick(canvas.native, Qt.Key.Key_2)
+    key(canvas, Qt.Key.Key_2)
     assert layer.selected_label == 2 and layer.mode == "paint"
-    QTest.keyClick(canvas.native, Qt.Key.Key_7)  # beyond the scale: level unchanged
+    key(canvas, Qt.Key.Key_7)  # beyond the scale: level unchanged
     assert layer.selected_label == 2
     # the level bar buttons do the same as the keys
-    widget._level_bar.buttons[3].click()
+    click(widget._level_bar.buttons[3])
     assert layer.selected_label == 3
-    QTest.keyClick(canvas.native, Qt.Key.Key_2)
+    key(canvas, Qt.Key.Key_2)
 
     # a real mouse stroke across the middle slice paints level 2
     z, y, _ = _centre(layer)
-    viewer.dims.current_step = (z, 0, 0)
     layer.brush_size = 3
-    QApplication.processEvents()
-    a, b = _pixel(canvas, layer, (z, y, 8)), _pixel(canvas, layer, (z, y, 30))
     history = len(layer._undo_history)
-    QTest.mousePress(canvas.native, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
-    for t in np.linspace(0, 1, 10):
-        QTest.mouseMove(canvas.native, QPoint(int(a.x() + (b.x() - a.x()) * t), a.y()))
-        QApplication.processEvents()
-    QTest.mouseRelease(canvas.native, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b)
-    QApplication.processEvents()
+    stroke(viewer, canvas, layer, z, y, 8, 30)
     painted = np.argwhere(layer.data == 2)
     assert len(layer._undo_history) == history + 1  # one stroke = one undo step
     assert set(painted[:, 0]) == {z}
@@ -217,14 +213,18 @@ def test_every_stroke_and_undo_is_autosaved(setup, image_file, qtbot):
     np.testing.assert_array_equal(snapshot(), layer.data)
     layer.redo()
     qtbot.waitUntil(lambda: snapshot()[spots[3]] == 3, timeout=10000)
+    # each save is a new version; the older ones stay on disk
+    assert len(list_snapshots(image_file, rater="alice")) >= 3
     # the main thread only copies the array
     assert session.snapshot_ms and max(session.snapshot_ms) < 200
 
 
-def test_crash_mid_save_keeps_previous_snapshot_and_restore_brings_strokes_back(
-    setup, image_file, make_napari_viewer, monkeypatch
+def test_crash_mid_save_keeps_previous_snapshot_and_a_new_viewer_restores_it(
+    make_napari_viewer, image_file, recovery_root, monkeypatch, menu_widget
 ):
-    viewer, widget = setup
+    viewer = make_napari_viewer()
+    viewer.open(str(image_file), plugin=PLUGIN)
+    widget = menu_widget(viewer, "annotate")
     layer = widget.add_rater_layer("alice")
     spots = _paint_three_levels(layer)
     assert widget.flush_autosave()
@@ -233,41 +233,43 @@ def test_crash_mid_save_keeps_previous_snapshot_and_restore_brings_strokes_back(
     # the next save dies after the temporary file was started (disk full, process killed ...)
     import softseg.autosave as autosave_mod
 
-    real = autosave_mod.save_display_array
+    real = autosave_mod.save_volume
 
-    def dying_save(path, data, geometry, **kwargs):
-        real(path.with_name(".alice.nii.gz.partial.tmp.nii.gz"), data, geometry, overwrite=True)
+    def dying_save(path, data, **kwargs):
+        real(path.with_name(".partial.tmp.nii.gz"), data, **kwargs)
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(autosave_mod, "save_display_array", dying_save)
+    monkeypatch.setattr(autosave_mod, "save_volume", dying_save)
     layer.paint((spots[1][0], spots[1][1] + 6, spots[1][2]), 3)
     assert widget.flush_autosave()
     monkeypatch.undo()
     widget.close_autosave()
 
-    # "restart napari": a new viewer opens the same image and is offered the lost work
-    viewer2 = make_napari_viewer()
-    viewer2.open(str(image_file), plugin="napari-softseg")
-    widget2 = AnnotateWidget(viewer2)
-    try:
-        assert not widget2._restore_btn.native.isHidden()  # offered as soon as the image is there
-        assert "alice" in widget2._restore_btn.text
-        # ... and by a notification whose "Restore" button restores the strokes
-        from napari.utils.notifications import notification_manager
+    # "restart napari": a new viewer opens the same image and is offered the saved work
+    from napari.utils.notifications import notification_manager
 
-        offer = [n for n in notification_manager.records if "Unsaved rater work found" in str(n.message)][-1]
-        (label, action), = offer.actions
+    notes = []
+    notification_manager.notification_ready.connect(notes.append)
+    try:
+        viewer2 = make_napari_viewer()
+        viewer2.open(str(image_file), plugin=PLUGIN)
+        widget2 = menu_widget(viewer2, "annotate")
+    finally:
+        notification_manager.notification_ready.disconnect(notes.append)
+    try:
+        assert widget2._banner.visible and "alice" in widget2._banner.text
+        (offer,) = [n for n in notes if "Unsaved rater work found" in str(n.message)]
+        ((label, action),) = offer.actions
         assert label == "Restore" and "alice" in offer.message
         action(None)  # what the notification's button does
         restored = viewer2.layers["alice"]
-        assert restored.name == "alice"
         np.testing.assert_array_equal(restored.data, saved)
         assert ConfidenceScale.from_dict(restored.metadata["softseg_confidence"]) == ConfidenceScale.default()
     finally:
         widget2.close_autosave()
 
 
-def test_open_rater_files_binary_levels_soft_and_wrong_shape(setup, image_file):
+def test_open_rater_files_binary_levels_soft_distinct_colours_and_wrong_shape(setup, image_file):
     viewer, widget = setup
     image = viewer.layers["image"]
     geom = DisplayGeometry.from_metadata(image.metadata)
@@ -285,17 +287,40 @@ def test_open_rater_files_binary_levels_soft_and_wrong_shape(setup, image_file):
     save_volume(folder / "other.nii.gz", np.zeros((8, 8, 8), np.uint8), affine=vol_affine)
 
     b = widget.open_rater_file(folder / "rater-b.nii.gz")
-    assert b.metadata["softseg_rater"] == "b" and type(b).__name__ == "Labels"
+    assert b.metadata["softseg_rater"] == "b" and isinstance(b, Labels)
     assert ConfidenceScale.from_dict(b.metadata["softseg_confidence"]) == ConfidenceScale.binary()
     np.testing.assert_array_equal(b.data, geom.to_display(binary))
     c = widget.open_rater_file(folder / "rater-c.nii.gz")
     assert c.metadata["softseg_rater"] == "carol"
     assert ConfidenceScale.from_dict(c.metadata["softseg_confidence"]) == scale
     d = widget.open_rater_file(folder / "rater-d.nii.gz")
-    assert type(d).__name__ == "Image" and d.metadata["softseg_kind"] == "soft"
+    assert isinstance(d, Image) and d.metadata["softseg_kind"] == "soft"
     np.testing.assert_array_equal(d.data, geom.to_display(soft))
+    # three files, three colours
+    hues = [lyr.metadata["softseg_hue"] for lyr in (b, c, d)]
+    assert len(set(hues)) == 3
+    top = [tuple(np.round(b.colormap.color_dict[1][:3], 3)), tuple(np.round(c.colormap.color_dict[4][:3], 3)),
+           tuple(np.round(d.colormap.colors[-1][:3], 3))]
+    assert len(set(top)) == 3
     with pytest.raises(InputError, match=r"shape \(8, 8, 8\) differs from image 'image' shape \(18, 44, 40\)"):
         widget.open_rater_file(folder / "other.nii.gz")
+
+
+def test_rater_files_opened_with_file_open_get_distinct_colours(setup, image_file):
+    viewer, widget = setup
+    folder = image_file.parent
+    affine = nib.load(image_file).affine
+    for name in ("rater-1", "rater-2", "rater-3"):
+        lv = np.zeros(SHAPE, np.uint8)
+        lv[5:9, 5:9, 3:5] = 2
+        save_volume(folder / f"{name}.nii.gz", lv, affine=affine,
+                    sidecar={"rater": name[-1], "softseg_confidence": ConfidenceScale.default().as_dict()})
+        viewer.open(str(folder / f"{name}.nii.gz"), plugin=PLUGIN)
+    raters = [lyr for lyr in viewer.layers if lyr.metadata.get("softseg_rater")]
+    assert len(raters) == 3
+    colours = {tuple(np.round(lyr.colormap.color_dict[3][:3], 3)) for lyr in raters}
+    assert len(colours) == 3
+    assert all(widget.autosave_for(lyr) is not None for lyr in raters)
 
 
 def test_scale_editor_levels_and_refusals(setup):
@@ -324,21 +349,22 @@ def test_scale_editor_levels_and_refusals(setup):
 
 
 def test_unwritable_recovery_folder_warns_once_and_saves_to_fallback(
-    make_napari_viewer, image_file, recovery_root, monkeypatch
+    make_napari_viewer, image_file, recovery_root, monkeypatch, open_widget
 ):
-    import napari_softseg.widgets.annotate as annotate_mod
+    from napari.utils.notifications import notification_manager
 
-    warnings = []
-    monkeypatch.setattr(annotate_mod, "show_warning", warnings.append)
     (image_file.parent / ".softseg-recovery").write_text("a file where the folder should be")
     viewer = make_napari_viewer()
-    viewer.open(str(image_file), plugin="napari-softseg")
-    widget = AnnotateWidget(viewer)
+    viewer.open(str(image_file), plugin=PLUGIN)
+    widget = open_widget(viewer, "annotate")
+    notes = []
+    notification_manager.notification_ready.connect(notes.append)
     try:
         a = widget.add_rater_layer("alice")
         widget.add_rater_layer("bob")
+        warnings = [str(n.message) for n in notes if str(n.severity) == "warning"]
         assert len(warnings) == 1  # once, not per rater
-        assert str(recovery_root) in warnings[0] and "instead" in warnings[0]
+        assert str(recovery_root) in warnings[0] and "autosaving to" in warnings[0]
         session = widget.autosave_for(a)
         assert session.folder.parent == recovery_root
         a.paint(_centre(a), 3)
@@ -347,6 +373,7 @@ def test_unwritable_recovery_folder_warns_once_and_saves_to_fallback(
         assert rec.is_fallback
         np.testing.assert_array_equal(load_snapshot(rec, geometry=DisplayGeometry.from_metadata(a.metadata)), a.data)
     finally:
+        notification_manager.notification_ready.disconnect(notes.append)
         widget.close_autosave()
 
 
@@ -356,10 +383,25 @@ def test_foreign_label_layer_becomes_a_rater_layer_only_when_a_scale_is_applied(
     binary = np.zeros(image.data.shape, np.uint8)
     binary[5:8, 10:20, 10:20] = 1
     foreign = viewer.add_labels(binary, name="rater-x", metadata={"softseg_rater": "x"})
-    widget._layer.value = foreign
+    widget._layer.value = widget._rater_choices()[-1][1]
     assert widget.autosave_for(foreign) is None and "softseg_confidence" not in foreign.metadata
     assert "no confidence scale" in widget._status.value
     widget.set_scale(ConfidenceScale.binary())
     assert widget.autosave_for(foreign) is not None
     assert ConfidenceScale.from_dict(foreign.metadata["softseg_confidence"]) == ConfidenceScale.binary()
     np.testing.assert_array_equal(foreign.data, binary)
+
+
+def test_notifications_name_their_source(setup):
+    from napari.utils.notifications import notification_manager
+
+    viewer, widget = setup
+    notes = []
+    notification_manager.notification_ready.connect(notes.append)
+    try:
+        widget._guard(lambda: widget.add_rater_layer(""))
+    finally:
+        notification_manager.notification_ready.disconnect(notes.append)
+    (note,) = notes
+    assert note.source == "Soft annotation" and "rater id" in note.message
+    assert "--" not in note.message and "overwrite=" not in note.message
