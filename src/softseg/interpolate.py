@@ -1,0 +1,629 @@
+"""Fill the slices between painted slices: shape-based interpolation per confidence level.
+
+A rater paints a structure on every few slices; the slices in between are filled so that each
+region varies smoothly from one painted slice to the next. The method is shape-based
+interpolation (Raya & Udupa 1990, "Shape-based interpolation of multidimensional objects";
+Herman, Zheng & Bucholtz 1992 for several nested grey levels): each painted slice's region is
+turned into a signed distance map (``scipy.ndimage.distance_transform_edt``, in mm with the
+in-plane voxel size), the two maps around a gap are mixed linearly in the slice position, and a
+filled slice's region is where the mix is negative.
+
+Rules (the same for the Python API, the ``softseg interpolate`` command and the viewer):
+
+* **Painted slices.** The caller says which slices were painted (``painted=``; the viewer passes
+  the slices the rater touched). A painted slice that holds no paint is an *empty painted slice*:
+  the rater said "nothing here", and a structure interpolated towards it shrinks and ends.
+  Without ``painted``, the slices holding any non-zero voxel are the painted ones
+  (:func:`painted_slices`; ``softseg interpolate`` does this unless ``--slices`` is given).
+* **What is filled.** Only slices lying strictly between two painted slices, and not painted
+  themselves; whatever they held is replaced. Painted slices and slices before the first or
+  after the last painted slice are never changed (bit for bit).
+* **Levels stay nested.** For a confidence level map (0 = background, 1..K) the region of level
+  >= k is interpolated for each k; each region is then cut to the one below it (so level >= k+1
+  lies inside level >= k on every filled slice, whatever the shapes) and the levels are rebuilt
+  as the number of nested regions a voxel lies in.
+* **Components.** On each level, the connected regions (8-connected in the slice) of the two
+  painted slices are matched by overlap; regions that overlap, directly or through a chain, are
+  interpolated together (so a structure may split or merge). A region that overlaps nothing on
+  the other slice *ends* in the gap: it shrinks towards its deepest point and is gone from the
+  middle of the gap on (a slice exactly half-way no longer holds it); one that appears grows
+  the same way from the middle. This keeps each structure's fate local: an unrelated region
+  elsewhere on the slice does not change how fast another one ends.
+* **Signed distance.** ``sd = edt(outside) - edt(inside)`` shifted by half a voxel (half the
+  smaller in-plane voxel size, in mm) so that the boundary lies between voxel centres. For a
+  filled slice at fraction ``t = (s - a) / (b - a)`` of the gap ``(a, b)`` a voxel is inside
+  when ``(1 - t) sd_a + t sd_b < 0`` (a voxel exactly on the interpolated boundary is outside).
+* **Multi-class label maps** (:func:`interpolate_labels`, 0 = background, classes 1..K): each
+  class's region is interpolated the same way and each voxel goes to the class with the most
+  negative interpolated distance (background when no class is negative), so classes never
+  overlap. Per-class level maps (``rater-<id>_label-<class>.nii.gz``, one layer per class) are
+  separate level maps: call :func:`interpolate_levels` for each.
+
+Cost: two distance transforms per region and painted slice of each gap, each restricted to the
+region's bounding box plus one voxel (the result inside the box is exact: the nearest voxel of
+the other kind is always within it), and arithmetic only on the filled slices. Everything is
+pure numpy/scipy without module state, so it may run in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from softseg.errors import InputError
+from softseg.metrics.distance import surface
+
+__all__ = [
+    "BOUNDARY_TOLERANCE_MM",
+    "METHOD",
+    "SliceInterpolation",
+    "interpolate_labels",
+    "interpolate_levels",
+    "painted_slices",
+]
+
+#: One-line description of the method, written in sidecars (``interpolation.method``).
+METHOD = "shape-based (signed distance, linear between painted slices, nested levels)"
+#: A voxel is inside when its interpolated signed distance is below ``-BOUNDARY_TOLERANCE_MM``:
+#: voxels on the interpolated boundary (within float rounding) are outside, whatever the rounding.
+BOUNDARY_TOLERANCE_MM = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class SliceInterpolation:
+    """The result of :func:`interpolate_levels` / :func:`interpolate_labels`.
+
+    Attributes
+    ----------
+    filled : ndarray, same shape and dtype as the input
+        A new array: the input with the interpolated slices replaced (the input is not changed).
+    axis : int
+        The slice axis (non-negative).
+    painted : tuple of int
+        The slices taken as painted, sorted (indices along ``axis``).
+    interpolated : tuple of int
+        The slices that were filled, sorted: every slice strictly between two painted slices
+        that is not painted itself (empty when the painted slices are contiguous).
+    changed : tuple of ndarray of intp
+        Index arrays (one per axis of the input, fancy-indexing order) of the voxels whose value
+        differs from the input; all lie on interpolated slices. napari's
+        ``Labels.data_setitem(changed, values)`` applies the fill as one undo step.
+    values : ndarray, shape (N,), dtype of the input
+        The new values at ``changed``.
+    kind : {"levels", "labels"}
+        Nested confidence levels or exclusive class labels.
+    """
+
+    filled: np.ndarray
+    axis: int
+    painted: tuple[int, ...]
+    interpolated: tuple[int, ...]
+    changed: tuple[np.ndarray, ...]
+    values: np.ndarray
+    kind: str
+
+    @property
+    def n_changed(self) -> int:
+        """Number of voxels whose value changed."""
+        return int(self.values.size)
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-able summary (written under ``"interpolation"`` in a rater sidecar).
+
+        Keys: ``method``, ``kind``, ``axis``, ``painted``, ``interpolated`` (slice indices along
+        ``axis`` of the array that was interpolated) and ``changed_voxels``.
+        """
+        return {
+            "method": METHOD,
+            "kind": self.kind,
+            "axis": self.axis,
+            "painted": list(self.painted),
+            "interpolated": list(self.interpolated),
+            "changed_voxels": self.n_changed,
+        }
+
+
+# ----------------------------------------------------------------------------- public API
+def painted_slices(array: np.ndarray, *, axis: int = 0) -> tuple[int, ...]:
+    """The slices along *axis* that hold at least one non-zero voxel (sorted).
+
+    Parameters
+    ----------
+    array : ndarray, ndim >= 2
+        A label or level map.
+    axis : int
+        Slice axis.
+
+    Returns
+    -------
+    tuple of int
+    """
+    arr = np.asarray(array)
+    axis = _axis(arr, axis, "array")
+    moved = np.moveaxis(arr, axis, 0).reshape(arr.shape[axis], -1)
+    return tuple(int(i) for i in np.flatnonzero(moved.any(axis=1)))
+
+
+def interpolate_levels(
+    levels: np.ndarray,
+    *,
+    axis: int = 0,
+    painted: Iterable[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    n_levels: int | None = None,
+    name: str = "level map",
+) -> SliceInterpolation:
+    """Fill the slices between painted slices of a confidence level map (nested levels).
+
+    Parameters
+    ----------
+    levels : ndarray, shape (*spatial), ndim >= 2
+        Painted confidence levels: whole numbers 0 (background) .. K (K <= 9), any integer,
+        bool or whole-valued float dtype. A binary mask is a level map with K = 1.
+    axis : int
+        The slice axis (the viewer's slider axis: 0 for napari's display order).
+    painted : iterable of int, optional
+        The painted slices along *axis*, including painted slices left empty on purpose.
+        Default: the slices holding any non-zero voxel (:func:`painted_slices`). Negative
+        indices count from the end.
+    spacing : sequence of float, length ndim, optional
+        Voxel size in mm along every axis (napari's ``layer.scale`` in display order, or
+        :func:`softseg.geometry.voxel_size` in file order). Only the in-plane sizes are used:
+        distances are measured in mm in each slice; along the slice axis the mix is linear in
+        the slice position. Default: 1 mm.
+    n_levels : int, optional
+        K of the confidence scale the map was painted with. A voxel above K means slices were
+        painted with another (larger) scale, and is refused naming those slices.
+    name : str
+        What the map is (a file name, ``"layer 'rater-1'"``), first in every message.
+
+    Returns
+    -------
+    SliceInterpolation
+        ``filled`` has the dtype of *levels*; its filled slices hold levels 0..K with level
+        >= k+1 inside level >= k.
+
+    Raises
+    ------
+    InputError
+        A soft (fractional) map, NaN/Inf, negative values or values above 9 (see
+        :func:`softseg.confidence.detect_label_kind`); a level above *n_levels*; fewer than two
+        painted slices; a painted index out of range; a bad *axis* or *spacing*.
+
+    Examples
+    --------
+    Seven voxels on slice 0, one on slice 3: the filled slices hold five and three, as the
+    width changes linearly (7 - 2 t * 3 voxels):
+
+    >>> m = np.zeros((4, 1, 9), np.uint8)
+    >>> m[0, 0, 1:8] = 1
+    >>> m[3, 0, 4] = 1
+    >>> for row in interpolate_levels(m).filled[:, 0]:
+    ...     print("".join(map(str, row)))
+    011111110
+    001111100
+    000111000
+    000010000
+    """
+    from softseg.confidence import detect_label_kind
+
+    arr = _as_array(levels, name)
+    axis = _axis(arr, axis, name)
+    kind = detect_label_kind(arr, name=name)
+    if kind == "soft":
+        raise InputError(
+            f"{name}: holds soft (fractional) values; interpolation fills painted confidence "
+            "levels (whole numbers 0..9): interpolate the level map the rater painted, not its "
+            "soft values"
+        )
+    top = int(np.max(arr))
+    if n_levels is not None:
+        n_levels = _count(n_levels, "n_levels", name)
+        if top > n_levels:
+            bad = _slices_where(np.moveaxis(arr, axis, 0) > n_levels)
+            raise InputError(
+                f"{name}: {_slice_list(bad)} along axis {axis} hold levels up to {top} but the "
+                f"confidence scale has levels 1..{n_levels}; those slices "
+                "were painted with another scale: repaint them, or use the scale they were "
+                "painted with"
+            )
+    return _interpolate(arr, axis, painted, spacing, name, kind="levels", top=top)
+
+
+def interpolate_labels(
+    labels: np.ndarray,
+    *,
+    axis: int = 0,
+    painted: Iterable[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    n_classes: int | None = None,
+    name: str = "label map",
+) -> SliceInterpolation:
+    """Fill the slices between painted slices of a multi-class label map (exclusive classes).
+
+    Parameters
+    ----------
+    labels : ndarray, shape (*spatial), ndim >= 2
+        Integer labels 0 (background) .. K (DESIGN decision 11, nnU-Net ``"labels"``).
+    axis, painted, spacing, name
+        As in :func:`interpolate_levels`. A painted slice without a class is empty for that
+        class (the class ends there).
+    n_classes : int, optional
+        K; a label above it is refused. Default: the largest label present.
+
+    Returns
+    -------
+    SliceInterpolation
+        ``filled`` has the dtype of *labels*; on filled slices each voxel holds the class whose
+        interpolated signed distance is the most negative, or 0.
+
+    Raises
+    ------
+    InputError
+        Fractional, NaN/Inf or negative labels, a label above *n_classes*
+        (:func:`softseg.fusion.as_label_maps`); fewer than two painted slices; a painted index out
+        of range; a bad *axis* or *spacing*.
+    """
+    from softseg.fusion.multilabel import as_label_maps
+
+    arr = _as_array(labels, name)
+    axis = _axis(arr, axis, name)
+    _checked, k = as_label_maps(
+        arr[None], n_classes=n_classes, min_raters=1, what=name, names=[name]
+    )
+    return _interpolate(arr, axis, painted, spacing, name, kind="labels", top=int(k))
+
+
+# ----------------------------------------------------------------------------- validation
+def _as_array(array: Any, name: str) -> np.ndarray:
+    arr = np.asarray(array)
+    if arr.ndim < 2:
+        raise InputError(
+            f"{name}: expected an array with a slice axis and at least one in-plane axis; "
+            f"got shape {arr.shape}"
+        )
+    if arr.size == 0:
+        raise InputError(f"{name}: is empty (shape {arr.shape})")
+    return arr
+
+
+def _axis(arr: np.ndarray, axis: Any, name: str) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise InputError(f"{name}: the slice axis must be a whole number; got {axis!r}")
+    if not -arr.ndim <= int(axis) < arr.ndim:
+        raise InputError(
+            f"{name}: slice axis {axis} does not exist; the map has {arr.ndim} axes "
+            f"(0..{arr.ndim - 1})"
+        )
+    return int(axis) % arr.ndim
+
+
+def _count(value: Any, what: str, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name}: {what} must be a whole number >= 1; got {value!r}")
+    return int(value)
+
+
+def _spacing(
+    spacing: Sequence[float] | None, arr: np.ndarray, axis: int, name: str
+) -> tuple[float, ...]:
+    if spacing is None:
+        values = [1.0] * arr.ndim
+    else:
+        try:
+            values = [float(s) for s in spacing]
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{name}: spacing must be {arr.ndim} voxel sizes in mm; got {spacing!r}"
+            ) from None
+        if len(values) != arr.ndim or not all(np.isfinite(v) and v > 0 for v in values):
+            raise InputError(
+                f"{name}: spacing must be {arr.ndim} positive voxel sizes in mm (one per axis); "
+                f"got {list(values)}"
+            )
+    return tuple(v for i, v in enumerate(values) if i != axis)
+
+
+def _painted(painted: Iterable[int] | None, moved: np.ndarray, axis: int, name: str) -> np.ndarray:
+    n = moved.shape[0]
+    if painted is None:
+        found = np.flatnonzero(moved.reshape(n, -1).any(axis=1))
+        if found.size < 2:
+            where = "" if found.size == 0 else f" (slice {int(found[0])})"
+            raise InputError(
+                f"{name}: holds paint on {found.size} slice{'' if found.size == 1 else 's'} along "
+                f"axis {axis}{where}; interpolation needs at least two painted slices: paint the "
+                "structure on another slice"
+            )
+        return found
+    items = list(painted)
+    try:
+        idx = [int(i) for i in items]
+        if any(isinstance(i, (bool, np.bool_)) or int(i) != i for i in items):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise InputError(
+            f"{name}: painted slices must be whole numbers; got {items[:8]!r}"
+        ) from None
+    out_of_range = [i for i in idx if not -n <= i < n]
+    if out_of_range:
+        raise InputError(
+            f"{name}: painted slice{'s' if len(out_of_range) > 1 else ''} "
+            f"{', '.join(map(str, out_of_range[:5]))} out of range; axis {axis} has slices "
+            f"0..{n - 1}"
+        )
+    found = np.unique(np.asarray([i % n for i in idx], dtype=np.intp))
+    if found.size < 2:
+        raise InputError(
+            f"{name}: {found.size} painted slice{'' if found.size == 1 else 's'} given along axis "
+            f"{axis}; interpolation needs at least two painted slices"
+        )
+    return found
+
+
+def _slices_where(mask_moved: np.ndarray) -> list[int]:
+    n = mask_moved.shape[0]
+    return [int(i) for i in np.flatnonzero(mask_moved.reshape(n, -1).any(axis=1))]
+
+
+def _slice_list(slices: Sequence[int]) -> str:
+    shown = ", ".join(map(str, slices[:8])) + (", ..." if len(slices) > 8 else "")
+    return f"slice{'s' if len(slices) > 1 else ''} {shown}"
+
+
+# ----------------------------------------------------------------------------- the method
+def _interpolate(
+    arr: np.ndarray,
+    axis: int,
+    painted: Iterable[int] | None,
+    spacing: Sequence[float] | None,
+    name: str,
+    *,
+    kind: str,
+    top: int,
+) -> SliceInterpolation:
+    sampling = _spacing(spacing, arr, axis, name)
+    src = np.moveaxis(arr, axis, 0)
+    marks = _painted(painted, src, axis, name)
+    filled = arr.copy(order="K")
+    dst = np.moveaxis(filled, axis, 0)  # a view: writes land in `filled`
+    shift = 0.5 * min(sampling)
+    # larger than any in-plane distance: the depth of a region that fills its whole slice
+    far = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(src.shape[1:], sampling)))) + 1.0
+    filled_slices: list[int] = []
+    for a, b in zip(marks[:-1], marks[1:]):
+        a, b = int(a), int(b)
+        if b - a < 2:
+            continue
+        ts = (np.arange(a + 1, b, dtype=np.float64) - a) / (b - a)
+        slab_a, slab_b = src[a], src[b]
+        if kind == "levels":
+            out = _fill_levels(slab_a, slab_b, ts, top, sampling, shift, far)
+        else:
+            out = _fill_labels(slab_a, slab_b, ts, top, sampling, shift, far)
+        dst[a + 1 : b] = out.astype(arr.dtype, copy=False)
+        filled_slices.extend(range(a + 1, b))
+
+    changed, values = _changes(src, dst, filled_slices, axis)
+    return SliceInterpolation(
+        filled=filled,
+        axis=axis,
+        painted=tuple(int(i) for i in marks),
+        interpolated=tuple(filled_slices),
+        changed=changed,
+        values=values,
+        kind=kind,
+    )
+
+
+def _changes(
+    src: np.ndarray, dst: np.ndarray, slices: list[int], axis: int
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """Index arrays (input axis order) and new values of the voxels that differ."""
+    ndim = src.ndim
+    if not slices:
+        empty = np.zeros(0, dtype=np.intp)
+        return tuple(empty for _ in range(ndim)), dst[(0,) * ndim][None][:0]
+    idx = np.asarray(slices, dtype=np.intp)
+    new = dst[idx]
+    where = np.nonzero(new != src[idx])
+    values = new[where]
+    moved = (idx[where[0]], *where[1:])  # moved order: slice axis first
+    order = [0] * ndim
+    # moved axis j corresponds to input axis: j = 0 -> axis; others in increasing order
+    rest = [i for i in range(ndim) if i != axis]
+    order[axis] = 0
+    for j, i in enumerate(rest, start=1):
+        order[i] = j
+    return tuple(np.ascontiguousarray(moved[order[i]], dtype=np.intp) for i in range(ndim)), values
+
+
+def _fill_levels(
+    slab_a: np.ndarray, slab_b: np.ndarray, ts: np.ndarray, top: int,
+    sampling: tuple[float, ...], shift: float, far: float,
+) -> np.ndarray:
+    """Filled slices (len(ts), *slice) uint8 of nested levels between two painted slices."""
+    out = np.zeros((ts.size, *slab_a.shape), dtype=np.uint8)
+    inside_prev: np.ndarray | None = None
+    for k in range(1, max(top, 1) + 1):
+        ra, rb = slab_a >= k, slab_b >= k
+        if not (ra.any() or rb.any()):
+            break  # no region >= k on either side: none above it either
+        inside = _region_fields(ra, rb, ts, sampling, shift, far) < -BOUNDARY_TOLERANCE_MM
+        if inside_prev is not None:
+            inside &= inside_prev  # level >= k lies inside level >= k-1
+        out += inside
+        inside_prev = inside
+    return out
+
+
+def _fill_labels(
+    slab_a: np.ndarray, slab_b: np.ndarray, ts: np.ndarray, top: int,
+    sampling: tuple[float, ...], shift: float, far: float,
+) -> np.ndarray:
+    """Filled slices of exclusive classes: argmin of the interpolated signed distances."""
+    # background wins unless a class is inside (below the tolerance)
+    best = np.full((ts.size, *slab_a.shape), -BOUNDARY_TOLERANCE_MM)
+    out = np.zeros(best.shape, dtype=np.min_scalar_type(max(top, 1)))
+    present = np.union1d(np.unique(slab_a), np.unique(slab_b))
+    for c in present[present > 0]:
+        field = _region_fields(slab_a == c, slab_b == c, ts, sampling, shift, far)
+        better = field < best
+        out[better] = c
+        best[better] = field[better]
+    return out
+
+
+def _region_fields(
+    a: np.ndarray, b: np.ndarray, ts: np.ndarray,
+    sampling: tuple[float, ...], shift: float, far: float,
+) -> np.ndarray:
+    """Interpolated signed distance of one region with holes: the region with its holes filled
+    and the holes are interpolated each on their own (and so on for islands in holes), and a
+    voxel is inside when it is inside the filled region and outside the holes.
+
+    A ring (a cortex-like rim) whose radius changes by more than its thickness between two
+    painted slices does not overlap itself there; its filled disc and its hole do, so the ring
+    is interpolated as the difference of two smoothly varying discs. Regions without holes are
+    interpolated as they are (:func:`_gap_fields`).
+
+    Returns float64 (len(ts), *slice): negative inside, ``+inf`` / ``-inf`` where the voxel is
+    outside / inside on every filled slice.
+    """
+    fields = np.full((ts.size, *a.shape), np.inf)
+    either = a | b
+    if not either.any():
+        return fields
+    box = tuple(
+        slice(max(int(idx[0]) - 1, 0), min(int(idx[-1]) + 2, n))
+        for idx, n in (
+            (np.flatnonzero(either.any(axis=tuple(j for j in range(a.ndim) if j != i))), a.shape[i])
+            for i in range(a.ndim)
+        )
+    )
+    a, b = a[box], b[box]
+    fa, fb = _fill_holes(a), _fill_holes(b)
+    inner = _gap_fields(fa, fb, ts, sampling, shift, far)
+    ha, hb = fa & ~a, fb & ~b
+    if ha.any() or hb.any():
+        np.maximum(inner, -_region_fields(ha, hb, ts, sampling, shift, far), out=inner)
+    fields[(slice(None), *box)] = inner
+    return fields
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """*mask* with its holes filled: background not face-connected to the box border.
+
+    The same as ``scipy.ndimage.binary_fill_holes`` (its default structure), by one labelling
+    of the background instead of an iterated dilation (a few times faster on slices).
+    """
+    if not mask.any():
+        return mask.copy()
+    lab, n = ndimage.label(~mask)
+    if n == 0:
+        return mask.copy()
+    edge = np.zeros(n + 1, dtype=bool)
+    for i in range(mask.ndim):
+        for j in (0, -1):
+            edge[np.take(lab, j, axis=i)] = True
+    edge[0] = False  # label 0 is the mask itself
+    return ~edge[lab]
+
+
+def _gap_fields(
+    a: np.ndarray, b: np.ndarray, ts: np.ndarray,
+    sampling: tuple[float, ...], shift: float, far: float,
+) -> np.ndarray:
+    """Interpolated signed distance (mm) of one region on every filled slice of a gap.
+
+    Returns float64 (len(ts), *slice): the exact mix ``(1 - t) sd_a + t sd_b`` on voxels inside
+    exactly one of the two painted regions, ``-inf`` on voxels inside both (inside on every
+    filled slice), ``+inf`` on voxels inside neither (outside on every filled slice).
+    """
+    both = a & b
+    fields = np.where(both, -np.inf, np.inf)[None].repeat(ts.size, axis=0)
+    struct = np.ones((3,) * a.ndim, dtype=bool)  # 8-connected in a slice
+    la, na = ndimage.label(a, structure=struct)
+    lb, nb = ndimage.label(b, structure=struct)
+    group = _match(la, na, lb, nb, both)  # group id of each region: A's first, then B's
+    ga = group[: na + 1][la]
+    gb = np.concatenate(([0], group[na + 1 :]))[lb]
+    union = np.where(ga > 0, ga, gb)
+    w = ts.reshape(-1, 1)
+    scale = np.asarray(sampling, dtype=np.float64)
+    for g, box in enumerate(ndimage.find_objects(union), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, a.shape))
+        ma, mb = ga[box] == g, gb[box] == g
+        view = fields[(slice(None), *box)]
+        has_a, has_b = ma.any(), mb.any()
+        if has_a and has_b:
+            for src, dst, ta in ((ma, mb, 1.0 - w), (mb, ma, w)):
+                only = src & ~dst  # inside src's region, outside the other's
+                if not only.any():
+                    continue
+                pts = np.argwhere(only) * scale
+                sd_src = shift - _distance(pts, ~src, scale, far)  # depth: negative
+                sd_dst = _distance(pts, dst, scale, far) - shift  # outside the other: positive
+                _put_min(view, only, ta * sd_src + (1.0 - ta) * sd_dst)
+        else:  # ends (or appears) in the gap: shrinks to its deepest point by the middle
+            src, ta = (ma, 1.0 - w) if has_a else (mb, w)
+            sd = shift - _distance(np.argwhere(src) * scale, ~src, scale, far)
+            _put_min(view, src, ta * sd + (1.0 - ta) * float(-sd.min()))
+    return fields
+
+
+def _put_min(view: np.ndarray, where: np.ndarray, values: np.ndarray) -> None:
+    """``view[:, where] = min(view[:, where], values)`` (values: (n_t, where.sum()))."""
+    view[:, where] = np.minimum(view[:, where], values)
+
+
+def _distance(
+    points_mm: np.ndarray, region: np.ndarray, scale: np.ndarray, far: float
+) -> np.ndarray:
+    """Distance (mm) from each point to the nearest voxel centre of *region* (a box mask).
+
+    The nearest voxel of a region is always on its surface (a step towards the point along any
+    axis where they differ would be closer), so only surface voxels
+    (:func:`softseg.metrics.distance.surface`) go into the k-d tree: exact, like
+    ``distance_transform_edt``. ``far`` when the region is empty.
+    """
+    cand = np.argwhere(surface(region))
+    if cand.size == 0:
+        return np.full(points_mm.shape[0], far)
+    tree = cKDTree(cand * scale, balanced_tree=False, compact_nodes=False)
+    return tree.query(points_mm, k=1)[0]
+
+
+def _match(la: np.ndarray, na: int, lb: np.ndarray, nb: int, both: np.ndarray) -> np.ndarray:
+    """Group ids for the regions of two painted slices: regions that overlap (directly or
+    through a chain of overlaps) share a group.
+
+    Returns int array of length 1 + na + nb: entry 0 is 0 (background), entries 1..na the
+    groups of slice a's regions, entries na+1..na+nb those of slice b's; groups are 1..G.
+    """
+    if na == 1 and nb == 1:
+        return np.array([0, 1, 1 if both.any() else 2])
+    parent = list(range(na + nb + 1))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if na and nb:
+        pairs = np.unique(la[both].astype(np.int64) * (nb + 1) + lb[both])
+        for ia, ib in zip((pairs // (nb + 1)).tolist(), (pairs % (nb + 1)).tolist()):
+            ra, rb = root(ia), root(na + ib)
+            if ra != rb:
+                parent[rb] = ra
+    roots = np.asarray([root(i) for i in range(1, na + nb + 1)], dtype=np.int64)
+    _u, ids = np.unique(roots, return_inverse=True)
+    return np.concatenate(([0], ids.reshape(-1) + 1))
