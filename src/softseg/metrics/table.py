@@ -53,6 +53,7 @@ from softseg.metrics._common import (
 )
 from softseg.metrics.calibration import (
     ReliabilityDiagram,
+    class_argmax,
     class_labels,
     confidence_correct,
     reliability,
@@ -626,10 +627,10 @@ def evaluate_classes(
         ref_maps = None
     else:
         ref_maps = _class_maps(ref, k, spatial, "reference")
-        labels = ref_maps.argmax(axis=0)
+        labels = class_argmax(ref_maps)[0]
     ra = None if rater_average is None else _class_maps(rater_average, k, spatial, "rater average")
     per_t = _class_thresholds(thresholds, names)
-    argmax = probs.argmax(axis=0) if any(t is None for t in per_t.values()) else None
+    top = class_argmax(probs)  # (argmax, largest probability), shared by every use
 
     per_class, diagrams, boxes, used = {}, {}, {}, {}
     for i, cname in enumerate(names, start=1):
@@ -638,7 +639,7 @@ def evaluate_classes(
             probs[i],
             labels == i if ref_maps is None else ref_maps[i],
             threshold=t,
-            binarized=None if t is not None else argmax == i,
+            binarized=None if t is not None else top[0] == i,
             spacing=spacing,
             rater_average=None if ra is None else ra[i],
             min_overlap=min_overlap, connectivity=connectivity, n_bins=n_bins,
@@ -648,7 +649,7 @@ def evaluate_classes(
         diagrams[cname] = ev.reliability
         boxes[cname] = ev.box
         used[cname] = math.nan if t is None else t
-    conf, correct = confidence_correct(probs, labels)
+    conf, correct = confidence_correct(probs, labels, top)
     diagram = reliability(conf, correct, check_n_bins(n_bins))
     overall = {"ece": diagram.ece, "accuracy": float(np.count_nonzero(correct)) / correct.size}
     return ClassEvaluation(classes=names, per_class=per_class, overall=overall,
