@@ -38,6 +38,7 @@ from softseg.cli import export as export_cmd
 from softseg.cli import export_model as export_model_cmd
 from softseg.cli import import_ as import_cmd
 from softseg.cli import info as info_cmd
+from softseg.cli import interpolate as interpolate_cmd
 from softseg.cli import fuse as fuse_cmd
 from softseg.cli import compare as compare_cmd
 from softseg.cli import predict as predict_cmd
@@ -52,6 +53,7 @@ COMMANDS = {
     "phantom": phantom_cmd,
     "sample-data": sample_data_cmd,
     "fuse": fuse_cmd,
+    "interpolate": interpolate_cmd,
     "evaluate": evaluate_cmd,
     "candidates": candidates,
     "train": train_cmd,
