@@ -97,10 +97,22 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _spacing(volume: Any) -> tuple[float, ...]:
-    """Voxel size in mm from the affine (the one geometry source of the viewer and training)."""
-    from softseg.geometry import DisplayGeometry
+    """Voxel size in mm from the affine: :func:`softseg.geometry.voxel_size`, the one voxel size
+    of the viewer, training and ``softseg compare``."""
+    from softseg.geometry import voxel_size
 
-    return DisplayGeometry.from_affine(volume.affine, volume.shape).file_spacing
+    return voxel_size(volume)
+
+
+def _check_inputs(paths: list[str | Path], *, factor: float) -> None:
+    """Every NIfTI header checked, and the memory the evaluation needs, before any voxel is
+    read (``factor``: working arrays per input voxel byte of float32)."""
+    from softseg.io import check_memory, check_nifti
+
+    voxels = 0
+    for path in paths:
+        voxels += int(np.prod(check_nifti(path, label=True).shape))
+    check_memory(int(voxels * 4 * factor), what=f"evaluating {len(paths)} volumes")
 
 
 def _stem(path: str) -> str:
@@ -224,10 +236,12 @@ def run(args: argparse.Namespace) -> int:
 def _run_single(args: argparse.Namespace) -> dict[str, Any]:
     from softseg import metrics
     from softseg.checks import as_probability
-    from softseg.cli.fuse import check_same_grid, load_label_maps
+    from softseg.cli.fuse import load_label_maps
     from softseg.fusion import average
+    from softseg.geometry import check_same_grid
     from softseg.io import load_volume
 
+    _check_inputs([args.prediction, args.truth, *(args.raters or [])], factor=3)
     pred_vol = load_volume(args.prediction, label=True)
     truth_vol, truth = _load_reference(args.truth)
     check_same_grid(truth_vol, pred_vol)
@@ -272,10 +286,12 @@ def _run_single(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_classes(args: argparse.Namespace, names: list[str], keys: list[str]) -> dict[str, Any]:
     from softseg import metrics
-    from softseg.cli.fuse import check_same_grid
+    from softseg.geometry import check_same_grid
     from softseg.io import load_volume
 
     files, background = class_prediction_paths(str(args.prediction), keys)
+    _check_inputs([args.truth, *files.values(), *([background] if background else []),
+                   *(args.raters or [])], factor=4)
     truth_vol = load_volume(args.truth, label=True)
     if truth_vol.array.dtype.kind not in "iub" and not np.all(truth_vol.array == np.round(truth_vol.array)):
         raise InputError(
