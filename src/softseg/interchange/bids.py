@@ -52,7 +52,7 @@ from typing import Any
 
 from softseg.errors import InputError
 from softseg.interchange.grid import check_same_grid, read_grid
-from softseg.interchange.plan import ImportPlan, Link, Unmatched
+from softseg.interchange.plan import ImportPlan, Link, Unmatched, read_json_object
 
 __all__ = ["LABEL_SUFFIXES", "parse_bids_name", "plan_bids_import"]
 
@@ -69,12 +69,11 @@ _OTHER_ENTITIES = (
     "atlas", "roi", "split", "recording", "cohort", "sample", "tracksys", "nuc", "voi", "rater",
 )
 _KNOWN = frozenset(_RAW_ENTITIES + _OTHER_ENTITIES)
-_NIFTI = (".nii.gz", ".nii")
-
-
 def _split_ext(name: str) -> tuple[str, str] | None:
+    from softseg.io import NIFTI_SUFFIXES
+
     low = name.lower()
-    for ext in _NIFTI:
+    for ext in NIFTI_SUFFIXES:
         if low.endswith(ext):
             return name[: -len(ext)], name[-len(ext):]
     return None
@@ -182,17 +181,11 @@ def _nifti_files(layout: Any) -> list[Any]:
 
 
 def _check_description(root: Path) -> None:
-    from softseg.schema import load_json
-
-    desc = root / "dataset_description.json"
-    if not desc.is_file():
-        raise InputError(
-            f"{desc}: missing; a BIDS dataset has a dataset_description.json at its top "
-            "(give the dataset's top folder, or add the file with Name and BIDSVersion)"
-        )
-    data = load_json(desc, what="BIDS dataset description")
-    if not isinstance(data, dict):
-        raise InputError(f"{desc}: expected a JSON object with Name and BIDSVersion")
+    read_json_object(
+        root / "dataset_description.json", what="BIDS dataset description",
+        missing="a BIDS dataset has a dataset_description.json at its top (give the dataset's top "
+        "folder, or add the file with Name and BIDSVersion)", expected="with Name and BIDSVersion",
+    )
 
 
 def _read_groups(root: Path, column: str) -> dict[str, str]:

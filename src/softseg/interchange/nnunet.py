@@ -41,7 +41,7 @@ import numpy as np
 
 from softseg.errors import InputError
 from softseg.interchange.grid import check_same_grid, read_grid
-from softseg.interchange.plan import ImportPlan, Link, Unmatched
+from softseg.interchange.plan import ImportPlan, Link, Unmatched, read_json_object
 
 __all__ = ["NNUNET_ENDINGS", "parse_labels", "plan_nnunet_import", "read_dataset_json"]
 
@@ -52,18 +52,11 @@ _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<index>\d{4})$")
 
 def read_dataset_json(root: Path) -> dict[str, Any]:
     """The nnU-Net/MSD ``dataset.json`` of *root* (read safely; one-line errors)."""
-    from softseg.schema import load_json
-
-    path = root / "dataset.json"
-    if not path.is_file():
-        raise InputError(
-            f"{path}: missing; an nnU-Net dataset folder (DatasetNNN_Name) holds dataset.json, "
-            "imagesTr/ and labelsTr/"
-        )
-    data = load_json(path, what="nnU-Net dataset.json")
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object with channel_names and labels")
-    return data
+    return read_json_object(
+        root / "dataset.json", what="nnU-Net dataset.json",
+        missing="an nnU-Net dataset folder (DatasetNNN_Name) holds dataset.json, imagesTr/ and labelsTr/",
+        expected="with channel_names and labels",
+    )
 
 
 def parse_labels(data: Mapping[str, Any], *, source: str) -> dict[str, int]:

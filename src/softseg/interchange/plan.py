@@ -277,6 +277,25 @@ def place_file(source: Path, target: Path, *, copy: bool) -> None:
         os.symlink(real, target)
 
 
+def read_json_object(path: Path, *, what: str, missing: str, expected: str) -> dict[str, Any]:
+    """A JSON object a foreign dataset must have (read with :func:`softseg.schema.load_json`).
+
+    Raises
+    ------
+    InputError
+        ``"<path>: missing; <missing>"`` or ``"<path>: expected a JSON object <expected>"``,
+        or any of :func:`~softseg.schema.load_json`'s one-line errors.
+    """
+    from softseg.schema import load_json
+
+    if not path.is_file():
+        raise InputError(f"{path}: missing; {missing}")
+    data = load_json(path, what=what)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object {expected}")
+    return data
+
+
 def write_json_file(path: Path, data: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
