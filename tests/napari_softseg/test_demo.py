@@ -105,7 +105,9 @@ def test_cli_help_version_and_bad_arguments(tmp_path):
     assert helped.returncode == 0 and "--screenshot" in helped.stdout and "--data {mni,phantom}" in helped.stdout
     cases = [
         (["--raters", "0"], "softseg demo: error: --raters must be >= 1; got 0"),
-        (["--shape", "8", "8", "8"], "softseg demo: error: --shape sets the phantom's grid; with --data mni use --spacing MM"),
+        (["--data", "mni", "--shape", "8", "8", "8"], "softseg demo: error: --shape sets the phantom's grid; with --data mni use --spacing MM"),
+        # --shape alone still means the phantom (the README's `softseg demo --shape ...`)
+        (["--shape", "8", "8", "8", "--spacing", "3"], "softseg demo: error: --spacing and --target apply to --data mni; the phantom takes --shape"),
         (["--data", "phantom", "--spacing", "3"], "softseg demo: error: --spacing and --target apply to --data mni; the phantom takes --shape"),
         (["--spacing", "0.1"], "softseg demo: error: --spacing must be between 0.5 and 8 mm; got 0.1"),
     ]

@@ -327,7 +327,8 @@ def test_misses_remove_whole_lesions(slab):
         ({"n_raters": 0}, "n_raters must be >= 1; got 0"),
         ({"noise": -1}, "noise must be a finite number >= 0; got -1"),
         ({"scale_range": (1.2, 1.1)}, "scale_range must be (low, high)"),
-        ({"n_lesions": 99, "target": "lesion"}, "n_lesions must be between 0 and 50; got 99"),
+        ({"n_lesions": 99, "target": "lesion"}, "n_lesions must be a count or a (low, high) range within 0 .. 50; got 99"),
+        ({"n_lesions": (5, 2), "target": "lesion"}, "n_lesions must be a count or a (low, high) range"),
     ],
 )
 def test_bad_parameters_are_one_line_errors(slab, kwargs, message):

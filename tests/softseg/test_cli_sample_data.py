@@ -48,6 +48,11 @@ def test_mni_dataset_follows_the_multiclass_contract(tmp_path):
     assert meta["groups"] == {"sub-01": "centre-A", "sub-02": "centre-B"}
     assert meta["truth"] == {c: f"truth_label-{class_key(c)}.nii.gz" for c in classes}
     assert meta["generator"]["target"] == "tissue-lesion" and meta["generator"]["seed"] == 3
+    from softseg.dataset_json import read_dataset_json
+
+    parsed = read_dataset_json(out)  # the product's one dataset.json schema reads it
+    assert parsed.class_names == tuple(classes)
+    assert parsed.class_keys == ("grey-matter", "white-matter", "csf", "lesion")
     expected = {"image.nii.gz", "lesions.nii.gz", "lesions.json"}
     for c in classes:
         expected.add(f"truth_label-{class_key(c)}.nii.gz")
@@ -154,6 +159,8 @@ def test_overwrite_replaces_only_our_datasets(tmp_path):
         (["--subjects", "0"], "--subjects must be >= 1; got 0"),
         (["--raters", "0"], "--raters must be >= 1; got 0"),
         (["--spacing", "20"], "spacing must be 1 or 3 voxel sizes between 0.5 and 8 mm"),
+        (["--lesion-count", "3", "5"], "--lesion-count needs lesions: add --lesions or --target lesion"),
+        (["--lesions", "--lesion-count", "9", "2"], "n_lesions must be a count or a (low, high) range within 0 .. 50; got (9, 2)"),
     ],
 )
 def test_bad_options_are_one_line_and_write_nothing(tmp_path, args, message):

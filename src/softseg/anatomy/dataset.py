@@ -68,8 +68,13 @@ _GROUP_NOISE = {"centre-A": 0.03, "centre-B": 0.05}
 
 
 def class_key(name: str) -> str:
-    """The file key of a class name: spaces as ``-`` (``"grey matter"`` -> ``"grey-matter"``)."""
-    return "-".join(str(name).split())
+    """The file key of a class name (``"grey matter"`` -> ``"grey-matter"``), as
+    :class:`softseg.dataset_json.DatasetJson` derives it (the one rule: spaces as ``-``)."""
+    from softseg.dataset_json import DatasetJson
+    from softseg.schema import parse
+
+    keys = parse(DatasetJson, {"classes": [str(name)]}, source="class name").class_keys
+    return keys[0]
 
 
 def subject_seed(seed: int, index: int) -> int:
@@ -79,12 +84,14 @@ def subject_seed(seed: int, index: int) -> int:
 
 def _files(subject: AnatomySubject) -> dict[str, tuple[np.ndarray, dict[str, Any] | None]]:
     """File name -> (array in file order, JSON sidecar or None) of one subject."""
+    from softseg.sidecar import RaterSidecar
+
     files: dict[str, tuple[np.ndarray, dict[str, Any] | None]] = {"image.nii.gz": (subject.image, None)}
     single = len(subject.classes) == 1
     for r in range(subject.n_raters):
         rid = str(r + 1)
         for k, name in enumerate(subject.classes, start=1):
-            side = {"rater": rid, "kind": "labels", "class": name}
+            side = RaterSidecar(rater=rid, kind="labels", class_name=name).to_json()
             stem = f"rater-{rid}" if single else f"rater-{rid}_label-{class_key(name)}"
             files[f"{stem}.nii.gz"] = ((subject.raters[r] == k).astype(np.uint8), side)
     for k, name in enumerate(subject.classes, start=1):
@@ -205,8 +212,10 @@ def write_dataset(
         Bad parameters, a non-empty destination, nilearn missing — all before anything is
         written. An interrupted run leaves no folder behind.
     """
+    from softseg.dataset_json import DatasetJson
     from softseg.interchange.plan import staged_folder
     from softseg.io import write_json
+    from softseg.schema import parse
 
     n_subjects = int(n_subjects)
     if not 1 <= n_subjects <= 500:
@@ -271,6 +280,7 @@ def write_dataset(
                 "subjects": records,
             },
         }
+        parse(DatasetJson, meta, source="dataset.json")  # what every reader will accept
         write_json(tmp / "dataset.json", meta)
     return folder
 
@@ -334,7 +344,7 @@ def cached_subject(
     from softseg.io import write_json
     from softseg.outputs import output_folder
 
-    spacing_list = [float(v) for v in np.broadcast_to(np.asarray(spacing, dtype=float), (3,))]
+    spacing_list = [float(v) for v in _check_spacing(spacing)]
     parameters = {"seed": int(seed), "target": str(target), "spacing": spacing_list,
                   "n_raters": int(n_raters)}
     base = Path(root) if root is not None else cache_root()

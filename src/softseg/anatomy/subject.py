@@ -356,7 +356,9 @@ def _place_lesions(
     diameter_mm: tuple[float, float],
     rng: np.random.Generator,
 ) -> list[_Lesion]:
-    """Lesions centred where the white matter is nearly pure over the lesion's extent."""
+    """Lesions centred where the white matter is nearly pure over the lesion's extent (the
+    minimum of the white-matter fraction over a cube reaching 1 mm beyond the lesion is >= 0.6),
+    spread over the axial levels that have such white matter, at least 2 mm apart."""
     spacing = np.asarray(grid.affine.diagonal()[:3])
     lesions: list[_Lesion] = []
     candidates_by_size: dict[int, np.ndarray] = {}
@@ -376,7 +378,12 @@ def _place_lesions(
         candidates = candidates_by_size[reach]
         if candidates.shape[0] == 0:
             continue
-        voxel = candidates[rng.integers(candidates.shape[0])]
+        # axial level first, uniformly over the slices that hold eligible white matter, then a
+        # voxel in it: MS lesions occur throughout the white matter, and drawing voxels directly
+        # would crowd them into the few slices of the centrum semiovale
+        levels = np.unique(candidates[:, 2])
+        in_level = candidates[candidates[:, 2] == levels[rng.integers(levels.size)]]
+        voxel = in_level[rng.integers(in_level.shape[0])]
         centre = grid.affine[:3, :3] @ (voxel + rng.uniform(-0.5, 0.5, size=3)) + grid.affine[:3, 3]
         if any(np.linalg.norm(centre - o.centre) < radii.max() + o.radii.max() + 2.0 for o in lesions):
             continue
@@ -423,7 +430,7 @@ def make_subject(
     scale_range: tuple[float, float] = (0.95, 1.05),
     rotation_deg: float = 5.0,
     translation_mm: float = 4.0,
-    n_lesions: int | None = None,
+    n_lesions: int | tuple[int, int] = (3, 8),
     lesion_diameter_mm: tuple[float, float] = (2.0, 8.0),
     bias: float = 0.15,
     noise: float = 0.03,
@@ -452,8 +459,9 @@ def make_subject(
         Range of the isotropic scale (uniform); (1, 1) for none.
     rotation_deg, translation_mm : float, >= 0
         Rotation angles and shifts are uniform in [-value, value] per axis.
-    n_lesions : int, optional
-        Lesions to place (targets with lesions); default a uniform draw in 3..8.
+    n_lesions : int or (int, int), 0 .. 50
+        Lesions to place (targets with lesions): a count, or a range drawn uniformly
+        (default 3..8). Fewer are placed only when the white matter has no room left.
     lesion_diameter_mm : (float, float)
         Range of the lesions' mean diameters (uniform).
     bias : float, >= 0
@@ -497,8 +505,11 @@ def make_subject(
             raise InputError(
                 f"{name} must be (low, high) with {lowest} <= low <= high <= {highest}; got {(lo, hi)}"
             )
-    if n_lesions is not None and not 0 <= int(n_lesions) <= 50:
-        raise InputError(f"n_lesions must be between 0 and 50; got {n_lesions}")
+    lesion_counts = (n_lesions, n_lesions) if np.isscalar(n_lesions) else tuple(n_lesions)
+    if len(lesion_counts) != 2 or not 0 <= int(lesion_counts[0]) <= int(lesion_counts[1]) <= 50:
+        raise InputError(
+            f"n_lesions must be a count or a (low, high) range within 0 .. 50; got {n_lesions}"
+        )
     template = template or load_template()
     rater_model = raters or RaterModel()
     rng = np.random.default_rng(int(seed))
@@ -530,7 +541,7 @@ def make_subject(
     lesion_labels = np.zeros(grid.shape, dtype=np.uint16) if has_lesions else None
     lesion_specs: list[_Lesion] = []
     if has_lesions:
-        count = int(rng.integers(3, 9)) if n_lesions is None else int(n_lesions)
+        count = int(rng.integers(int(lesion_counts[0]), int(lesion_counts[1]) + 1))
         lesion_specs = _place_lesions(wm, grid, count, lesion_diameter_mm, rng)
         best = np.zeros(grid.shape)
         for label, lesion in enumerate(lesion_specs, start=1):
@@ -608,7 +619,7 @@ def make_subject(
         "n_raters": int(n_raters), "deformation_mm": float(deformation_mm),
         "deformation_spacing_mm": float(deformation_spacing_mm),
         "scale_range": [float(v) for v in scale_range], "rotation_deg": float(rotation_deg),
-        "translation_mm": float(translation_mm), "n_lesions": n_lesions,
+        "translation_mm": float(translation_mm), "n_lesions": [int(v) for v in lesion_counts],
         "lesion_diameter_mm": [float(v) for v in lesion_diameter_mm], "bias": float(bias),
         "noise": float(noise), "gamma_range": [float(v) for v in gamma_range],
         "raters": rater_model.as_dict(),

@@ -37,8 +37,9 @@ _TARGETS = ("tissue", "tissue-lesion", "lesion")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", choices=list(DATA), default="mni",
-        help="what to open: " + "; ".join(f"{k}: {v}" for k, v in DATA.items()) + " (default mni)",
+        "--data", choices=list(DATA), default=None,
+        help="what to open: " + "; ".join(f"{k}: {v}" for k, v in DATA.items())
+        + " (default mni; phantom when --shape is given)",
     )
     parser.add_argument(
         "--screenshot",
@@ -90,6 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.raters < 1:
         raise InputError(f"--raters must be >= 1; got {args.raters}")
+    if args.data is None:  # --shape alone still means the phantom (as before the MNI default)
+        args.data = "phantom" if args.shape is not None else "mni"
     if args.data == "mni" and args.shape is not None:
         raise InputError("--shape sets the phantom's grid; with --data mni use --spacing MM")
     if args.data == "phantom" and (args.spacing is not None or args.target != "tissue"):

@@ -41,6 +41,11 @@ def _add_mni(parser: argparse.ArgumentParser) -> None:
         help="add MS-like lesions as a fourth class (same as --target tissue-lesion)",
     )
     parser.add_argument(
+        "--lesion-count", metavar=("LOW", "HIGH"), type=int, nargs=2, default=None,
+        help="lesions per subject, drawn uniformly in LOW..HIGH (default 3 8; 6 12 leaves about "
+        "three quarters of the axial slices lesion-free)",
+    )
+    parser.add_argument(
         "--spacing", metavar="MM", type=float, nargs="+", default=None,
         help="output voxel size in mm: one value (isotropic) or three (R A S); default 2",
     )
@@ -68,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "phantom":
         return phantom_cmd.run(args)
-    from softseg.anatomy import DEFAULT_SPACING, TARGETS, write_dataset
+    from softseg.anatomy import DEFAULT_SPACING, LESION, TARGETS, write_dataset
 
     target = args.target
     if args.lesions:
@@ -83,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
     if args.raters < 1:
         raise InputError(f"--raters must be >= 1; got {args.raters}")
     spacing = DEFAULT_SPACING if args.spacing is None else tuple(args.spacing)
+    options = {}
+    if args.lesion_count is not None:
+        if LESION not in TARGETS[target]:
+            raise InputError("--lesion-count needs lesions: add --lesions or --target lesion")
+        options["n_lesions"] = tuple(args.lesion_count)
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
@@ -90,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     folder = write_dataset(
         args.out, n_subjects=args.subjects, target=target, n_raters=args.raters,
-        seed=args.seed, spacing=spacing, overwrite=args.overwrite, progress=progress,
+        seed=args.seed, spacing=spacing, overwrite=args.overwrite, progress=progress, **options,
     )
     meta = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     if args.json:
