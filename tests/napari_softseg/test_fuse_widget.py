@@ -87,7 +87,7 @@ def test_every_method_equals_the_engine_on_phantom_raters(setup, qtbot, tmp_path
     rows = widget.table_rows()
     for i, lyr in enumerate(raters):
         assert rows[lyr.name] == pytest.approx([expected.sensitivity[i], expected.specificity[i]], abs=1e-4)
-    assert "STAPLE estimates inside the region" in widget._caption.value
+    assert "STAPLE's estimates inside the region" in widget._caption.value
 
     # the whole volume gives SimpleITK's convention (a different prior, hence a different result)
     _fuse(widget, qtbot, "STAPLE", roi="whole volume")
@@ -99,7 +99,7 @@ def test_every_method_equals_the_engine_on_phantom_raters(setup, qtbot, tmp_path
     assert names.count("disagreement (entropy)") == 1 and names.count("fused (STAPLE)") == 1
 
     # save: NIfTI in the phantom's own geometry + sidecar with the method and the table
-    path = widget.save(tmp_path / "fused.nii.gz")
+    path = widget.save(tmp_path / "fused.nii.gz")[0]
     img = nib.load(path)
     geom = DisplayGeometry.from_metadata(raters[0].metadata)
     np.testing.assert_array_equal(img.affine, geom.affine)
