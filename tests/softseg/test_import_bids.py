@@ -75,7 +75,9 @@ def test_import_links_files_and_softseg_reads_the_dataset(bids_tree, tmp_path):
     for f in (dst / "sub-01").iterdir():  # symbolic links to the very source files, no bytes copied
         assert f.is_symlink() and os.path.isabs(os.readlink(f))
     assert os.path.realpath(dst / "sub-03/image_T2w.nii.gz") == os.path.realpath(root / "sub-03/anat/sub-03_T2w.nii.gz")
-    assert json.loads((dst / "dataset.json").read_text()) == {"channels": ["T1w", "T2w"], "classes": ["seg"]}
+    desc = json.loads((dst / "dataset.json").read_text())
+    assert desc == {"channels": ["T1w", "T2w"], "classes": ["seg"],
+                    "source": {"format": "bids", "path": str(root), "record": "softseg_import.json"}}
     record = json.loads((dst / "softseg_import.json").read_text())
     assert record["copied"] is False and len(record["softseg_import"]["unmatched"]) == 2
     info = scan_dataset(dst)

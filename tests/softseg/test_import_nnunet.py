@@ -33,7 +33,8 @@ def test_plan_channels_classes_and_label_maps(nnunet_tree):
     assert plan.channels == ("ADC", "T2")  # softseg orders channels by name
     assert plan.classes == ("GM", "WM") and plan.raters == ("1",)
     assert plan.dataset_json == {"channels": ["ADC", "T2"], "classes": ["GM", "WM"],
-                                 "labels": {"background": 0, "GM": 1, "WM": 2}}
+                                 "labels": {"background": 0, "GM": 1, "WM": 2},
+                                 "source": {"format": "nnunet", "path": str(root), "record": "softseg_import.json"}}
     mapping = {k.target: str(k.source.relative_to(root)) for k in plan.links}
     assert mapping == {
         f"{c}/{t}": s for c in ("case001", "case002", "case003") for t, s in (
@@ -197,3 +198,15 @@ def test_an_empty_destination_folder_is_accepted(nnunet_tree, tmp_path):
     dst.mkdir()
     assert main(["import", "nnunet", str(root), str(dst)]) == 0
     np.testing.assert_array_equal(load(dst / "case001" / "rater-1.nii.gz"), data["labels"]["case001"])
+
+
+def test_class_names_that_are_not_file_keys_get_a_key(tmp_path):
+    from softseg.dataset_json import read_dataset_json
+
+    root = tmp_path / "Dataset503_Names"
+    make_nnunet(root, labels={"background": 0, "peripheral zone": 1, "GM/WM": 2})
+    dst = execute_plan(plan_nnunet_import(root), tmp_path / "ds")
+    doc = json.loads((dst / "dataset.json").read_text())
+    assert doc["classes"] == ["peripheral zone", {"name": "GM/WM", "key": "GM-WM"}]
+    parsed = read_dataset_json(dst)  # the product's one dataset.json schema reads it back
+    assert parsed.class_names == ("peripheral zone", "GM/WM") and parsed.class_keys == ("peripheral-zone", "GM-WM")

@@ -52,7 +52,9 @@ from typing import Any
 
 from softseg.errors import InputError
 from softseg.interchange.grid import check_same_grid, read_grid
-from softseg.interchange.plan import ImportPlan, Link, Unmatched, read_json_object
+from softseg.interchange.plan import (
+    ImportPlan, Link, Unmatched, checked_dataset_json, class_entries, read_json_object,
+)
 
 __all__ = ["LABEL_SUFFIXES", "parse_bids_name", "plan_bids_import"]
 
@@ -369,6 +371,8 @@ def plan_bids_import(
     # ids from every label of the chosen pipelines, so --label/--desc never rename a rater
     rater_ids = _rater_ids({lab.rater_key for lab in found_labels})
     classes = sorted({lab.cls for lab in chosen})
+    entries = class_entries(classes)
+    keys = dict(zip(classes, checked_dataset_json({"classes": entries}, source="classes").class_keys))
     per_subject: dict[str, list[_Label]] = defaultdict(list)
     for lab in chosen:
         per_subject[lab.subject].append(lab)
@@ -411,7 +415,7 @@ def plan_bids_import(
             seen[(rid, lab.cls)] = lab.path
             assert ref is not None
             check_same_grid(ref, read_grid(lab.path, what="label"), hint="a label must lie on its image's voxel grid")
-            stem = f"rater-{rid}" if len(classes) == 1 else f"rater-{rid}_label-{_safe(lab.cls)}"
+            stem = f"rater-{rid}" if len(classes) == 1 else f"rater-{rid}_label-{keys[lab.cls]}"
             links.append(Link(source=lab.path, target=f"{subject}/{stem}{lab.name.extension}", role="label"))
         if group_by:
             group = groups_src.get(subject.split("_ses-")[0])
@@ -419,9 +423,11 @@ def plan_bids_import(
                 groups[subject] = group
     if not links:
         raise InputError(f"{root}: no subject has both images and selected labels")
-    dataset_json: dict[str, Any] = {"channels": channels, "classes": classes}
+    dataset_json: dict[str, Any] = {"channels": channels, "classes": entries}
     if group_by:
         dataset_json["groups"] = groups
+    dataset_json["source"] = {"format": "bids", "path": str(root), "record": "softseg_import.json"}
+    checked_dataset_json(dataset_json, source=f"dataset.json for {root}")
     record = {
         "rater_sources": {
             rid: {"pipeline": k[0], "desc": k[1] or None, "rater": k[2] or None, "origin": k[3] or None}

@@ -41,16 +41,18 @@ import numpy as np
 
 from softseg.errors import InputError
 from softseg.interchange.grid import check_same_grid, read_grid
-from softseg.interchange.plan import ImportPlan, Link, Unmatched, read_json_object
+from softseg.interchange.plan import (
+    ImportPlan, Link, Unmatched, checked_dataset_json, class_entries, read_json_object,
+)
 
-__all__ = ["NNUNET_ENDINGS", "parse_labels", "plan_nnunet_import", "read_dataset_json"]
+__all__ = ["NNUNET_ENDINGS", "parse_labels", "plan_nnunet_import", "read_nnunet_json"]
 
 #: File endings softseg reads (nnU-Net also knows .nrrd, .mha, .png, .tif ...).
 NNUNET_ENDINGS = (".nii.gz", ".nii")
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<index>\d{4})$")
 
 
-def read_dataset_json(root: Path) -> dict[str, Any]:
+def read_nnunet_json(root: Path) -> dict[str, Any]:
     """The nnU-Net/MSD ``dataset.json`` of *root* (read safely; one-line errors)."""
     return read_json_object(
         root / "dataset.json", what="nnU-Net dataset.json",
@@ -226,7 +228,7 @@ def plan_nnunet_import(source: str | os.PathLike, *, rater: str = "1", check_val
         raise InputError(f"{root}: no such nnU-Net dataset folder")
     if not re.fullmatch(r"[A-Za-z0-9-]+", rater):
         raise InputError(f"--rater {rater!r}: use letters, digits and '-' only")
-    data = read_dataset_json(root)
+    data = read_nnunet_json(root)
     source_json = str(root / "dataset.json")
     labels = parse_labels(data, source=source_json)
     names = _channel_names(data, source=source_json)
@@ -284,7 +286,9 @@ def plan_nnunet_import(source: str | os.PathLike, *, rater: str = "1", check_val
         lext = ".nii.gz" if label_files[case].name.endswith(".nii.gz") else ".nii"
         links.append(Link(source=label_files[case], target=f"{case}/rater-{rater}{lext}", role="label"))
     classes = [name for name, value in labels.items() if value != 0]
-    dataset_json = {"channels": sorted(safe), "classes": classes, "labels": labels}
+    dataset_json = {"channels": sorted(safe), "classes": class_entries(classes), "labels": labels,
+                    "source": {"format": "nnunet", "path": str(root), "record": "softseg_import.json"}}
+    checked_dataset_json(dataset_json, source=f"dataset.json for {root}")
     record = {"channel_names": {s: n for s, n in zip(safe, names)}, "nnunet_channel_order": safe}
     return ImportPlan(
         kind="nnunet",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -112,7 +113,7 @@ class ImportPlan:
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.dataset_json.get("classes", ()))
+        return tuple(c if isinstance(c, str) else c["name"] for c in self.dataset_json.get("classes", ()))
 
     @property
     def raters(self) -> tuple[str, ...]:
@@ -136,6 +137,31 @@ class ImportPlan:
             "unmatched": [{"path": str(u.path), "reason": u.reason} for u in self.unmatched],
             **self.record,
         }
+
+
+def class_entries(names: list[str]) -> list[Any]:
+    """``dataset.json`` ``classes`` entries: the name, or ``{"name", "key"}`` when the name does
+    not make a file-name key by itself (DESIGN 11: the key is the name with spaces as ``-``)."""
+    out: list[Any] = []
+    for i, name in enumerate(names):
+        key = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-.") or f"class{i + 1}"
+        out.append(name if key == name.replace(" ", "-") else {"name": name, "key": key})
+    return out
+
+
+def checked_dataset_json(data: Mapping[str, Any], *, source: str) -> Any:
+    """Validate what an import will write as ``dataset.json`` with the product's one schema
+    (:class:`softseg.dataset_json.DatasetJson`); returns the parsed document.
+
+    Raises
+    ------
+    InputError
+        One line naming *source* and the key (before anything is written).
+    """
+    from softseg.dataset_json import DatasetJson
+    from softseg.schema import parse
+
+    return parse(DatasetJson, dict(data), source=source)
 
 
 def _relative(path: Path, root: Path) -> str:
