@@ -269,3 +269,23 @@ def test_same_numbers_on_every_path(trained, make_napari_viewer, open_widget, qt
         tol = {} if key in counts else {"rel": 1e-9}
         assert value == pytest.approx(cli[key], **tol), key
     assert set(readout) == {"dice", "precision", "recall", "binary_volume_ml", "soft_volume_ml"}
+
+
+def test_healthy_subject_all_zero_layers(make_napari_viewer, qtbot):
+    """A lesion-free subject: both models output exact zeros, the reference is empty; the table
+    shows the empty-mask policy's values instead of an error."""
+    from napari_softseg.widgets.compare import CompareWidget
+
+    viewer = make_napari_viewer()
+    z = np.zeros((6, 12, 12), dtype=np.float32)
+    viewer.add_image(z, name="image")
+    viewer.add_labels(z.astype(np.uint8), name="reference")
+    for name in ("softseg", "conventional"):
+        viewer.add_image(z.copy(), name=name, metadata=prediction_metadata(0.5, candidate=name))
+    widget = CompareWidget(viewer)
+    widget.choose(image="image", reference="reference", predictions=["softseg", "conventional"])
+    _run(widget, qtbot)
+    assert widget.last_error == ""
+    values = widget.table_values()["softseg"]
+    assert (values["dice"], values["rvd"], values["hausdorff_mm"], values["ece"]) == (1.0, 0.0,
+                                                                                    0.0, 0.0)
