@@ -333,7 +333,8 @@ class ThresholdWidget(QWidget):
                 if ref.shape != e.data.shape:
                     self.status.setText(
                         f"reference {self.reference_combo.currentText()!r} has shape {ref.shape} "
-                        f"but {name!r} has shape {e.data.shape}; choose a reference on the same grid")
+                        f"but {name!r} has shape {e.data.shape}; choose a reference on the same "
+                        "grid")
                     self.reference_combo.blockSignals(True)
                     self.reference_combo.setCurrentText(_NONE)
                     self.reference_combo.blockSignals(False)

@@ -9,7 +9,7 @@ from napari_softseg._metadata import PREDICTION_KEY
 
 
 def prediction_metadata(threshold: float, *, candidate: str = "softseg") -> dict[str, Any]:
-    """``{PREDICTION_KEY: ...}`` of a single-class model whose optimal threshold is ``threshold``."""
+    """``{PREDICTION_KEY: ...}`` of a single-class model with this optimal threshold."""
     from napari_softseg._prediction import prediction_metadata as written
     from softseg.card import ModelCard
 

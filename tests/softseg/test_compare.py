@@ -90,11 +90,13 @@ def test_bad_predictions_and_references_are_explained():
     with pytest.raises(InputError, match=r"shape \(4, 4, 3\)"):
         compare.compare_predictions({"a": good, "b": good[..., :3]}, good, thresholds=0.5)
     with pytest.raises(InputError, match="not a soft prediction"):
-        compare.compare_predictions({"a": good, "b": (good > 0).astype(np.uint8)}, good, thresholds=0.5)
+        compare.compare_predictions({"a": good, "b": (good > 0).astype(np.uint8)}, good,
+                                    thresholds=0.5)
     with pytest.raises(InputError, match=r"'b': values must lie in \[0, 1\].*max 150\.0"):
         compare.compare_predictions({"a": good, "b": good * 300}, good, thresholds=0.5)
     with pytest.raises(InputError, match="NaN"):
-        compare.compare_predictions({"a": good, "b": np.where(good > 0, np.nan, 0)}, good, thresholds=0.5)
+        compare.compare_predictions({"a": good, "b": np.where(good > 0, np.nan, 0)}, good,
+                                    thresholds=0.5)
     with pytest.raises(InputError, match="reference"):
         compare.compare_predictions({"a": good, "b": good}, good * 4, thresholds=0.5)
     with pytest.raises(InputError, match="raters have shape"):
@@ -256,7 +258,8 @@ def test_multiclass_comparison_report_and_console_table(tmp_path):
     preds = {"sharp": sharp / sharp.sum(axis=0), "noisy": noisy / noisy.sum(axis=0)}
     comp = compare.compare_class_predictions(preds, labels, classes=["grey matter", "csf"])
     assert set(comp.per_class) == {"grey matter", "csf"}
-    direct = compare.evaluate_subject_classes(preds["noisy"], labels, classes=["grey matter", "csf"])
+    direct = compare.evaluate_subject_classes(preds["noisy"], labels,
+                                              classes=["grey matter", "csf"])
     assert comp.per_class["csf"].rows["noisy"][0] == direct[0].per_class["csf"]
     assert comp.rows["noisy"][0] == direct[0].overall  # multi-class ECE and accuracy
     index = compare.write_report(tmp_path / "r", comp)

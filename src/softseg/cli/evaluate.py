@@ -199,8 +199,8 @@ def _classes(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
                 keys.append(str(entry.get("key") or class_key(entry["name"])))
             else:
                 raise InputError(
-                    f"{args.dataset_json}: each class must be a name or {{'name': ..., 'key': ...}};"
-                    f" got {entry!r}"
+                    f"{args.dataset_json}: each class must be a name or "
+                    f"{{'name': ..., 'key': ...}}; got {entry!r}"
                 )
         return names, keys
     return None
@@ -293,7 +293,8 @@ def _run_classes(args: argparse.Namespace, names: list[str], keys: list[str]) ->
     _check_inputs([args.truth, *files.values(), *([background] if background else []),
                    *(args.raters or [])], factor=4)
     truth_vol = load_volume(args.truth, label=True)
-    if truth_vol.array.dtype.kind not in "iub" and not np.all(truth_vol.array == np.round(truth_vol.array)):
+    labels = truth_vol.array
+    if labels.dtype.kind not in "iub" and not np.all(labels == np.round(labels)):
         raise InputError(
             f"{args.truth}: a multi-class reference must be an integer label map (0 = background, "
             f"1..{len(names)}); got non-integer values"
@@ -306,7 +307,6 @@ def _run_classes(args: argparse.Namespace, names: list[str], keys: list[str]) ->
         maps.append(vol.array.astype(np.float32, copy=False))
     probs = np.stack(maps)
     spacing = _spacing(truth_vol)
-    labels = truth_vol.array
 
     rater_average = None
     if args.raters:
@@ -384,7 +384,7 @@ def _class_table(report: dict[str, Any]) -> str:
                      for c, w in zip(classes, cols)]
             lines.append(f"  {spec.header:<{width}}" + "".join(cells))
     for key, value in report["overall"].items():
-        label = f"{METRICS[key].title} (multi-class)"
-        lines.append(f"  {label + (' [' + METRICS[key].unit + ']' if METRICS[key].unit else ''):<{width}}"
-                     f"{format_value(key, value).rjust(cols[0])}")
+        spec = METRICS[key]
+        label = f"{spec.title} (multi-class)" + (f" [{spec.unit}]" if spec.unit else "")
+        lines.append(f"  {label:<{width}}{format_value(key, value).rjust(cols[0])}")
     return "\n".join(lines)

@@ -233,7 +233,8 @@ def evaluate_subject(
     prediction = check_prediction(prediction, name=name)
     if isinstance(reference, metrics.Reference):
         if raters is not None:
-            raise InputError("give the raters to prepare_reference(), not with a prepared reference")
+            raise InputError(
+                "give the raters to prepare_reference(), not with a prepared reference")
         ref = reference
     else:
         ref_shape = tuple(np.shape(reference))

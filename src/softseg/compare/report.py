@@ -390,7 +390,8 @@ def _html(title, comparison, summary, figs, folder, notes, meta, sections=()) ->
                    "pairs with equal values are dropped: hover a cell for p and the pairs used, "
                    "all in summary.csv).")
     legend += f" Reference for overlap metrics: {e(comparison.reference_name)}."
-    meta_html = "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in (meta or {}).items())
+    meta_html = "".join(f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>"
+                        for k, v in (meta or {}).items())
     notes_html = "".join(f"<p>{e(n)}</p>" for n in notes)
     main_title = "Multi-class summary" if sections else "Metrics"
     class_html = "".join(

@@ -98,18 +98,19 @@ def check_threshold(threshold: Any, name: str = "threshold") -> float:
     return t
 
 
+def _whole(value: Any) -> bool:
+    """An integer (numpy's included), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_n_bins(n_bins: Any) -> int:
-    if isinstance(n_bins, (bool, np.bool_)) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+    if not _whole(n_bins) or n_bins < 1:
         raise InputError(f"n_bins must be an integer >= 1; got {n_bins!r}")
     return int(n_bins)
 
 
 def check_min_overlap(min_overlap: Any) -> int:
-    if (
-        isinstance(min_overlap, (bool, np.bool_))
-        or not isinstance(min_overlap, (int, np.integer))
-        or min_overlap < 1
-    ):
+    if not _whole(min_overlap) or min_overlap < 1:
         raise InputError(f"min_overlap must be a whole number of voxels >= 1; got {min_overlap!r}")
     return int(min_overlap)
 
@@ -126,7 +127,7 @@ def check_percentile(percentile: Any) -> float:
 
 def check_connectivity(connectivity: Any, ndim: int) -> int:
     rank = min(2, ndim) if connectivity is None else connectivity
-    if isinstance(rank, (bool, np.bool_)) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= ndim:
+    if not _whole(rank) or not 1 <= rank <= ndim:
         raise InputError(f"connectivity must be an integer in 1..{ndim}; got {connectivity!r}")
     return int(rank)
 

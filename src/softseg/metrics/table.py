@@ -164,7 +164,8 @@ METRICS: dict[str, MetricSpec] = {s.key: s for s in (
     _spec("specificity", "Specificity", "%", "higher", ".3f", _PCT, "overlap", 3,
           "true negatives / reference background"),
     _spec("rvd", "RVD", "%", "zero", ".1f", _PCT, "volume", 1,
-          "relative volume difference (V_ref - V_pred) / V_ref, binarised (< 0: over-segmentation)"),
+          "relative volume difference (V_ref - V_pred) / V_ref, binarised "
+          "(< 0: over-segmentation)"),
     _spec("avd", "AVD", "%", "lower", ".1f", _PCT, "volume", 1,
           "absolute volume difference |RVD|"),
     _spec("hausdorff_mm", "Hausdorff", "mm", "lower", ".2f", 1.0, "distance", 2,
@@ -540,7 +541,8 @@ def _class_maps(x: Any, k: int, spatial: tuple[int, ...] | None, name: str) -> n
     if worst > 1.0 + CLASS_SUM_TOLERANCE:
         where = np.unravel_index(int(np.argmax(s)), s.shape)
         raise InputError(
-            f"{name}: class probabilities sum to {worst!r} at voxel {tuple(int(i) for i in where)}, "
+            f"{name}: class probabilities sum to {worst!r} at voxel "
+            f"{tuple(int(i) for i in where)}, "
             f"more than 1 (tolerance {CLASS_SUM_TOLERANCE:g}); give per-class soft maps that "
             "sum (with the background) to 1"
         )
