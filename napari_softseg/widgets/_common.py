@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
-from qtpy.QtCore import QObject, Qt
+from qtpy.QtCore import QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -305,6 +305,10 @@ def canvas_widget(widget: QWidget) -> QWidget | None:
 class PaintModeRemovalGuard(QObject):
     """Before napari removes a Labels layer in paint or erase mode: pan/zoom mode, one redraw.
 
+    The redraw is skipped while several layers are selected (they are being removed together).
+    Found by trial under Xvfb/Mesa (napari 0.9.2, vispy 0.17): without the redraw a single removal
+    crashes; with it, removing a whole selection crashes.
+
     See the module docstring (a napari 0.9 / vispy segmentation fault). Parameters: the viewer
     (or its Plugins-menu proxy) and a docked widget of its window (to find the canvas).
     """
@@ -314,7 +318,11 @@ class PaintModeRemovalGuard(QObject):
         self.viewer = viewer
         self._anchor = weakref.ref(anchor)
         self.switched = 0
+        self._batch: bool | None = None
         viewer.layers.events.removing.connect(self._before_removal)
+
+    def _end_batch(self) -> None:
+        self._batch = None
 
     def _before_removal(self, event: Any) -> None:
         try:
@@ -325,6 +333,13 @@ class PaintModeRemovalGuard(QObject):
             return
         layer.mode = "pan_zoom"
         self.switched += 1
+        if self._batch is None:  # first removal since the event loop last ran
+            self._batch = len(self.viewer.layers.selection) > 1
+            QTimer.singleShot(0, self._end_batch)
+        if self._batch:
+            # several layers go at once (select all + delete): napari survives those without a
+            # redraw, and a redraw between two of the removals is what crashes then
+            return
         anchor = self._anchor()
         canvas = canvas_widget(anchor) if anchor is not None else None
         if canvas is not None and canvas.isVisible():

@@ -272,3 +272,25 @@ def test_confidence_scale_travels_through_the_sidecar(make_napari_viewer, tmp_pa
     assert again.metadata["softseg_rater"] == "A"
     assert ConfidenceScale.from_dict(again.metadata["softseg_confidence"]) == scale
     _same_file(src, out)
+
+
+@pytest.mark.parametrize("orientation", ["lps", "oblique", "coronal"])
+def test_every_opened_file_labels_the_slice_slider_with_its_anatomical_axis(make_napari_viewer, tmp_path, orientation):
+    """Issue 11 #10: not only the demo; files in any orientation, images and rater maps alike."""
+    from napari_softseg._layers import AXIS_LABELS
+
+    affine = AFFINES[orientation]
+    img = _save(tmp_path / "t2.nii.gz", np.random.default_rng(3).random(SHAPE).astype(np.float32) * 100, affine)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:4, 2:4, 1:3] = 1
+    rater = _save(tmp_path / "rater-7.nii.gz", labels, affine)
+    viewer = make_napari_viewer()
+    (image_layer,) = viewer.open(img, plugin=PLUGIN)
+    assert tuple(viewer.dims.axis_labels) == AXIS_LABELS == ("axial I→S", "coronal A→P", "sagittal R→L")
+    assert tuple(image_layer.units) == ("mm", "mm", "mm") or all(str(u) in ("mm", "millimeter") for u in image_layer.units)
+    (rater_layer,) = viewer.open(rater, plugin=PLUGIN)
+    assert tuple(rater_layer.axis_labels) == AXIS_LABELS
+    assert image_layer.metadata["softseg_role"] == "image" and rater_layer.metadata["softseg_role"] == "rater"
+    # the slice slider runs along the axis closest to superior: its label says so
+    axial = _axial_axis(affine)
+    assert image_layer.data.shape[0] == SHAPE[axial] and viewer.dims.axis_labels[0].startswith("axial")
