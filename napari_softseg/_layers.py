@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from softseg.confidence import ConfidenceScale
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, save_display_array
+from softseg.sidecar import RaterSidecar, parse_rater_sidecar
 from softseg.io import NIFTI_SUFFIXES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,14 +113,15 @@ def guess_kind(
     array: np.ndarray,
     *,
     name: str = "",
-    sidecar: Mapping[str, Any] | None = None,
+    sidecar: RaterSidecar | Mapping[str, Any] | None = None,
 ) -> str:
     """Which kind of layer a volume should open as: ``"image"``, ``"soft"`` or ``"labels"``.
 
     Rules, in order:
 
-    1. a sidecar ``{"kind": "labels" | "soft" | "image"}`` decides (a sidecar with a
-       ``"rater"`` or a confidence scale means labels);
+    1. a sidecar's ``kind`` (``"labels"``, ``"soft"``, ``"image"``; the old prediction words
+       ``"mask"`` / ``"probability"`` read as labels / soft) decides; a sidecar with a rater id
+       or a confidence scale means labels (integer data) or soft (float data);
     2. integer data with at most :data:`MAX_LABEL_VALUES` distinct values, or whose name looks
        like a label (``rater-*``, ``label``, ``seg``, ``mask``, ``lesion``) -> ``"labels"``;
     3. float data in [0, 1] whose name looks like a soft map (``soft``, ``prob``, ``truth``,
@@ -131,19 +134,21 @@ def guess_kind(
         The voxel values (any order).
     name : str
         File name or layer name, used for the name hints.
-    sidecar : mapping, optional
-        The file's JSON sidecar.
+    sidecar : RaterSidecar or mapping, optional
+        The file's JSON sidecar (:func:`softseg.sidecar.read_rater_sidecar`); a mapping is
+        parsed with :func:`softseg.sidecar.parse_rater_sidecar`.
+
+    Raises
+    ------
+    InputError
+        A sidecar mapping that is not a valid sidecar (the message names *name*).
     """
-    if sidecar:
-        kind = sidecar.get("kind")
-        if kind is not None:
-            if kind not in KINDS:
-                raise InputError(
-                    f"{name or 'sidecar'}: unknown kind {kind!r} in sidecar; "
-                    f"expected one of {sorted(KINDS)}"
-                )
-            return str(kind)
-        if "rater" in sidecar or CONFIDENCE_KEY in sidecar:
+    if sidecar is not None and not isinstance(sidecar, RaterSidecar):
+        sidecar = parse_rater_sidecar(dict(sidecar), source=f"{name or 'file'} sidecar")
+    if sidecar is not None:
+        if sidecar.kind is not None:
+            return str(sidecar.kind)
+        if sidecar.rater is not None or sidecar.scale is not None:
             return "labels" if array.dtype.kind in "iub" else "soft"
     if array.dtype.kind in "iub":
         if array.dtype.kind == "b" or _LABEL_NAME.search(name):
@@ -325,21 +330,26 @@ def layer_geometry(layer: Any) -> DisplayGeometry:
 def label_sidecar(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """What the JSON sidecar of a saved label layer carries: kind, rater id, confidence scale.
 
-    Keys read from the layer metadata: ``softseg_rater`` (or ``rater``), ``softseg_confidence``
-    and any other entries of the sidecar the file was read with (``softseg_sidecar``).
+    The sidecar the file was read with (``softseg_sidecar``, every key kept) updated with the
+    layer's rater id (``softseg_rater``) and confidence scale (``softseg_confidence``), in the
+    one sidecar schema (:class:`softseg.sidecar.RaterSidecar`, its export shape).
     """
-    side: dict[str, Any] = {}
     original = metadata.get(SIDECAR_KEY)
-    if isinstance(original, Mapping):
-        side.update(original)
-    side["kind"] = "labels"
+    side = (
+        parse_rater_sidecar(dict(original), source="layer sidecar")
+        if isinstance(original, Mapping)
+        else RaterSidecar()
+    )
     rater = metadata.get(RATER_KEY, metadata.get("rater"))
-    if rater is not None:
-        side["rater"] = str(rater)
     scale = metadata.get(CONFIDENCE_KEY)
-    if scale is not None:
-        side[CONFIDENCE_KEY] = scale.as_dict() if hasattr(scale, "as_dict") else dict(scale)
-    return side
+    if scale is not None and not isinstance(scale, ConfidenceScale):
+        scale = ConfidenceScale.from_dict(scale.as_dict() if hasattr(scale, "as_dict") else dict(scale))
+    side = side.with_(
+        kind="labels",
+        rater=side.rater if rater is None else str(rater),
+        scale=side.scale if scale is None else scale,
+    )
+    return side.to_json()
 
 
 def save_layer_as_nifti(

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from softseg.errors import InputError
-from softseg.io import is_nifti_path, load_volume, read_sidecar
+from softseg.io import is_nifti_path, load_volume
+from softseg.sidecar import read_rater_sidecar
 
 from napari_softseg._layers import (
     CONFIDENCE_KEY,
@@ -51,9 +52,15 @@ def get_reader(path: str | Sequence[str]) -> Callable[..., list] | None:
 
 
 def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any], str]]:
-    """Layer-data tuples of one NIfTI file (raises :class:`InputError` on bad input)."""
+    """Layer-data tuples of one NIfTI file (raises :class:`InputError` on bad input).
+
+    The JSON sidecar is read through the one sidecar schema
+    (:func:`softseg.sidecar.read_rater_sidecar`): its ``kind``, rater id and confidence scale
+    decide how the file opens; the whole sidecar rides in ``metadata["softseg_sidecar"]`` so a
+    save writes it back.
+    """
     name = volume_name(path)
-    sidecar = read_sidecar(path)
+    sidecar = read_rater_sidecar(path)
     volume = load_volume(path)
     from softseg.geometry import display_geometry
 
@@ -67,12 +74,12 @@ def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any
                 "[0, 1] or integer levels"
             )
     metadata: dict[str, Any] = {}
-    if sidecar:
-        metadata[SIDECAR_KEY] = dict(sidecar)
-        if "rater" in sidecar:
-            metadata[RATER_KEY] = str(sidecar["rater"])
-        if CONFIDENCE_KEY in sidecar:
-            metadata[CONFIDENCE_KEY] = sidecar[CONFIDENCE_KEY]
+    if sidecar is not None:
+        metadata[SIDECAR_KEY] = sidecar.to_json()
+        if sidecar.rater is not None:
+            metadata[RATER_KEY] = sidecar.rater
+        if sidecar.scale is not None:
+            metadata[CONFIDENCE_KEY] = sidecar.scale.as_dict()
     rater = _RATER_FILE.match(name)
     if rater and RATER_KEY not in metadata and kind == "labels":
         metadata[RATER_KEY] = rater.group(1)

@@ -294,3 +294,33 @@ def test_every_opened_file_labels_the_slice_slider_with_its_anatomical_axis(make
     # the slice slider runs along the axis closest to superior: its label says so
     axial = _axial_axis(affine)
     assert image_layer.data.shape[0] == SHAPE[axial] and viewer.dims.axis_labels[0].startswith("axial")
+
+
+def test_sidecars_of_every_shape_are_read_through_the_one_schema(make_napari_viewer, tmp_path, notes):
+    """Old prediction sidecars ("probability"/"mask"), autosave ones, and broken ones (issue 13 #6)."""
+    rng = np.random.default_rng(4)
+    aff = AFFINES["lps"]
+    prob = _save(tmp_path / "pred.nii.gz", rng.random(SHAPE).astype(np.float32), aff)
+    (tmp_path / "pred.json").write_text(json.dumps({"model": "m.safetensors", "threshold": 0.4, "kind": "probability"}))
+    mask = _save(tmp_path / "pred_mask.nii.gz", (rng.random(SHAPE) > 0.5).astype(np.uint8), aff)
+    (tmp_path / "pred_mask.json").write_text(json.dumps({"model": "m.safetensors", "kind": "mask"}))
+    auto = _save(tmp_path / "snapshot.nii.gz", rng.integers(0, 3, SHAPE).astype(np.uint8), aff)
+    (tmp_path / "snapshot.json").write_text(json.dumps({
+        "format": "softseg-autosave/2", "rater": "dr.smith", "confidence_scale": {"values": [0.5, 1.0]},
+    }))
+    broken = _save(tmp_path / "rater-5.nii.gz", np.zeros(SHAPE, np.uint8), aff)
+    (tmp_path / "rater-5.json").write_text(json.dumps(["not", "an", "object"]))
+    viewer = make_napari_viewer()
+    (p,) = viewer.open(prob, plugin=PLUGIN)
+    (m,) = viewer.open(mask, plugin=PLUGIN)
+    (a,) = viewer.open(auto, plugin=PLUGIN)
+    assert (type(p).__name__, p.metadata["softseg_kind"]) == ("Image", "soft")
+    assert type(m).__name__ == "Labels"
+    assert type(a).__name__ == "Labels" and a.metadata["softseg_rater"] == "dr.smith"
+    assert a.metadata["softseg_confidence"]["levels"][0]["value"] == 0.5
+    assert viewer.open(broken, plugin=PLUGIN) == []
+    assert "rater-5.json" in notes[-1] and "JSON object" in notes[-1] and "\n" not in notes[-1]
+    # a save keeps what the sidecar said
+    a.save(str(tmp_path / "again.nii.gz"), plugin=PLUGIN)
+    side = json.loads((tmp_path / "again.json").read_text())
+    assert side["rater"] == "dr.smith" and side["kind"] == "labels" and side["softseg_confidence"]["levels"][1]["value"] == 1.0

@@ -32,11 +32,12 @@ from softseg.autosave import (
     rater_file_stem,
     record_export,
 )
-from softseg.confidence import MAX_LEVELS, PRESETS, ConfidenceScale, detect_label_kind, scale_from_sidecar
+from softseg.confidence import MAX_LEVELS, PRESETS, ConfidenceScale, detect_label_kind
 from softseg.confidence import METADATA_KEY as SCALE_KEY
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, display_geometry, save_display_array
-from softseg.io import load_volume, read_sidecar, sidecar_path
+from softseg.io import load_volume, sidecar_path
+from softseg.sidecar import RaterSidecar, read_rater_sidecar
 
 from napari_softseg._layers import add_volume_layer
 from napari_softseg._metadata import (
@@ -119,9 +120,9 @@ def export_path_for(path: str | Path, *, levels: bool) -> Path:
     return path.with_name(f"{stem}{_LEVELS_SUFFIX if levels else ''}{ext}")
 
 
-def _rater_id_from_file(path: Path, sidecar: dict | None) -> str:
-    if sidecar and sidecar.get("rater"):
-        return str(sidecar["rater"])
+def _rater_id_from_file(path: Path, sidecar: RaterSidecar | None) -> str:
+    if sidecar is not None and sidecar.rater:
+        return str(sidecar.rater)
     stem, _ = _nifti_stem(path.name)
     for prefix in ("rater-", "rater_"):
         if stem.startswith(prefix) and len(stem) > len(prefix):
@@ -719,15 +720,16 @@ class AnnotateWidget(Container):
         out = levels.astype(np.uint8) if as_levels else scale.to_soft(levels)
         rater = rater_id(layer)
         image = self.image_layer
-        sidecar = {
-            "rater": rater,
-            "kind": "labels" if as_levels else "soft",
-            SCALE_KEY: scale.as_dict(),
-            "source_image": layer.metadata.get(SOURCE_KEY) or (image.name if image is not None else None),
-            "exported_at": _now_iso(),
-            "software": f"napari-softseg {__version__}",
-        }
-        written = save_display_array(path, out, geometry, overwrite=True, sidecar=sidecar)
+        source = layer.metadata.get(SOURCE_KEY) or (image.name if image is not None else None)
+        sidecar = RaterSidecar(
+            rater=rater,
+            kind="labels" if as_levels else "soft",
+            scale=scale,
+            source_image=None if source is None else str(source),
+            software=f"napari-softseg {__version__}",
+            extra={"exported_at": _now_iso()},
+        )
+        written = save_display_array(path, out, geometry, overwrite=True, sidecar=sidecar.to_json())
         session = self.autosave.for_layer(layer)
         if session is not None:
             try:
@@ -769,8 +771,8 @@ class AnnotateWidget(Container):
         """
         path = Path(path)
         vol = load_volume(path, label=True)
-        sidecar = read_sidecar(path) or {}
-        kind = detect_label_kind(vol.array)
+        sidecar = read_rater_sidecar(path)
+        kind = detect_label_kind(vol.array, name=path.name)
         geom = display_geometry(vol)
         data = geom.to_display(vol.array)
         image = image or self.image_layer
@@ -780,7 +782,7 @@ class AnnotateWidget(Container):
                 f"{tuple(np.shape(image.data))}; open the rater file that belongs to this image"
             )
         rater = _rater_id_from_file(path, sidecar)
-        scale = scale_from_sidecar(sidecar)
+        scale = sidecar.scale if sidecar is not None else None
         hue = next_free_hue(self.viewer.layers)
         if kind == "soft":
             metadata: dict[str, Any] = {RATER_KEY: rater, HUE_KEY: hue}
