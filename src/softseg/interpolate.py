@@ -51,9 +51,9 @@ Cost: distances are needed only at voxels inside exactly one of the two painted 
 voxel inside both is inside on every filled slice, one inside neither is outside). They come
 from k-d trees (``scipy.spatial.cKDTree``) of the regions' surface voxels, which hold every
 nearest voxel (a step from any other voxel towards the query point would come closer), so
-they equal the Euclidean distance transform's values at a fraction of its cost on thin
-structures; everything runs in the bounding box of the two regions plus one voxel. About
-0.7 s of one core for a 197 x 233 x 189 three-level rim map painted every 5th slice
+they equal the Euclidean distance transform's values. Each painted slice is prepared once
+(components, holes, trees, in its region's bounding box plus one voxel) for both of its gaps.
+About 0.7 s of one core for a 197 x 233 x 189 three-level rim map painted every 5th slice
 (``benchmarks/interpolation.py``). Everything is pure numpy/scipy without module state, so it
 may run in a worker thread.
 """
@@ -405,20 +405,32 @@ def _interpolate(
     marks = _painted(painted, src, axis, name)
     filled = arr.copy(order="K")
     dst = np.moveaxis(filled, axis, 0)  # a view: writes land in `filled`
-    shift = 0.5 * min(sampling)
-    # larger than any in-plane distance: the depth of a region that fills its whole slice
-    far = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(src.shape[1:], sampling)))) + 1.0
+    geo = _Geometry(sampling, src.shape[1:])
+    prepared: dict[int, dict[int, _Region | None]] = {}  # the two painted slices of a gap
+
+    def regions(s: int) -> dict[int, _Region | None]:
+        if s not in prepared:
+            slab = src[s]
+            if kind == "levels":
+                prepared[s] = {k: _region(slab >= k, geo) for k in range(1, max(top, 1) + 1)}
+            else:
+                present = np.unique(slab)
+                prepared[s] = {int(c): _region(slab == c, geo) for c in present[present > 0]}
+        return prepared[s]
+
     filled_slices: list[int] = []
     for a, b in zip(marks[:-1], marks[1:]):
         a, b = int(a), int(b)
+        for old in [s for s in prepared if s not in (a, b)]:
+            del prepared[old]  # each painted slice is prepared once, for both of its gaps
         if b - a < 2:
             continue
         ts = (np.arange(a + 1, b, dtype=np.float64) - a) / (b - a)
-        slab_a, slab_b = src[a], src[b]
+        ra, rb = regions(a), regions(b)
         if kind == "levels":
-            out = _fill_levels(slab_a, slab_b, ts, top, sampling, shift, far)
+            out = _fill_levels(ra, rb, ts, top, geo)
         else:
-            out = _fill_labels(slab_a, slab_b, ts, top, sampling, shift, far)
+            out = _fill_labels(ra, rb, ts, top, geo)
         dst[a + 1 : b] = out.astype(arr.dtype, copy=False)
         filled_slices.extend(range(a + 1, b))
 
@@ -456,18 +468,130 @@ def _changes(
     return tuple(np.ascontiguousarray(moved[order[i]], dtype=np.intp) for i in range(ndim)), values
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """In-plane voxel size (mm) and slice shape, with the constants derived from them."""
+
+    sampling: tuple[float, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def scale(self) -> np.ndarray:
+        return np.asarray(self.sampling, dtype=np.float64)
+
+    @property
+    def shift(self) -> float:
+        """Half a voxel (of the smaller in-plane size): the boundary lies between centres."""
+        return 0.5 * min(self.sampling)
+
+    @property
+    def far(self) -> float:
+        """Longer than any in-plane distance: the depth of a region filling its whole slice."""
+        return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(self.shape, self.sampling)))) + 1.0
+
+
+class _Region:
+    """One painted slice's region (one level or class), prepared once for both of its gaps.
+
+    ``filled`` is the region with its holes filled (its outline), a crop of the slice starting
+    at ``offset`` (the region's bounding box plus one voxel, clipped to the slice);
+    ``labels`` numbers its 8-connected components 1..``n``; ``holes`` is the region of its holes,
+    prepared the same way (None without holes). The k-d trees of surface voxels that give the
+    distances are built on first use.
+    """
+
+    def __init__(
+        self, filled: np.ndarray, offset: np.ndarray, geo: _Geometry, region: np.ndarray
+    ) -> None:
+        self.filled = filled
+        self.offset = offset
+        self.geo = geo
+        self.labels, self.n = ndimage.label(filled, structure=np.ones((3,) * filled.ndim, bool))
+        holes = filled & ~region
+        self.holes = _region(holes, geo, offset) if holes.any() else None
+        self._outside: cKDTree | None | bool = False
+        self._surface: tuple[cKDTree, np.ndarray, np.ndarray] | None = None
+
+    def _tree(self, voxels: np.ndarray) -> cKDTree:
+        """k-d tree of crop voxels at their slice positions in mm."""
+        pos = (voxels + self.offset) * self.geo.scale
+        return cKDTree(pos, balanced_tree=False, compact_nodes=False)
+
+    @property
+    def box(self) -> tuple[slice, ...]:
+        return tuple(slice(o, o + n) for o, n in zip(self.offset, self.filled.shape))
+
+    def depth(self, points_mm: np.ndarray) -> np.ndarray:
+        """Distance (mm) from points inside to the nearest voxel outside the outline.
+
+        The nearest voxel outside is face-adjacent to the outline (a step from any other one
+        towards the point comes closer), and lies in the crop (its border is outside, except
+        at the slice border, which is not a boundary); with no voxel outside, ``far``.
+        """
+        if self._outside is False:
+            cand = np.argwhere(surface(~self.filled))
+            self._outside = None if cand.size == 0 else self._tree(cand)
+        if self._outside is None:
+            return np.full(points_mm.shape[0], self.geo.far)
+        return self._outside.query(points_mm, k=1)[0]
+
+    def distance(self, points_mm: np.ndarray, want: np.ndarray, group_of: np.ndarray) -> np.ndarray:
+        """Distance (mm) from points outside to the nearest outline voxel of a wanted group.
+
+        ``want``: each point's group; ``group_of``: the group of each component (index 0 is
+        background). One k-d tree of the surface voxels serves every group; points whose
+        nearest voxel is of another group are looked up again among their group's voxels.
+        """
+        if self._surface is None:
+            cand = np.argwhere(surface(self.filled))
+            self._surface = (self._tree(cand), self.labels[tuple(cand.T)], cand)
+        tree, comp, cand = self._surface
+        dist, nearest = tree.query(points_mm, k=1)
+        wrong = np.flatnonzero(group_of[comp[nearest]] != want)
+        if wrong.size:  # the next nearest voxels usually hold one of the point's group
+            k = min(16, cand.shape[0])
+            d16, n16 = tree.query(points_mm[wrong], k=k)
+            d16, n16 = d16.reshape(wrong.size, k), n16.reshape(wrong.size, k)
+            hit = group_of[comp[n16]] == want[wrong, None]
+            found = hit.any(axis=1)
+            dist[wrong[found]] = d16[found, hit[found].argmax(axis=1)]
+            wrong = wrong[~found]
+        if wrong.size:  # the rest: a tree of their group's voxels
+            groups = group_of[comp]
+            for g in np.unique(want[wrong]):
+                rows = wrong[want[wrong] == g]
+                dist[rows] = self._tree(cand[groups == g]).query(points_mm[rows], k=1)[0]
+        return dist
+
+
+def _region(mask: np.ndarray, geo: _Geometry, offset: np.ndarray | None = None) -> _Region | None:
+    """Prepare the region *mask* (a slice, or a crop of one at *offset*); None when empty."""
+    if offset is None:
+        offset = np.zeros(mask.ndim, dtype=np.intp)
+    if not mask.any():
+        return None
+    lo, hi = [], []
+    for i in range(mask.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(j for j in range(mask.ndim) if j != i)))
+        lo.append(max(int(idx[0]) - 1, 0))
+        hi.append(min(int(idx[-1]) + 2, mask.shape[i]))
+    crop = mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    return _Region(_fill_holes(crop), offset + np.asarray(lo, dtype=np.intp), geo, crop)
+
+
 def _fill_levels(
-    slab_a: np.ndarray, slab_b: np.ndarray, ts: np.ndarray, top: int,
-    sampling: tuple[float, ...], shift: float, far: float,
+    ra: dict[int, _Region | None], rb: dict[int, _Region | None], ts: np.ndarray, top: int,
+    geo: _Geometry,
 ) -> np.ndarray:
     """Filled slices (len(ts), *slice) uint8 of nested levels between two painted slices."""
-    out = np.zeros((ts.size, *slab_a.shape), dtype=np.uint8)
+    out = np.zeros((ts.size, *geo.shape), dtype=np.uint8)
     inside_prev: np.ndarray | None = None
     for k in range(1, max(top, 1) + 1):
-        ra, rb = slab_a >= k, slab_b >= k
-        if not (ra.any() or rb.any()):
+        if ra[k] is None and rb[k] is None:
             break  # no region >= k on either side: none above it either
-        inside = _region_fields(ra, rb, ts, sampling, shift, far) < -BOUNDARY_TOLERANCE_MM
+        inside = np.zeros(out.shape, dtype=bool)
+        box, fields = _pair(ra[k], rb[k], ts, geo)
+        inside[(slice(None), *box)] = fields < -BOUNDARY_TOLERANCE_MM
         if inside_prev is not None:
             inside &= inside_prev  # level >= k lies inside level >= k-1
         out += inside
@@ -476,59 +600,112 @@ def _fill_levels(
 
 
 def _fill_labels(
-    slab_a: np.ndarray, slab_b: np.ndarray, ts: np.ndarray, top: int,
-    sampling: tuple[float, ...], shift: float, far: float,
+    ra: dict[int, _Region | None], rb: dict[int, _Region | None], ts: np.ndarray, top: int,
+    geo: _Geometry,
 ) -> np.ndarray:
     """Filled slices of exclusive classes: argmin of the interpolated signed distances.
 
     Background unless a class is inside (below ``-BOUNDARY_TOLERANCE_MM``); between classes
     within the tolerance of each other, the lower class (so float rounding never decides).
     """
-    best = np.full((ts.size, *slab_a.shape), np.inf)
+    best = np.full((ts.size, *geo.shape), np.inf)
     out = np.zeros(best.shape, dtype=np.min_scalar_type(max(top, 1)))
-    present = np.union1d(np.unique(slab_a), np.unique(slab_b))
-    for c in present[present > 0]:  # increasing class order
-        field = _region_fields(slab_a == c, slab_b == c, ts, sampling, shift, far)
-        better = (field < -BOUNDARY_TOLERANCE_MM) & (field < best - BOUNDARY_TOLERANCE_MM)
-        out[better] = c
-        best[better] = field[better]
+    for c in sorted(set(ra) | set(rb)):  # increasing class order
+        box, fields = _pair(ra.get(c), rb.get(c), ts, geo)
+        view, labels = best[(slice(None), *box)], out[(slice(None), *box)]
+        better = (fields < -BOUNDARY_TOLERANCE_MM) & (fields < view - BOUNDARY_TOLERANCE_MM)
+        labels[better] = c
+        view[better] = fields[better]
     return out
 
 
-def _region_fields(
-    a: np.ndarray, b: np.ndarray, ts: np.ndarray,
-    sampling: tuple[float, ...], shift: float, far: float,
-) -> np.ndarray:
-    """Interpolated signed distance of one region with holes: the region with its holes filled
-    and the holes are interpolated each on their own (and so on for islands in holes), and a
-    voxel is inside when it is inside the filled region and outside the holes.
+def _pair(
+    ra: _Region | None, rb: _Region | None, ts: np.ndarray, geo: _Geometry,
+    box: tuple[slice, ...] | None = None,
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Interpolated signed distance (mm) of one region between two painted slices.
 
-    A ring (a cortex-like rim) whose radius changes by more than its thickness between two
-    painted slices does not overlap itself there; its filled disc and its hole do, so the ring
-    is interpolated as the difference of two smoothly varying discs. Regions without holes are
-    interpolated as they are (:func:`_gap_fields`).
-
-    Returns float64 (len(ts), *slice): negative inside, ``+inf`` / ``-inf`` where the voxel is
-    outside / inside on every filled slice.
+    Returns ``(box, fields)``: fields (len(ts), *box shape) float64 over *box* (default: the
+    union of the two regions' crops) — negative inside; ``-inf`` where the voxel is inside on
+    every filled slice, ``+inf`` where it is outside on every one. The outline is interpolated,
+    then the holes (recursively), and a voxel is inside the outline and outside the holes.
     """
-    fields = np.full((ts.size, *a.shape), np.inf)
-    either = a | b
-    if not either.any():
-        return fields
-    box = tuple(
-        slice(max(int(idx[0]) - 1, 0), min(int(idx[-1]) + 2, n))
-        for idx, n in (
-            (np.flatnonzero(either.any(axis=tuple(j for j in range(a.ndim) if j != i))), a.shape[i])
-            for i in range(a.ndim)
+    if box is None:
+        crops = [r.box for r in (ra, rb) if r is not None]
+        box = tuple(
+            slice(min(c[i].start for c in crops), max(c[i].stop for c in crops))
+            for i in range(len(crops[0]))
         )
+    fields = _outline_fields(ra, rb, ts, geo, box)
+    holes_a = ra.holes if ra is not None else None
+    holes_b = rb.holes if rb is not None else None
+    if holes_a is not None or holes_b is not None:
+        _box, holes = _pair(holes_a, holes_b, ts, geo, box)
+        np.maximum(fields, -holes, out=fields)
+    return box, fields
+
+
+def _paste(region: _Region | None, box: tuple[slice, ...]) -> np.ndarray:
+    """The region's component labels on *box* (0 elsewhere)."""
+    out = np.zeros(tuple(s.stop - s.start for s in box), dtype=np.int32)
+    if region is not None:
+        at = tuple(
+            slice(o - s.start, o - s.start + n)
+            for o, s, n in zip(region.offset, box, region.filled.shape)
+        )
+        out[at] = region.labels
+    return out
+
+
+def _outline_fields(
+    ra: _Region | None, rb: _Region | None, ts: np.ndarray, geo: _Geometry,
+    box: tuple[slice, ...],
+) -> np.ndarray:
+    """The mix ``(1 - t) sd_a + t sd_b`` of the two outlines on *box*: exact on voxels inside
+    exactly one outline, ``-inf`` inside both, ``+inf`` inside neither.
+
+    Regions are matched by overlap (:func:`_match`); a voxel's value depends on its group only.
+    """
+    la, lb = _paste(ra, box), _paste(rb, box)
+    a, b = la > 0, lb > 0
+    both = a & b
+    fields = np.where(both, -np.inf, np.inf)[None].repeat(ts.size, axis=0)
+    na = ra.n if ra is not None else 0
+    nb = rb.n if rb is not None else 0
+    group = _match(la, na, lb, nb, both)  # group of each component: A's first, then B's
+    group_a, group_b = group[: na + 1], np.concatenate(([0], group[na + 1 :]))
+    n_groups = int(group.max())
+    in_a = np.zeros(n_groups + 1, dtype=bool)
+    in_a[group_a[1:]] = True
+    in_b = np.zeros(n_groups + 1, dtype=bool)
+    in_b[group_b[1:]] = True
+    w = ts.reshape(-1, 1)
+    corner = np.asarray([s.start for s in box], dtype=np.intp)
+    sides = (
+        (ra, la, a, group_a, rb, group_b, in_b, 1.0 - w),
+        (rb, lb, b, group_b, ra, group_a, in_a, w),
     )
-    a, b = a[box], b[box]
-    fa, fb = _fill_holes(a), _fill_holes(b)
-    inner = _gap_fields(fa, fb, ts, sampling, shift, far)
-    ha, hb = fa & ~a, fb & ~b
-    if ha.any() or hb.any():
-        np.maximum(inner, -_region_fields(ha, hb, ts, sampling, shift, far), out=inner)
-    fields[(slice(None), *box)] = inner
+    for src, lab, mask, g_src, other, g_other, other_has, ta in sides:
+        if src is None:
+            continue
+        only = mask & ~both  # inside this outline, outside the other one
+        if not only.any():
+            continue
+        idx = np.nonzero(only)
+        pts = (np.column_stack(idx) + corner) * geo.scale
+        groups = g_src[lab[idx]]
+        sd_src = geo.shift - src.depth(pts)  # negative
+        mix = np.empty((ts.size, pts.shape[0]))
+        matched = other_has[groups]
+        if matched.any():  # the group goes on: mix with the distance to its other part
+            sd_other = other.distance(pts[matched], groups[matched], g_other) - geo.shift
+            mix[:, matched] = ta * sd_src[matched] + (1.0 - ta) * sd_other
+        if not matched.all():  # ends (or appears) in the gap: down to its deepest point by t = 1/2
+            ends = ~matched
+            deepest = np.zeros(n_groups + 1)
+            np.maximum.at(deepest, groups[ends], -sd_src[ends])
+            mix[:, ends] = ta * sd_src[ends] + (1.0 - ta) * deepest[groups[ends]]
+        fields[(slice(None), *idx)] = mix
     return fields
 
 
@@ -549,88 +726,6 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
             edge[np.take(lab, j, axis=i)] = True
     edge[0] = False  # label 0 is the mask itself
     return ~edge[lab]
-
-
-def _gap_fields(
-    a: np.ndarray, b: np.ndarray, ts: np.ndarray,
-    sampling: tuple[float, ...], shift: float, far: float,
-) -> np.ndarray:
-    """Interpolated signed distance (mm) of one region on every filled slice of a gap.
-
-    Returns float64 (len(ts), *slice): the exact mix ``(1 - t) sd_a + t sd_b`` on voxels inside
-    exactly one of the two painted regions, ``-inf`` on voxels inside both (inside on every
-    filled slice), ``+inf`` on voxels inside neither (outside on every filled slice).
-
-    Each voxel belongs to one group (regions matched by overlap), and its value depends on that
-    group only; the distances of all groups come from two k-d trees per painted slice.
-    """
-    both = a & b
-    fields = np.where(both, -np.inf, np.inf)[None].repeat(ts.size, axis=0)
-    struct = np.ones((3,) * a.ndim, dtype=bool)  # 8-connected in a slice
-    la, na = ndimage.label(a, structure=struct)
-    lb, nb = ndimage.label(b, structure=struct)
-    group = _match(la, na, lb, nb, both)  # group id of each region: A's first, then B's
-    ga = group[: na + 1][la]
-    gb = np.concatenate(([0], group[na + 1 :]))[lb]
-    n_groups = int(group.max())
-    in_a = np.zeros(n_groups + 1, dtype=bool)
-    in_a[group[1 : na + 1]] = True
-    in_b = np.zeros(n_groups + 1, dtype=bool)
-    in_b[group[na + 1 :]] = True
-    w = ts.reshape(-1, 1)
-    scale = np.asarray(sampling, dtype=np.float64)
-    for src, g_src, g_dst, other_side, ta in ((a, ga, gb, in_b, 1.0 - w), (b, gb, ga, in_a, w)):
-        only = src & ~both  # inside this slice's region, outside the other's
-        if not only.any():
-            continue
-        idx = np.nonzero(only)
-        pts = np.column_stack(idx) * scale
-        groups = g_src[idx]
-        sd_src = shift - _nearest(pts, ~src, scale, far)  # depth inside: negative
-        mix = np.empty((ts.size, pts.shape[0]))
-        matched = other_side[groups]
-        if matched.any():  # the group goes on: mix with the distance to its other part
-            sd_dst = _nearest(pts[matched], g_dst > 0, scale, far, g_dst, groups[matched]) - shift
-            mix[:, matched] = ta * sd_src[matched] + (1.0 - ta) * sd_dst
-        if not matched.all():  # ends (or appears) in the gap: down to its deepest point by t = 1/2
-            ends = ~matched
-            deepest = np.zeros(n_groups + 1)
-            np.maximum.at(deepest, groups[ends], -sd_src[ends])
-            mix[:, ends] = ta * sd_src[ends] + (1.0 - ta) * deepest[groups[ends]]
-        fields[(slice(None), *idx)] = mix
-    return fields
-
-
-def _nearest(
-    points_mm: np.ndarray,
-    region: np.ndarray,
-    scale: np.ndarray,
-    far: float,
-    labels: np.ndarray | None = None,
-    want: np.ndarray | None = None,
-) -> np.ndarray:
-    """Distance (mm) from each point to the nearest voxel centre of *region* (a box mask), or,
-    with ``labels``/``want``, to the nearest region voxel whose label is the point's ``want``.
-
-    The nearest voxel of a region is always on its surface (a step towards the point along any
-    axis where they differ would be closer), so only surface voxels
-    (:func:`softseg.metrics.distance.surface`) go into the k-d tree: exact, like
-    ``distance_transform_edt``. ``far`` when the region is empty. With labels, one tree serves
-    every label; the points whose nearest voxel has another label are looked up again in a
-    tree of their own label's surface only.
-    """
-    cand = np.argwhere(surface(region))
-    if cand.size == 0:
-        return np.full(points_mm.shape[0], far)
-    tree = cKDTree(cand * scale, balanced_tree=False, compact_nodes=False)
-    dist, nearest = tree.query(points_mm, k=1)
-    if labels is None or want is None:
-        return dist
-    wrong = labels[tuple(cand[nearest].T)] != want
-    for label in np.unique(want[wrong]):
-        rows = np.flatnonzero(wrong & (want == label))
-        dist[rows] = _nearest(points_mm[rows], labels == label, scale, far)
-    return dist
 
 
 def _match(la: np.ndarray, na: int, lb: np.ndarray, nb: int, both: np.ndarray) -> np.ndarray:
