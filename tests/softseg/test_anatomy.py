@@ -110,18 +110,24 @@ def test_missing_nilearn_gives_one_line_naming_the_extra():
 
 
 # ------------------------------------------------------------------------------ B-spline
-def test_bspline_field_equals_simpleitk_bspline_transform():
-    rng = np.random.default_rng(4)
-    field = random_field(
-        (-10.0, -20.0, 5.0), (100.0, 80.0, 60.0), control_spacing_mm=23.0, components=3,
-        rms=2.0, rng=rng,
-    )
+def _itk_bspline(field):
+    """SimpleITK's cubic BSplineTransform over the field's domain with the field's coefficients."""
     tx = sitk.BSplineTransform(3, 3)
     tx.SetTransformDomainOrigin(tuple(field.origin))
     tx.SetTransformDomainPhysicalDimensions(tuple(field.size))
     tx.SetTransformDomainMeshSize(field.mesh_size)
     tx.SetTransformDomainDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))
     tx.SetParameters(tuple(field.itk_parameters()))
+    return tx
+
+
+def test_bspline_field_equals_simpleitk_bspline_transform():
+    rng = np.random.default_rng(4)
+    field = random_field(
+        (-10.0, -20.0, 5.0), (100.0, 80.0, 60.0), control_spacing_mm=23.0, components=3,
+        rms=2.0, rng=rng,
+    )
+    tx = _itk_bspline(field)
     points = field.origin + rng.random((300, 3)) * field.size
     ours = field.at_points(points)
     theirs = np.array([np.subtract(tx.TransformPoint(tuple(p)), p) for p in points])
@@ -157,12 +163,7 @@ def test_warp_equals_simpleitk_resample_with_the_same_transform(slab):
     matrix = _rotation(np.array([4.0, -3.0, 5.0])).T / scale
     ours = _sample_template(slab, grid, field, matrix, centre, shift)
 
-    bspline = sitk.BSplineTransform(3, 3)
-    bspline.SetTransformDomainOrigin(tuple(field.origin))
-    bspline.SetTransformDomainPhysicalDimensions(tuple(field.size))
-    bspline.SetTransformDomainMeshSize(field.mesh_size)
-    bspline.SetTransformDomainDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))
-    bspline.SetParameters(tuple(field.itk_parameters()))
+    bspline = _itk_bspline(field)
     affine = sitk.AffineTransform(3)
     affine.SetMatrix(tuple(matrix.ravel()))
     affine.SetCenter(tuple(centre))
