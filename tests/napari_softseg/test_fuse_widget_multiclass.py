@@ -225,6 +225,30 @@ def test_class_average_of_painted_confidence(make_napari_viewer, menu_widget, qt
     for j, rater in enumerate(summary["raters"]):
         np.testing.assert_allclose(out.result.confusion[j], rater["confusion"], rtol=1e-12, atol=0)
 
+    # the same raters as per-class layers (one class of one rater each, as the MNI sample opens)
+    per_class = []
+    for j, code in enumerate(painted["codes"]):
+        for k, level_map in enumerate(class_level_maps(code, n_classes=3, n_levels=3), start=1):
+            meta = {CLASS_KEY: {"index": k, "name": CLASSES[k - 1]}, CONFIDENCE_KEY: SCALE.as_dict(),
+                    RATER_KEY: str(j + 1)}
+            data, kwargs, _kind = layer_data_tuple(geometry.to_display(level_map), geometry, kind="labels",
+                                                   name=f"rater-{j + 1} · {CLASSES[k - 1]}", metadata=meta)
+            per_class.append(viewer.add_labels(data, **kwargs))
+    widget.set_raters(per_class[:3])  # one rater's three classes
+    assert widget._classes.value == 3
+    widget.set_raters(per_class[::3])  # every rater's grey matter: one structure
+    assert widget._classes.value == 1
+    widget.set_raters(per_class)
+    assert widget._classes.value == 3 and widget.class_names() == CLASSES
+    again = _fuse(widget, qtbot, "average")
+    assert again.names == tuple(f"rater-{j}" for j in range(1, 5))
+    np.testing.assert_array_equal(again.result.probability, out.result.probability)
+    np.testing.assert_array_equal(again.result.fused, out.result.fused)
+    for extra in per_class:
+        viewer.layers.remove(extra)
+    widget.set_raters(layers)
+    out = _fuse(widget, qtbot, "average")
+
     # Save writes the command's files; none of them is offered as a rater when opened again
     widget._save_path.value = tmp_path / "widget" / "fused_average.nii.gz"
     (tmp_path / "widget").mkdir()

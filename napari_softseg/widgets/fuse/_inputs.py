@@ -36,6 +36,7 @@ from softseg.errors import InputError
 from napari_softseg._metadata import (
     CLASS_KEY,
     KIND_KEY,
+    RATER_KEY,
     SIDECAR_KEY,
     SOURCE_KEY,
     layer_uid,
@@ -47,9 +48,11 @@ __all__ = [
     "OUTPUT_ROLES",
     "RaterInput",
     "class_names_of",
+    "class_tags",
     "collect_raters",
     "is_fusion_output",
     "is_rater_candidate",
+    "layer_classes",
 ]
 
 #: Roles of the layers the widget makes (never offered back as raters).
@@ -57,6 +60,8 @@ OUTPUT_ROLES = ("fused", "staple_probability", "disagreement")
 #: Roles a rater layer may have (none: a layer made by hand or by another tool).
 _RATER_ROLES = (None, "rater")
 #: ``<fused>_label-<k>.nii[.gz]``: a class probability file next to a fused label map.
+#: Separator of the sample data's per-class layer names ("rater-1 · grey matter").
+_SEPARATOR = " · "
 _CLASS_MAP_FILE = re.compile(r"^(?P<stem>.+)_label-(?P<k>\d+)(?P<suffix>\.nii(?:\.gz)?)$", re.I)
 
 
@@ -160,6 +165,8 @@ class RaterInput:
         Class names (1..K) of a layer painted with class codes; None otherwise.
     uid : str
         :func:`~napari_softseg._metadata.layer_uid` of the layer (to notice its removal).
+    uids : tuple of str
+        Every layer the rater's map came from (its per-class layers); ``(uid,)`` by default.
     source : str or None
         The file the layer was read from.
     """
@@ -170,6 +177,11 @@ class RaterInput:
     classes: tuple[str, ...] | None = None
     uid: str = ""
     source: str | None = None
+    uids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.uids and self.uid:
+            object.__setattr__(self, "uids", (self.uid,))
 
     def soft(self) -> np.ndarray:
         """Two-class values in [0, 1] through the one conversion,
@@ -247,11 +259,13 @@ def collect_raters(layers: Sequence[Any], *, n_classes: int | None = None) -> li
                     "with classes or integer label maps"
                 )
             scale = layer_scale(lyr)
-            if scale is not None and scale.n_levels > 1 and class_names_of(lyr) is None:
+            if scale is not None and scale.n_levels > 1 and class_names_of(lyr) is None and _class_tag(lyr) is None:
                 raise InputError(
                     f"layer {lyr.name!r} holds confidence levels of one structure, not classes; set "
                     "Classes to 1 to fuse it, or choose layers painted with classes"
                 )
+    if n_classes is not None and all(_class_tag(lyr) is not None for lyr in layers):
+        return _per_class_raters(layers, int(n_classes))
     if n_classes is not None:
         painted = {class_names_of(lyr) for lyr in layers} - {None}
         if len(painted) > 1:
@@ -270,10 +284,83 @@ def collect_raters(layers: Sequence[Any], *, n_classes: int | None = None) -> li
     ]
 
 
+def _class_tag(layer: Any) -> tuple[int, str] | None:
+    """``(index, name)`` of a per-class layer (one class of one rater), None for other layers."""
+    tag = (getattr(layer, "metadata", None) or {}).get(CLASS_KEY)
+    if isinstance(tag, Mapping) and isinstance(tag.get("index"), int) and not isinstance(tag.get("index"), bool):
+        return int(tag["index"]), str(tag.get("name") or f"class {tag['index']}")
+    return None
+
+
+def class_tags(layers: Iterable[Any]) -> set[int]:
+    """The class indices of the per-class layers among ``layers`` (empty when some is not one)."""
+    tags = [_class_tag(lyr) for lyr in layers]
+    return set() if None in tags else {t[0] for t in tags}
+
+
 def layer_classes(layers: Iterable[Any]) -> tuple[str, ...] | None:
-    """The class names of the first layer painted with class codes among ``layers`` (None: none)."""
+    """The class names (1..K) the chosen layers hold, None when they hold one structure.
+
+    Layers painted with class codes carry the list; per-class layers (one class of one rater
+    each, e.g. the MNI sample's) that span two or more classes give K = their largest index.
+    """
+    layers = list(layers)
     for lyr in layers:
         names = class_names_of(lyr)
         if names is not None:
             return names
-    return None
+    tags = [_class_tag(lyr) for lyr in layers]
+    if not tags or None in tags or len({t[0] for t in tags}) < 2:
+        return None
+    k = max(t[0] for t in tags)
+    found = dict(tags)
+    return tuple(found.get(c, f"class {c}") for c in range(1, k + 1))
+
+
+def _rater_key(layer: Any) -> str:
+    from napari_softseg._raters import rater_id
+
+    return rater_id(layer) if RATER_KEY in (layer.metadata or {}) else str(layer.name).split(_SEPARATOR)[0]
+
+
+def _per_class_raters(layers: Sequence[Any], n_classes: int) -> list[RaterInput]:
+    """Per-class layers grouped by rater, each rater's classes as one code map
+    (:func:`softseg.class_levels.codes_from_class_level_maps`, which refuses overlapping classes)."""
+    from softseg.class_levels import codes_from_class_level_maps
+
+    groups: dict[str, dict[int, Any]] = {}
+    for lyr in layers:
+        index, name = _class_tag(lyr)
+        if not 1 <= index <= n_classes:
+            raise InputError(f"layer {lyr.name!r} holds class {index} ({name}) but the fusion has {n_classes} classes")
+        rater = groups.setdefault(_rater_key(lyr), {})
+        if index in rater:
+            raise InputError(f"layers {rater[index].name!r} and {lyr.name!r} hold the same class of one rater; choose one")
+        rater[index] = lyr
+    out = []
+    names = layer_classes(layers) or tuple(f"class {c}" for c in range(1, n_classes + 1))
+    for key, by_class in groups.items():
+        missing = [names[c - 1] for c in range(1, n_classes + 1) if c not in by_class]
+        if missing:
+            raise InputError(f"rater {key!r} has no layer for {', '.join(missing)}; select each rater's layer of every class")
+        ordered = [by_class[c] for c in range(1, n_classes + 1)]
+        scales = {None if s is None else tuple(s.values) for s in map(layer_scale, ordered)}
+        if len(scales) > 1:
+            raise InputError(f"rater {key!r}: the class layers use different confidence scales; use one scale per rater")
+        scale = layer_scale(ordered[0])
+        n_levels = scale.n_levels if scale is not None else 1
+        codes = codes_from_class_level_maps([np.asarray(lyr.data) for lyr in ordered], n_levels=n_levels,
+                                            names=[f"layer {lyr.name!r}" for lyr in ordered])
+        common = {str(lyr.name).split(_SEPARATOR)[0] for lyr in ordered}
+        out.append(RaterInput(
+            name=common.pop() if len(common) == 1 else f"rater {key}",
+            data=codes,
+            scale=scale,
+            classes=names,
+            uid=layer_uid(ordered[0]),
+            uids=tuple(layer_uid(lyr) for lyr in ordered),
+            source=(ordered[0].metadata or {}).get(SOURCE_KEY),
+        ))
+    if len(out) < 2:
+        raise InputError(f"the chosen class layers belong to {len(out)} rater; fusion needs at least two raters")
+    return out

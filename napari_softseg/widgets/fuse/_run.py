@@ -75,7 +75,7 @@ class FusionOutput:
     names : tuple of str
         Rater layer names, in the result's rater order.
     uids : tuple of str
-        Their :func:`~napari_softseg._metadata.layer_uid`.
+        :func:`~napari_softseg._metadata.layer_uid` of every layer the raters came from.
     sources : tuple of (str or None)
         The files they were read from.
     result : softseg.fusion.FusionResult
@@ -257,7 +257,7 @@ def iter_fusion(
     return FusionOutput(
         choice=method,
         names=tuple(r.name for r in raters),
-        uids=tuple(r.uid for r in raters),
+        uids=tuple(u for r in raters for u in r.uids),
         sources=tuple(r.source for r in raters),
         result=result,
         roi_mode=roi_mode,

@@ -31,7 +31,7 @@ from softseg.geometry import DisplayGeometry
 from napari_softseg._metadata import find_layer, layer_uid
 from napari_softseg._raters import geometry_of
 from napari_softseg.widgets._common import collapsible, confirm_overwrite, notify, scroll_area
-from napari_softseg.widgets.fuse._inputs import collect_raters, is_rater_candidate, layer_classes
+from napari_softseg.widgets.fuse._inputs import class_tags, collect_raters, is_rater_candidate, layer_classes
 from napari_softseg.widgets.fuse._outputs import output_layers, show_outputs
 from napari_softseg.widgets.fuse._run import (
     METHODS,
@@ -88,7 +88,7 @@ class FuseWidget(Container):
         self._slots: dict[str, str] = {}  # output slot -> layer uid
         self._geometry: DisplayGeometry | None = None
         self._running: tuple[str, ...] = ()  # uids of the raters the worker fuses
-        self._stopped_by: str | None = None  # name of a rater removed while its fusion ran
+        self._stopped_by: str | None = None  # a rater removed while its fusion ran ("" = unnamed)
         self._dataset_classes: tuple[str, ...] | None = None
         self._t_click = 0.0
         self._closed = False
@@ -295,9 +295,14 @@ class FuseWidget(Container):
 
     # ------------------------------------------------------------------ classes
     def _on_raters(self, _value: Any = None) -> None:
-        names = layer_classes(self.selected_layers())
+        """Classes follow the chosen layers: painted with classes or per-class layers of several
+        classes set K; per-class layers of one class are one structure."""
+        layers = self.selected_layers()
+        names = layer_classes(layers)
         if names is not None and int(self._classes.value) != len(names):
             self._classes.value = len(names)
+        elif names is None and len(layers) > 1 and len(class_tags(layers)) == 1:
+            self._classes.value = 1
         self._show_class_names()
 
     def _on_classes(self, _value: Any = None) -> None:
@@ -404,7 +409,7 @@ class FuseWidget(Container):
         method, classes = self.method, self.class_names()
         roi_mode, margin, confidence = str(self._roi.value), int(self._margin.value), bool(self._confidence.value)
         self._geometry = geometry
-        self._running = tuple(r.uid for r in raters)
+        self._running = tuple(u for r in raters for u in r.uids)
         self._stopped_by = None
         self._say(f"fusing {len(raters)} raters with {method} …")
         self._progress.visible = True
@@ -437,7 +442,8 @@ class FuseWidget(Container):
         self._run.enabled = True
         self._progress.visible = False
         if self._stopped_by is not None:
-            self._say(f"fusion stopped: rater layer {self._stopped_by!r} was removed while it ran; nothing shown")
+            who = f"rater layer {self._stopped_by!r}" if self._stopped_by else "a rater layer"
+            self._say(f"fusion stopped: {who} was removed while it ran; nothing shown")
 
     def _on_progress(self, item: tuple[float, str]) -> None:
         if self._closed:
@@ -462,9 +468,8 @@ class FuseWidget(Container):
         if self._closed:
             return
         present = {layer_uid(lyr) for lyr in self.viewer.layers}
-        missing = [n for n, u in zip(out.names, out.uids) if u not in present]
-        if self._stopped_by is not None or missing:  # a rater went away: never draw from it
-            self._stopped_by = self._stopped_by or missing[0]
+        if self._stopped_by is not None or not present.issuperset(out.uids):  # a rater went away
+            self._stopped_by = self._stopped_by or ""
             return
         self.last_output = out
         specs = output_layers(out, per_class_disagreement=bool(self._per_class.value), provenance=provenance(out))
