@@ -150,7 +150,10 @@ def level_colormap(scale: ConfidenceScale, hue: Sequence[float]) -> Any:
     """napari ``DirectLabelColormap``: one colour per level of *scale* in *hue*; others transparent."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    colors: dict[int | None, np.ndarray] = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
+    colors: dict[int | None, np.ndarray] = {
+        None: np.zeros(4, np.float32),
+        0: np.zeros(4, np.float32),
+    }
     for k, v in enumerate(scale.values, start=1):
         colors[k] = level_rgba(hue, v)
     return DirectLabelColormap(color_dict=colors)

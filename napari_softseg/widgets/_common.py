@@ -115,7 +115,11 @@ def ask(
         box.setInformativeText(informative)
     made: dict[str, QPushButton] = {}
     for label in buttons:
-        role = QMessageBox.ButtonRole.RejectRole if label == "Cancel" else QMessageBox.ButtonRole.AcceptRole
+        role = (
+            QMessageBox.ButtonRole.RejectRole
+            if label == "Cancel"
+            else QMessageBox.ButtonRole.AcceptRole
+        )
         made[label] = box.addButton(label, role)
     default = default if default in made else (buttons[-1] if buttons else None)
     if default is not None:
@@ -171,8 +175,14 @@ def confirm_overwrite(
 class NamedNotification(Notification):
     """A napari notification that reports a readable ``source`` (a widget's name)."""
 
-    def __init__(self, message: str, severity: str | NotificationSeverity = "info", *,
-                 source: str = DEFAULT_SOURCE, actions: Sequence[tuple[str, Callable]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        severity: str | NotificationSeverity = "info",
+        *,
+        source: str = DEFAULT_SOURCE,
+        actions: Sequence[tuple[str, Callable]] = (),
+    ) -> None:
         super().__init__(message, severity=severity, actions=tuple(actions))
         self._source_name = str(source)
 
@@ -205,7 +215,9 @@ def notify(
     NamedNotification
         The dispatched notification (also in ``notification_manager.records``).
     """
-    note = NamedNotification(" ".join(str(message).split()), severity, source=source, actions=actions)
+    note = NamedNotification(
+        " ".join(str(message).split()), severity, source=source, actions=actions
+    )
     notification_manager.dispatch(note)
     return note
 
@@ -230,7 +242,7 @@ def scroll_area(content: QWidget, *, min_height: int = 120) -> QScrollArea:
 
 def collapsible(title: str, *widgets: QWidget, expanded: bool = False) -> QCollapsible:
     """A titled section that folds (superqt ``QCollapsible``), holding *widgets*."""
-    section = QCollapsible(title)
+    section = QCollapsible(title, expandedIcon="▼", collapsedIcon="▶")
     section.setDuration(0)  # no animation: instant and testable
     for w in widgets:
         section.addWidget(w)
@@ -261,7 +273,9 @@ class _Banner(QFrame):
         layout.addLayout(self._row)
         self.buttons: dict[str, QPushButton] = {}
 
-    def add_button(self, text: str, callback: Callable[[], object], *, tooltip: str = "") -> QPushButton:
+    def add_button(
+        self, text: str, callback: Callable[[], object], *, tooltip: str = ""
+    ) -> QPushButton:
         btn = QPushButton(text)
         btn.setToolTip(tooltip)
         btn.clicked.connect(lambda *_: callback())

@@ -109,7 +109,9 @@ _LEGACY_FORMAT = "softseg-autosave/1"
 _EXTENSION_CODE = 6  # NIfTI "comment" extension
 _EXTENSION_TAG = b"softseg-autosave "
 _STALE_TEMP_S = 600.0
-_SNAPSHOT_NAME = re.compile(r"^(?P<stamp>\d{8}T\d{6}\.\d{3}Z)_(?P<session>[0-9a-z]{4,32})\.nii\.gz$")
+_SNAPSHOT_NAME = re.compile(
+    r"^(?P<stamp>\d{8}T\d{6}\.\d{3}Z)_(?P<session>[0-9a-z]{4,32})\.nii\.gz$"
+)
 _DECISION_SUFFIX = ".decision.json"
 
 
@@ -183,7 +185,10 @@ def primary_folder(image: str | os.PathLike) -> Path:
 
 
 def fallback_folder(
-    image: str | os.PathLike | None, *, name: str | None = None, root: str | os.PathLike | None = None
+    image: str | os.PathLike | None,
+    *,
+    name: str | None = None,
+    root: str | os.PathLike | None = None,
 ) -> Path:
     """The fallback folder of an image: ``<root>/<stem>-<10 hex of its absolute folder>``.
 
@@ -391,7 +396,9 @@ def write_snapshot(
         previous snapshots are untouched either way).
     """
     if not re.fullmatch(r"[0-9a-z]{4,32}", str(session)):
-        raise InputError(f"autosave session id {session!r} must be 4-32 lower-case letters or digits")
+        raise InputError(
+            f"autosave session id {session!r} must be 4-32 lower-case letters or digits"
+        )
     levels = np.asarray(levels)
     if levels.ndim != 3:
         raise InputError(f"expected a 3D level map to autosave; got shape {levels.shape}")
@@ -424,7 +431,9 @@ def write_snapshot(
         file_array, affine, header = levels, np.eye(4), nib.Nifti1Header()
         header.set_xyzt_units("mm", "sec")
     header.extensions.append(
-        nib.nifti1.Nifti1Extension(_EXTENSION_CODE, _EXTENSION_TAG + json.dumps(record).encode("utf-8"))
+        nib.nifti1.Nifti1Extension(
+            _EXTENSION_CODE, _EXTENSION_TAG + json.dumps(record).encode("utf-8")
+        )
     )
     like = Volume(array=file_array, affine=affine, header=header)
     # a new name every time: if another writer took this millisecond, take the next one
@@ -433,7 +442,9 @@ def write_snapshot(
         if not path.exists():
             break
     save_volume(path, file_array, like=like, overwrite=False, durable=True)
-    write_json(path.with_name(path.name[: -len(".nii.gz")] + ".json"), record, overwrite=True, durable=True)
+    write_json(
+        path.with_name(path.name[: -len(".nii.gz")] + ".json"), record, overwrite=True, durable=True
+    )
     if keep is not None:
         prune_snapshots(rater_folder, keep=keep)
     _remove_stale_temps(rater_folder)
@@ -522,7 +533,12 @@ class Recovery:
     @property
     def is_pending(self) -> bool:
         """Work nobody decided on: the session's newest, painted, not exported, not decided."""
-        return self.is_latest and self.decision is None and not self.exported and (self.nonzero or 0) > 0
+        return (
+            self.is_latest
+            and self.decision is None
+            and not self.exported
+            and (self.nonzero or 0) > 0
+        )
 
 
 def _scale_of(data: Any) -> ConfidenceScale | None:
@@ -542,9 +558,17 @@ def _meta_from_image(path: Path) -> SnapshotMeta | None:
         return None
     for ext in getattr(header, "extensions", ()):
         content = ext.get_content()
-        if ext.get_code() == _EXTENSION_CODE and isinstance(content, bytes) and content.startswith(_EXTENSION_TAG):
+        if (
+            ext.get_code() == _EXTENSION_CODE
+            and isinstance(content, bytes)
+            and content.startswith(_EXTENSION_TAG)
+        ):
             try:
-                return parse(SnapshotMeta, loads_json(content[len(_EXTENSION_TAG):], source=str(path)), source=str(path))
+                return parse(
+                    SnapshotMeta,
+                    loads_json(content[len(_EXTENSION_TAG) :], source=str(path)),
+                    source=str(path),
+                )
             except InputError:
                 return None
     return None
@@ -565,13 +589,15 @@ def _decision_of(path: Path) -> str | None:
     if not marker.is_file():
         return None
     try:
-        return parse(_DecisionRecord, load_json(marker, what="recovery decision"), source=str(marker)).decision
+        return parse(
+            _DecisionRecord, load_json(marker, what="recovery decision"), source=str(marker)
+        ).decision
     except InputError:
         return "discarded"  # a marker exists: the rater decided; never offer it again by accident
 
 
 def _exported_hashes(rater_folder: Path) -> set[str]:
-    return {p.name[len("exported-"): -len(".json")] for p in rater_folder.glob("exported-*.json")}
+    return {p.name[len("exported-") : -len(".json")] for p in rater_folder.glob("exported-*.json")}
 
 
 def _snapshots_in_rater_folder(rater_folder: Path, *, is_fallback: bool) -> list[Recovery]:
@@ -636,11 +662,19 @@ def _legacy_snapshots(folder: Path, *, is_fallback: bool) -> list[Recovery]:
             except InputError:
                 meta = None
         saved_at = mtime
-        if meta is not None and meta.saved_at_unix is not None and abs(meta.saved_at_unix - mtime) <= 5.0:
+        if (
+            meta is not None
+            and meta.saved_at_unix is not None
+            and abs(meta.saved_at_unix - mtime) <= 5.0
+        ):
             saved_at = float(meta.saved_at_unix)
         elif meta is not None:
-            meta = _LegacyMeta(rater=meta.rater, order=meta.order, confidence_scale=meta.confidence_scale,
-                               source_image=meta.source_image)  # JSON of an older snapshot: no hash
+            meta = _LegacyMeta(
+                rater=meta.rater,
+                order=meta.order,
+                confidence_scale=meta.confidence_scale,
+                source_image=meta.source_image,
+            )  # JSON of an older snapshot: no hash
         exported = False
         export_file = folder / f"{stem}.export.json"
         if export_file.is_file():
@@ -651,7 +685,9 @@ def _legacy_snapshots(folder: Path, *, is_fallback: bool) -> list[Recovery]:
             if isinstance(export, dict):
                 same = meta is not None and meta.sha1 and meta.sha1 == export.get("sha1")
                 when = export.get("exported_at_unix")
-                exported = bool(same) or (isinstance(when, (int, float)) and saved_at <= float(when))
+                exported = bool(same) or (
+                    isinstance(when, (int, float)) and saved_at <= float(when)
+                )
         out.append(
             Recovery(
                 rater=meta.rater if meta is not None else stem,
@@ -711,11 +747,19 @@ def list_snapshots(
     for folder, is_fallback in _image_folders(image, name, fallback_root):
         if not folder.is_dir():
             continue
-        sub = [folder / rater_key(rater)] if rater is not None else [p for p in folder.iterdir() if p.is_dir()]
+        sub = (
+            [folder / rater_key(rater)]
+            if rater is not None
+            else [p for p in folder.iterdir() if p.is_dir()]
+        )
         for rater_folder in sub:
             if rater_folder.is_dir():
                 found += _snapshots_in_rater_folder(rater_folder, is_fallback=is_fallback)
-        found += [r for r in _legacy_snapshots(folder, is_fallback=is_fallback) if rater is None or r.rater == rater]
+        found += [
+            r
+            for r in _legacy_snapshots(folder, is_fallback=is_fallback)
+            if rater is None or r.rater == rater
+        ]
     return sorted(found, key=lambda r: (r.saved_at, r.path.name), reverse=True)
 
 
@@ -769,7 +813,9 @@ def mark_recovery(recovery: Recovery, decision: Decision, *, now: float | None =
         The decision record ``<snapshot>.decision.json``.
     """
     if decision not in DECISIONS:
-        raise InputError(f"unknown recovery decision {decision!r}; choose one of {', '.join(DECISIONS)}")
+        raise InputError(
+            f"unknown recovery decision {decision!r}; choose one of {', '.join(DECISIONS)}"
+        )
     t = time.time() if now is None else float(now)
     marker = recovery.path.with_name(recovery.path.name[: -len(".nii.gz")] + _DECISION_SUFFIX)
     record = _DecisionRecord(decision=decision, decided_at=_iso(t), decided_at_unix=t)
@@ -807,7 +853,9 @@ def prune_snapshots(rater_folder: str | os.PathLike, *, keep: int = KEEP) -> lis
     if not folder.is_dir():
         return []
     snaps = sorted(
-        _snapshots_in_rater_folder(folder, is_fallback=False), key=lambda r: (r.saved_at, r.path.name), reverse=True
+        _snapshots_in_rater_folder(folder, is_fallback=False),
+        key=lambda r: (r.saved_at, r.path.name),
+        reverse=True,
     )
     kept = {r.path for r in snaps[:keep]}
     finals = [r for r in snaps if r.is_latest]
@@ -818,7 +866,11 @@ def prune_snapshots(rater_folder: str | os.PathLike, *, keep: int = KEEP) -> lis
         if rec.path in kept:
             continue
         base = rec.path.name[: -len(".nii.gz")]
-        for p in (rec.path, rec.path.with_name(base + ".json"), rec.path.with_name(base + _DECISION_SUFFIX)):
+        for p in (
+            rec.path,
+            rec.path.with_name(base + ".json"),
+            rec.path.with_name(base + _DECISION_SUFFIX),
+        ):
             try:
                 p.unlink()
             except FileNotFoundError:
@@ -830,7 +882,9 @@ def prune_snapshots(rater_folder: str | os.PathLike, *, keep: int = KEEP) -> lis
     return removed
 
 
-def load_snapshot(recovery: Recovery | str | os.PathLike, *, geometry: DisplayGeometry | None = None) -> np.ndarray:
+def load_snapshot(
+    recovery: Recovery | str | os.PathLike, *, geometry: DisplayGeometry | None = None
+) -> np.ndarray:
     """A snapshot's level map in napari order.
 
     Parameters
@@ -852,11 +906,15 @@ def load_snapshot(recovery: Recovery | str | os.PathLike, *, geometry: DisplayGe
         path = Path(recovery)
         meta = _read_meta(path) if _SNAPSHOT_NAME.match(path.name) else None
         order = meta.order if meta is not None else "file"
-        recovery = Recovery(rater=meta.rater if meta else path.name, path=path, saved_at=0.0, order=order)
+        recovery = Recovery(
+            rater=meta.rater if meta else path.name, path=path, saved_at=0.0, order=order
+        )
     vol = load_volume(recovery.path, label=True)
     if recovery.order == "display" or geometry is None:
         if recovery.order == "file" and geometry is None:
-            raise InputError(f"{recovery.path}: stored in file order; give the image's geometry to restore it")
+            raise InputError(
+                f"{recovery.path}: stored in file order; give the image's geometry to restore it"
+            )
         return vol.array
     if tuple(vol.shape) != tuple(geometry.file_shape):
         raise InputError(
@@ -1002,8 +1060,13 @@ class AutosaveWriter:
         if last is None and not np.any(job.levels):
             return  # nothing painted yet: no snapshot, nothing to offer later
         kwargs = dict(
-            session=job.session, geometry=job.geometry, scale=job.scale, source_image=job.source_image,
-            color=job.color, digest=digest, keep=self._keep,
+            session=job.session,
+            geometry=job.geometry,
+            scale=job.scale,
+            source_image=job.source_image,
+            color=job.color,
+            digest=digest,
+            keep=self._keep,
         )
         try:
             path = write_snapshot(self.target.folder, job.rater, job.levels, **kwargs)

@@ -1,5 +1,7 @@
 """What the Soft annotation tests share: an image on disk, real mouse and key input, dialogs.
 
+Fixtures ``recovery_root`` and ``image_file`` are imported by the test modules.
+
 Dialogs (``QMessageBox.exec``) are answered as a person would: a timer finds the modal box that
 opened and clicks the button with the given text; the box's text is recorded for assertions.
 """
@@ -7,6 +9,7 @@ opened and clicks the button with the given text; the box's text is recorded for
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from qtpy.QtCore import QPoint, Qt, QTimer
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication, QMessageBox
@@ -16,6 +19,20 @@ from softseg.phantom import phantom
 
 SHAPE = (40, 44, 18)  # file order (X, Y, Z); napari shows (18, 44, 40)
 PLUGIN = "napari-softseg"
+
+
+@pytest.fixture
+def recovery_root(tmp_path, monkeypatch):
+    """The fallback recovery root (``$SOFTSEG_RECOVERY_DIR``) inside the test's folder."""
+    root = tmp_path / "fallback-cache"
+    monkeypatch.setenv("SOFTSEG_RECOVERY_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def image_file(tmp_path):
+    """The phantom image at ``<tmp>/sub-01/image.nii.gz``."""
+    return write_image(tmp_path / "sub-01")
 
 
 def write_image(folder, name="image.nii.gz", seed=1):
@@ -96,7 +113,11 @@ class Dialogs:
 
     def _answer(self, tries=0):
         box = QApplication.activeModalWidget()
-        if not isinstance(box, QMessageBox) or not box.isVisible() or any(box is b for b in self._boxes):
+        if (
+            not isinstance(box, QMessageBox)
+            or not box.isVisible()
+            or any(box is b for b in self._boxes)
+        ):
             if tries < 500:
                 QTimer.singleShot(20, lambda: self._answer(tries + 1))
             return

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
-from qtpy.QtTest import QTest
-from qtpy.QtWidgets import QApplication, QPushButton
+from qtpy.QtWidgets import QPushButton
 
 from softseg.autosave import list_recoveries, list_snapshots, load_snapshot
 from softseg.confidence import ConfidenceScale
@@ -20,19 +19,8 @@ from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
 from softseg.io import save_volume
 
-from annotate_support import PLUGIN, SHAPE, click, key, pixel, show, stroke, type_text, write_image
-
-
-@pytest.fixture
-def recovery_root(tmp_path, monkeypatch):
-    root = tmp_path / "fallback-cache"
-    monkeypatch.setenv("SOFTSEG_RECOVERY_DIR", str(root))
-    return root
-
-
-@pytest.fixture
-def image_file(tmp_path):
-    return write_image(tmp_path / "sub-01")
+from annotate_support import PLUGIN, SHAPE, click, key, show, stroke, type_text
+from annotate_support import image_file, recovery_root  # noqa: F401 (pytest fixtures)
 
 
 @pytest.fixture
@@ -68,7 +56,9 @@ def test_rater_layer_has_image_geometry_scale_colours_and_status(setup, image_fi
     geom = DisplayGeometry.from_metadata(layer.metadata)
     np.testing.assert_array_equal(geom.affine, nib.load(image_file).affine)
     assert layer.metadata["softseg_rater"] == "alice" and layer.metadata["softseg_role"] == "rater"
-    assert ConfidenceScale.from_dict(layer.metadata["softseg_confidence"]) == ConfidenceScale.default()
+    assert (
+        ConfidenceScale.from_dict(layer.metadata["softseg_confidence"]) == ConfidenceScale.default()
+    )
     # colour strength grows with confidence: alpha and saturation increase with the level
     rgba = [layer.colormap.color_dict[k] for k in (1, 2, 3)]
     alphas = [c[3] for c in rgba]
@@ -88,8 +78,11 @@ def test_rater_layer_has_image_geometry_scale_colours_and_status(setup, image_fi
     show(viewer, qtbot)
     # what a mouse move over the canvas does (Xvfb sends no Enter event, and napari's status
     # thread only runs inside a running event loop): set the cursor, then update the status
-    for level, text in ((1, "1; confidence: low, soft value: 0.333"), (2, "2; confidence: medium, soft value: 0.667"),
-                        (3, "3; confidence: high, soft value: 1")):
+    for level, text in (
+        (1, "1; confidence: low, soft value: 0.333"),
+        (2, "2; confidence: medium, soft value: 0.667"),
+        (3, "3; confidence: high, soft value: 1"),
+    ):
         viewer.mouse_over_canvas = True
         viewer.cursor.position = tuple(viewer.layers["alice"].data_to_world(spots[level]))
         viewer.update_status_from_cursor()
@@ -264,7 +257,10 @@ def test_crash_mid_save_keeps_previous_snapshot_and_a_new_viewer_restores_it(
         action(None)  # what the notification's button does
         restored = viewer2.layers["alice"]
         np.testing.assert_array_equal(restored.data, saved)
-        assert ConfidenceScale.from_dict(restored.metadata["softseg_confidence"]) == ConfidenceScale.default()
+        assert (
+            ConfidenceScale.from_dict(restored.metadata["softseg_confidence"])
+            == ConfidenceScale.default()
+        )
     finally:
         widget2.close_autosave()
 
@@ -281,7 +277,12 @@ def test_open_rater_files_binary_levels_soft_distinct_colours_and_wrong_shape(se
     levels = binary * 2
     levels[12:14, 12:14, 6] = 4
     scale = ConfidenceScale.linear(4)
-    save_volume(folder / "rater-c.nii.gz", levels, affine=vol_affine, sidecar={"rater": "carol", "softseg_confidence": scale.as_dict()})
+    save_volume(
+        folder / "rater-c.nii.gz",
+        levels,
+        affine=vol_affine,
+        sidecar={"rater": "carol", "softseg_confidence": scale.as_dict()},
+    )
     soft = binary.astype(np.float32) * 0.4
     save_volume(folder / "rater-d.nii.gz", soft, affine=vol_affine)
     save_volume(folder / "other.nii.gz", np.zeros((8, 8, 8), np.uint8), affine=vol_affine)
@@ -299,10 +300,15 @@ def test_open_rater_files_binary_levels_soft_distinct_colours_and_wrong_shape(se
     # three files, three colours
     hues = [lyr.metadata["softseg_hue"] for lyr in (b, c, d)]
     assert len(set(hues)) == 3
-    top = [tuple(np.round(b.colormap.color_dict[1][:3], 3)), tuple(np.round(c.colormap.color_dict[4][:3], 3)),
-           tuple(np.round(d.colormap.colors[-1][:3], 3))]
+    top = [
+        tuple(np.round(b.colormap.color_dict[1][:3], 3)),
+        tuple(np.round(c.colormap.color_dict[4][:3], 3)),
+        tuple(np.round(d.colormap.colors[-1][:3], 3)),
+    ]
     assert len(set(top)) == 3
-    with pytest.raises(InputError, match=r"shape \(8, 8, 8\) differs from image 'image' shape \(18, 44, 40\)"):
+    with pytest.raises(
+        InputError, match=r"shape \(8, 8, 8\) differs from image 'image' shape \(18, 44, 40\)"
+    ):
         widget.open_rater_file(folder / "other.nii.gz")
 
 
@@ -313,8 +319,12 @@ def test_rater_files_opened_with_file_open_get_distinct_colours(setup, image_fil
     for name in ("rater-1", "rater-2", "rater-3"):
         lv = np.zeros(SHAPE, np.uint8)
         lv[5:9, 5:9, 3:5] = 2
-        save_volume(folder / f"{name}.nii.gz", lv, affine=affine,
-                    sidecar={"rater": name[-1], "softseg_confidence": ConfidenceScale.default().as_dict()})
+        save_volume(
+            folder / f"{name}.nii.gz",
+            lv,
+            affine=affine,
+            sidecar={"rater": name[-1], "softseg_confidence": ConfidenceScale.default().as_dict()},
+        )
         viewer.open(str(folder / f"{name}.nii.gz"), plugin=PLUGIN)
     raters = [lyr for lyr in viewer.layers if lyr.metadata.get("softseg_rater")]
     assert len(raters) == 3
@@ -332,7 +342,14 @@ def test_scale_editor_levels_and_refusals(setup):
     np.testing.assert_allclose(scale.values, [0.2, 0.4, 0.6, 0.8, 1.0])
     assert len(widget._level_bar.buttons) == 6  # eraser + 5 levels
     shown = widget._level_bar.findChildren(QPushButton)
-    assert len(shown) == 6 and [b.text().split()[0] for b in shown] == ["0", "1", "2", "3", "4", "5"]
+    assert len(shown) == 6 and [b.text().split()[0] for b in shown] == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]
     assert layer.features["soft value"].tolist() == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     layer.paint(_centre(layer), 5)
     widget._n_levels.value = 3
@@ -371,7 +388,9 @@ def test_unwritable_recovery_folder_warns_once_and_saves_to_fallback(
         assert widget.flush_autosave()
         (rec,) = [r for r in list_recoveries(image_file) if r.rater == "alice"]
         assert rec.is_fallback
-        np.testing.assert_array_equal(load_snapshot(rec, geometry=DisplayGeometry.from_metadata(a.metadata)), a.data)
+        np.testing.assert_array_equal(
+            load_snapshot(rec, geometry=DisplayGeometry.from_metadata(a.metadata)), a.data
+        )
     finally:
         notification_manager.notification_ready.disconnect(notes.append)
         widget.close_autosave()
@@ -388,7 +407,10 @@ def test_foreign_label_layer_becomes_a_rater_layer_only_when_a_scale_is_applied(
     assert "no confidence scale" in widget._status.value
     widget.set_scale(ConfidenceScale.binary())
     assert widget.autosave_for(foreign) is not None
-    assert ConfidenceScale.from_dict(foreign.metadata["softseg_confidence"]) == ConfidenceScale.binary()
+    assert (
+        ConfidenceScale.from_dict(foreign.metadata["softseg_confidence"])
+        == ConfidenceScale.binary()
+    )
     np.testing.assert_array_equal(foreign.data, binary)
 
 

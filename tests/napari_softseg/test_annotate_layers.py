@@ -25,19 +25,8 @@ from softseg.autosave import list_recoveries, list_snapshots, load_snapshot
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
 
-from annotate_support import PLUGIN, Dialogs, click, key, show, stroke, write_image
-
-
-@pytest.fixture
-def recovery_root(tmp_path, monkeypatch):
-    root = tmp_path / "fallback-cache"
-    monkeypatch.setenv("SOFTSEG_RECOVERY_DIR", str(root))
-    return root
-
-
-@pytest.fixture
-def image_file(tmp_path):
-    return write_image(tmp_path / "sub-01")
+from annotate_support import PLUGIN, Dialogs, click, key, show, stroke
+from annotate_support import image_file, recovery_root  # noqa: F401 (pytest fixtures)
 
 
 @pytest.fixture
@@ -49,7 +38,9 @@ def notes():
 
 
 def _writer_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("softseg-autosave") and t.is_alive()]
+    return [
+        t for t in threading.enumerate() if t.name.startswith("softseg-autosave") and t.is_alive()
+    ]
 
 
 def _open(make_napari_viewer, image_file, opener, *, shown=False, qtbot=None):
@@ -62,7 +53,9 @@ def _open(make_napari_viewer, image_file, opener, *, shown=False, qtbot=None):
 
 
 # ---------------------------------------------------------------------------- threads by uid
-def test_exactly_one_autosave_thread_per_rater_layer(make_napari_viewer, image_file, recovery_root, open_widget):
+def test_exactly_one_autosave_thread_per_rater_layer(
+    make_napari_viewer, image_file, recovery_root, open_widget
+):
     before = len(_writer_threads())
     viewer, widget = _open(make_napari_viewer, image_file, open_widget)
     a = widget.add_rater_layer("A")
@@ -101,7 +94,9 @@ def test_deleting_rater_layers_in_every_order_stops_autosave_and_keeps_the_work(
         viewer.layers.remove_selected()  # the image too
     else:
         for i in order:
-            viewer.layers.selection.active = viewer.layers["ABC"[i]]  # in paint mode, as a rater has it
+            viewer.layers.selection.active = viewer.layers[
+                "ABC"[i]
+            ]  # in paint mode, as a rater has it
             QApplication.processEvents()
             viewer.layers.remove("ABC"[i])
             QApplication.processEvents()
@@ -127,7 +122,9 @@ def _controls(viewer, layer):
     return viewer.window._qt_viewer.controls.widgets[layer]
 
 
-def test_labels_off_the_scale_are_refused_at_paint_time(make_napari_viewer, image_file, recovery_root, menu_widget, qtbot, notes):
+def test_labels_off_the_scale_are_refused_at_paint_time(
+    make_napari_viewer, image_file, recovery_root, menu_widget, qtbot, notes
+):
     viewer, widget = _open(make_napari_viewer, image_file, menu_widget, shown=True, qtbot=qtbot)
     layer = widget.add_rater_layer("A")  # 3 levels
     raw = viewer.layers["A"]
@@ -171,7 +168,9 @@ def test_labels_off_the_scale_are_refused_at_paint_time(make_napari_viewer, imag
 
 
 # ---------------------------------------------------------------------------------- exports
-def test_export_name_follows_the_content(make_napari_viewer, image_file, recovery_root, open_widget):
+def test_export_name_follows_the_content(
+    make_napari_viewer, image_file, recovery_root, open_widget
+):
     viewer, widget = _open(make_napari_viewer, image_file, open_widget)
     widget.add_rater_layer("dr.smith")
     folder = image_file.parent
@@ -191,7 +190,9 @@ def _file_state(path):
     return path.read_bytes() if path.exists() else None
 
 
-def test_export_never_overwrites_without_an_explicit_replace(make_napari_viewer, image_file, recovery_root, menu_widget, qtbot):
+def test_export_never_overwrites_without_an_explicit_replace(
+    make_napari_viewer, image_file, recovery_root, menu_widget, qtbot
+):
     viewer, widget = _open(make_napari_viewer, image_file, menu_widget, shown=True, qtbot=qtbot)
     layer = widget.add_rater_layer("alice")
     layer.paint((9, 22, 20), 3)
@@ -205,14 +206,22 @@ def test_export_never_overwrites_without_an_explicit_replace(make_napari_viewer,
 
     dialogs = Dialogs("Cancel")
     click(widget._export)
-    assert dialogs.done and "rater-alice.nii.gz" in dialogs.seen[0] and "rater-alice.json" in dialogs.seen[0]
+    assert (
+        dialogs.done
+        and "rater-alice.nii.gz" in dialogs.seen[0]
+        and "rater-alice.json" in dialogs.seen[0]
+    )
     assert _file_state(target) == old_img and _file_state(side) == old_side
     assert "Not exported" in widget._status.value
 
     # the Python API refuses too, with a GUI sentence (no command-line words)
     with pytest.raises(InputError) as err:
         widget.export_rater(target)
-    assert "exists already" in str(err.value) and "--" not in str(err.value) and "overwrite=" not in str(err.value)
+    assert (
+        "exists already" in str(err.value)
+        and "--" not in str(err.value)
+        and "overwrite=" not in str(err.value)
+    )
     assert _file_state(target) == old_img
 
     # the sidecar alone is enough to ask
@@ -224,7 +233,9 @@ def test_export_never_overwrites_without_an_explicit_replace(make_napari_viewer,
     dialogs = Dialogs("Replace")
     click(widget._export)
     assert dialogs.done
-    soft = DisplayGeometry.from_metadata(layer.metadata).to_display(np.asarray(nib.load(target).dataobj))
+    soft = DisplayGeometry.from_metadata(layer.metadata).to_display(
+        np.asarray(nib.load(target).dataobj)
+    )
     assert soft[9, 10, 10] == np.float32(2 / 3)
     assert json.loads(side.read_text())["rater"] == "alice"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
 from qtpy.QtTest import QTest
@@ -12,13 +11,7 @@ from napari_softseg._layers import AXIS_LABELS
 from napari_softseg.widgets.annotate._navigation import PAGE_STEP, orientation_letters
 
 from annotate_support import PLUGIN, click, key, show, write_image
-
-
-@pytest.fixture
-def recovery_root(tmp_path, monkeypatch):
-    root = tmp_path / "fallback-cache"
-    monkeypatch.setenv("SOFTSEG_RECOVERY_DIR", str(root))
-    return root
+from annotate_support import recovery_root  # noqa: F401 (pytest fixtures)
 
 
 @pytest.fixture
@@ -37,8 +30,18 @@ def test_orientation_letters_by_hand():
     # display axes point superior, posterior, left (softseg.geometry): an axial slice shows
     # anterior at the top and the patient's right on the left of the screen (radiological)
     assert orientation_letters((1, 2)) == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
-    assert orientation_letters((0, 2)) == {"top": "I", "bottom": "S", "left": "R", "right": "L"}  # coronal
-    assert orientation_letters((0, 1)) == {"top": "I", "bottom": "S", "left": "A", "right": "P"}  # sagittal
+    assert orientation_letters((0, 2)) == {
+        "top": "I",
+        "bottom": "S",
+        "left": "R",
+        "right": "L",
+    }  # coronal
+    assert orientation_letters((0, 1)) == {
+        "top": "I",
+        "bottom": "S",
+        "left": "A",
+        "right": "P",
+    }  # sagittal
     assert orientation_letters((1, 2), flip_vertical=True)["top"] == "P"
     assert orientation_letters((1, 2), flip_horizontal=True)["left"] == "L"
 
@@ -123,7 +126,9 @@ def test_next_and_previous_annotated_slice(shown):
     # clicking the bar jumps to that slice
     bar = nav.bar
     x = bar._x(3)
-    QTest.mouseClick(bar, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(x, bar.height() // 2))
+    QTest.mouseClick(
+        bar, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, QPoint(x, bar.height() // 2)
+    )
     assert viewer.dims.current_step[0] == 3
     # another rater's slices are their own
     b = widget.add_rater_layer("B")

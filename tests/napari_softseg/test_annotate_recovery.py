@@ -17,20 +17,9 @@ from qtpy.QtWidgets import QApplication
 from softseg.autosave import KEEP, list_recoveries, list_snapshots, load_snapshot
 from softseg.geometry import DisplayGeometry
 
-from annotate_support import PLUGIN, Dialogs, click, show, stroke, type_text, write_image
+from annotate_support import PLUGIN, Dialogs, click, show, stroke, type_text
+from annotate_support import image_file, recovery_root  # noqa: F401 (pytest fixtures)
 from conftest import open_widget_by
-
-
-@pytest.fixture
-def recovery_root(tmp_path, monkeypatch):
-    root = tmp_path / "fallback-cache"
-    monkeypatch.setenv("SOFTSEG_RECOVERY_DIR", str(root))
-    return root
-
-
-@pytest.fixture
-def image_file(tmp_path):
-    return write_image(tmp_path / "sub-01")
 
 
 def _open(make_napari_viewer, qtbot, image_file):
@@ -93,16 +82,26 @@ def test_work_survives_a_second_viewer_run_whatever_the_rater_chooses(
 
     # the offer is where the eye is: the top of the dock, with the snapshot's own time ...
     assert widget._banner.visible
-    assert widget.native.findChild(type(widget._banner.widget), "softsegBanner") is widget._banner.widget
+    assert (
+        widget.native.findChild(type(widget._banner.widget), "softsegBanner")
+        is widget._banner.widget
+    )
     assert "A" in widget._banner.text and old.saved_at_text in widget._banner.text
     # ... and a notification with a Restore button, from a named source
     (offer,) = [n for n in notes if "Unsaved rater work" in str(n.message)]
     assert [label for label, _ in offer.actions] == ["Restore"]
     assert offer.source == "Soft annotation"
 
-    answers = {"Restore": ("Restore",), "Keep both": ("Keep both",), "Discard": ("Discard", "Discard")}[choice]
+    answers = {
+        "Restore": ("Restore",),
+        "Keep both": ("Keep both",),
+        "Discard": ("Discard", "Discard"),
+    }[choice]
     dialogs = _add_rater(widget, "A", *answers)
-    assert "'A' has work that was never exported" in dialogs.seen[0] and old.saved_at_text in dialogs.seen[0]
+    assert (
+        "'A' has work that was never exported" in dialogs.seen[0]
+        and old.saved_at_text in dialogs.seen[0]
+    )
 
     layer = viewer.layers["A"]
     if choice == "Restore":
@@ -129,12 +128,18 @@ def test_work_survives_a_second_viewer_run_whatever_the_rater_chooses(
         session.snapshot_now()
         assert session.flush()
     on_disk = [r for r in list_snapshots(image_file, rater="A") if r.path == old.path]
-    assert on_disk and on_disk[0].decision == {"Restore": "restored", "Keep both": "kept", "Discard": "discarded"}[choice]
+    assert (
+        on_disk
+        and on_disk[0].decision
+        == {"Restore": "restored", "Keep both": "kept", "Discard": "discarded"}[choice]
+    )
     np.testing.assert_array_equal(load_snapshot(old.path, geometry=geom), painted)
     widget.close_autosave()
 
 
-def test_cancel_adds_nothing_and_the_offer_stays(make_napari_viewer, qtbot, image_file, recovery_root):
+def test_cancel_adds_nothing_and_the_offer_stays(
+    make_napari_viewer, qtbot, image_file, recovery_root
+):
     painted, _ = _run_one(make_napari_viewer, qtbot, image_file)
     viewer, widget, canvas = _open(make_napari_viewer, qtbot, image_file)
     _add_rater(widget, "A", "Cancel")
@@ -150,7 +155,9 @@ def test_cancel_adds_nothing_and_the_offer_stays(make_napari_viewer, qtbot, imag
     widget.close_autosave()
 
 
-def test_banner_discard_asks_and_the_work_stays_on_disk(make_napari_viewer, qtbot, image_file, recovery_root):
+def test_banner_discard_asks_and_the_work_stays_on_disk(
+    make_napari_viewer, qtbot, image_file, recovery_root
+):
     painted, _ = _run_one(make_napari_viewer, qtbot, image_file)
     viewer, widget, canvas = _open(make_napari_viewer, qtbot, image_file)
     dialogs = Dialogs("Discard")
@@ -175,7 +182,9 @@ def test_a_never_painted_layer_is_not_offered(make_napari_viewer, qtbot, image_f
     widget2.close_autosave()
 
 
-def test_deleting_a_painted_layer_offers_its_work_in_the_banner(make_napari_viewer, qtbot, image_file, recovery_root):
+def test_deleting_a_painted_layer_offers_its_work_in_the_banner(
+    make_napari_viewer, qtbot, image_file, recovery_root
+):
     viewer, widget, canvas = _open(make_napari_viewer, qtbot, image_file)
     _add_rater(widget, "C")
     layer = viewer.layers["C"]

@@ -1,7 +1,6 @@
 """Autosave engine: versioned snapshots, pending work, pruning, crash safety, fallback, naming."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -117,7 +116,13 @@ def test_snapshot_round_trip_in_file_order_with_the_image_affine(folder, image, 
     levels = _levels(geometry)
     scale = ConfidenceScale.from_paper()
     path = write_snapshot(
-        folder, "rater A", levels, session="s0000001", geometry=geometry, scale=scale, source_image=image,
+        folder,
+        "rater A",
+        levels,
+        session="s0000001",
+        geometry=geometry,
+        scale=scale,
+        source_image=image,
         color=(0.1, 0.6, 1.0),
     )
     assert path.parent == folder / rater_key("rater A")
@@ -147,7 +152,9 @@ def test_snapshot_without_geometry_is_display_order(fallback_root):
 
 def test_autosave_never_overwrites_every_save_is_a_new_version(folder, image, geometry):
     versions = [_levels(geometry, seed) for seed in range(3)]
-    paths = [write_snapshot(folder, "r1", lv, session="sess0001", geometry=geometry) for lv in versions]
+    paths = [
+        write_snapshot(folder, "r1", lv, session="sess0001", geometry=geometry) for lv in versions
+    ]
     assert len(set(paths)) == 3 and all(p.exists() for p in paths)
     every = list_snapshots(image, rater="r1")
     assert [r.path for r in every] == paths[::-1]  # newest first
@@ -158,12 +165,18 @@ def test_autosave_never_overwrites_every_save_is_a_new_version(folder, image, ge
     assert pending.path == paths[-1]
 
 
-def test_pending_work_of_an_earlier_session_survives_any_amount_of_later_autosaving(folder, image, geometry):
+def test_pending_work_of_an_earlier_session_survives_any_amount_of_later_autosaving(
+    folder, image, geometry
+):
     """The fault of issue 11 #1: a new layer of the same rater replaced unsaved work."""
     old = _levels(geometry, 10)
-    old_path = write_snapshot(folder, "A", old, session="old00001", geometry=geometry, now=time.time() - 3600)
+    old_path = write_snapshot(
+        folder, "A", old, session="old00001", geometry=geometry, now=time.time() - 3600
+    )
     for seed in range(3 * KEEP):  # the new layer of rater A autosaves many times
-        write_snapshot(folder, "A", _levels(geometry, 100 + seed), session="new00001", geometry=geometry)
+        write_snapshot(
+            folder, "A", _levels(geometry, 100 + seed), session="new00001", geometry=geometry
+        )
     assert old_path.exists()
     recs = list_recoveries(image, exclude_sessions={"new00001"})
     (rec,) = recs
@@ -176,9 +189,15 @@ def test_pending_work_of_an_earlier_session_survives_any_amount_of_later_autosav
 
 def test_decisions_hide_work_but_keep_it_on_disk(folder, image, geometry):
     lv = _levels(geometry, 3)
-    p1 = write_snapshot(folder, "A", lv, session="aaaa0001", geometry=geometry, now=time.time() - 30)
-    p2 = write_snapshot(folder, "B", lv, session="bbbb0001", geometry=geometry, now=time.time() - 20)
-    p3 = write_snapshot(folder, "C", lv, session="cccc0001", geometry=geometry, now=time.time() - 10)
+    p1 = write_snapshot(
+        folder, "A", lv, session="aaaa0001", geometry=geometry, now=time.time() - 30
+    )
+    p2 = write_snapshot(
+        folder, "B", lv, session="bbbb0001", geometry=geometry, now=time.time() - 20
+    )
+    p3 = write_snapshot(
+        folder, "C", lv, session="cccc0001", geometry=geometry, now=time.time() - 10
+    )
     recs = {r.rater: r for r in list_recoveries(image)}
     assert set(recs) == {"A", "B", "C"}
     discard_recovery(recs["A"])
@@ -197,21 +216,34 @@ def test_pruning_keeps_five_versions_and_recent_decided_sessions(folder, image, 
     # six earlier sessions, each decided (discarded), one snapshot each
     discarded = []
     for i in range(KEEP + 1):
-        p = write_snapshot(folder, "A", _levels(geometry, i), session=f"done{i:04d}", geometry=geometry, now=t0 + i)
+        p = write_snapshot(
+            folder, "A", _levels(geometry, i), session=f"done{i:04d}", geometry=geometry, now=t0 + i
+        )
         discard_recovery(list_snapshots(image, rater="A")[0])
         discarded.append(p)
     # one pending session
-    pending = write_snapshot(folder, "A", _levels(geometry, 50), session="pend0001", geometry=geometry, now=t0 + 100)
+    pending = write_snapshot(
+        folder, "A", _levels(geometry, 50), session="pend0001", geometry=geometry, now=t0 + 100
+    )
     # a running session saves many versions
     for j in range(2 * KEEP):
-        write_snapshot(folder, "A", _levels(geometry, 60 + j), session="live0001", geometry=geometry, now=t0 + 200 + j)
+        write_snapshot(
+            folder,
+            "A",
+            _levels(geometry, 60 + j),
+            session="live0001",
+            geometry=geometry,
+            now=t0 + 200 + j,
+        )
     left = list_snapshots(image, rater="A")
     assert pending.exists()
     assert len([r for r in left if r.session == "live0001"]) == KEEP
     kept_done = [p for p in discarded if p.exists()]
     assert kept_done == discarded[1:]  # the KEEP most recent decided sessions, oldest pruned
     assert not discarded[0].with_name(discarded[0].name.replace(".nii.gz", ".json")).exists()
-    assert not discarded[0].with_name(discarded[0].name.replace(".nii.gz", ".decision.json")).exists()
+    assert (
+        not discarded[0].with_name(discarded[0].name.replace(".nii.gz", ".decision.json")).exists()
+    )
     # pruning again changes nothing
     assert prune_snapshots(folder / rater_key("A")) == []
 
@@ -230,8 +262,12 @@ def test_export_hides_identical_snapshot_but_not_later_work(folder, image, geome
 
 def test_empty_snapshot_is_not_offered(folder, image, geometry):
     painted = _levels(geometry, 1)
-    write_snapshot(folder, "r1", painted, session="sess0001", geometry=geometry, now=time.time() - 10)
-    write_snapshot(folder, "r1", np.zeros_like(painted), session="sess0001", geometry=geometry)  # all erased
+    write_snapshot(
+        folder, "r1", painted, session="sess0001", geometry=geometry, now=time.time() - 10
+    )
+    write_snapshot(
+        folder, "r1", np.zeros_like(painted), session="sess0001", geometry=geometry
+    )  # all erased
     assert list_recoveries(image) == []
     assert len(list_snapshots(image)) == 2  # the painted version is still on disk
 
@@ -253,16 +289,31 @@ def test_first_format_snapshots_are_still_offered_and_never_touched(folder, imag
     old = folder / "alice.nii.gz"
     save_volume(old, geometry.from_display(levels), affine=geometry.affine)
     t = old.stat().st_mtime
-    (folder / "alice.json").write_text(json.dumps({
-        "format": "softseg-autosave/1", "rater": "alice", "saved_at": "x", "saved_at_unix": t, "source_image": None,
-        "shape": list(levels.shape), "dtype": "|u1", "order": "file", "sha1": "0" * 40,
-        "confidence_scale": ConfidenceScale.default().as_dict(),
-    }))
+    (folder / "alice.json").write_text(
+        json.dumps(
+            {
+                "format": "softseg-autosave/1",
+                "rater": "alice",
+                "saved_at": "x",
+                "saved_at_unix": t,
+                "source_image": None,
+                "shape": list(levels.shape),
+                "dtype": "|u1",
+                "order": "file",
+                "sha1": "0" * 40,
+                "confidence_scale": ConfidenceScale.default().as_dict(),
+            }
+        )
+    )
     (rec,) = list_recoveries(image)
-    assert rec.rater == "alice" and rec.session == "legacy" and rec.scale == ConfidenceScale.default()
+    assert (
+        rec.rater == "alice" and rec.session == "legacy" and rec.scale == ConfidenceScale.default()
+    )
     np.testing.assert_array_equal(load_snapshot(rec, geometry=geometry), levels)
     for seed in range(2 * KEEP):
-        write_snapshot(folder, "alice", _levels(geometry, seed), session="new00001", geometry=geometry)
+        write_snapshot(
+            folder, "alice", _levels(geometry, seed), session="new00001", geometry=geometry
+        )
     assert old.exists() and list_recoveries(image, exclude_sessions={"new00001"}) == [rec]
     mark_recovery(rec, "restored")
     assert list_recoveries(image, exclude_sessions={"new00001"}) == []
@@ -310,17 +361,28 @@ def test_both_folders_unwritable_is_an_input_error(image, tmp_path, monkeypatch)
 
 
 # ----------------------------------------------------------------------------------- writer
-def test_writer_thread_writes_latest_skips_duplicates_and_empty_first(image, geometry, fallback_root):
+def test_writer_thread_writes_latest_skips_duplicates_and_empty_first(
+    image, geometry, fallback_root
+):
     saved = []
     writer = AutosaveWriter(choose_recovery_folder(image), on_saved=lambda p, j: saved.append(j))
     try:
-        writer.submit(SnapshotJob("r1", np.zeros(geometry.display_shape, np.uint8), geometry=geometry, session="sess0001"))
+        writer.submit(
+            SnapshotJob(
+                "r1",
+                np.zeros(geometry.display_shape, np.uint8),
+                geometry=geometry,
+                session="sess0001",
+            )
+        )
         assert writer.flush(10)
         assert saved == []  # a never-painted layer leaves no snapshot
         a = _levels(geometry, 4)
         writer.submit(SnapshotJob("r1", a, geometry=geometry, session="sess0001"))
         assert writer.flush(10)
-        writer.submit(SnapshotJob("r1", a.copy(), geometry=geometry, session="sess0001"))  # same content
+        writer.submit(
+            SnapshotJob("r1", a.copy(), geometry=geometry, session="sess0001")
+        )  # same content
         assert writer.flush(10)
         assert len(saved) == 1
         b = a.copy()
@@ -336,7 +398,9 @@ def test_writer_thread_writes_latest_skips_duplicates_and_empty_first(image, geo
     assert [r.nonzero for r in list_snapshots(image)][0] == 0
 
 
-def test_two_sessions_of_one_rater_do_not_replace_each_others_queued_jobs(image, geometry, fallback_root):
+def test_two_sessions_of_one_rater_do_not_replace_each_others_queued_jobs(
+    image, geometry, fallback_root
+):
     writer = AutosaveWriter(choose_recovery_folder(image))
     a, b = _levels(geometry, 5), _levels(geometry, 6)
     with writer._cond:  # hold the thread so both jobs wait in the queue together
@@ -360,9 +424,13 @@ def test_writer_switches_to_fallback_once_when_the_folder_breaks(image, geometry
             p.rmdir() if p.is_dir() else p.unlink()
         target.folder.rmdir()
         target.folder.write_text("blocked")
-        writer.submit(SnapshotJob("r1", _levels(geometry, 5), geometry=geometry, session="sess0001"))
+        writer.submit(
+            SnapshotJob("r1", _levels(geometry, 5), geometry=geometry, session="sess0001")
+        )
         assert writer.flush(10)
-        writer.submit(SnapshotJob("r1", _levels(geometry, 6), geometry=geometry, session="sess0001"))
+        writer.submit(
+            SnapshotJob("r1", _levels(geometry, 6), geometry=geometry, session="sess0001")
+        )
         assert writer.flush(10)
     finally:
         writer.close()
@@ -432,7 +500,14 @@ _KILL_SCRIPT = textwrap.dedent(
 
 def _run_and_kill(folder, where):
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILL_SCRIPT, str(folder), ",".join(map(str, AFFINE.ravel())), where],
+        [
+            sys.executable,
+            "-c",
+            _KILL_SCRIPT,
+            str(folder),
+            ",".join(map(str, AFFINE.ravel())),
+            where,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -449,7 +524,9 @@ def _run_and_kill(folder, where):
 def test_writer_killed_mid_image_leaves_previous_snapshot_restorable(folder, image, geometry):
     _run_and_kill(folder, "mid-image")
     rater_folder = folder / rater_key("dr.smith")
-    assert [p for p in rater_folder.iterdir() if p.name.startswith(".")], "the killed writer left its temporary file"
+    assert [p for p in rater_folder.iterdir() if p.name.startswith(".")], (
+        "the killed writer left its temporary file"
+    )
     (rec,) = list_recoveries(image)  # the temporary file is not offered
     expected = np.zeros(geometry.display_shape, np.uint8)
     expected[1:3, 1:3, 1:3] = 2
@@ -466,4 +543,6 @@ def test_writer_killed_between_image_and_json_still_lists_the_new_snapshot(folde
     (rec,) = list_recoveries(image)
     assert rec.path == images[-1] and rec.rater == "dr.smith" and rec.session == "sess0001"
     assert rec.scale == ConfidenceScale.from_paper()  # from the metadata inside the image
-    np.testing.assert_array_equal(load_snapshot(rec, geometry=geometry), np.full(geometry.display_shape, 3, np.uint8))
+    np.testing.assert_array_equal(
+        load_snapshot(rec, geometry=geometry), np.full(geometry.display_shape, 3, np.uint8)
+    )

@@ -13,37 +13,11 @@ keys and an annotated-slice bar, export/open of rater files (never replacing a f
 confirmation), and versioned autosave with a recovery offer.
 
 Modules: :mod:`._widget` (the dock), :mod:`._autosave` (sessions by layer uid), :mod:`._levels`,
-:mod:`._navigation`, :mod:`._recovery`. The rater-layer helpers live in
-:mod:`napari_softseg._raters` (re-exported here for code written against the old module).
+:mod:`._navigation`, :mod:`._recovery`. The rater-layer helpers every widget shares live in
+:mod:`napari_softseg._raters`.
 """
 
-from napari_softseg._layers import KIND_KEY, RATER_KEY
-from napari_softseg._raters import (
-    PALETTE,
-    geometry_of,
-    is_rater_layer,
-    layer_scale,
-    level_colormap,
-    level_features,
-    rater_soft,
-    soft_colormap,
-)
 from napari_softseg.widgets.annotate._autosave import AutosaveController, RaterAutosave
 from napari_softseg.widgets.annotate._widget import AnnotateWidget, export_path_for
 
-__all__ = [
-    "KIND_KEY",
-    "PALETTE",
-    "RATER_KEY",
-    "AnnotateWidget",
-    "AutosaveController",
-    "RaterAutosave",
-    "export_path_for",
-    "geometry_of",
-    "is_rater_layer",
-    "layer_scale",
-    "level_colormap",
-    "level_features",
-    "rater_soft",
-    "soft_colormap",
-]
+__all__ = ["AnnotateWidget", "AutosaveController", "RaterAutosave", "export_path_for"]

@@ -36,7 +36,13 @@ from softseg.errors import InputError
 from napari_softseg._metadata import layer_uid
 from napari_softseg._raters import geometry_of, hue_of, layer_scale, rater_id
 
-__all__ = ["AUTOSAVE_DELAY_MS", "AUTOSAVE_MAX_DELAY_S", "AutosaveController", "FlushOnClose", "RaterAutosave"]
+__all__ = [
+    "AUTOSAVE_DELAY_MS",
+    "AUTOSAVE_MAX_DELAY_S",
+    "AutosaveController",
+    "FlushOnClose",
+    "RaterAutosave",
+]
 
 AUTOSAVE_DELAY_MS = 1500
 AUTOSAVE_MAX_DELAY_S = 5.0

@@ -40,7 +40,9 @@ def set_level(layer: Any, level: int, *, on_message: Callable[[str], None] | Non
         return True
     if level > n:
         if on_message is not None:
-            on_message(f"{layer.name}: no level {level}; this scale has levels 1..{n} (0 or E erases)")
+            on_message(
+                f"{layer.name}: no level {level}; this scale has levels 1..{n} (0 or E erases)"
+            )
         return False
     layer.selected_label = level
     if str(layer.mode) not in ("paint", "fill", "polygon"):
@@ -123,7 +125,10 @@ class LevelGuard:
         )
 
     def close(self) -> None:
-        for emitter, cb in ((self.layer.events.selected_label, self._on_selected), (self.layer.events.paint, self._on_paint)):
+        for emitter, cb in (
+            (self.layer.events.selected_label, self._on_selected),
+            (self.layer.events.paint, self._on_paint),
+        ):
             try:
                 emitter.disconnect(cb)
             except (TypeError, ValueError, RuntimeError):
@@ -164,7 +169,8 @@ class LevelBar(QWidget):
             btn.setCheckable(True)
             btn.setMinimumWidth(10)
             btn.setToolTip(
-                "eraser (keys 0 or E)" if k == 0
+                "eraser (keys 0 or E)"
+                if k == 0
                 else f"level {k}: {scale.names[k - 1]}, soft value {scale.values[k - 1]:.3g} (key {k})"
             )
             if rgba is not None:

@@ -50,7 +50,10 @@ _OPPOSITE = {"S": "I", "I": "S", "A": "P", "P": "A", "L": "R", "R": "L"}
 
 # ----------------------------------------------------------------------------- orientation
 def orientation_letters(
-    displayed: tuple[int, int], *, axcodes: tuple[str, ...] = DISPLAY_AXCODES, flip_vertical: bool = False,
+    displayed: tuple[int, int],
+    *,
+    axcodes: tuple[str, ...] = DISPLAY_AXCODES,
+    flip_vertical: bool = False,
     flip_horizontal: bool = False,
 ) -> dict[str, str]:
     """Letters at the canvas edges for the displayed (row, column) axes.
@@ -178,8 +181,12 @@ class OrientationLetters(QObject):
 
     def close(self) -> None:
         """Disconnect from the viewer and remove the letters (the dock is going away)."""
-        for emitter in (self.viewer.dims.events.order, self.viewer.dims.events.ndisplay,
-                        self.viewer.dims.events.ndim, self.viewer.camera.events.orientation):
+        for emitter in (
+            self.viewer.dims.events.order,
+            self.viewer.dims.events.ndisplay,
+            self.viewer.dims.events.ndim,
+            self.viewer.camera.events.orientation,
+        ):
             try:
                 emitter.disconnect(self.update)
             except (TypeError, ValueError, RuntimeError):
@@ -296,8 +303,13 @@ class SliceBar(QWidget):
         p.fillRect(self.rect(), QColor(40, 40, 45))
         if self.n > 0:
             tick = max(2, (self.width() - 2) // max(1, self.n))
-            for i, kind in sorted(self.kinds.items(), key=lambda kv: list(SLICE_KINDS).index(kv[1])):
-                p.fillRect(QRect(self._x(i) - tick // 2, 2, tick, self.height() - 4), QColor(SLICE_KINDS[kind]))
+            for i, kind in sorted(
+                self.kinds.items(), key=lambda kv: list(SLICE_KINDS).index(kv[1])
+            ):
+                p.fillRect(
+                    QRect(self._x(i) - tick // 2, 2, tick, self.height() - 4),
+                    QColor(SLICE_KINDS[kind]),
+                )
             p.setPen(QPen(QColor("white"), 2))
             x = self._x(self.current)
             p.drawLine(x, 0, x, self.height())
@@ -388,7 +400,9 @@ class SliceNavigator(QWidget):
             for i in source(layer, axis):
                 kinds[int(i)] = kind
         self.kinds = kinds
-        self.bar.set_state(int(np.shape(layer.data)[axis]), kinds, int(self.viewer.dims.current_step[axis]))
+        self.bar.set_state(
+            int(np.shape(layer.data)[axis]), kinds, int(self.viewer.dims.current_step[axis])
+        )
         self._update_summary()
 
     def _update_summary(self) -> None:
@@ -455,9 +469,11 @@ class SliceNavigator(QWidget):
                     getattr(old.events, name).disconnect(self._schedule)
                 except (TypeError, ValueError, RuntimeError):
                     pass
-        for emitter, cb in ((self.viewer.dims.events.current_step, self._on_step),
-                            (self.viewer.dims.events.order, self._schedule),
-                            (self.viewer.dims.events.ndisplay, self._schedule)):
+        for emitter, cb in (
+            (self.viewer.dims.events.current_step, self._on_step),
+            (self.viewer.dims.events.order, self._schedule),
+            (self.viewer.dims.events.ndisplay, self._schedule),
+        ):
             try:
                 emitter.disconnect(cb)
             except (TypeError, ValueError, RuntimeError):

@@ -18,7 +18,15 @@ from softseg.autosave import Recovery
 
 from napari_softseg.widgets._common import ask, banner
 
-__all__ = ["RESTORE", "KEEP_BOTH", "DISCARD", "RecoveryBanner", "ask_pending", "confirm_discard", "describe"]
+__all__ = [
+    "RESTORE",
+    "KEEP_BOTH",
+    "DISCARD",
+    "RecoveryBanner",
+    "ask_pending",
+    "confirm_discard",
+    "describe",
+]
 
 RESTORE, KEEP_BOTH, DISCARD = "Restore", "Keep both", "Discard"
 
@@ -77,7 +85,9 @@ class RecoveryBanner:
             RESTORE, on_restore, tooltip="Bring this work back as rater layers"
         )
         self.discard_button = self.widget.add_button(
-            "Discard…", on_discard, tooltip="Set this work aside (asks first; it stays on disk for a while)"
+            "Discard…",
+            on_discard,
+            tooltip="Set this work aside (asks first; it stays on disk for a while)",
         )
         self.recoveries: list[Recovery] = []
 

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox, Table
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    Table,
+)
 from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
@@ -55,7 +64,6 @@ from napari_softseg._raters import (
     hue_index_of_color,
     hue_of,
     is_level_layer,
-    is_rater_layer,
     layer_scale,
     level_colormap,
     level_features,
@@ -63,8 +71,18 @@ from napari_softseg._raters import (
     rater_id,
     soft_colormap,
 )
-from napari_softseg.widgets._common import PaintModeRemovalGuard, collapsible, confirm_overwrite, notify, scroll_area
-from napari_softseg.widgets.annotate._autosave import AutosaveController, FlushOnClose, RaterAutosave
+from napari_softseg.widgets._common import (
+    PaintModeRemovalGuard,
+    collapsible,
+    confirm_overwrite,
+    notify,
+    scroll_area,
+)
+from napari_softseg.widgets.annotate._autosave import (
+    AutosaveController,
+    FlushOnClose,
+    RaterAutosave,
+)
 from napari_softseg.widgets.annotate._levels import LevelBar, LevelGuard, bind_level_keys, set_level
 from napari_softseg.widgets.annotate._navigation import (
     OrientationLetters,
@@ -107,7 +125,7 @@ def _source_of(layer: Any) -> Path | None:
 def _nifti_stem(name: str) -> tuple[str, str]:
     for suffix in (".nii.gz", ".nii"):
         if name.lower().endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix):]
+            return name[: -len(suffix)], name[-len(suffix) :]
     return name, ".nii.gz"
 
 
@@ -126,12 +144,12 @@ def _rater_id_from_file(path: Path, sidecar: RaterSidecar | None) -> str:
     stem, _ = _nifti_stem(path.name)
     for prefix in ("rater-", "rater_"):
         if stem.startswith(prefix) and len(stem) > len(prefix):
-            stem = stem[len(prefix):]
+            stem = stem[len(prefix) :]
     return stem
 
 
 class AnnotateWidget(Container):
-    """"Soft annotation": rater layers, confidence levels, navigation, export/open, autosave, recovery.
+    """ "Soft annotation": rater layers, confidence levels, navigation, export/open, autosave, recovery.
 
     Parameters
     ----------
@@ -146,10 +164,14 @@ class AnnotateWidget(Container):
         self._offered: set[str] = set()
         self._last_image_uid: str | None = None
         self._guards: dict[str, LevelGuard] = {}
-        self._synced: dict[str, tuple[Any, Callable[..., None]]] = {}  # uid -> (layer, level-bar sync)
+        self._synced: dict[
+            str, tuple[Any, Callable[..., None]]
+        ] = {}  # uid -> (layer, level-bar sync)
 
         # ---- recovery banner (top), rater layer row
-        self._banner = RecoveryBanner(lambda: self._guard(self.restore), lambda: self._guard(self._discard_clicked))
+        self._banner = RecoveryBanner(
+            lambda: self._guard(self.restore), lambda: self._guard(self._discard_clicked)
+        )
         self._image = ComboBox(label="Image", choices=self._image_choices, nullable=True)
         self._rater_id = LineEdit(label="Rater id", value="")
         self._rater_id.native.setPlaceholderText("required: your initials, e.g. AB")
@@ -165,7 +187,9 @@ class AnnotateWidget(Container):
         self._slices = SliceNavigator(self.viewer)
 
         # ---- confidence scale (folded)
-        self._preset = ComboBox(label="Scale", choices=[*PRESETS, _CUSTOM], value=next(iter(PRESETS)))
+        self._preset = ComboBox(
+            label="Scale", choices=[*PRESETS, _CUSTOM], value=next(iter(PRESETS))
+        )
         self._n_levels = SpinBox(label="Levels", min=1, max=MAX_LEVELS, value=3)
         self._editor_scale = ConfidenceScale.default()
         self._table = Table(value=self._table_value(self._editor_scale))
@@ -213,7 +237,10 @@ class AnnotateWidget(Container):
 
         # ---- engine-side helpers
         self.autosave = AutosaveController(
-            self.viewer, on_saved=self._on_saved, on_closed=self._on_session_closed, on_message=self._on_autosave_message
+            self.viewer,
+            on_saved=self._on_saved,
+            on_closed=self._on_session_closed,
+            on_message=self._on_autosave_message,
         )
         self._flush_on_close = FlushOnClose(self.autosave, self.native)
         self._removal_guard = PaintModeRemovalGuard(self.viewer, self.native)
@@ -272,11 +299,17 @@ class AnnotateWidget(Container):
         return [
             (lyr.name, layer_uid(lyr))
             for lyr in self.viewer.layers
-            if isinstance(lyr, Image) and lyr.metadata.get(KIND_KEY) != "soft" and np.ndim(lyr.data) == 3
+            if isinstance(lyr, Image)
+            and lyr.metadata.get(KIND_KEY) != "soft"
+            and np.ndim(lyr.data) == 3
         ]
 
     def _rater_choices(self, _w: Any = None) -> list[tuple[str, str]]:
-        return [(lyr.name, layer_uid(lyr)) for lyr in self.viewer.layers if isinstance(lyr, Labels) and RATER_KEY in lyr.metadata]
+        return [
+            (lyr.name, layer_uid(lyr))
+            for lyr in self.viewer.layers
+            if isinstance(lyr, Labels) and RATER_KEY in lyr.metadata
+        ]
 
     @property
     def image_layer(self) -> Image | None:
@@ -357,8 +390,11 @@ class AnnotateWidget(Container):
         image = self.image_layer is not None
         self._add.enabled = typed and image
         self._add.tooltip = (
-            "Add a Labels layer for this rater on the image" if typed and image
-            else "Open an image first" if not image else "Type your rater id first"
+            "Add a Labels layer for this rater on the image"
+            if typed and image
+            else "Open an image first"
+            if not image
+            else "Type your rater id first"
         )
 
     # ------------------------------------------------------------------ rater layers
@@ -386,12 +422,19 @@ class AnnotateWidget(Container):
         """
         image = image or self.image_layer
         if image is None:
-            raise InputError("open an image first (File > Open, or the SoftSeg sample), then add a rater layer")
+            raise InputError(
+                "open an image first (File > Open, or the SoftSeg sample), then add a rater layer"
+            )
         rater = str(rater_id if rater_id is not None else self._rater_id.value).strip()
         if not rater:
             raise InputError("type your rater id (e.g. your initials) before adding a rater layer")
-        if any(isinstance(lyr, Labels) and lyr.metadata.get(RATER_KEY) == rater for lyr in self.viewer.layers):
-            raise InputError(f"a layer for rater {rater!r} exists already; pick it under 'Rater layer' or type another id")
+        if any(
+            isinstance(lyr, Labels) and lyr.metadata.get(RATER_KEY) == rater
+            for lyr in self.viewer.layers
+        ):
+            raise InputError(
+                f"a layer for rater {rater!r} exists already; pick it under 'Rater layer' or type another id"
+            )
         scale = self.scale_from_editor()
         pending = [r for r in self._list_pending(image) if r.rater == rater]
         if pending:
@@ -404,14 +447,24 @@ class AnnotateWidget(Container):
             if choice == KEEP_BOTH:
                 self.restore(pending, image=image, as_copies=True)
             if choice == DISCARD:
-                if on_pending == "ask" and not confirm_discard(self.native, pending, str(pending[0].path.parent)):
-                    self._set_status(f"Nothing added: {rater}'s unsaved work is still offered above")
+                if on_pending == "ask" and not confirm_discard(
+                    self.native, pending, str(pending[0].path.parent)
+                ):
+                    self._set_status(
+                        f"Nothing added: {rater}'s unsaved work is still offered above"
+                    )
                     return None
                 self.discard(pending)
         layer = self._add_levels_layer(
-            np.zeros(np.shape(image.data), dtype=np.uint8), rater=rater, scale=scale, geometry=geometry_of(image), image=image
+            np.zeros(np.shape(image.data), dtype=np.uint8),
+            rater=rater,
+            scale=scale,
+            geometry=geometry_of(image),
+            image=image,
         )
-        self._set_status(f"{rater}: paint with the level keys 1..{scale.n_levels}; every stroke is autosaved")
+        self._set_status(
+            f"{rater}: paint with the level keys 1..{scale.n_levels}; every stroke is autosaved"
+        )
         return layer
 
     def _add_levels_layer(
@@ -437,7 +490,11 @@ class AnnotateWidget(Container):
             opacity=0.85,
         )
         self._attach(layer)
-        displayed = tuple(int(a) for a in self.viewer.dims.displayed[-2:]) if self.viewer.dims.ndim == 3 else (1, 2)
+        displayed = (
+            tuple(int(a) for a in self.viewer.dims.displayed[-2:])
+            if self.viewer.dims.ndim == 3
+            else (1, 2)
+        )
         layer.brush_size = default_brush_size(tuple(np.shape(levels)), displayed)
         layer.selected_label = min(scale.n_levels, 2) if scale.n_levels >= 2 else 1
         layer.mode = "paint"
@@ -454,7 +511,11 @@ class AnnotateWidget(Container):
         scale = layer_scale(layer)
         if scale is None:  # e.g. a binary rater map opened without a sidecar
             top = int(np.max(layer.data)) if np.size(layer.data) else 0
-            scale = ConfidenceScale.binary() if top <= 1 else ConfidenceScale.linear(min(top, MAX_LEVELS))
+            scale = (
+                ConfidenceScale.binary()
+                if top <= 1
+                else ConfidenceScale.linear(min(top, MAX_LEVELS))
+            )
         layer.metadata.setdefault(RATER_KEY, layer.name)
         if not isinstance(layer.metadata.get(HUE_KEY), int):
             others = [lyr for lyr in self.viewer.layers if layer_uid(lyr) != uid]
@@ -482,8 +543,14 @@ class AnnotateWidget(Container):
             self._message(f"autosave is off for {layer.name!r}: {exc}", severity="warning")
             return None
         if session.target.is_fallback:
-            why = "has no file on disk" if src is None else f"cannot be written next to it ({session.target.problem})"
-            self._on_autosave_message("fallback", f"{image_name} {why}: autosaving to {session.folder}")
+            why = (
+                "has no file on disk"
+                if src is None
+                else f"cannot be written next to it ({session.target.problem})"
+            )
+            self._on_autosave_message(
+                "fallback", f"{image_name} {why}: autosaving to {session.folder}"
+            )
         self._set_status(f"Autosave: {session.folder}")
         return session
 
@@ -503,7 +570,9 @@ class AnnotateWidget(Container):
     def _on_saved(self, uid: str, path: str) -> None:
         layer = find_layer(self.viewer.layers, uid)
         name = layer.name if layer is not None else "rater layer"
-        self._set_status(f"Autosaved {name} at {time.strftime('%H:%M:%S')} to {Path(path).parent.parent}")
+        self._set_status(
+            f"Autosaved {name} at {time.strftime('%H:%M:%S')} to {Path(path).parent.parent}"
+        )
 
     def _on_session_closed(self, uid: str) -> None:
         # the removed layer's work is on disk now: if it was never exported, offer it
@@ -530,7 +599,9 @@ class AnnotateWidget(Container):
             # a label map from elsewhere (e.g. a binary rater file): nothing changes until the
             # rater applies a scale, which makes it a rater layer (colours, keys, autosave)
             self._level_bar.rebuild(None, PALETTE[0])
-            self._set_status(f"{layer.name} has no confidence scale: choose one under Confidence scale and press Apply")
+            self._set_status(
+                f"{layer.name} has no confidence scale: choose one under Confidence scale and press Apply"
+            )
             self._scale_section.expand(animate=False)
             return
         self._attach(layer)
@@ -586,7 +657,9 @@ class AnnotateWidget(Container):
         if self._syncing:
             return
         self._load_editor(ConfidenceScale.linear(int(n)))
-        self._preset.value = next((k for k, v in PRESETS.items() if v == ConfidenceScale.linear(int(n))), _CUSTOM)
+        self._preset.value = next(
+            (k for k, v in PRESETS.items() if v == ConfidenceScale.linear(int(n))), _CUSTOM
+        )
 
     def scale_from_editor(self) -> ConfidenceScale:
         """The scale typed in the table (InputError when it is not valid)."""
@@ -597,11 +670,15 @@ class AnnotateWidget(Container):
             try:
                 values.append(float(value))
             except (TypeError, ValueError):
-                raise InputError(f"level {i}: soft value {value!r} is not a number; type a value in (0, 1]") from None
+                raise InputError(
+                    f"level {i}: soft value {value!r} is not a number; type a value in (0, 1]"
+                ) from None
             names.append(str(name) if name not in (None, "") else f"level {i}")
         typed = ConfidenceScale(values=tuple(values), names=tuple(names))
         shown = self._editor_scale
-        if typed.names == shown.names and np.allclose(typed.values, [round(v, 4) for v in shown.values], atol=0, rtol=0):
+        if typed.names == shown.names and np.allclose(
+            typed.values, [round(v, 4) for v in shown.values], atol=0, rtol=0
+        ):
             return shown  # unchanged: keep the exact values (1/3, not 0.3333)
         return typed
 
@@ -652,7 +729,9 @@ class AnnotateWidget(Container):
             stem = rater_file_stem(rater)
         except InputError:
             return None
-        return export_path_for(src.parent / f"rater-{stem}.nii.gz", levels=self._export_kind.value == EXPORT_LEVELS)
+        return export_path_for(
+            src.parent / f"rater-{stem}.nii.gz", levels=self._export_kind.value == EXPORT_LEVELS
+        )
 
     def _suggest_export_path(self, *_: Any) -> None:
         path = self._default_export_path()
@@ -706,7 +785,9 @@ class AnnotateWidget(Container):
         if path is None or str(path) in ("", "."):
             raise InputError("choose an output file (.nii.gz) for the export")
         path = Path(path)
-        as_levels = (self._export_kind.value == EXPORT_LEVELS) if as_levels is None else bool(as_levels)
+        as_levels = (
+            (self._export_kind.value == EXPORT_LEVELS) if as_levels is None else bool(as_levels)
+        )
         if not overwrite:
             taken = [p for p in (path, sidecar_path(path)) if p.exists()]
             if taken:
@@ -735,25 +816,36 @@ class AnnotateWidget(Container):
             try:
                 record_export(session.folder, rater, levels, written)
             except OSError as exc:
-                self._message(f"exported, but could not note it in {session.folder}: {exc}", severity="warning")
-        self._message(f"Saved {rater} as {'levels' if as_levels else 'soft map'}: {Path(written).name} in {Path(written).parent}")
+                self._message(
+                    f"exported, but could not note it in {session.folder}: {exc}",
+                    severity="warning",
+                )
+        self._message(
+            f"Saved {rater} as {'levels' if as_levels else 'soft map'}: {Path(written).name} in {Path(written).parent}"
+        )
         return Path(written)
 
     def _export_clicked(self) -> Path | None:
         path = self._export_path.value
         if path is None or str(path) in ("", "."):
-            name, _ = QFileDialog.getSaveFileName(self.native, "Export rater", "", "NIfTI (*.nii.gz *.nii)")
+            name, _ = QFileDialog.getSaveFileName(
+                self.native, "Export rater", "", "NIfTI (*.nii.gz *.nii)"
+            )
             if not name:
                 return None
             path = name
         path = Path(path)
-        if not confirm_overwrite([path, sidecar_path(path)], parent=self.native, title="Replace the exported rater file?"):
+        if not confirm_overwrite(
+            [path, sidecar_path(path)], parent=self.native, title="Replace the exported rater file?"
+        ):
             self._set_status(f"Not exported: {path.name} was kept as it is")
             return None
         return self.export_rater(path, overwrite=True)
 
     def _open_clicked(self) -> None:
-        names, _ = QFileDialog.getOpenFileNames(self.native, "Open rater files", "", "NIfTI (*.nii.gz *.nii)")
+        names, _ = QFileDialog.getOpenFileNames(
+            self.native, "Open rater files", "", "NIfTI (*.nii.gz *.nii)"
+        )
         for name in names:
             self._guard(lambda n=name: self.open_rater_file(n))
 
@@ -813,9 +905,14 @@ class AnnotateWidget(Container):
             raise InputError(
                 f"{path.name}: holds level {int(np.max(data))} but its sidecar scale has {scale.n_levels} levels"
             )
-        if any(isinstance(lyr, Labels) and lyr.metadata.get(RATER_KEY) == rater for lyr in self.viewer.layers):
+        if any(
+            isinstance(lyr, Labels) and lyr.metadata.get(RATER_KEY) == rater
+            for lyr in self.viewer.layers
+        ):
             rater = f"{rater} ({path.name})"
-        layer = self._add_levels_layer(data.astype(np.uint8), rater=rater, scale=scale, geometry=geom, image=image, hue=hue)
+        layer = self._add_levels_layer(
+            data.astype(np.uint8), rater=rater, scale=scale, geometry=geom, image=image, hue=hue
+        )
         if image is None:
             layer.metadata[SOURCE_KEY] = str(path)
         return layer
@@ -828,7 +925,9 @@ class AnnotateWidget(Container):
         src, name = self._recovery_place(image)
         return list_recoveries(src, name=name, exclude_sessions=self.autosave.live_sessions())
 
-    def check_recoveries(self, image: Image | None = None, *, notify_user: bool = True) -> list[Recovery]:
+    def check_recoveries(
+        self, image: Image | None = None, *, notify_user: bool = True
+    ) -> list[Recovery]:
         """Pending work of *image*'s raters (newest first); shows the banner (and once per image a
         notification with a *Restore* button) when there is any, hides it otherwise."""
         image = image or self.image_layer
@@ -849,7 +948,9 @@ class AnnotateWidget(Container):
             def restore_from_notification(*_args: Any) -> None:
                 widget = me()
                 if widget is not None and not widget._closed:
-                    widget._guard(lambda: widget.restore(image=find_layer(widget.viewer.layers, uid)))
+                    widget._guard(
+                        lambda: widget.restore(image=find_layer(widget.viewer.layers, uid))
+                    )
 
             notify(
                 f"Unsaved rater work found for {image.name}: {what}",
@@ -860,7 +961,11 @@ class AnnotateWidget(Container):
         return found
 
     def restore(
-        self, recoveries: Sequence[Recovery] | None = None, *, image: Image | None = None, as_copies: bool = False
+        self,
+        recoveries: Sequence[Recovery] | None = None,
+        *,
+        image: Image | None = None,
+        as_copies: bool = False,
     ) -> list[Labels]:
         """Bring pending work back as rater layers, each in its rater's colour when that is free.
 
@@ -888,19 +993,34 @@ class AnnotateWidget(Container):
                     "it belongs to another image"
                 )
             scale = rec.scale or ConfidenceScale.linear(max(1, min(MAX_LEVELS, int(levels.max()))))
-            taken = {str(lyr.metadata.get(RATER_KEY)) for lyr in self.viewer.layers if isinstance(lyr, Labels)}
+            taken = {
+                str(lyr.metadata.get(RATER_KEY))
+                for lyr in self.viewer.layers
+                if isinstance(lyr, Labels)
+            }
             copy = as_copies or rec.rater in taken
             name = rec.rater
             if copy:
-                stamp = time.strftime("%H:%M" if time.localtime(rec.saved_at)[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M",
-                                      time.localtime(rec.saved_at))
+                stamp = time.strftime(
+                    "%H:%M"
+                    if time.localtime(rec.saved_at)[:3] == time.localtime()[:3]
+                    else "%Y-%m-%d %H:%M",
+                    time.localtime(rec.saved_at),
+                )
                 name = f"{rec.rater} (recovered {stamp})"
                 k = 2
                 while name in taken:
                     name = f"{rec.rater} (recovered {stamp}, {k})"
                     k += 1
             hue = next_free_hue(self.viewer.layers, prefer=hue_index_of_color(rec.color))
-            layer = self._add_levels_layer(levels.astype(np.uint8), rater=name, scale=scale, geometry=geom, image=image, hue=hue)
+            layer = self._add_levels_layer(
+                levels.astype(np.uint8),
+                rater=name,
+                scale=scale,
+                geometry=geom,
+                image=image,
+                hue=hue,
+            )
             session = self.autosave.for_layer(layer)
             if session is not None:  # the work now lives in the new layer's session
                 session.snapshot_now()
@@ -912,10 +1032,16 @@ class AnnotateWidget(Container):
             self._message(f"Restored {', '.join(lyr.name for lyr in out)}")
         return out
 
-    def discard(self, recoveries: Sequence[Recovery] | None = None, *, image: Image | None = None) -> None:
+    def discard(
+        self, recoveries: Sequence[Recovery] | None = None, *, image: Image | None = None
+    ) -> None:
         """Set pending work aside (no question asked; the *Discard…* button asks first)."""
         image = image or self.image_layer
-        recs = list(recoveries) if recoveries is not None else (self._list_pending(image) if image is not None else [])
+        recs = (
+            list(recoveries)
+            if recoveries is not None
+            else (self._list_pending(image) if image is not None else [])
+        )
         for rec in recs:
             discard_recovery(rec)
         if recs:
@@ -948,8 +1074,11 @@ class AnnotateWidget(Container):
         unbind_slice_keys(self.viewer)
         self._removal_guard.close()
         layers = self.viewer.layers
-        for emitter, cb in ((layers.events.inserted, self._on_inserted), (layers.events.removed, self._on_removed),
-                            (layers.selection.events.active, self._on_active_layer)):
+        for emitter, cb in (
+            (layers.events.inserted, self._on_inserted),
+            (layers.events.removed, self._on_removed),
+            (layers.selection.events.active, self._on_active_layer),
+        ):
             try:
                 emitter.disconnect(cb)
             except (TypeError, ValueError, RuntimeError):
