@@ -94,7 +94,14 @@ def main() -> None:
     viewer.cursor.position = tuple(alice.data_to_world((z, *spot)))
     viewer.update_status_from_cursor()
     ann.flush_autosave()
-    _settle(app, 12.0)  # the recovery notification fades out first
+    _settle(app, 1.5)
+    # the notification toast (also offering Restore) would cover the canvas corner: close it
+    from qtpy.QtWidgets import QWidget
+
+    for w in viewer.window._qt_window.findChildren(QWidget):
+        if type(w).__name__ == "NapariQtNotification":
+            w.close()
+    _settle(app, 0.5)
     rgba = viewer.screenshot(canvas_only=False, flash=False)
     img = PILImage.fromarray(rgba[..., :3])
     img.quantize(colors=200, method=PILImage.Quantize.MEDIANCUT).save(OUT, optimize=True)
