@@ -107,11 +107,16 @@ def _spacing(volume: Any) -> tuple[float, ...]:
 def _check_inputs(paths: list[str | Path], *, factor: float) -> None:
     """Every NIfTI header checked, and the memory the evaluation needs, before any voxel is
     read (``factor``: working arrays per input voxel byte of float32)."""
+    import warnings
+
+    from softseg.errors import SoftsegWarning
     from softseg.io import check_memory, check_nifti
 
     voxels = 0
-    for path in paths:
-        voxels += int(np.prod(check_nifti(path, label=True).shape))
+    with warnings.catch_warnings():  # the file's warnings come once, when it is loaded
+        warnings.simplefilter("ignore", SoftsegWarning)
+        for path in paths:
+            voxels += int(np.prod(check_nifti(path, label=True).shape))
     check_memory(int(voxels * 4 * factor), what=f"evaluating {len(paths)} volumes")
 
 
