@@ -41,9 +41,11 @@ Rules (the same for the Python API, the ``softseg interpolate`` command and the 
 * **Multi-class label maps** (:func:`interpolate_labels`, 0 = background, classes 1..K): each
   class's region is interpolated the same way and each voxel goes to the class with the most
   negative interpolated distance (background when no class is negative; the lower class when
-  two are equal within :data:`BOUNDARY_TOLERANCE_MM`), so classes never overlap. Per-class
-  level maps (``rater-<id>_label-<class>.nii.gz``, one layer per class) are separate level
-  maps: call :func:`interpolate_levels` for each.
+  two are equal within :data:`BOUNDARY_TOLERANCE_MM`), so classes never overlap. A layer
+  painted with classes *and* levels (:mod:`softseg.class_levels` codes):
+  :func:`interpolate_class_levels` (the class as for label maps, the level nested within it).
+  Per-class level maps (``rater-<id>_label-<class>.nii.gz``) interpolated one by one with
+  :func:`interpolate_levels` may overlap where two classes meet.
 * **Slice border.** The border of the slice is not a boundary: a region cut by the field of
   view is as deep as the background inside the slice makes it.
 
@@ -75,6 +77,7 @@ __all__ = [
     "BOUNDARY_TOLERANCE_MM",
     "METHOD",
     "SliceInterpolation",
+    "interpolate_class_levels",
     "interpolate_labels",
     "interpolate_levels",
     "painted_slices",
@@ -108,8 +111,9 @@ class SliceInterpolation:
         ``Labels.data_setitem(changed, values)`` applies the fill as one undo step.
     values : ndarray, shape (N,), dtype of the input
         The new values at ``changed``.
-    kind : {"levels", "labels"}
-        Nested confidence levels or exclusive class labels.
+    kind : {"levels", "labels", "class-levels"}
+        Nested confidence levels, exclusive class labels, or both (:mod:`softseg.class_levels`
+        codes).
     """
 
     filled: np.ndarray
@@ -290,6 +294,82 @@ def interpolate_labels(
         arr[None], n_classes=n_classes, min_raters=1, what=name, names=[name]
     )
     return _interpolate(arr, axis, painted, spacing, name, kind="labels", top=int(k))
+
+
+def interpolate_class_levels(
+    codes: np.ndarray,
+    *,
+    n_classes: int,
+    n_levels: int,
+    axis: int = 0,
+    painted: Iterable[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    name: str = "rater layer",
+) -> SliceInterpolation:
+    """Fill the slices between painted slices of a multi-class confidence layer.
+
+    One rater's classes painted in one layer with confidence levels: the codes of
+    :mod:`softseg.class_levels` (``0`` background, ``(c - 1) * L + l`` for class ``c`` at level
+    ``l``). On every filled slice each voxel's class is the one :func:`interpolate_labels` gives
+    (classes stay exclusive) and its level the one :func:`interpolate_levels` gives for that
+    class's level map (levels stay nested within each class). With one class this is
+    :func:`interpolate_levels`; with one level, :func:`interpolate_labels`.
+
+    Parameters
+    ----------
+    codes : ndarray of int, shape (*spatial), ndim >= 2
+        Values ``0..K*L``.
+    n_classes, n_levels : int
+        ``K`` and ``L`` (the layer's confidence scale has ``L`` levels).
+    axis, painted, spacing, name
+        As in :func:`interpolate_levels`. Without ``painted``, the slices holding any code are
+        the painted ones; a painted slice without a class is empty for that class.
+
+    Returns
+    -------
+    SliceInterpolation
+        ``filled`` has the dtype of *codes*; ``kind`` is ``"class-levels"``.
+
+    Raises
+    ------
+    InputError
+        Codes outside ``0..K*L`` or not whole numbers (:func:`softseg.class_levels.decode`);
+        fewer than two painted slices; the errors of :func:`interpolate_levels`.
+    """
+    from softseg.class_levels import decode
+
+    arr = _as_array(codes, name)
+    axis = _axis(arr, axis, name)
+    classes, levels = decode(arr, n_classes=n_classes, n_levels=n_levels, name=name)
+    marks = _painted(painted, np.moveaxis(arr, axis, 0), axis, name)
+    common = {"axis": axis, "painted": marks, "spacing": spacing, "name": name}
+    which = interpolate_labels(classes, n_classes=int(n_classes), **common)
+    filled = arr.copy(order="K")
+    dst = np.moveaxis(filled, axis, 0)
+    fill = list(which.interpolated)
+    if fill:
+        cls = np.moveaxis(which.filled, axis, 0)[fill]
+        out = np.zeros(cls.shape, dtype=np.int64)
+        for c in range(1, int(n_classes) + 1):
+            inside = cls == c
+            if not inside.any():
+                continue
+            own = np.where(classes == c, levels, 0).astype(np.uint8)
+            res = interpolate_levels(own, n_levels=int(n_levels), **common)
+            lv = np.moveaxis(res.filled, axis, 0)
+            # where the class is assigned its level-1 region holds the voxel: level >= 1
+            out[inside] = (c - 1) * int(n_levels) + lv[fill][inside]
+        dst[fill] = out.astype(arr.dtype, copy=False)
+    changed, values = _changes(np.moveaxis(arr, axis, 0), dst, fill, axis)
+    return SliceInterpolation(
+        filled=filled,
+        axis=axis,
+        painted=which.painted,
+        interpolated=which.interpolated,
+        changed=changed,
+        values=values,
+        kind="class-levels",
+    )
 
 
 # ----------------------------------------------------------------------------- validation

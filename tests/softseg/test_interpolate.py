@@ -17,8 +17,10 @@ from scipy import ndimage
 
 import softseg.interpolate as interp_mod
 from softseg.errors import InputError
+from softseg.class_levels import class_level_maps, decode
 from softseg.interpolate import (
     SliceInterpolation,
+    interpolate_class_levels,
     interpolate_labels,
     interpolate_levels,
     painted_slices,
@@ -415,6 +417,48 @@ def test_label_map_interface_moves_smoothly():
     assert (out[1, :, 2:12] == 1).all() and (out[1, :, 12:26] == 2).all()
     assert (out[2, :, 2:14] == 1).all() and (out[2, :, 14:26] == 2).all()
     assert (out[1:3, :, :2] == 0).all() and (out[1:3, :, 26:] == 0).all()
+
+
+def test_class_levels_layer_classes_exclusive_levels_nested():
+    """One rater layer with 2 classes x 3 levels (softseg.class_levels codes): the class of a
+    filled voxel is interpolate_labels' and its level interpolate_levels' for that class."""
+    g = np.indices(SPHERE_SHAPE, sparse=True)
+    r = np.sqrt((g[0] - 20.0) ** 2 + (g[1] - 24.0) ** 2 + (g[2] - 23.5) ** 2)
+    classes = np.where(r <= 8, 2, np.where(r <= 15, 1, 0)).astype(np.uint8)
+    depth = np.where(r <= 8, 8 - r, 15 - r)
+    levels = np.where(classes > 0, 1 + (depth > 2) + (depth > 4), 0).astype(np.uint8)
+    codes = np.where(classes > 0, (classes.astype(int) - 1) * 3 + levels, 0).astype(np.uint8)
+    sparse = keep_slices(codes, EVERY_4TH)
+    res = interpolate_class_levels(sparse, n_classes=2, n_levels=3, painted=EVERY_4TH)
+    assert res.kind == "class-levels" and res.filled.dtype == np.uint8
+    np.testing.assert_array_equal(res.filled[EVERY_4TH], sparse[EVERY_4TH])
+    got_classes, got_levels = decode(res.filled, n_classes=2, n_levels=3)
+    sp_classes, _ = decode(sparse, n_classes=2, n_levels=3)
+    want_classes = interpolate_labels(sp_classes, n_classes=2, painted=EVERY_4TH).filled
+    np.testing.assert_array_equal(got_classes, want_classes)
+    per_class = class_level_maps(sparse, n_classes=2, n_levels=3)
+    for c in (1, 2):
+        alone = interpolate_levels(per_class[c - 1], n_levels=3, painted=EVERY_4TH).filled
+        mine = got_classes == c
+        np.testing.assert_array_equal(got_levels[mine], alone[mine])
+        assert dice(got_classes == c, classes == c) >= 0.85
+    applied = sparse.copy()
+    applied[res.changed] = res.values
+    np.testing.assert_array_equal(applied, res.filled)
+    # one class: the codes are levels; one level: the codes are class labels
+    lv_only = keep_slices(levels * (classes > 0), EVERY_4TH)
+    np.testing.assert_array_equal(
+        interpolate_class_levels(lv_only, n_classes=1, n_levels=3).filled,
+        interpolate_levels(lv_only, n_levels=3).filled,
+    )
+    np.testing.assert_array_equal(
+        interpolate_class_levels(sp_classes, n_classes=2, n_levels=1).filled,
+        interpolate_labels(sp_classes, n_classes=2).filled,
+    )
+    with pytest.raises(InputError, match="rater-1"):
+        interpolate_class_levels(
+            np.full((4, 5, 5), 7, np.uint8), n_classes=2, n_levels=3, name="rater-1"
+        )
 
 
 # ------------------------------------------------------------------------------ errors
