@@ -29,6 +29,7 @@ from typing import Any
 __all__ = [
     "CLASS_KEY",
     "CONFIDENCE_KEY",
+    "GROUP_KEY",
     "GEOMETRY_KEY",
     "HUE_KEY",
     "KIND_KEY",
@@ -75,6 +76,10 @@ HUE_KEY = "softseg_hue"
 ROLE_KEY = "softseg_role"
 #: ``layer_uid`` of the layer this one was derived from (an overlay's prediction, ...).
 OWNER_KEY = "softseg_owner"
+#: One id (a uuid string) shared by the layers of one K-class prediction run: its per-class soft
+#: layers (role "prediction", each with ``CLASS_KEY = {"index": k, "name": ..., "classes": [...]}``)
+#: and its argmax layer (role "prediction_labels"). Widgets group a K-class prediction by it.
+GROUP_KEY = "softseg_group"
 
 #: Roles a layer can have. Outputs of a widget are never offered back to it as inputs.
 ROLES = (
@@ -83,7 +88,8 @@ ROLES = (
     "fused",  # a fusion result (Fuse widget / softseg fuse)
     "staple_probability",  # STAPLE's probability map
     "disagreement",  # per-voxel disagreement (entropy) map
-    "prediction",  # a model's soft prediction
+    "prediction",  # a model's soft prediction (one layer per class for a K-class model)
+    "prediction_labels",  # a K-class prediction's argmax label map (Labels)
     "uncertainty",  # a prediction's uncertainty map (MC dropout / TTA)
     "threshold_overlay",  # Threshold widget's live binarised overlay
     "threshold_result",  # Threshold widget's applied (saved) binarised result
