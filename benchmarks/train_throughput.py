@@ -123,7 +123,7 @@ def measure(args: argparse.Namespace, device: torch.device, amp: bool) -> dict:
     cfg = TrainConfig.from_dict({
         "candidate": args.candidate, "seed": 0, "device": str(device), "amp": amp,
         "model": {"depth": args.depth, "width": args.width},
-        "optim": {"epochs": args.epochs, "batch_size": args.batch, "patience": 10**6},
+        "optim": {"epochs": args.epochs, "batch_size": args.batch, "patience": 100_000},
         "data": {"crop": [args.size, args.size]},
     })
     tmp = tempfile.mkdtemp(prefix="softseg-bench-")
