@@ -31,11 +31,13 @@ from napari_softseg._metadata import HUE_KEY, KIND_KEY, RATER_KEY
 __all__ = [
     "PALETTE",
     "geometry_of",
+    "hue_for_rater_id",
     "hue_index_of_color",
     "hue_of",
     "is_rater_layer",
     "is_level_layer",
     "layer_scale",
+    "level_color_dict",
     "level_colormap",
     "level_features",
     "level_rgba",
@@ -146,17 +148,39 @@ def level_rgba(hue: Sequence[float], value: float) -> np.ndarray:
     return np.array([*rgb, alpha], dtype=np.float32)
 
 
-def level_colormap(scale: ConfidenceScale, hue: Sequence[float]) -> Any:
-    """napari ``DirectLabelColormap``: one colour per level of *scale* in *hue*; others transparent."""
-    from napari.utils.colormaps import DirectLabelColormap
+def level_color_dict(scale: ConfidenceScale, hue: Sequence[float]) -> dict[int | None, np.ndarray]:
+    """``{level: RGBA}`` of *scale* in *hue* (0 and unknown values transparent), no napari needed.
 
+    napari's Labels layer takes it as ``colormap=`` (a ``DirectLabelColormap``).
+    """
     colors: dict[int | None, np.ndarray] = {
         None: np.zeros(4, np.float32),
         0: np.zeros(4, np.float32),
     }
     for k, v in enumerate(scale.values, start=1):
         colors[k] = level_rgba(hue, v)
-    return DirectLabelColormap(color_dict=colors)
+    return colors
+
+
+def level_colormap(scale: ConfidenceScale, hue: Sequence[float]) -> Any:
+    """napari ``DirectLabelColormap``: one colour per level of *scale* in *hue*; others transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=level_color_dict(scale, hue))
+
+
+def hue_for_rater_id(rater: str) -> int:
+    """A palette index from a rater id alone (for a reader that cannot see the other layers).
+
+    Whole-number ids (``rater-1``, ``rater-2`` ...) get consecutive hues; other ids a hash of
+    the id. Widgets that see every layer use :func:`next_free_hue` instead.
+    """
+    text = str(rater).strip()
+    if text.isdigit():
+        return (int(text) - 1) % len(PALETTE)
+    import hashlib
+
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16) % len(PALETTE)
 
 
 def level_features(scale: ConfidenceScale) -> dict[str, list]:

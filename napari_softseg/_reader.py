@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from softseg.confidence import MAX_LEVELS, ConfidenceScale
 from softseg.errors import InputError
 from softseg.io import is_nifti_path, load_volume
 from softseg.sidecar import read_rater_sidecar
@@ -34,7 +35,8 @@ from napari_softseg._layers import (
     notify_error,
     volume_name,
 )
-from napari_softseg._metadata import set_role
+from napari_softseg._metadata import HUE_KEY, set_role
+from napari_softseg._raters import PALETTE, hue_for_rater_id, level_color_dict
 
 __all__ = ["get_reader", "read_nifti", "read_volume_layers"]
 
@@ -87,6 +89,19 @@ def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any
         set_role(metadata, "image")
     elif kind == "labels" and RATER_KEY in metadata:
         set_role(metadata, "rater")
+    style: dict[str, Any] = {}
+    if kind == "labels" and RATER_KEY in metadata and volume.array.dtype.kind in "iub":
+        # each rater in their own hue, colour strength growing with the level (its scale, or
+        # equal steps up to the highest level in the file)
+        top = int(np.max(volume.array)) if volume.array.size else 0
+        if sidecar is not None and sidecar.scale is not None:
+            scale = sidecar.scale
+        else:
+            scale = ConfidenceScale.linear(min(max(top, 1), MAX_LEVELS))
+        if top <= scale.n_levels:
+            hue = hue_for_rater_id(metadata[RATER_KEY])
+            metadata[HUE_KEY] = hue
+            style["colormap"] = level_color_dict(scale, PALETTE[hue])
     return [
         layer_data_tuple(
             geometry.to_display(volume.array),
@@ -95,6 +110,7 @@ def read_volume_layers(path: str | os.PathLike) -> list[tuple[Any, dict[str, Any
             name=name,
             source_path=os.path.abspath(os.fspath(path)),
             metadata=metadata,
+            **style,
         )
     ]
 

@@ -324,3 +324,18 @@ def test_sidecars_of_every_shape_are_read_through_the_one_schema(make_napari_vie
     a.save(str(tmp_path / "again.nii.gz"), plugin=PLUGIN)
     side = json.loads((tmp_path / "again.json").read_text())
     assert side["rater"] == "dr.smith" and side["kind"] == "labels" and side["softseg_confidence"]["levels"][1]["value"] == 1.0
+
+
+def test_rater_files_open_in_distinct_colours(make_napari_viewer, tmp_path):
+    """Issue 11 #8: rater-1 .. rater-4 opened with File > Open, no widget needed."""
+    viewer = make_napari_viewer()
+    top = []
+    for r in range(1, 5):
+        lv = np.zeros(SHAPE, np.uint8)
+        lv[1:4, 1:4, 1:3] = 1
+        lv[2, 2, 2] = 3
+        (layer,) = viewer.open(_save(tmp_path / f"rater-{r}.nii.gz", lv, AFFINES["lps"]), plugin=PLUGIN)
+        cmap = layer.colormap.color_dict
+        assert cmap[0][3] == 0 and cmap[1][3] < cmap[3][3] == 1.0  # stronger colour for a higher level
+        top.append(tuple(np.round(cmap[3][:3], 3)))
+    assert len(set(top)) == 4

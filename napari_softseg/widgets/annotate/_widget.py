@@ -517,8 +517,10 @@ class AnnotateWidget(Container):
                 else ConfidenceScale.linear(min(top, MAX_LEVELS))
             )
         layer.metadata.setdefault(RATER_KEY, layer.name)
-        if not isinstance(layer.metadata.get(HUE_KEY), int):
-            others = [lyr for lyr in self.viewer.layers if layer_uid(lyr) != uid]
+        others = [lyr for lyr in self.viewer.layers if layer_uid(lyr) != uid]
+        hue = layer.metadata.get(HUE_KEY)
+        # keep the layer's hue unless another open rater has it (the reader guesses from the id)
+        if not isinstance(hue, int) or next_free_hue(others, prefer=hue) != hue % len(PALETTE):
             layer.metadata[HUE_KEY] = next_free_hue(others)
         layer.metadata.setdefault("softseg_role", "rater")
         self._style(layer, scale)
