@@ -284,7 +284,15 @@ def test_label_maps_from_files_with_a_dataset_json(make_napari_viewer, menu_widg
     assert "number of classes" in widget._message.value and "--" not in widget._message.value
     assert widget.load_dataset_json(painted["folder"] / "labels" / "dataset.json") == CLASSES
     assert widget._classes.value == 3 and "1 grey matter" in widget._class_names.value
+    widget._per_class.value = True  # one disagreement layer per class too
     out = _fuse(widget, qtbot, "STAPLE")
+    for k, name in enumerate(CLASSES, start=1):
+        layer = viewer.layers[f"disagreement · {name}"]
+        assert role(layer) == "disagreement" and not layer.visible
+        np.testing.assert_array_equal(np.asarray(layer.data), out.result.class_disagreement[k])
+        votes = np.mean([np.asarray(lyr.data) == k for lyr in layers], axis=0)  # share of raters voting k
+        by_hand = -(votes * np.log(np.where(votes > 0, votes, 1)) + (1 - votes) * np.log(np.where(votes < 1, 1 - votes, 1)))
+        np.testing.assert_allclose(np.asarray(layer.data), by_hand, atol=1e-6)
     summary, fused, probs = _cli(painted["label_files"], "staple", tmp_path / "cli.nii.gz", capsys,
                                  "--dataset-json", str(painted["folder"] / "labels" / "dataset.json"))
     geometry = DisplayGeometry.from_metadata(layers[0].metadata)

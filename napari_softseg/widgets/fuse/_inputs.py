@@ -200,7 +200,10 @@ class RaterInput:
         """The painted class of each voxel (0..K, any confidence): :func:`softseg.class_levels.label_map`."""
         from softseg.class_levels import label_map
 
-        return label_map(self.data, n_classes=n_classes, n_levels=self.n_levels, name=f"layer {self.name!r}")
+        data = self.data
+        if self.n_levels == 1 and data.dtype.kind in "u" and data.size and int(data.max()) <= n_classes:
+            return data  # one level: the codes are the classes (decode would copy 4 times for nothing)
+        return label_map(data, n_classes=n_classes, n_levels=self.n_levels, name=f"layer {self.name!r}")
 
     def class_probabilities(self, n_classes: int) -> np.ndarray:
         """(K+1, *spatial) float32 class probabilities: each class's painted confidence

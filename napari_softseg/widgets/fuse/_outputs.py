@@ -106,7 +106,7 @@ def _soft(slot: str, name: str, role: str, data: np.ndarray, hue: Any, limit: fl
     return OutputLayer(slot, name, role, "soft", data, style, dict(metadata or {}), visible)
 
 
-def output_layers(out: FusionOutput, *, per_class_disagreement: bool = True,
+def output_layers(out: FusionOutput, *, per_class_disagreement: bool = False,
                   provenance: Mapping[str, Any] | None = None) -> list[OutputLayer]:
     """The layers of one fusion, bottom to top (see the module table).
 
@@ -152,7 +152,7 @@ def output_layers(out: FusionOutput, *, per_class_disagreement: bool = True,
         for c in range(1, k + 1):
             layers.append(_soft(f"probability-{c}", f"{title} · {names[c - 1]}", role, res.probability[c],
                                 colours[c], metadata={CLASS_KEY: {"index": c, "name": names[c - 1]}}))
-    style = {"colormap": _label_colormap(colours), "opacity": 0.6}
+    style = {"colormap": _label_colormap(colours), "opacity": 0.5}
     meta = {**fused_meta, CLASS_KEY: list(names)}
     layers.append(OutputLayer("fused", f"fused labels ({out.method})", "fused", "labels", res.fused, style, meta, True))
     return layers
@@ -218,10 +218,9 @@ def show_outputs(viewer: Any, specs: list[OutputLayer], geometry: DisplayGeometr
                 layer.name_overlay.visible = True  # the colour bar's title
                 layer.name_overlay.position = layer.colorbar.position
         shown[spec.slot] = layer_uid(layer)
-    # the new results on top, in the given order
-    for spec in specs:
-        layer = find_layer(viewer.layers, shown[spec.slot])
-        index = viewer.layers.index(layer)
-        if index != len(viewer.layers) - 1:
-            viewer.layers.move(index, len(viewer.layers))
+    # the new results on top, in the given order (one move: each move redraws the canvas)
+    uids = [layer_uid(lyr) for lyr in viewer.layers]
+    wanted_order = [shown[spec.slot] for spec in specs]
+    if uids[-len(wanted_order):] != wanted_order:
+        viewer.layers.move_multiple([uids.index(u) for u in wanted_order], len(uids))
     return shown

@@ -21,7 +21,7 @@ from magicgui.widgets import (
     Table,
 )
 from napari.qt.threading import thread_worker
-from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QSizePolicy, QStyledItemDelegate, QVBoxLayout, QWidget
 
 from softseg import __version__
 from softseg.errors import InputError
@@ -65,6 +65,11 @@ def _reference_text(out: FusionOutput) -> str:
     if out.multiclass and out.result.method == "average":
         return f"the class fractions of the raters{region}"
     return f"soft counts against the fused map{region}"
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    """A table cell: fixed decimals (no "1.500e-03")."""
+    return f"{float(value):.{digits}f}"
 
 
 def _empty_table(table: Table) -> None:
@@ -121,20 +126,22 @@ class FuseWidget(Container):
             "'whole volume' uses every voxel (as SimpleITK)."
         )
         self._margin = SpinBox(label="Margin (voxels)", min=0, max=200, value=10)
-        self._confidence = CheckBox(text="Use painted confidence (classes)", value=True)
+        self._confidence = CheckBox(text="Painted confidence", value=True)
         self._confidence.tooltip = (
             "Classes painted with confidence levels: the class average uses each level's value.\n"
             "STAPLE and majority vote need one class per voxel: untick to fuse each voxel's "
             "painted class, whatever its confidence."
         )
-        self._per_class = CheckBox(text="Disagreement layer per class", value=True)
+        self._per_class = CheckBox(text="Disagreement per class", value=False)
+        self._per_class.tooltip = "Classes: also one layer per class with the entropy of that class's votes"
 
         # ---- results
         self._caption = Label(value="")
         self._table = Table(value={"data": [], "index": [], "columns": []})
         self._table.min_height = 80
         self._table.max_height = 170
-        self._confusion_rater = ComboBox(label="Confusion matrix of", choices=[])
+        self._confusion_rater = ComboBox(label="Confusion of", choices=[])
+        self._confusion_rater.tooltip = "The rater whose confusion matrix is shown below"
         self._confusion_caption = Label(value="")
         self._confusion = Table(value={"data": [], "index": [], "columns": []})
         self._confusion.min_height = 80
@@ -150,6 +157,9 @@ class FuseWidget(Container):
 
         for label in (self._message, self._caption, self._confusion_caption, self._dice_caption, self._class_names):
             label.native.setWordWrap(True)
+            # as wide as the dock, wrapping there (Qt's own hint would keep the lines ~250 px long)
+            label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.native.setMinimumWidth(60)
         self._build_layout()
 
         self._run.changed.connect(lambda: self.run())
@@ -174,20 +184,14 @@ class FuseWidget(Container):
         parts = (inputs, method, options, confusion, save)
         for part in parts:
             part.margins = (0, 0, 0, 0)
-        classes_row = QWidget()
-        row = QHBoxLayout(classes_row)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self._class_names.native, 1)
-        row.addWidget(self._dataset.native)
-
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(4)
-        for widget in (inputs.native, classes_row, method.native, self._run.native, self._progress.native,
-                       self._message.native, self._switch.native):
+        for widget in (inputs.native, self._class_names.native, method.native, self._run.native,
+                       self._progress.native, self._message.native, self._switch.native):
             layout.addWidget(widget)
-        self._options_section = collapsible("Options: region, classes", options.native)
+        self._options_section = collapsible("Options: region, classes", options.native, self._dataset.native)
         layout.addWidget(self._options_section)
         for widget in (self._caption, self._table, confusion, self._confusion_caption, self._confusion,
                        self._dice_caption, self._dice):
@@ -195,6 +199,16 @@ class FuseWidget(Container):
         self._save_section = collapsible("Save", save.native, self._save.native, expanded=True)
         layout.addWidget(self._save_section)
         layout.addStretch(1)
+        for table in (self._table, self._confusion, self._dice, self._raters):
+            # as narrow as the dock: a wide table scrolls inside itself
+            table.native.setSizePolicy(QSizePolicy.Policy.Ignored, table.native.sizePolicy().verticalPolicy())
+            table.native.setMinimumWidth(60)
+        for table in (self._table, self._confusion, self._dice):
+            # cells as written (fixed decimals), not magicgui's "1.260e-02" for values below 0.1
+            table.native.setItemDelegate(QStyledItemDelegate(table.native))
+        for combo in (self._method, self._roi, self._confusion_rater):
+            combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.native.setMinimumContentsLength(8)
         self._parts = parts  # keep the magicgui containers alive
         super().__init__(widgets=[], labels=False)
         self.margins = (0, 0, 0, 0)
@@ -492,7 +506,7 @@ class FuseWidget(Container):
         multi = out.multiclass
         if multi:
             labels = list(out.class_labels)
-            diag = [[round(float(v), 4) for v in np.diag(m)] for m in out.result.confusion]
+            diag = [[_fmt(v) for v in np.diag(m)] for m in out.result.confusion]
             self._table.value = {"data": diag, "index": names, "columns": labels}
             self._caption.value = (
                 f"Each rater's agreement per true class (diagonal of the confusion matrix; against "
@@ -502,12 +516,12 @@ class FuseWidget(Container):
             self._confusion_rater.value = names[0]
             self._show_confusion()
         else:
-            rows = [[round(float(s), 4), round(float(q), 4)] for s, q in zip(out.sensitivity, out.specificity)]
+            rows = [[_fmt(s), _fmt(q)] for s, q in zip(out.sensitivity, out.specificity)]
             self._table.value = {"data": rows, "index": names, "columns": ["sensitivity", "specificity"]}
             self._caption.value = f"Each rater's sensitivity / specificity ({_reference_text(out)}{region}):"
         for widget in (self._confusion_box, self._confusion, self._confusion_caption):
             widget.visible = multi
-        dice = [[round(float(d), 3) for d in row] for row in out.pairwise_dice]
+        dice = [[_fmt(d, 3) for d in row] for row in out.pairwise_dice]
         self._dice.value = {"data": dice, "index": names, "columns": names}
         what = "mean over the classes" if multi else "1 = identical"
         self._dice_caption.value = f"Pairwise Dice between raters ({what}):"
@@ -521,7 +535,7 @@ class FuseWidget(Container):
             return
         j = list(out.names).index(self._confusion_rater.value)
         labels = list(out.class_labels)
-        matrix = [[round(float(v), 4) for v in row] for row in out.result.confusion[j]]
+        matrix = [[_fmt(v) for v in row] for row in out.result.confusion[j]]
         self._confusion.value = {"data": matrix, "index": [f"true {n}" for n in labels], "columns": labels}
         self._confusion.native.resizeColumnsToContents()
         self._confusion_caption.value = (
@@ -531,16 +545,16 @@ class FuseWidget(Container):
     def table_rows(self) -> dict[str, list]:
         """The rater table as shown: ``{rater: [sensitivity, specificity]}``, or per class
         (background first) for a multi-class fusion."""
-        return dict(zip(self._table.row_headers, self._table.data.to_list()))
+        return {k: [float(v) for v in row] for k, row in zip(self._table.row_headers, self._table.data.to_list())}
 
     def dice_matrix(self) -> np.ndarray:
         """The pairwise Dice table as shown (3 decimals)."""
-        return np.array(self._dice.data.to_list(), dtype=float)
+        return np.array(self._dice.data.to_list(), dtype=np.float64)
 
     def confusion_matrix(self, rater: str) -> np.ndarray:
         """The confusion matrix shown for ``rater`` (4 decimals; rows = true class)."""
         self._confusion_rater.value = rater
-        return np.array(self._confusion.data.to_list(), dtype=float)
+        return np.array(self._confusion.data.to_list(), dtype=np.float64)
 
     # ------------------------------------------------------------------ save
     def save(self, path: str | Path | None = None) -> list[Path] | None:
