@@ -346,7 +346,7 @@ def write_snapshot(
     rater: str,
     levels: np.ndarray,
     *,
-    session: str,
+    session: str | None = None,
     geometry: DisplayGeometry | None = None,
     scale: ConfidenceScale | None = None,
     source_image: str | os.PathLike | None = None,
@@ -366,8 +366,10 @@ def write_snapshot(
         Rater id (exact; see :func:`rater_key`).
     levels : ndarray, shape (S, P, L), integer
         The level map in napari order (a copy of ``layer.data``).
-    session : str
-        The autosave session (:func:`new_session_id`), 4-32 lower-case letters or digits.
+    session : str, optional
+        The autosave session (:func:`new_session_id`), 4-32 lower-case letters or digits: the
+        snapshots of one rater layer share it, and only a session's newest snapshot is offered.
+        A new session when not given (a one-off snapshot).
     geometry : DisplayGeometry, optional
         The image's geometry: the snapshot is then a normal rater file in the image's own
         orientation, affine and header. Without it the array is stored as is (display order)
@@ -395,6 +397,7 @@ def write_snapshot(
         Bad rater id, session or array; ``OSError`` from the file system is passed on (the
         previous snapshots are untouched either way).
     """
+    session = new_session_id() if session is None else session
     if not re.fullmatch(r"[0-9a-z]{4,32}", str(session)):
         raise InputError(
             f"autosave session id {session!r} must be 4-32 lower-case letters or digits"

@@ -546,3 +546,14 @@ def test_writer_killed_between_image_and_json_still_lists_the_new_snapshot(folde
     np.testing.assert_array_equal(
         load_snapshot(rec, geometry=geometry), np.full(geometry.display_shape, 3, np.uint8)
     )
+
+
+def test_one_off_snapshots_without_a_session_are_each_their_own_work(folder, image, geometry):
+    """The reliability reproductions call write_snapshot without a session: nothing is lost."""
+    a, b = _levels(geometry, 11), _levels(geometry, 12)
+    write_snapshot(folder, "alice", a, geometry=geometry, now=time.time() - 5)
+    write_snapshot(folder, "alice", b, geometry=geometry)
+    recs = list_recoveries(image)
+    assert len(recs) == 2 and len({r.session for r in recs}) == 2
+    np.testing.assert_array_equal(load_snapshot(recs[0], geometry=geometry), b)
+    np.testing.assert_array_equal(load_snapshot(recs[1], geometry=geometry), a)
