@@ -30,7 +30,7 @@ from softseg.geometry import DisplayGeometry
 
 from napari_softseg._metadata import find_layer, layer_uid
 from napari_softseg._raters import geometry_of
-from napari_softseg.widgets._common import collapsible, confirm_overwrite, notify, scroll_area
+from napari_softseg.widgets._common import PaintModeRemovalGuard, collapsible, confirm_overwrite, notify, scroll_area
 from napari_softseg.widgets.fuse._inputs import class_tags, collect_raters, is_rater_candidate, layer_classes
 from napari_softseg.widgets.fuse._outputs import output_layers, show_outputs
 from napari_softseg.widgets.fuse._run import (
@@ -172,6 +172,9 @@ class FuseWidget(Container):
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_inserted)
         layers.events.removed.connect(self._on_removed)
+        # a fused Labels layer may be corrected with the brush: removing it in paint mode must not
+        # crash napari (the shared guard, see widgets/_common.py)
+        self._removal_guard = PaintModeRemovalGuard(self.viewer, self.native)
         self.native.destroyed.connect(lambda *_: self.close_widget())
         self._on_classes()
 
@@ -301,6 +304,7 @@ class FuseWidget(Container):
                 emitter.disconnect(callback)
             except (TypeError, ValueError, RuntimeError):
                 pass
+        self._removal_guard.close()
         if self.worker is not None:
             try:
                 self.worker.quit()
