@@ -224,7 +224,7 @@ def test_crash_mid_save_keeps_previous_snapshot_and_a_new_viewer_restores_it(
     saved = np.array(layer.data, copy=True)
 
     # the next save dies after the temporary file was started (disk full, process killed ...)
-    import softseg.autosave as autosave_mod
+    import softseg.autosave.store as autosave_mod
 
     real = autosave_mod.save_volume
 

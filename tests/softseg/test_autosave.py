@@ -468,7 +468,7 @@ _KILL_SCRIPT = textwrap.dedent(
     import sys, time
     import numpy as np
     import nibabel as nib
-    import softseg.autosave as autosave
+    import softseg.autosave.store as autosave
     from softseg.confidence import ConfidenceScale
     from softseg.geometry import DisplayGeometry
 
