@@ -18,6 +18,7 @@ Modules: :mod:`._widget` (the dock), :mod:`._autosave` (sessions by layer uid), 
 """
 
 from napari_softseg.widgets.annotate._autosave import AutosaveController, RaterAutosave
-from napari_softseg.widgets.annotate._widget import AnnotateWidget, export_path_for
+from napari_softseg.widgets.annotate._files import export_path_for
+from napari_softseg.widgets.annotate._widget import AnnotateWidget
 
 __all__ = ["AnnotateWidget", "AutosaveController", "RaterAutosave", "export_path_for"]

@@ -10,11 +10,19 @@ or *Discard* (asks again; nothing is deleted, see :func:`softseg.autosave.prune_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 from qtpy.QtWidgets import QMessageBox, QWidget
 
-from softseg.autosave import Recovery
+from softseg.autosave import Recovery, load_snapshot
+from softseg.confidence import MAX_LEVELS, ConfidenceScale
+from softseg.errors import InputError
+from softseg.geometry import DisplayGeometry
+
+from napari_softseg._raters import hue_index_of_color
 
 from napari_softseg.widgets._common import ask, banner
 
@@ -108,3 +116,65 @@ class RecoveryBanner:
     def hide(self) -> None:
         self.recoveries = []
         self.widget.setVisible(False)
+
+
+@dataclass(frozen=True, eq=False)
+class Restoration:
+    """What restoring one snapshot makes: a rater layer's levels, name, scale and colour.
+
+    ``as_copy``: the work comes back beside an open layer of the rater ("keep both"), under
+    ``rater`` = ``"<id> (recovered HH:MM)"``; ``hue``: the palette index it had, when known.
+    """
+
+    recovery: Recovery
+    levels: np.ndarray
+    rater: str
+    scale: ConfidenceScale
+    as_copy: bool
+    hue: int | None
+
+
+def plan_restore(
+    rec: Recovery,
+    *,
+    geometry: DisplayGeometry,
+    shape: tuple[int, ...],
+    taken: Collection[str],
+    as_copy: bool = False,
+    image_name: str = "the image",
+) -> Restoration:
+    """Read a snapshot for restoring into an image of display *shape* (no layer touched).
+
+    A rater id in *taken* (an open layer has it) always comes back as a copy, so an existing
+    layer's data is never replaced.
+
+    Raises
+    ------
+    InputError
+        The snapshot cannot be read or belongs to another image (shapes named).
+    """
+    levels = load_snapshot(rec, geometry=geometry if rec.order == "file" else None)
+    if tuple(levels.shape) != tuple(shape):
+        raise InputError(
+            f"snapshot {rec.path.name} has shape {levels.shape}, {image_name} has {tuple(shape)}; "
+            "it belongs to another image"
+        )
+    scale = rec.scale or ConfidenceScale.linear(max(1, min(MAX_LEVELS, int(levels.max()))))
+    copy = as_copy or rec.rater in taken
+    name = rec.rater
+    if copy:
+        same_day = time.localtime(rec.saved_at)[:3] == time.localtime()[:3]
+        stamp = time.strftime(
+            "%H:%M" if same_day else "%Y-%m-%d %H:%M", time.localtime(rec.saved_at)
+        )
+        name, k = f"{rec.rater} (recovered {stamp})", 2
+        while name in taken:
+            name, k = f"{rec.rater} (recovered {stamp}, {k})", k + 1
+    return Restoration(
+        recovery=rec,
+        levels=levels.astype(np.uint8),
+        rater=name,
+        scale=scale,
+        as_copy=copy,
+        hue=hue_index_of_color(rec.color),
+    )

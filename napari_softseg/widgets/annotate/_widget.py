@@ -10,7 +10,6 @@ Python identity (the Plugins menu hands the widget proxies).
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -25,28 +24,23 @@ from magicgui.widgets import (
     Label,
     LineEdit,
     PushButton,
-    SpinBox,
-    Table,
 )
 from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
-from softseg import __version__
 from softseg.autosave import (
     Recovery,
     discard_recovery,
     list_recoveries,
-    load_snapshot,
     mark_recovery,
     rater_file_stem,
     record_export,
 )
-from softseg.confidence import MAX_LEVELS, PRESETS, ConfidenceScale, detect_label_kind
+from softseg.confidence import MAX_LEVELS, ConfidenceScale
 from softseg.confidence import METADATA_KEY as SCALE_KEY
 from softseg.errors import InputError
-from softseg.geometry import DisplayGeometry, display_geometry, save_display_array
-from softseg.io import load_volume, sidecar_path
-from softseg.sidecar import RaterSidecar, read_rater_sidecar
+from softseg.geometry import DisplayGeometry
+from softseg.io import sidecar_path
 
 from napari_softseg._layers import add_volume_layer
 from napari_softseg._metadata import (
@@ -61,7 +55,6 @@ from napari_softseg._metadata import (
 from napari_softseg._raters import (
     PALETTE,
     geometry_of,
-    hue_index_of_color,
     hue_of,
     is_level_layer,
     layer_scale,
@@ -78,6 +71,12 @@ from napari_softseg.widgets._common import (
     notify,
     scroll_area,
 )
+from napari_softseg.widgets.annotate._files import (
+    export_path_for,
+    read_rater_file,
+    write_rater_file,
+)
+from napari_softseg.widgets.annotate._scale_editor import ScaleEditor
 from napari_softseg.widgets.annotate._autosave import (
     AutosaveController,
     FlushOnClose,
@@ -99,20 +98,15 @@ from napari_softseg.widgets.annotate._recovery import (
     ask_pending,
     confirm_discard,
     describe,
+    plan_restore,
 )
 
 __all__ = ["SOURCE", "AnnotateWidget", "export_path_for"]
 
 #: Name shown as the source of this widget's notifications.
 SOURCE = "Soft annotation"
-_CUSTOM = "custom"
 EXPORT_SOFT = "soft map (float32)"
 EXPORT_LEVELS = "levels (integer)"
-_LEVELS_SUFFIX = "_levels"
-
-
-def _now_iso() -> str:
-    return _dt.datetime.now(tz=_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _source_of(layer: Any) -> Path | None:
@@ -120,32 +114,6 @@ def _source_of(layer: Any) -> Path | None:
         return None
     src = layer.metadata.get(SOURCE_KEY) or getattr(layer.source, "path", None)
     return Path(src) if src else None
-
-
-def _nifti_stem(name: str) -> tuple[str, str]:
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    return name, ".nii.gz"
-
-
-def export_path_for(path: str | Path, *, levels: bool) -> Path:
-    """*path* renamed for what it holds: ``x.nii.gz`` (soft map) <-> ``x_levels.nii.gz`` (levels)."""
-    path = Path(path)
-    stem, ext = _nifti_stem(path.name)
-    if stem.endswith(_LEVELS_SUFFIX):
-        stem = stem[: -len(_LEVELS_SUFFIX)]
-    return path.with_name(f"{stem}{_LEVELS_SUFFIX if levels else ''}{ext}")
-
-
-def _rater_id_from_file(path: Path, sidecar: RaterSidecar | None) -> str:
-    if sidecar is not None and sidecar.rater:
-        return str(sidecar.rater)
-    stem, _ = _nifti_stem(path.name)
-    for prefix in ("rater-", "rater_"):
-        if stem.startswith(prefix) and len(stem) > len(prefix):
-            stem = stem[len(prefix) :]
-    return stem
 
 
 class AnnotateWidget(Container):
@@ -187,20 +155,10 @@ class AnnotateWidget(Container):
         self._slices = SliceNavigator(self.viewer)
 
         # ---- confidence scale (folded)
-        self._preset = ComboBox(
-            label="Scale", choices=[*PRESETS, _CUSTOM], value=next(iter(PRESETS))
-        )
-        self._n_levels = SpinBox(label="Levels", min=1, max=MAX_LEVELS, value=3)
-        self._editor_scale = ConfidenceScale.default()
-        self._table = Table(value=self._table_value(self._editor_scale))
-        self._table.tooltip = "One row per level (1 = lowest confidence). Edit names and soft values in (0, 1], then Apply."
-        self._table.min_height = 110
-        self._table.max_height = 200
-        self._apply = PushButton(text="Apply scale to layer")
-        scale_box = Container(widgets=[self._preset, self._n_levels], labels=True)
-        scale_box.margins = (0, 0, 0, 0)
-        scale_all = Container(widgets=[scale_box, self._table, self._apply], labels=False)
-        scale_all.margins = (0, 0, 0, 0)
+        self._scale = ScaleEditor()
+        # the editor's widgets, as attributes of the dock (tests and scripts use them)
+        self._preset, self._n_levels = self._scale.preset, self._scale.n_levels
+        self._table, self._apply = self._scale.table, self._scale.apply
 
         # ---- export / open (folded)
         self._export_kind = ComboBox(label="Export as", choices=[EXPORT_SOFT, EXPORT_LEVELS])
@@ -224,13 +182,13 @@ class AnnotateWidget(Container):
         layout.addWidget(self._levels_title.native)
         layout.addWidget(self._level_bar)
         layout.addWidget(self._slices)
-        self._scale_section = collapsible("Confidence scale", scale_all.native)
+        self._scale_section = collapsible("Confidence scale", self._scale.container.native)
         self._io_section = collapsible("Export / open rater files", io_all.native, expanded=True)
         layout.addWidget(self._scale_section)
         layout.addWidget(self._io_section)
         layout.addWidget(self._status.native)
         layout.addStretch(1)
-        self._body_parts = (top, scale_all, io_all)  # keep the magicgui containers alive
+        self._body_parts = (top, io_all)  # keep the magicgui containers alive
         super().__init__(widgets=[], labels=False)
         self.margins = (0, 0, 0, 0)
         self.native.layout().addWidget(scroll_area(body))
@@ -253,8 +211,6 @@ class AnnotateWidget(Container):
         self._add.changed.connect(lambda: self._guard(self._add_clicked))
         self._layer.changed.connect(self._on_layer_choice)
         self._image.changed.connect(self._on_image_choice)
-        self._preset.changed.connect(self._on_preset)
-        self._n_levels.changed.connect(self._on_n_levels)
         self._apply.changed.connect(lambda: self._guard(self.apply_scale))
         self._export.changed.connect(lambda: self._guard(self._export_clicked))
         self._open.changed.connect(lambda: self._guard(self._open_clicked))
@@ -631,58 +587,12 @@ class AnnotateWidget(Container):
         self._sync_bar(layer_uid(layer))
 
     # ------------------------------------------------------------------ scale editor
-    @staticmethod
-    def _table_value(scale: ConfidenceScale) -> dict[str, Any]:
-        return {
-            "data": [[n, round(v, 4)] for n, v in zip(scale.names, scale.values)],
-            "index": list(range(1, scale.n_levels + 1)),
-            "columns": ["name", "soft value"],
-        }
-
     def _load_editor(self, scale: ConfidenceScale) -> None:
-        self._syncing = True
-        try:
-            preset = next((k for k, v in PRESETS.items() if v == scale), _CUSTOM)
-            self._preset.value = preset
-            self._n_levels.value = scale.n_levels
-            self._table.value = self._table_value(scale)
-            self._editor_scale = scale
-        finally:
-            self._syncing = False
-
-    def _on_preset(self, name: str) -> None:
-        if self._syncing or name == _CUSTOM:
-            return
-        self._load_editor(PRESETS[name])
-
-    def _on_n_levels(self, n: int) -> None:
-        if self._syncing:
-            return
-        self._load_editor(ConfidenceScale.linear(int(n)))
-        self._preset.value = next(
-            (k for k, v in PRESETS.items() if v == ConfidenceScale.linear(int(n))), _CUSTOM
-        )
+        self._scale.load(scale)
 
     def scale_from_editor(self) -> ConfidenceScale:
-        """The scale typed in the table (InputError when it is not valid)."""
-        rows = self._table.data.to_list()
-        names, values = [], []
-        for i, row in enumerate(rows, start=1):
-            name, value = (row + [None, None])[:2]
-            try:
-                values.append(float(value))
-            except (TypeError, ValueError):
-                raise InputError(
-                    f"level {i}: soft value {value!r} is not a number; type a value in (0, 1]"
-                ) from None
-            names.append(str(name) if name not in (None, "") else f"level {i}")
-        typed = ConfidenceScale(values=tuple(values), names=tuple(names))
-        shown = self._editor_scale
-        if typed.names == shown.names and np.allclose(
-            typed.values, [round(v, 4) for v in shown.values], atol=0, rtol=0
-        ):
-            return shown  # unchanged: keep the exact values (1/3, not 0.3333)
-        return typed
+        """The scale typed in the editor's table (InputError when it is not valid)."""
+        return self._scale.scale()
 
     def set_scale(self, scale: ConfidenceScale, *, layer: Labels | None = None) -> None:
         """Show *scale* in the editor and apply it to the rater layer."""
@@ -790,29 +700,16 @@ class AnnotateWidget(Container):
         as_levels = (
             (self._export_kind.value == EXPORT_LEVELS) if as_levels is None else bool(as_levels)
         )
-        if not overwrite:
-            taken = [p for p in (path, sidecar_path(path)) if p.exists()]
-            if taken:
-                raise InputError(
-                    f"{taken[0].name} exists already in {taken[0].parent}; choose another file name, "
-                    "or confirm replacing it"
-                )
-        geometry = geometry_of(layer)
-        levels = np.array(layer.data, copy=True)
-        scale = layer_scale(layer) or ConfidenceScale.binary()
-        out = levels.astype(np.uint8) if as_levels else scale.to_soft(levels)
-        rater = rater_id(layer)
         image = self.image_layer
-        source = layer.metadata.get(SOURCE_KEY) or (image.name if image is not None else None)
-        sidecar = RaterSidecar(
-            rater=rater,
-            kind="labels" if as_levels else "soft",
-            scale=scale,
-            source_image=None if source is None else str(source),
-            software=f"napari-softseg {__version__}",
-            extra={"exported_at": _now_iso()},
+        levels = np.array(layer.data, copy=True)
+        rater = rater_id(layer)
+        written = write_rater_file(
+            layer,
+            path,
+            as_levels=as_levels,
+            overwrite=overwrite,
+            source_image=image.name if image is not None else None,
         )
-        written = save_display_array(path, out, geometry, overwrite=True, sidecar=sidecar.to_json())
         session = self.autosave.for_layer(layer)
         if session is not None:
             try:
@@ -863,20 +760,20 @@ class AnnotateWidget(Container):
         InputError
             Unreadable file, not a rater map, or a shape that differs from the image's.
         """
-        path = Path(path)
-        vol = load_volume(path, label=True)
-        sidecar = read_rater_sidecar(path)
-        kind = detect_label_kind(vol.array, name=path.name)
-        geom = display_geometry(vol)
-        data = geom.to_display(vol.array)
         image = image or self.image_layer
-        if image is not None and tuple(np.shape(image.data)) != tuple(data.shape):
-            raise InputError(
-                f"{path.name}: shape {tuple(data.shape)} differs from image {image.name!r} shape "
-                f"{tuple(np.shape(image.data))}; open the rater file that belongs to this image"
-            )
-        rater = _rater_id_from_file(path, sidecar)
-        scale = sidecar.scale if sidecar is not None else None
+        got = read_rater_file(
+            path,
+            shape=None if image is None else tuple(np.shape(image.data)),
+            image_name="the image" if image is None else f"image {image.name!r}",
+        )
+        path, data, geom, rater, scale, kind = (
+            got.path,
+            got.data,
+            got.geometry,
+            got.rater,
+            got.scale,
+            got.kind,
+        )
         hue = next_free_hue(self.viewer.layers)
         if kind == "soft":
             metadata: dict[str, Any] = {RATER_KEY: rater, HUE_KEY: hue}
@@ -894,18 +791,11 @@ class AnnotateWidget(Container):
                 blending="translucent",
                 opacity=0.85,
             )
-        if scale is None:
-            top = int(np.max(data))
-            scale = ConfidenceScale.binary() if kind == "binary" else ConfidenceScale.linear(top)
-            if kind == "levels":
-                self._message(
-                    f"{path.name}: no JSON sidecar with a confidence scale; assuming {top} equal steps "
-                    f"{', '.join(f'{v:.2g}' for v in scale.values)}",
-                    severity="warning",
-                )
-        elif int(np.max(data)) > scale.n_levels:
-            raise InputError(
-                f"{path.name}: holds level {int(np.max(data))} but its sidecar scale has {scale.n_levels} levels"
+        if got.scale_guessed:
+            self._message(
+                f"{path.name}: no JSON sidecar with a confidence scale; assuming {scale.n_levels} "
+                f"equal steps {', '.join(f'{v:.2g}' for v in scale.values)}",
+                severity="warning",
             )
         if any(
             isinstance(lyr, Labels) and lyr.metadata.get(RATER_KEY) == rater
@@ -988,46 +878,32 @@ class AnnotateWidget(Container):
         geom = geometry_of(image)
         out: list[Labels] = []
         for rec in sorted(recs, key=lambda r: r.saved_at, reverse=True):
-            levels = load_snapshot(rec, geometry=geom if rec.order == "file" else None)
-            if tuple(levels.shape) != tuple(np.shape(image.data)):
-                raise InputError(
-                    f"snapshot {rec.path.name} has shape {levels.shape}, image {image.name!r} has {np.shape(image.data)}; "
-                    "it belongs to another image"
-                )
-            scale = rec.scale or ConfidenceScale.linear(max(1, min(MAX_LEVELS, int(levels.max()))))
             taken = {
                 str(lyr.metadata.get(RATER_KEY))
                 for lyr in self.viewer.layers
                 if isinstance(lyr, Labels)
             }
-            copy = as_copies or rec.rater in taken
-            name = rec.rater
-            if copy:
-                stamp = time.strftime(
-                    "%H:%M"
-                    if time.localtime(rec.saved_at)[:3] == time.localtime()[:3]
-                    else "%Y-%m-%d %H:%M",
-                    time.localtime(rec.saved_at),
-                )
-                name = f"{rec.rater} (recovered {stamp})"
-                k = 2
-                while name in taken:
-                    name = f"{rec.rater} (recovered {stamp}, {k})"
-                    k += 1
-            hue = next_free_hue(self.viewer.layers, prefer=hue_index_of_color(rec.color))
+            plan = plan_restore(
+                rec,
+                geometry=geom,
+                shape=tuple(np.shape(image.data)),
+                taken=taken,
+                as_copy=as_copies,
+                image_name=f"image {image.name!r}",
+            )
             layer = self._add_levels_layer(
-                levels.astype(np.uint8),
-                rater=name,
-                scale=scale,
+                plan.levels,
+                rater=plan.rater,
+                scale=plan.scale,
                 geometry=geom,
                 image=image,
-                hue=hue,
+                hue=next_free_hue(self.viewer.layers, prefer=plan.hue),
             )
             session = self.autosave.for_layer(layer)
             if session is not None:  # the work now lives in the new layer's session
                 session.snapshot_now()
                 session.flush()
-            mark_recovery(rec, "kept" if copy else "restored")
+            mark_recovery(rec, "kept" if plan.as_copy else "restored")
             out.append(layer)
         self.check_recoveries(image, notify_user=False)
         if out:
