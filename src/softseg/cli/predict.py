@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from softseg import __version__
-    from softseg.io import check_nifti, load_volume, sidecar_path
+    from softseg.io import check_nifti, load_volume, nifti_image, sidecar_path
     from softseg.modelfile import load_model, read_card
     from softseg.outputs import OutputSet
     from softseg.predict import predict_volume
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 "sources": [str(f.resolve()) for f in files],
                 "softseg_version": __version__,
             }
-            outs.save_volume(target, data, like=vols[0])
+            outs.save_image(target, nifti_image(target, data, like=vols[0]))
             outs.write_json(sidecar_path(target), side)
             written.append({"name": name, "path": str(target), "sidecar": str(sidecar_path(target))})
     if not args.json:
