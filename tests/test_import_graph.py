@@ -19,15 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"softseg": ROOT / "src" / "softseg", "napari_softseg": ROOT / "napari_softseg"}
 
-#: Known cycles owned by other engineers: (edge a -> b, owner). Each is an xfail of its own
-#: test below, so the rest of the graph is still checked.
-KNOWN_EDGES: dict[tuple[str, str], str] = {
-    # io <-> geometry and io <-> outputs (lazy imports inside softseg.io)
-    ("softseg.io", "softseg.geometry"): "io",
-    ("softseg.io", "softseg.outputs"): "io",
-}
-
-
 def _modules() -> dict[str, Path]:
     found = {}
     for pkg, folder in PACKAGES.items():
@@ -168,15 +159,5 @@ def test_every_module_imports(module):
 
 
 def test_import_graph_is_acyclic():
-    graph = import_graph()
-    for (a, b) in KNOWN_EDGES:
-        graph[a].discard(b)
-    assert cycles(graph) == [], "import cycles (module groups that import each other)"
-
-
-@pytest.mark.parametrize("edge", sorted(KNOWN_EDGES), ids=lambda e: f"{e[0]}->{e[1]}")
-def test_known_cycle_edges(edge):
-    a, b = edge
-    graph = import_graph()
-    if b in graph[a] and any(a in comp and b in comp for comp in cycles(graph)):
-        pytest.xfail(f"import cycle through {a} -> {b} (owner: {KNOWN_EDGES[edge]})")
+    """Issue 12: no import circle at all (no known exceptions: a cycle is fixed, not listed)."""
+    assert cycles(import_graph()) == [], "import cycles (module groups that import each other)"

@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt_mod
 
+from softseg.affines import voxel_size  # the one voxel size (defined below io; public here)
 from softseg.errors import InputError
 from softseg.io import Volume, save_volume
 
@@ -56,37 +57,6 @@ _HEADER_CLASSES = {"Nifti1Header": nib.Nifti1Header, "Nifti2Header": nib.Nifti2H
 #: differs by at most this (mm): far below any voxel size, far above float32 rounding of a
 #: header's sform (~1e-5 mm at 100 mm from the origin).
 GRID_TOLERANCE_MM = 1e-3
-
-
-def voxel_size(obj: Any) -> tuple[float, float, float]:
-    """The voxel size (mm) along the three file axes: THE one used everywhere in softseg.
-
-    It is the length of each of the affine's first three columns, where the affine is the one
-    nibabel's ``img.affine`` returns (sform if its code is set, else qform, else pixdim). Hausdorff
-    distances and volumes (``softseg evaluate``, ``compare``), training resampling and the
-    viewer's layer scale all use it, so they agree even when a header's pixdim disagrees with its
-    sform (:func:`softseg.io.check_nifti` warns about that).
-
-    Parameters
-    ----------
-    obj : Volume, NiftiInfo, DisplayGeometry, or array-like of shape (4, 4) or (3, 3)
-        Something with an ``affine`` attribute, or the affine itself.
-
-    Returns
-    -------
-    tuple of 3 float
-        mm, in file axis order (not the display order; see :attr:`DisplayGeometry.scale`).
-
-    Examples
-    --------
-    >>> voxel_size(np.diag([0.5, 0.5, 3.0, 1.0]))
-    (0.5, 0.5, 3.0)
-    """
-    affine = np.asarray(getattr(obj, "affine", obj), dtype=np.float64)
-    if affine.shape not in ((4, 4), (3, 3)):
-        raise InputError(f"expected a (4, 4) affine or an object with one; got shape {affine.shape}")
-    norms = np.linalg.norm(affine[:3, :3], axis=0)
-    return tuple(float(v) for v in norms)  # type: ignore[return-value]
 
 
 def check_same_grid(reference: Volume, other: Volume, *, tol: float = GRID_TOLERANCE_MM) -> None:

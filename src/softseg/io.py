@@ -28,13 +28,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
-import json
 import math
 import os
 import stat
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from softseg.affines import voxel_size
 from softseg.errors import GeometryWarning, InputError
+# the generic writers live in softseg.outputs (below io: it never imports io); re-exported here
+from softseg.outputs import OutputSet, atomic_path, check_writable, json_text, write_json
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -110,8 +112,6 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the array's three axes (:func:`softseg.geometry.voxel_size`)."""
-        from softseg.geometry import voxel_size
-
         return voxel_size(self.affine)
 
     @property
@@ -441,8 +441,6 @@ def _affine(path: Path, header: nib.Nifti1Header, shape: tuple[int, int, int]) -
 
 
 def _check_spacing(path: Path, header: nib.Nifti1Header, affine: np.ndarray, ndim: int) -> tuple[float, float, float]:
-    from softseg.geometry import voxel_size
-
     spacing = voxel_size(affine)
     lo, hi = VOXEL_SIZE_RANGE_MM
     if not all(lo <= s <= hi for s in spacing):
@@ -633,60 +631,6 @@ def load_volume(path: str | os.PathLike, *, label: bool = False, what: str | Non
 
 
 # ----------------------------------------------------------------------------- writing
-def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Check, before any work is done, that *path* can be written.
-
-    Raises :class:`InputError` when the folder does not exist or is not writable, or when the
-    file exists and ``overwrite`` is false. Interrupted output sets of killed runs in that
-    folder are rolled back first (:func:`softseg.outputs.recover`), so a file half-committed by a
-    killed run does not block the rerun.
-    """
-    from softseg.outputs import recover
-
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    recover(folder)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give a file name")
-    if os.path.lexists(path) and not overwrite:
-        raise InputError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
-    if not folder.is_dir():
-        raise InputError(f"{path}: folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: folder {folder} is not writable; choose another output folder")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_path(
-    path: str | os.PathLike, *, overwrite: bool = False, durable: bool = False
-) -> Iterator[Path]:
-    """Yield a temporary path next to *path*; on success it is renamed over *path*.
-
-    A one-file :class:`softseg.outputs.OutputSet`: the temporary keeps *path*'s suffix (so
-    ``.nii.gz`` is still compressed by nibabel) and has a recognisable name, removed by the next
-    run if this one is killed. On any exception it is removed and *path* is left as it was.
-
-    The rename makes the write *atomic*: a killed or crashed process leaves either the old file
-    or the new one, never a mix. ``durable=True`` also flushes the data to the disk (fsync)
-    before the rename, so the new file survives a power cut; that costs about a quarter of the
-    write time on uncompressed volumes, so it is used where losing work is expensive and the
-    write is off the user's path (autosave, training checkpoints), not for every save.
-
-    Raises
-    ------
-    InputError
-        The file exists (without ``overwrite``), the folder is missing or not writable.
-    OutputError
-        Disk full, I/O error, read-only file system (one line naming *path*).
-    """
-    from softseg.outputs import OutputSet
-
-    outs = OutputSet([path], overwrite=overwrite, durable=durable)
-    with outs:
-        yield outs.path(path)
-
-
 def _output_dtype(data: np.ndarray) -> np.dtype:
     if data.dtype == np.bool_:
         return np.dtype(np.uint8)
@@ -789,8 +733,6 @@ def save_volume(
     OutputError
         Disk full or I/O error while writing (nothing was written).
     """
-    from softseg.outputs import OutputSet
-
     path = Path(path)
     img = nifti_image(path, data, like=like, affine=affine)
     targets = [path] if sidecar is None else [path, sidecar_path(path)]
@@ -799,24 +741,6 @@ def save_volume(
         outs.save_image(path, img)
         if sidecar is not None:
             outs.write_json(targets[1], sidecar)
-    return path
-
-
-def json_text(obj: Any) -> str:
-    """Pretty JSON text of *obj* as :func:`write_json` writes it (numpy values as Python ones)."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-
-
-def write_json(
-    path: str | os.PathLike, obj: Any, *, overwrite: bool = False, durable: bool = False
-) -> Path:
-    """Write *obj* as pretty JSON, atomically (``durable``: fsync first, see :func:`atomic_path`)."""
-    from softseg.outputs import OutputSet
-
-    path = Path(path)
-    outs = OutputSet([path], overwrite=overwrite, durable=durable)
-    with outs:
-        outs.write_json(path, obj)
     return path
 
 
@@ -841,13 +765,3 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
             f"{side}: a sidecar must be a JSON object ({{...}}); got a {type(data).__name__}; fix or delete it"
         )
     return data
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -37,7 +37,7 @@ Example
 >>> outs = OutputSet([out, sidecar_path(out)], overwrite=False)   # refuses before the work
 >>> fused = ...                                                   # the work
 >>> with outs:
-...     outs.save_volume(out, fused, like=reference)
+...     outs.save_image(out, nifti_image(out, fused, like=reference))   # softseg.io
 ...     outs.write_json(sidecar_path(out), record)
 """
 
@@ -57,13 +57,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from softseg.errors import InputError, OutputError
 
 __all__ = [
     "OutputSet",
+    "atomic_path",
+    "check_writable",
     "is_softseg_temp",
+    "json_text",
     "output_folder",
     "recover",
+    "write_json",
 ]
 
 #: OS errors that mean "the output could not be written" (reported as OutputError, one line).
@@ -90,7 +96,7 @@ _NAME_RE = re.compile(
 )
 
 #: Test hook: called as ``hook(stage, path)`` at ``"write"`` (before a temporary is written by
-#: :meth:`OutputSet.save_volume` / :meth:`OutputSet.write_json`), ``"journal"`` (before the
+#: :meth:`OutputSet.save_image` / :meth:`OutputSet.write_json`), ``"journal"`` (before the
 #: journal is written) and ``"rename"`` (before each rename of a commit). Tests make it raise
 #: ``OSError(ENOSPC)`` or kill the process to check that every set stays all-or-nothing.
 _fault_hook: Callable[[str, Path], None] | None = None
@@ -243,9 +249,31 @@ def recover(folder: str | os.PathLike) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_target(target: Path, *, overwrite: bool, make_dirs: bool, companions: Sequence[Path]) -> None:
-    from softseg.io import check_writable
+def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Check, before any work is done, that *path* can be written.
 
+    Also importable as :func:`softseg.io.check_writable`.
+
+    Raises :class:`InputError` when the folder does not exist or is not writable, or when the
+    file exists and ``overwrite`` is false. Interrupted output sets of killed runs in that
+    folder are rolled back first (:func:`recover`), so a file half-committed by a killed run does
+    not block the rerun.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    recover(folder)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    if os.path.lexists(path) and not overwrite:
+        raise InputError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
+    if not folder.is_dir():
+        raise InputError(f"{path}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: folder {folder} is not writable; choose another output folder")
+    return path
+
+
+def _check_target(target: Path, *, overwrite: bool, make_dirs: bool, companions: Sequence[Path]) -> None:
     folder = target.parent
     if make_dirs and not folder.exists():
         ancestor = folder
@@ -311,7 +339,7 @@ class OutputSet:
 
     Notes
     -----
-    Use as a context manager: the ``with`` block writes the files (:meth:`save_volume`,
+    Use as a context manager: the ``with`` block writes the files (:meth:`save_image`,
     :meth:`write_json`, or any writer given :meth:`path`), a normal exit commits, an exception
     abandons the set. :class:`OutputError` replaces disk-full and I/O errors (one line naming the
     target).
@@ -392,16 +420,12 @@ class OutputSet:
             os.chmod(tmp, mode)
         return tmp
 
-    def save_volume(self, target: str | os.PathLike, data: Any, **kwargs: Any) -> Path:
-        """Write a NIfTI target: ``data`` and the keywords of :func:`softseg.io.save_volume`
-        (``like``, ``affine``; the sidecar is a target of its own)."""
-        from softseg.io import nifti_image
-
-        target = self._key(target)
-        return self.save_image(target, nifti_image(target, data, **kwargs))
-
     def save_image(self, target: str | os.PathLike, img: Any) -> Path:
-        """Write a nibabel image (e.g. from :func:`softseg.io.nifti_image`) into a target."""
+        """Write a nibabel image into a target.
+
+        A NIfTI volume: ``outs.save_image(target, softseg.io.nifti_image(target, data, like=...))``
+        (what :func:`softseg.io.save_volume` does: float32 soft maps, the reference's header).
+        """
         import nibabel as nib
 
         target = self._key(target)
@@ -412,9 +436,7 @@ class OutputSet:
         return target
 
     def write_json(self, target: str | os.PathLike, obj: Any) -> Path:
-        """Write *obj* as pretty JSON into a target."""
-        from softseg.io import json_text
-
+        """Write *obj* as pretty JSON into a target (:func:`json_text`)."""
         target = self._key(target)
         text = json_text(obj)
         tmp = self.path(target)
@@ -634,3 +656,64 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+# ----------------------------------------------------------------------------- one-file sets
+@contextlib.contextmanager
+def atomic_path(
+    path: str | os.PathLike, *, overwrite: bool = False, durable: bool = False
+) -> Iterator[Path]:
+    """Yield a temporary path next to *path*; on success it is renamed over *path*.
+
+    A one-file :class:`OutputSet` (also importable as :func:`softseg.io.atomic_path`): the
+    temporary keeps *path*'s suffix (so ``.nii.gz`` is still compressed by nibabel) and has a
+    recognisable name, removed by the next run if this one is killed. On any exception it is
+    removed and *path* is left as it was.
+
+    The rename makes the write *atomic*: a killed or crashed process leaves either the old file
+    or the new one, never a mix. ``durable=True`` also flushes the data to the disk (fsync)
+    before the rename, so the new file survives a power cut; that costs about a quarter of the
+    write time on uncompressed volumes, so it is used where losing work is expensive and the
+    write is off the user's path (autosave, training checkpoints), not for every save.
+
+    Raises
+    ------
+    InputError
+        The file exists (without ``overwrite``), the folder is missing or not writable.
+    OutputError
+        Disk full, I/O error, read-only file system (one line naming *path*).
+    """
+    outs = OutputSet([path], overwrite=overwrite, durable=durable)
+    with outs:
+        yield outs.path(path)
+
+
+def json_text(obj: Any) -> str:
+    """Pretty JSON text of *obj* as :func:`write_json` writes it.
+
+    numpy scalars and arrays become Python numbers and lists, paths strings. Also importable as
+    :func:`softseg.io.json_text`.
+    """
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
+def write_json(
+    path: str | os.PathLike, obj: Any, *, overwrite: bool = False, durable: bool = False
+) -> Path:
+    """Write *obj* as pretty JSON (:func:`json_text`), atomically (``durable``: fsync first, see
+    :func:`atomic_path`). Also importable as :func:`softseg.io.write_json`."""
+    path = Path(path)
+    outs = OutputSet([path], overwrite=overwrite, durable=durable)
+    with outs:
+        outs.write_json(path, obj)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

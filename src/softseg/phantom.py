@@ -460,13 +460,15 @@ def _phantom_files(folder: Path, ph: Phantom | None = None, *, n_raters: int = 0
 
 
 def _write_files(outs: Any, files: dict[Path, tuple[str, Any]]) -> dict[str, Path]:
+    from softseg.io import nifti_image
+
     out: dict[str, Path] = {}
     for target, (key, what) in files.items():
         if isinstance(what, dict):
             outs.write_json(target, what)
         else:
             data, affine = what
-            out[key] = outs.save_volume(target, data, affine=affine)
+            out[key] = outs.save_image(target, nifti_image(target, data, affine=affine))
     return out
 
 

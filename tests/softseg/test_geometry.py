@@ -266,6 +266,11 @@ def test_voxel_size_is_the_affines_column_lengths_for_every_holder(tmp_path, ori
                 "oblique": (0.9, 1.1, 2.5), "sagittal": (1.0, 1.0, 1.2)}[orientation]
     assert voxel_size(aff) == pytest.approx(expected, abs=1e-12)
     assert voxel_size(aff[:3, :3]) == pytest.approx(expected, abs=1e-12)
+    # nibabel's own helper agrees; io (through softseg.affines) and geometry share one function
+    assert voxel_size(aff) == pytest.approx(tuple(nib.affines.voxel_sizes(aff)), abs=1e-12)
+    import softseg.affines
+
+    assert voxel_size is softseg.affines.voxel_size
     path = tmp_path / "v.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), aff), path)
     vol = load_volume(path)

@@ -25,7 +25,7 @@ import pytest
 
 import softseg.outputs as outputs
 from softseg.errors import InputError, OutputError
-from softseg.io import atomic_path, load_volume, read_sidecar, save_volume, sidecar_path, write_json
+from softseg.io import atomic_path, load_volume, nifti_image, read_sidecar, save_volume, sidecar_path, write_json
 from softseg.outputs import OutputSet, is_softseg_temp, output_folder, recover
 
 
@@ -59,7 +59,7 @@ def test_set_commits_every_file_primary_last(tmp_path, hook):
     calls = hook()
     img, side = tmp_path / "f.nii.gz", tmp_path / "f.json"
     with OutputSet([img, side]) as outs:
-        outs.save_volume(img, _arr(0.5), affine=np.eye(4))
+        outs.save_image(img, nifti_image(img, _arr(0.5), affine=np.eye(4)))
         outs.write_json(side, {"method": "average"})
         assert _listing(tmp_path) == sorted(p.name for p in outs._temps.values())  # only temps so far
         assert all(is_softseg_temp(p) for p in outs._temps.values())
@@ -158,7 +158,7 @@ def test_exception_in_the_body_removes_the_temps(tmp_path):
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(KeyError):
         with OutputSet([tmp_path / "f.nii.gz", tmp_path / "f.json"], overwrite=True) as outs:
-            outs.save_volume(tmp_path / "f.nii.gz", _arr(3))
+            outs.save_image(tmp_path / "f.nii.gz", nifti_image(tmp_path / "f.nii.gz", _arr(3)))
             raise KeyError("the computation failed")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
-from softseg.io import is_nifti_path, sidecar_path
+from softseg.io import is_nifti_path, nifti_image, sidecar_path
 
 from napari_softseg.widgets.fuse._run import ROI_WHOLE, FusionOutput
 
@@ -115,9 +115,9 @@ def write_fusion(path: str | Path, out: FusionOutput, geometry: DisplayGeometry,
 
     with OutputSet(files, overwrite=overwrite) as outputs:
         array, like = volume(res.fused)
-        outputs.save_volume(path, array, like=like)
+        outputs.save_image(path, nifti_image(path, array, like=like))
         for k, target in enumerate(files[2:], start=1):
             array, like = volume(res.probability[k])
-            outputs.save_volume(target, array, like=like)
+            outputs.save_image(target, nifti_image(target, array, like=like))
         outputs.write_json(files[1], json_safe(sidecar))
     return files

@@ -405,7 +405,7 @@ def _header_voxels(paths: Sequence[str]) -> int:
 def run(args: argparse.Namespace) -> int:
     from softseg import __version__
     from softseg.fusion import SoftRatersError, fuse
-    from softseg.io import is_nifti_path, sidecar_path
+    from softseg.io import is_nifti_path, nifti_image, sidecar_path
     from softseg.outputs import OutputSet
     from softseg.sidecar import RaterSidecar
 
@@ -474,9 +474,9 @@ def run(args: argparse.Namespace) -> int:
 
     sidecar = json_safe(sidecar)
     with outputs:
-        outputs.save_volume(out, result.fused, like=volumes[0])
+        outputs.save_image(out, nifti_image(out, result.fused, like=volumes[0]))
         for k, path in enumerate(class_files, start=1):
-            outputs.save_volume(path, result.probability[k], like=volumes[0])
+            outputs.save_image(path, nifti_image(path, result.probability[k], like=volumes[0]))
         outputs.write_json(sidecar_path(out), sidecar)
     bar.step(f"wrote {out.name}")
     bar.close()

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from softseg.confidence import detect_label_kind
     from softseg.geometry import display_geometry, voxel_size
     from softseg.interpolate import interpolate_labels, interpolate_levels
-    from softseg.io import is_nifti_path, load_volume, sidecar_path
+    from softseg.io import is_nifti_path, load_volume, nifti_image, sidecar_path
     from softseg.outputs import OutputSet
     from softseg.sidecar import RaterSidecar, read_rater_sidecar
 
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if filled.dtype != vol.array.dtype:  # a label map checked into uint8: keep the file's dtype
         filled = filled.astype(vol.array.dtype)
     with outputs:
-        outputs.save_volume(out, filled, like=vol)
+        outputs.save_image(out, nifti_image(out, filled, like=vol))
         outputs.write_json(sidecar_path(out), sidecar)
 
     if args.json:
