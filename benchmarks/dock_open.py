@@ -56,10 +56,14 @@ from qtpy.QtWidgets import QApplication
 app = QApplication.instance() or QApplication([])
 tmp = Path(tempfile.mkdtemp(prefix="dock-open-"))
 os.environ["SOFTSEG_RECOVERY_DIR"] = str(tmp / "recovery")
-from softseg.phantom import phantom, write_phantom_files
+from softseg.io import save_volume
+from softseg.phantom import phantom
 
 ph = phantom(n_raters=2, seed=0)
-paths = write_phantom_files(tmp / "sub-01", ph)
+(tmp / "sub-01").mkdir()
+paths = {"image": save_volume(tmp / "sub-01" / "image.nii.gz", ph.image, affine=ph.affine)}
+for r in range(2):
+    paths[f"rater-{r + 1}"] = save_volume(tmp / "sub-01" / f"rater-{r + 1}.nii.gz", ph.raters[r], affine=ph.affine)
 viewer = napari.Viewer(show=True)
 viewer.window._qt_window.resize(1600, 1000)
 for key in ("image", "rater-1", "rater-2"):
