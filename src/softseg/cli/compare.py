@@ -5,11 +5,16 @@ Two forms::
     softseg compare MODEL.safetensors MODEL.safetensors ... --dataset DATASET [--out REPORT]
     softseg compare --train CANDIDATE CANDIDATE ... --dataset DATASET --repeats N [--groups]
                     [--reference softseg] [--epochs E ...] [--resume]
+                    [--executor serial|local|slurm [--gpus-per-job N] [--cpus-per-job N]
+                     [--timeout-min M] [--array-parallelism P] [--slurm-partition NAME]
+                     [--slurm-param KEY=VALUE ...]]
 
 The first evaluates trained models on the dataset's test subjects (mean ± std over subjects);
 the second runs the papers' protocol: N trainings per candidate on paired random (or
 leave-one-group-out) splits, mean ± std over repeats and a two-sided Wilcoxon signed-rank test
 against a reference candidate. ``--resume`` continues an interrupted protocol run.
+``--executor local|slurm`` runs each training as a submitit job (docs/cluster.md); Ctrl-C
+cancels the jobs in flight.
 """
 
 from __future__ import annotations
@@ -68,6 +73,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="rater fusion for candidates without :FUSION (default: %(default)s)")
     g.add_argument("--device", default="auto")
     g.add_argument("--resume", action="store_true", help="continue the run in REPORT_DIR")
+    j = parser.add_argument_group(
+        "--train executors (docs/cluster.md)",
+        "where the trainings run: serial (one after another in this process), local (each a "
+        "submitit job on this machine) or slurm (one Slurm job array through submitit); every "
+        "executor gives the same table and a run may be resumed with another one")
+    j.add_argument("--executor", default="serial", choices=["serial", "local", "slurm"],
+                   help="(default: %(default)s)")
+    j.add_argument("--gpus-per-job", type=int, default=None, metavar="N",
+                   help="GPUs of each job (default: 1 unless --device cpu; local: if a GPU "
+                        "is visible)")
+    j.add_argument("--cpus-per-job", type=int, default=None, metavar="N",
+                   help="CPUs of each job, also its torch threads (Slurm --cpus-per-task)")
+    j.add_argument("--timeout-min", type=int, default=None, metavar="MIN",
+                   help="job time limit in minutes (default: Slurm 1440, local 10080); a job "
+                        "that reaches it is requeued and continues from its checkpoint")
+    j.add_argument("--array-parallelism", type=int, default=None, metavar="N",
+                   help="jobs running at once (Slurm: the array's %%N; local: default one per "
+                        "GPU, or CPUs / --cpus-per-job)")
+    j.add_argument("--slurm-partition", default=None, metavar="PARTITION")
+    j.add_argument("--slurm-param", action="append", default=None, metavar="KEY=VALUE",
+                   help="another submitit Slurm parameter, repeatable: account=lab, mem=32G, "
+                        "qos=high, constraint=a100, 'setup=[\"module load cuda\"]'")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report/run")
     parser.add_argument("--json", action="store_true",
                         help="print the summary as JSON on stdout")
@@ -95,6 +122,16 @@ class _Bar:
         self.stream.flush()
         self._last = text if not self.tty else line
 
+    def note(self, text: str) -> None:
+        """A line that stays (a failure, a resubmission), printed above the bar."""
+        if self.tty:
+            self.stream.write("\r" + " " * len(self._last) + "\r")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        if self.tty and self._last:
+            self.stream.write(self._last)
+            self.stream.flush()
+
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")
@@ -115,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.dataset).is_dir():
         raise InputError(f"{args.dataset}: no such dataset folder")
     bar = _Bar()
+    executor = _executor(args)
     if args.train:
         if args.repeats is None:
             raise InputError("--train needs --repeats N (trainings per candidate)")
@@ -128,15 +166,31 @@ def run(args: argparse.Namespace) -> int:
             fusion=args.fusion, device=args.device)
 
         def on_progress(p: protocol.Progress) -> None:
+            unit = f"{p.candidate} repeat {p.repeat}"
+            if p.stage in ("failed", "resubmit", "attach"):
+                what = {"failed": "failed", "resubmit": "run again",
+                        "attach": "waiting for the job of the interrupted run"}[p.stage]
+                bar.note(f"{unit}: {what} ({p.message})")
+                return
+            if p.stage == "jobs":
+                bar.update(p.fraction, f"{p.done}/{p.total} done, {p.message}")
+                return
             what = {"train": f"training, epoch {p.epoch}/{p.epochs}", "evaluate": "evaluating",
-                    "finished": "done", "skip": "already done"}.get(p.stage, p.stage)
-            bar.update(p.fraction, f"{p.done}/{p.total} {p.candidate} repeat {p.repeat}: {what}")
+                    "finished": "done", "submitted": f"submitted ({p.message})"}.get(p.stage, p.stage)
+            bar.update(p.fraction, f"{p.done}/{p.total} {unit}: {what}")
 
-        result = protocol.run_protocol(args.dataset, config, out=out, resume=args.resume,
-                                       overwrite=args.overwrite, on_progress=on_progress)
-        bar.close()
+        try:
+            result = protocol.run_protocol(args.dataset, config, out=out, executor=executor,
+                                           resume=args.resume, overwrite=args.overwrite,
+                                           on_progress=on_progress)
+        finally:
+            bar.close()
         comparison, summary, report = result.comparison, result.summary, result.report
     else:
+        if executor.kind != "serial" or args.resume:
+            raise InputError(
+                f"{'--resume' if args.resume else '--executor'} applies to --train (the MODEL "
+                "form evaluates model files in this process)")
         if (out / "index.html").exists() and not args.overwrite:
             raise InputError(f"{out} already holds a report; add --overwrite or choose another --out")
         seen = []
@@ -163,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
             out, comparison, summary=summary, title="SoftSeg model comparison",
             meta={"dataset": meta["dataset"], "subjects": ", ".join(meta["subjects"]),
                   "models": ", ".join(f"{k}: {v}" for k, v in meta["models"].items()),
-                  "thresholds": ", ".join(f"{k}: {v:.2f}" for k, v in meta["thresholds"].items()),
+                  "thresholds": ", ".join(f"{k}: {_thresholds(v)}"
+                                          for k, v in meta["thresholds"].items()),
                   "ground truth": protocol.GROUND_TRUTHS[meta["ground_truth"]]},
             overwrite=True)
 
@@ -179,6 +234,23 @@ def run(args: argparse.Namespace) -> int:
         _print_table(comparison, summary)
         print(f"report: {report}")
     return 0
+
+
+def _executor(args: argparse.Namespace):
+    """The :class:`softseg.protocol.ExecutorConfig` of the command line (checked at once)."""
+    from softseg.protocol import ExecutorConfig, parse_slurm_param
+
+    params = tuple(parse_slurm_param(t) for t in (args.slurm_param or ()))
+    return ExecutorConfig(
+        kind=args.executor, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+        timeout_min=args.timeout_min, array_parallelism=args.array_parallelism,
+        slurm_partition=args.slurm_partition, slurm_params=params)
+
+
+def _thresholds(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "/".join(f"{v:.2f}" for v in value)
+    return f"{value:.2f}"
 
 
 def _print_table(comparison, summary) -> None:

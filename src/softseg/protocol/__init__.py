@@ -1,0 +1,56 @@
+"""Evaluate trained models on a dataset, and the papers' repeated-training protocol.
+
+:func:`evaluate_models` runs each model file on a dataset's test subjects and builds a
+:class:`softseg.compare.Comparison` (one sample per subject; K-class models class by class).
+:func:`run_protocol` reproduces the SoftSeg / label-fusion evaluation: every candidate is
+trained ``repeats`` times on paired splits, each model evaluated on its split's test subjects,
+mean ± std over repeats and a two-sided Wilcoxon signed-rank test against a reference
+candidate. Its units (candidate, repeat) run one after another in this process, or as submitit
+jobs on this machine or a Slurm cluster (:class:`ExecutorConfig`); every executor gives the
+same table, and every run is resumable.
+
+Modules (one concept each):
+
+===================  ==========================================================================
+``reference``        ground truths, predicting a subject, ``NAME[:FUSION]`` candidates
+``models``           :func:`evaluate_models`, the K-class reference :func:`class_reference`
+``config``           :class:`ProtocolConfig`, :class:`Progress`, :class:`ProtocolResult`
+``units``            :class:`UnitPlan`, :func:`run_unit` (train + evaluate + record: what a job runs)
+``executors``        :class:`ExecutorConfig`, serial runs and submitit jobs (local, Slurm)
+``jobs``             :class:`~softseg.protocol.jobs.UnitJob` (the submitit callable; imports submitit)
+``run``              :func:`run_protocol`: state, resume, the report
+===================  ==========================================================================
+"""
+
+from softseg.protocol.config import Progress, ProtocolConfig, ProtocolResult
+from softseg.protocol.executors import EXECUTORS, ExecutorConfig, parse_slurm_param
+from softseg.protocol.models import class_reference, evaluate_models
+from softseg.protocol.reference import (
+    GROUND_TRUTHS,
+    _predict,
+    ground_truth,
+    parse_candidate,
+    predict_subject,
+)
+from softseg.protocol.run import STATE_FILE, run_protocol
+from softseg.protocol.units import UnitPlan, plan_units, run_unit
+
+__all__ = [
+    "EXECUTORS",
+    "GROUND_TRUTHS",
+    "STATE_FILE",
+    "ExecutorConfig",
+    "Progress",
+    "ProtocolConfig",
+    "ProtocolResult",
+    "UnitPlan",
+    "class_reference",
+    "evaluate_models",
+    "ground_truth",
+    "parse_candidate",
+    "parse_slurm_param",
+    "plan_units",
+    "predict_subject",
+    "run_protocol",
+    "run_unit",
+]

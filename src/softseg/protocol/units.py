@@ -1,0 +1,472 @@
+"""The protocol's unit of work: one (candidate, repeat) — train, evaluate, write a record.
+
+A :class:`UnitPlan` says everything one unit needs (dataset, split, the training
+configuration(s), the reference to evaluate against); :func:`run_unit` is what runs it, in the
+calling process (serial executor) or as a submitit job (:mod:`softseg.protocol.jobs`). It
+
+1. trains each of the unit's models unless its model file exists (an interrupted training
+   continues from its checkpoint, ``<model>.checkpoint.safetensors``),
+2. predicts the split's test subjects and evaluates them (:func:`softseg.compare.evaluate_subject`,
+   or per class for a K-class model),
+3. writes the unit's record ``OUT/units/<candidate>-r<k>.json`` atomically and returns it.
+
+The record is the unit's entry of ``run_state.json``; the parent merges records and builds the
+table, so every executor produces the same table from the same records. A unit whose record
+exists (for the same plan) is done: :func:`run_unit` returns it at once. A lock on
+``OUT/units/<candidate>-r<k>.lock`` makes a second process on the same unit (a job of an
+interrupted run still running when the run is resumed) wait for the first and reuse its record.
+
+A unit holds a *tuple* of trainings so that a candidate that trains several models (one per
+rater, for a rater ensemble) fits the same scheme; today every candidate trains one model and
+:func:`unit_prediction` evaluates one model per unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from softseg import compare
+from softseg.errors import InputError
+from softseg.protocol.reference import ground_truth, parse_candidate, predict_subject
+from softseg.schema import Schema, load_json, parse
+
+__all__ = [
+    "JOBS",
+    "MODELS",
+    "UNITS",
+    "TrainingPlan",
+    "UnitPlan",
+    "UnitRecord",
+    "error_record",
+    "plan_units",
+    "read_error",
+    "read_record",
+    "run_unit",
+    "unit_prediction",
+    "write_error",
+]
+
+#: Sub-folders of a protocol folder: model files, unit records, submitit's job folders.
+MODELS, UNITS, JOBS = "models", "units", "jobs"
+
+#: ``on_stage(stage, epoch, epochs)``: "train" after each epoch, then "evaluate".
+StageCallback = Callable[[str, int, int], None]
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """One model a unit trains.
+
+    Attributes
+    ----------
+    model : str
+        Model file, relative to the protocol folder (``models/<candidate>-r<k>.safetensors``).
+    config : softseg.config.TrainConfig
+    """
+
+    model: str
+    config: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "config": self.config.as_dict()}
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """Everything one (candidate, repeat) unit needs; small and picklable (a job's argument).
+
+    Attributes
+    ----------
+    candidate : str
+        ``NAME`` or ``NAME:FUSION``.
+    repeat : int
+    dataset : str
+        Absolute path of the dataset folder.
+    out : str
+        Absolute path of the protocol folder.
+    split : dict of str -> tuple of str
+        ``train``, ``val``, ``test`` subject names (the repeat's split, the same for every
+        candidate).
+    test_group : str or None
+        Leave-one-group-out: the held-out group.
+    ground_truth : str
+        Key of :data:`softseg.protocol.GROUND_TRUTHS`.
+    trainings : tuple of TrainingPlan
+        The unit's model(s).
+    threads : int or None
+        torch CPU threads in the process that runs the unit (jobs); None keeps the process's
+        setting.
+    """
+
+    candidate: str
+    repeat: int
+    dataset: str
+    out: str
+    split: Mapping[str, tuple[str, ...]]
+    test_group: str | None
+    ground_truth: str
+    trainings: tuple[TrainingPlan, ...]
+    threads: int | None = None
+
+    @property
+    def uid(self) -> str:
+        """``candidate/r<k>``: the unit's key in ``run_state.json``."""
+        return f"{self.candidate}/r{self.repeat}"
+
+    @property
+    def stem(self) -> str:
+        """``<candidate>-r<k>`` with unsafe characters replaced: names the unit's files."""
+        return f"{_safe(self.candidate)}-r{self.repeat}"
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def record_path(self) -> Path:
+        return self.folder / UNITS / f"{self.stem}.json"
+
+    @property
+    def error_path(self) -> Path:
+        return self.folder / UNITS / f"{self.stem}.error.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.folder / UNITS / f"{self.stem}.lock"
+
+    def model_paths(self) -> list[Path]:
+        return [self.folder / t.model for t in self.trainings]
+
+    def epochs(self) -> int:
+        """Maximum epochs over the unit's trainings (progress)."""
+        return sum(int(t.config.optim.epochs) for t in self.trainings)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What makes a record valid for this plan (no absolute output path: folders move)."""
+        return {
+            "candidate": self.candidate, "repeat": self.repeat, "dataset": self.dataset,
+            "split": {k: list(v) for k, v in self.split.items()}, "test_group": self.test_group,
+            "ground_truth": self.ground_truth, "trainings": [t.as_dict() for t in self.trainings],
+        }
+
+
+def plan_units(info: Any, config: Any, *, out: str | os.PathLike, threads: int | None = None) -> list[UnitPlan]:
+    """The plans of every unit of a protocol, repeat by repeat, candidates in the given order.
+
+    Parameters
+    ----------
+    info : softseg.data.DatasetInfo
+    config : softseg.protocol.ProtocolConfig
+    out : path
+        Protocol folder.
+    threads : int, optional
+        See :attr:`UnitPlan.threads`.
+
+    Raises
+    ------
+    InputError
+        A split without test subject, fewer than two groups with ``groups``.
+    """
+    from softseg.data import split_subjects
+
+    groups = {s.name: s.group for s in info.subjects}
+    group_names = sorted({g for g in groups.values() if g is not None})
+    if config.groups and len(group_names) < 2:
+        raise InputError(
+            f"--groups needs at least two subject groups in {Path(info.root) / 'dataset.json'}; "
+            f"found {len(group_names)} ({', '.join(group_names) or 'none'})")
+    out = Path(out).resolve()
+    plans = []
+    for repeat in range(config.repeats):
+        test_group = group_names[repeat % len(group_names)] if config.groups else None
+        for cand in config.candidates:
+            tcfg = config.train_config(cand, repeat, test_group=test_group)
+            split = split_subjects(info.names, val_fraction=tcfg.data.val_fraction,
+                                   test_fraction=tcfg.data.test_fraction, groups=groups,
+                                   test_group=test_group, seed=tcfg.seed)
+            if not split.test:
+                raise InputError(
+                    f"split {repeat} has no test subject ({len(info.names)} subjects, test "
+                    f"fraction {config.test_fraction}); add subjects or raise --test-fraction")
+            stem = f"{_safe(cand)}-r{repeat}"
+            plans.append(UnitPlan(
+                candidate=cand, repeat=repeat, dataset=str(Path(info.root).resolve()),
+                out=str(out), split={"train": split.train, "val": split.val, "test": split.test},
+                test_group=test_group, ground_truth=config.ground_truth,
+                trainings=(TrainingPlan(model=f"{MODELS}/{stem}.safetensors", config=tcfg),),
+                threads=threads))
+    return plans
+
+
+# ------------------------------------------------------------------------------ records
+class UnitRecord(Schema):
+    """A finished unit (``units/<stem>.json`` and its entry in ``run_state.json``).
+
+    ``subjects``: per test subject, :func:`softseg.metrics.evaluate`'s table (K-class: the
+    multi-class ``ece``/``accuracy``); ``curves``: the pooled plot data
+    (:meth:`softseg.compare.Curves.as_dict`; None for K-class); ``classes``: K-class models,
+    per class ``{"subjects": ..., "curves": ...}``; ``plan``: :meth:`UnitPlan.as_dict`.
+    Numbers are JSON-safe (:func:`softseg.compare.json_safe`: NaN as null, infinities as
+    ``"inf"``/``"-inf"``).
+    """
+
+    candidate: str
+    repeat: int
+    model: str
+    models: tuple[str, ...]
+    threshold: float | None
+    thresholds: tuple[float, ...]
+    split: dict[str, tuple[str, ...]]
+    test_group: str | None
+    train_seconds: float
+    subjects: dict[str, dict[str, Any]]
+    curves: dict[str, Any] | None
+    classes: dict[str, dict[str, Any]] = {}
+    plan: dict[str, Any]
+
+
+def read_record(path: str | os.PathLike, plan: UnitPlan | None = None) -> dict[str, Any] | None:
+    """The record at ``path`` as a dict, or None when there is none or it is not for ``plan``.
+
+    Raises
+    ------
+    InputError
+        A record file that is not a unit record (damaged): its path and what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = load_json(path, what="unit record")
+    rec = parse(UnitRecord, data, source=str(path))
+    if plan is not None:
+        if rec.plan != _jsonish(plan.as_dict()):
+            return None  # a record of other settings (an earlier run in this folder)
+        if not all(p.exists() for p in plan.model_paths()):
+            return None  # its model was deleted: the unit is to be trained again
+    return data
+
+
+def _jsonish(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
+def error_record(plan: UnitPlan, exc: BaseException) -> dict[str, Any]:
+    """What :func:`write_error` stores about a unit that raised ``exc``."""
+    return {"unit": plan.uid, "type": type(exc).__name__,
+            "message": " ".join(str(exc).split()) or type(exc).__name__,
+            "traceback": traceback.format_exc(), "host": socket.gethostname(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_error(plan: UnitPlan, exc: BaseException) -> None:
+    """Write ``units/<stem>.error.json`` (best effort: a full disk must not hide ``exc``)."""
+    from softseg.io import write_json
+
+    with contextlib.suppress(Exception):
+        plan.error_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(plan.error_path, error_record(plan, exc), overwrite=True)
+
+
+def read_error(plan: UnitPlan) -> dict[str, Any] | None:
+    """The error record of the unit's last failed job, or None."""
+    if not plan.error_path.is_file():
+        return None
+    try:
+        data = load_json(plan.error_path, what="unit error record")
+    except InputError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ------------------------------------------------------------------------------ running
+@contextlib.contextmanager
+def _unit_lock(plan: UnitPlan) -> Iterator[None]:
+    """Wait for (and hold) the unit's lock, so that two processes never run one unit.
+
+    File systems without ``flock`` support (some cluster mounts) run without the lock.
+    """
+    import filelock
+
+    lock = filelock.FileLock(str(plan.lock_path), timeout=-1, is_singleton=False,
+                             thread_local=False)
+    try:
+        lock.acquire()
+    except OSError:  # ENOLCK / ENOSYS: no locking on this file system
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _check_model(path: Path, config: Any) -> None:
+    """Refuse a model file left by a run with other settings (it would be evaluated as ours)."""
+    from softseg.modelfile import read_card
+
+    card = read_card(path)
+    saved = card.training.config
+    if saved is None or saved.as_dict() != config.as_dict():
+        raise InputError(
+            f"{path} was trained with other settings than this run's (an earlier run in this "
+            "folder); use --overwrite to start over, or another --out")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(int(threads))
+
+
+def run_unit(
+    plan: UnitPlan,
+    *,
+    on_stage: StageCallback | None = None,
+    cancel: Any = None,
+) -> dict[str, Any]:
+    """Train and evaluate one unit, write its record, return it (module-level: jobs run it).
+
+    Parameters
+    ----------
+    plan : UnitPlan
+    on_stage : callable(stage, epoch, epochs), optional
+        ``("train", e, E)`` after each epoch of the unit, ``("evaluate", E, E)`` before the
+        evaluation.
+    cancel : object with ``is_set()``, optional
+        Stops the training at the next step (a checkpoint is kept; see
+        :class:`softseg.training.Trainer`).
+
+    Returns
+    -------
+    dict
+        The record (:class:`UnitRecord` as JSON-safe data).
+
+    Raises
+    ------
+    InputError
+        Bad data, a model file of other settings, a training that failed (NaN loss, out of
+        memory: the trainer's one-line message).
+    """
+    from softseg.data import scan_dataset
+    from softseg.events import EpochEvent
+    from softseg.io import write_json
+    from softseg.training import checkpoint_path, fit
+
+    plan.record_path.parent.mkdir(parents=True, exist_ok=True)
+    with _unit_lock(plan):
+        done = read_record(plan.record_path, plan)
+        if done is not None:  # finished by another process meanwhile (or earlier)
+            return done
+        _set_threads(plan.threads)
+        info = scan_dataset(plan.dataset)
+        total = plan.epochs()
+        offset = 0
+        t0 = time.perf_counter()
+        for training in plan.trainings:
+            path = plan.folder / training.model
+            path.parent.mkdir(parents=True, exist_ok=True)
+            epochs = int(training.config.optim.epochs)
+            if path.exists():
+                _check_model(path, training.config)
+            else:
+                resume = checkpoint_path(path).exists()
+
+                def on_event(event: Any, _offset: int = offset) -> None:
+                    if on_stage is not None and isinstance(event, EpochEvent):
+                        on_stage("train", _offset + int(event.epoch), total)
+
+                fit(info, training.config, out=path, resume=resume, overwrite=not resume,
+                    on_event=on_event, cancel=cancel)
+            offset += epochs
+        train_s = time.perf_counter() - t0
+        if on_stage is not None:
+            on_stage("evaluate", total, total)
+        record = _evaluate(plan, info)
+        record["train_seconds"] = round(train_s, 2)
+        record = compare.json_safe(record)
+        write_json(plan.record_path, record, overwrite=True)
+        with contextlib.suppress(FileNotFoundError):
+            plan.error_path.unlink()
+        return record
+
+
+def unit_prediction(loaded: Sequence[Any], data: Any) -> np.ndarray:
+    """The unit's soft prediction of one subject (display order).
+
+    One model per unit today: its prediction. (A unit with one model per rater would combine
+    its models' predictions here.)
+    """
+    if len(loaded) != 1:
+        raise InputError(
+            f"a unit with {len(loaded)} models has no evaluation rule yet; one model per unit "
+            "is supported")
+    return predict_subject(loaded[0], data)
+
+
+def _evaluate(plan: UnitPlan, info: Any) -> dict[str, Any]:
+    from softseg.data import load_subject
+    from softseg.modelfile import load_model
+    from softseg.protocol.models import class_reference
+
+    loaded = [load_model(p) for p in plan.model_paths()]
+    card = loaded[0].card
+    classes = tuple(card.classes)
+    rows: dict[str, dict[str, Any]] = {}
+    curves: list[compare.Curves] = []
+    class_rows: dict[str, dict[str, Any]] = {c: {} for c in classes}
+    class_curves: dict[str, list[compare.Curves]] = {c: [] for c in classes}
+    for name in plan.split["test"]:
+        subject = info.subject(name)
+        data = load_subject(subject)
+        pred = unit_prediction(loaded, data)
+        label = f"{name} (r{plan.repeat})"
+        if len(classes) == 1:
+            ref = ground_truth(subject, data, plan.ground_truth)
+            raters = data.raters if data.raters.shape[0] > 1 else None
+            row, c = compare.evaluate_subject(pred, ref, threshold=card.threshold, raters=raters,
+                                              spacing=data.spacing, name=plan.candidate,
+                                              subject=label)
+            rows[name] = row
+            curves.append(c)
+        else:
+            ref = class_reference(subject, data, plan.ground_truth, classes, info=info)
+            ce, cc = compare.evaluate_subject_classes(
+                pred, ref, classes=classes, thresholds=list(card.thresholds),
+                spacing=data.spacing, subject=label)
+            rows[name] = dict(ce.overall)
+            for c in ce.classes:
+                class_rows[c][name] = dict(ce.per_class[c])
+                class_curves[c].append(cc[c])
+    record: dict[str, Any] = {
+        "candidate": plan.candidate, "repeat": plan.repeat,
+        "model": plan.trainings[0].model, "models": [t.model for t in plan.trainings],
+        "threshold": float(card.thresholds[0]) if len(classes) == 1 else None,
+        "thresholds": [float(t) for t in card.thresholds],
+        "split": {k: list(v) for k, v in plan.split.items()}, "test_group": plan.test_group,
+        "train_seconds": 0.0, "subjects": rows,
+        "curves": compare.pool_curves(curves).as_dict() if curves else None,
+        "classes": ({c: {"subjects": class_rows[c],
+                         "curves": compare.pool_curves(class_curves[c]).as_dict()}
+                     for c in classes} if len(classes) > 1 else {}),
+        "plan": plan.as_dict(),
+    }
+    return record
