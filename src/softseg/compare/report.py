@@ -27,6 +27,7 @@ from softseg.compare.statistics import Summary, summarize
 from softseg.errors import InputError
 from softseg.io import atomic_path, write_json
 from softseg.metrics import METRICS
+from softseg.palette import candidate_color
 
 __all__ = [
     "FIGURES",
@@ -42,16 +43,14 @@ __all__ = [
 ]
 
 
-def _colors(n: int) -> list:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
+def _colors(curves: Mapping[str, Curves], colors: Mapping[str, Any] | None = None) -> list:
+    """One colour per candidate: ``colors[name]`` or :func:`softseg.palette.candidate_color`."""
+    return [(colors or {}).get(name) or candidate_color(name) for name in curves]
 
 
-def _draw_reliability(ax, curves: Mapping[str, Curves], cursor: float | None = None) -> None:
+def _draw_reliability(ax, curves: Mapping[str, Curves], cursor=None, colors=None) -> None:
     ax.plot([0, 1], [0, 1], color="red", lw=1.2, ls="--", label="perfect calibration")
-    for (name, c), col in zip(curves.items(), _colors(len(curves))):
+    for (name, c), col in zip(curves.items(), _colors(curves, colors)):
         keep = c.rel_count > 0
         ax.plot(c.rel_confidence[keep], c.rel_accuracy[keep], "o-", color=col, label=name, ms=4)
     ax.set_xlim(0, 1)
@@ -61,8 +60,8 @@ def _draw_reliability(ax, curves: Mapping[str, Curves], cursor: float | None = N
     ax.set_title("Reliability diagram")
 
 
-def _draw_histogram(ax, curves: Mapping[str, Curves], cursor: float | None = None) -> None:
-    for (name, c), col in zip(curves.items(), _colors(len(curves))):
+def _draw_histogram(ax, curves: Mapping[str, Curves], cursor=None, colors=None) -> None:
+    for (name, c), col in zip(curves.items(), _colors(curves, colors)):
         total = c.hist_counts.sum()
         width = np.diff(c.hist_edges)
         density = c.hist_counts / (total * width) if total else np.zeros_like(width)
@@ -75,8 +74,8 @@ def _draw_histogram(ax, curves: Mapping[str, Curves], cursor: float | None = Non
     ax.set_title("Distribution of non-zero predictions")
 
 
-def _draw_dice(ax, curves: Mapping[str, Curves], cursor: float | None = None) -> None:
-    for (name, c), col in zip(curves.items(), _colors(len(curves))):
+def _draw_dice(ax, curves: Mapping[str, Curves], cursor=None, colors=None) -> None:
+    for (name, c), col in zip(curves.items(), _colors(curves, colors)):
         d = np.asarray(c.dice, dtype=np.float64) * 100
         mean = np.nanmean(d, axis=0)
         ax.plot(c.thresholds, mean, color=col, lw=2, label=name)
@@ -93,9 +92,9 @@ def _draw_dice(ax, curves: Mapping[str, Curves], cursor: float | None = None) ->
     ax.set_title("Dice vs threshold")
 
 
-def _draw_volume(ax, curves: Mapping[str, Curves], cursor: float | None = None) -> None:
+def _draw_volume(ax, curves: Mapping[str, Curves], cursor=None, colors=None) -> None:
     ref_drawn = False
-    for (name, c), col in zip(curves.items(), _colors(len(curves))):
+    for (name, c), col in zip(curves.items(), _colors(curves, colors)):
         ax.plot(c.thresholds, np.nanmean(c.volume_ml, axis=0), color=col, lw=2, label=name)
         if not ref_drawn and c.reference_volume_ml.size:
             ax.axhline(float(np.nanmean(c.reference_volume_ml)), color="gray", ls="--",
@@ -109,9 +108,9 @@ def _draw_volume(ax, curves: Mapping[str, Curves], cursor: float | None = None) 
     ax.set_title("Binarised volume vs threshold")
 
 
-def _draw_entropy(ax, curves: Mapping[str, Curves], cursor: float | None = None) -> None:
+def _draw_entropy(ax, curves: Mapping[str, Curves], cursor=None, colors=None) -> None:
     hi = 0.0
-    for (name, c), col in zip(curves.items(), _colors(len(curves))):
+    for (name, c), col in zip(curves.items(), _colors(curves, colors)):
         keep = np.isfinite(c.rater_entropy)
         ax.scatter(c.rater_entropy[keep], c.entropy[keep], color=col, label=name, s=25)
         if keep.any():
@@ -136,7 +135,10 @@ FIGURES: dict[str, tuple[str, Callable[..., None], bool]] = {
 
 
 def draw_figure(ax, name: str, curves: Mapping[str, Curves], **kwargs) -> None:
-    """Draw figure ``name`` of :data:`FIGURES` on a matplotlib ``Axes`` (legend included)."""
+    """Draw figure ``name`` of :data:`FIGURES` on a matplotlib ``Axes`` (legend included).
+
+    ``kwargs``: ``cursor`` (a threshold line), ``colors`` (candidate -> colour; default
+    :func:`softseg.palette.candidate_color` of each curve's name)."""
     if name not in FIGURES:
         raise InputError(f"unknown figure {name!r}; valid names: {', '.join(FIGURES)}")
     FIGURES[name][1](ax, curves, **kwargs)
@@ -265,8 +267,11 @@ def text_table(comparison: Comparison, summary: Summary, *, level: int = 1) -> s
 
 
 def _file_key(name: str) -> str:
-    """A class name as a file-name part (docs/training.md: spaces as ``-``)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in "-".join(name.split()))
+    """A class name as a file-name part: its key (:func:`softseg.dataset_json.class_key`), any
+    character other than letters, digits, ``-``, ``_`` and ``.`` as ``-``."""
+    from softseg.dataset_json import class_key
+
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in class_key(name))
 
 
 def write_report(
