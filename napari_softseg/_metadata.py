@@ -34,6 +34,7 @@ __all__ = [
     "HUE_KEY",
     "KIND_KEY",
     "OWNER_KEY",
+    "PREANNOTATION_KEY",
     "PREDICTION_KEY",
     "RATER_KEY",
     "ROLES",
@@ -70,6 +71,9 @@ CLASS_KEY = "softseg_class"
 #: Palette index of a rater's colour (``napari_softseg._raters.PALETTE``); kept through autosave
 #: and restore so a rater keeps their colour.
 HUE_KEY = "softseg_hue"
+#: A rater layer started from a model's prediction (issue 17): ``softseg.preannotate.
+#: preannotation_record`` (model, source, rule, model_voxels, rater_changed_voxels).
+PREANNOTATION_KEY = "softseg_preannotation"
 
 # --- identity ---------------------------------------------------------------------------------
 #: What a layer is, for widgets (see :data:`ROLES`).
