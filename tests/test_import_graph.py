@@ -76,6 +76,9 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
+    """The graph of the tree as it is now (modules are listed again: others may move files)."""
+    global MODULES
+    MODULES = _modules()
     graph: dict[str, set[str]] = {}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
