@@ -58,6 +58,7 @@ from softseg.metrics._common import support_box
 from softseg.metrics.calibration import (
     ReliabilityDiagram,
     brier_score,
+    class_argmax,
     expected_calibration_error,
     reliability_diagram,
 )
@@ -81,6 +82,7 @@ from softseg.metrics.table import (
     Evaluation,
     MetricSpec,
     Reference,
+    class_probabilities,
     evaluate,
     evaluate_classes,
     evaluation,
@@ -115,6 +117,8 @@ __all__ = [
     "band",
     "binarize",
     "brier_score",
+    "class_argmax",
+    "class_probabilities",
     "dice",
     "entropy",
     "evaluate",

@@ -552,6 +552,12 @@ def _class_maps(x: Any, k: int, spatial: tuple[int, ...] | None, name: str) -> n
     return np.concatenate([background[None], arr])
 
 
+def class_probabilities(probabilities: Any, *, classes: Sequence[str]) -> np.ndarray:
+    """(K+1, *spatial) class probabilities, background first, from (K+1 | K, *spatial) maps
+    (background ``1 - sum``), checked as :func:`evaluate_classes` checks them (InputError)."""
+    return _class_maps(probabilities, len(_class_names(classes)), None, "probabilities")
+
+
 def _class_thresholds(thresholds: Any, names: tuple[str, ...]) -> dict[str, float | None]:
     if thresholds is None:
         return {c: None for c in names}
