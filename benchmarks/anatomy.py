@@ -97,7 +97,7 @@ def dataset_numbers(folder: Path) -> dict:
     import numpy as np
     from nilearn import datasets
 
-    from softseg.anatomy import class_key
+    from softseg.dataset_json import class_key
 
     t1 = datasets.load_mni152_template(resolution=1).get_fdata()
     gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()

@@ -56,7 +56,7 @@ _SEPARATOR = " · "
 
 def _class_files(folder: Path, classes: Sequence[str], n_raters: int) -> list[tuple[str, Path, int, str]]:
     """(kind, path, class index, rater id) of a subject folder, in layer order."""
-    from softseg.anatomy import class_key
+    from softseg.dataset_json import class_key
 
     single = len(classes) == 1
     out = [("image", folder / "image.nii.gz", 0, "")]

@@ -288,17 +288,15 @@ def rater_to_soft(volume: Volume) -> np.ndarray:
     """A rater's label map as soft values in [0, 1], float32.
 
     Binary maps give 0/1, soft maps (floats within 1e-6 of [0, 1]) are kept (clipped), and
-    confidence-level maps go through the scale of the rater's JSON sidecar, read with
-    :func:`softseg.sidecar.read_rater_sidecar` (every sidecar shape softseg ever wrote) and
-    converted with :func:`softseg.confidence.label_to_soft` (the one conversion). Levels without
-    a scale are refused; every message names the file's full path.
+    confidence-level maps go through the scale of the rater's JSON sidecar:
+    :func:`softseg.sidecar.rater_values` (every sidecar shape softseg ever wrote, the one
+    conversion; what ``softseg fuse`` and ``softseg evaluate`` read too). Levels without a scale
+    are refused; every message names the file's full path.
     """
-    from softseg.confidence import label_to_soft
-    from softseg.sidecar import read_rater_sidecar
+    from softseg.sidecar import rater_values
 
-    side = read_rater_sidecar(volume.path) if volume.path is not None else None
     name = str(volume.path) if volume.path is not None else "rater"
-    return label_to_soft(volume.array, scale=None if side is None else side.scale, name=name)
+    return rater_values(volume, name=name)[0].astype(np.float32, copy=False)
 
 
 def load_subject(subject: Subject) -> SubjectData:

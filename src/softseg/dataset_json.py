@@ -20,24 +20,85 @@ these keys::
 key used in file names (``rater-<id>_label-<key>.nii.gz``; default: the name with spaces as
 ``-``; DESIGN decision 11). nnU-Net-v1 style ``{"0": "background", "1": "lesion"}`` is read too.
 A leading ``"background"`` entry of a list is dropped (index 0 is always background).
+
+The class name -> file key rule is :func:`class_key` (the one implementation: the anatomy
+generator, imports, ``softseg fuse`` / ``evaluate`` / ``interpolate`` all call it), and the
+classes of a multi-class run (from a dataset.json, a count K or names) are a :class:`ClassList`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from softseg.errors import InputError
 from softseg.schema import Schema, load_json, parse
 
-__all__ = ["ClassEntry", "DatasetJson", "read_dataset_json"]
+__all__ = [
+    "ClassEntry",
+    "ClassList",
+    "DatasetJson",
+    "class_file_path",
+    "class_key",
+    "class_list",
+    "read_class_list",
+    "read_dataset_json",
+]
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]*$")
+
+
+def class_key(name: str) -> str:
+    """The default file-name key of a class name: THE rule (DESIGN decision 11).
+
+    The name without leading/trailing blanks, each space replaced by ``-``:
+    ``"grey matter"`` -> ``"grey-matter"``, ``"grey  matter"`` -> ``"grey--matter"`` (every
+    space counts). The key names the class in file names, ``rater-<id>_label-<key>.nii.gz``
+    and ``<image>_label-<key>.nii.gz``. A ``dataset.json`` may give a short key instead
+    (``{"name": "grey matter", "key": "GM"}``); :class:`DatasetJson` refuses keys that hold
+    other characters than letters, digits, ``.`` and ``-`` (e.g. a name with ``/``: give such a
+    class a short key).
+
+    Parameters
+    ----------
+    name : str
+        A class name.
+
+    Returns
+    -------
+    str
+    """
+    return str(name).strip().replace(" ", "-")
+
+
+def class_file_path(path: str | os.PathLike, key: str | int) -> Path:
+    """The per-class file of a NIfTI path: ``x.nii.gz`` -> ``x_label-<key>.nii.gz`` (``.nii`` too).
+
+    The multi-class file names of DESIGN decision 11: a rater's per-class files
+    (``rater-1`` -> ``rater-1_label-grey-matter``), a K-class prediction's class maps, the
+    class probabilities ``softseg fuse`` writes next to a fused label map (key = class index).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.nii.gz`` or ``.nii`` file name (any other suffix is kept as it is: ``x.y`` ->
+        ``x_label-<key>.y``).
+    key : str or int
+        The class's file key (:func:`class_key`) or its index 1..K.
+    """
+    path = Path(path)
+    name = path.name
+    suffix = name[-7:] if name.lower().endswith(".nii.gz") else path.suffix
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return path.with_name(f"{stem}_label-{key}{suffix}")
 
 
 def _fail(text: str) -> PydanticCustomError:
@@ -78,7 +139,7 @@ def _class_entry(item: Any, index: int) -> dict[str, str]:
     name = name.strip()
     if not name:
         raise _fail(f"entry {index} is an empty class name")
-    key = name.replace(" ", "-") if key is None else key.strip()
+    key = class_key(name) if key is None else key.strip()
     if not _KEY_RE.match(key):
         raise _fail(
             f"class {name!r}: its file-name key {key!r} may hold only letters, digits, '.' and '-'; "
@@ -228,7 +289,171 @@ class DatasetJson(Schema):
         if self.classes is not None:
             return tuple(c.key for c in self.classes)
         names = self.class_names
-        return None if names is None else tuple(n.replace(" ", "-") for n in names)
+        return None if names is None else tuple(class_key(n) for n in names)
+
+
+@dataclass(frozen=True)
+class ClassList:
+    """The foreground classes of a multi-class run: names and file keys, index 1..K.
+
+    Label value k (1..K) of an integer label map is class k; 0 is background. Made by
+    :meth:`numbered` (a count K: names and keys ``"1"..."K"``), :meth:`from_names` or
+    :func:`read_class_list` (a dataset.json file). ``softseg fuse``, ``softseg interpolate``
+    and ``softseg evaluate`` take their ``--classes`` / ``--dataset-json`` through it.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Class names 1..K.
+    keys : tuple of str
+        Their file keys (:func:`class_key`, or the short keys of a dataset.json).
+    source : str
+        Where the classes came from (``"--classes"``, a dataset.json path), named in messages.
+    """
+
+    names: tuple[str, ...]
+    keys: tuple[str, ...]
+    source: str = "the class list"
+
+    def __post_init__(self) -> None:
+        if not self.names or len(self.keys) != len(self.names):
+            raise InputError(
+                f"{self.source}: a class list needs one name and one key per class (1..K); got "
+                f"names {list(self.names)} and keys {list(self.keys)}"
+            )
+
+    @property
+    def k(self) -> int:
+        """K, the number of foreground classes."""
+        return len(self.names)
+
+    @classmethod
+    def numbered(cls, k: int, *, source: str = "--classes") -> ClassList:
+        """Classes 1..K known only by their index (names and keys ``"1"``..``"K"``).
+
+        Raises
+        ------
+        InputError
+            K is not a whole number >= 1 (the message starts with *source*).
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise InputError(f"{source} must be a whole number >= 1; got {k!r}")
+        if k < 1:
+            raise InputError(f"{source} must be >= 1; got {k}")
+        names = tuple(str(i) for i in range(1, int(k) + 1))
+        return cls(names, names, source)
+
+    @classmethod
+    def from_names(cls, names: Sequence[str], *, source: str = "--classes") -> ClassList:
+        """Classes named in order 1..K; keys by :func:`class_key`, checked as a dataset.json's
+        ``"classes"`` are (unique names and keys, no "background", file-name characters).
+
+        Raises
+        ------
+        InputError
+            One line starting with *source*, e.g. a name that makes no file-name key.
+        """
+        meta = parse(DatasetJson, {"classes": [str(n) for n in names]}, source=source)
+        return cls(meta.class_names or (), meta.class_keys or (), source)
+
+    def describe(self) -> str:
+        """``"0 = background, 1 = GM, 2 = WM"``: the label values of the classes, for messages."""
+        return "0 = background, " + ", ".join(f"{i} = {n}" for i, n in enumerate(self.names, start=1))
+
+    def index(self, token: str, path: str | os.PathLike) -> int:
+        """Class index 1..K of the ``<class>`` of a file ``..._label-<class>.nii.gz``.
+
+        *token* may be the index, the key, or the name with spaces as ``-``.
+
+        Raises
+        ------
+        InputError
+            *token* names no class of the list (the message names *path* and the classes).
+        """
+        token = str(token)
+        if token.isdigit() and 1 <= int(token) <= self.k:
+            return int(token)
+        for i, (name, key) in enumerate(zip(self.names, self.keys), start=1):
+            if token in (key, class_key(name)):
+                return i
+        raise InputError(
+            f"{path}: class {token!r} is not a class of {self.source} (classes "
+            f"{', '.join(f'{i}={n}' for i, n in enumerate(self.names, start=1))}); name per-class "
+            "files <rater>_label-<class>.nii.gz with one of them"
+        )
+
+    def check_label_values(self, labels: np.ndarray, path: str | os.PathLike) -> None:
+        """Refuse an integer label map holding values above K.
+
+        Parameters
+        ----------
+        labels : ndarray of non-negative integers
+            Already checked as a label map (e.g. :func:`softseg.fusion.as_label_maps`).
+        path : path-like or str
+            The file (or layer) named in the message.
+
+        Raises
+        ------
+        InputError
+            ``"<path>: holds label value 3, not a class of <source> (0 = background, 1 = GM,
+            2 = WM); fix the label map or the class list"``.
+        """
+        labels = np.asarray(labels)
+        if labels.size == 0 or int(labels.max()) <= self.k:
+            return
+        bad = np.unique(labels[labels > self.k])
+        raise InputError(
+            f"{path}: holds label value{'s' if bad.size > 1 else ''} "
+            f"{', '.join(map(str, bad[:5].tolist()))}, not a class of {self.source} "
+            f"({self.describe()}); fix the label map or the class list"
+        )
+
+
+def read_class_list(path: str | os.PathLike) -> ClassList:
+    """The classes a dataset.json FILE names (``"classes"``, or nnU-Net ``"labels"``).
+
+    Parsed with :class:`DatasetJson` (the one schema). nnU-Net ``"labels"`` are 0 (background)
+    and 1..K without gaps (checked), so a label map's values are the class indices either way.
+
+    Raises
+    ------
+    InputError
+        Everything :func:`read_dataset_json` refuses, or a document that names no class.
+    """
+    source = str(path)
+    meta = _read(path)
+    if not meta.class_names:
+        raise InputError(
+            f"{source}: lists no \"classes\" (or nnU-Net \"labels\"); name the classes, e.g. "
+            "\"classes\": [\"grey matter\", \"white matter\"]"
+        )
+    return ClassList(meta.class_names, meta.class_keys or (), source)
+
+
+def class_list(
+    *, count: int | None = None, dataset_json: str | os.PathLike | None = None
+) -> ClassList | None:
+    """The classes of a multi-class run, given as a count K or by a dataset.json file.
+
+    What ``softseg fuse`` and ``softseg interpolate`` do with ``--classes K`` / ``--dataset-json
+    FILE`` (messages name those options).
+
+    Returns
+    -------
+    ClassList or None
+        :meth:`ClassList.numbered` (count), :func:`read_class_list` (file), None for neither
+        (a two-class run).
+
+    Raises
+    ------
+    InputError
+        Both given, a count below 1, or what :func:`read_class_list` refuses.
+    """
+    if count is not None and dataset_json is not None:
+        raise InputError("give either --classes K or --dataset-json FILE, not both")
+    if count is not None:
+        return ClassList.numbered(count, source="--classes")
+    return None if dataset_json is None else read_class_list(dataset_json)
 
 
 def read_dataset_json(root: str | os.PathLike) -> DatasetJson | None:
@@ -244,6 +469,10 @@ def read_dataset_json(root: str | os.PathLike) -> DatasetJson | None:
     path = Path(root) / "dataset.json"
     if not os.path.lexists(path):
         return None
+    return _read(path)
+
+
+def _read(path: str | os.PathLike) -> DatasetJson:
     data = load_json(path, what="dataset.json")
     if not isinstance(data, dict):
         raise InputError(

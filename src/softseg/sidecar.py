@@ -44,7 +44,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from softseg.confidence import METADATA_KEY, ConfidenceScale
+import numpy as np
+
+from softseg.confidence import METADATA_KEY, ConfidenceScale, LabelKind, as_rater_values
 from softseg.errors import InputError
 from softseg.schema import Schema, load_json, parse
 
@@ -52,6 +54,7 @@ __all__ = [
     "KINDS",
     "RaterSidecar",
     "parse_rater_sidecar",
+    "rater_values",
     "read_rater_sidecar",
     "sidecar_path",
     "write_rater_sidecar",
@@ -324,6 +327,41 @@ def read_rater_sidecar(nifti_path: str | os.PathLike) -> RaterSidecar | None:
         return None
     data = load_json(side, what="JSON sidecar")
     return parse_rater_sidecar(data, source=str(side))
+
+
+def rater_values(volume: Any, *, name: str | None = None) -> tuple[np.ndarray, LabelKind]:
+    """A rater file's values in [0, 1] and its kind, through its own sidecar's confidence scale.
+
+    THE way a rater file is read as values (``softseg fuse``, ``softseg evaluate --raters``,
+    training's :func:`softseg.data.rater_to_soft`): the sidecar of ``volume.path`` through
+    :func:`read_rater_sidecar` (every shape softseg ever wrote), the voxels through the one
+    conversion :func:`softseg.confidence.as_rater_values`. A map painted with level 1 only
+    looks binary: its sidecar's scale decides.
+
+    Parameters
+    ----------
+    volume : softseg.io.Volume
+        The rater map as loaded (``load_volume(path, label=True)``); ``volume.path`` locates its
+        sidecar (none when the path is None).
+    name : str, optional
+        Names the map in messages (default: the file's path).
+
+    Returns
+    -------
+    values : ndarray, same shape
+        uint8 0/1 for a binary map; float32 in [0, 1] for a soft map (values within 1e-6 of
+        [0, 1] clipped) or for painted levels (through the scale).
+    kind : {"binary", "levels", "soft"}
+
+    Raises
+    ------
+    InputError
+        A bad sidecar (named), values outside [0, 1] beyond rounding, levels without a scale.
+    """
+    path = getattr(volume, "path", None)
+    side = read_rater_sidecar(path) if path is not None else None
+    label = name if name is not None else str(path) if path is not None else "rater map"
+    return as_rater_values(volume.array, scale=side.scale if side is not None else None, name=label)
 
 
 def write_rater_sidecar(

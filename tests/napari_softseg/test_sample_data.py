@@ -8,7 +8,8 @@ import npe2
 import numpy as np
 import pytest
 
-from softseg.anatomy import CACHE_ENV, TARGETS, cached_subject, class_key
+from softseg.anatomy import CACHE_ENV, TARGETS, cached_subject
+from softseg.dataset_json import class_key
 from softseg.io import load_volume
 
 from napari_softseg._layers import SOURCE_KEY, save_layer_as_nifti

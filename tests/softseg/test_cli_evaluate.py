@@ -205,3 +205,29 @@ def test_k_class_prediction_per_class_tables(class_files, capsys):
     assert "grey matter" in text and "white matter" in text and "ECE (multi-class)" in text
     assert main(["evaluate", pred, truth, "--classes", "grey matter", "csf"]) == 2
     assert "sub_label-csf.nii.gz" in _one_line_error(capsys)
+
+
+def test_class_files_are_found_by_the_one_class_key_rule(class_files, capsys):
+    """``--classes`` names go through :func:`softseg.dataset_json.class_key` (the rule the anatomy
+    generator and dataset.json use): every space counts, so "white  matter" (two spaces) names
+    ``_label-white--matter``, not ``_label-white-matter`` as evaluate's own rule once gave."""
+    import shutil
+
+    folder, _probs, _labels = class_files
+    shutil.copy(folder / "sub_label-white-matter.nii.gz", folder / "sub_label-white--matter.nii.gz")
+    (folder / "sub_label-white-matter.nii.gz").unlink()
+    truth = str(folder / "truth.nii.gz")
+    assert main(["evaluate", str(folder / "sub"), truth, "--classes", "grey matter",
+                 "white  matter", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prediction"]["white--matter"].endswith("sub_label-white--matter.nii.gz")
+    # the same classes from a dataset.json (the one schema; a short key is honoured)
+    ds = folder / "dataset.json"
+    ds.write_text(json.dumps({"classes": ["grey matter", {"name": "white matter", "key": "white--matter"}]}))
+    assert main(["evaluate", str(folder / "sub"), truth, "--dataset-json", str(ds), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["classes"]["white matter"]["dice"] == out["classes"]["white  matter"]["dice"]
+    # a dataset.json the schema refuses is one line naming the key (evaluate once parsed it by hand)
+    ds.write_text(json.dumps({"classes": 5}))
+    assert main(["evaluate", str(folder / "sub"), truth, "--dataset-json", str(ds)]) == 2
+    assert "dataset.json: classes" in _one_line_error(capsys)

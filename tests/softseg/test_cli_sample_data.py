@@ -13,7 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from softseg.anatomy import DATASET_NAME, class_key, write_dataset
+from softseg.anatomy import DATASET_NAME, write_dataset
+from softseg.dataset_json import class_key
 from softseg.errors import InputError
 
 SOFTSEG = [sys.executable, "-m", "softseg"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from softseg.dataset_json import DatasetJson, read_dataset_json
@@ -108,3 +109,65 @@ def test_unreadable_documents(tmp_path, raw, regex):
     (tmp_path / "dataset.json").write_bytes(raw)
     with pytest.raises(InputError, match=f"^{tmp_path / 'dataset.json'}: .*{regex}"):
         read_dataset_json(tmp_path)
+
+
+# --------------------------------------------------------------- the class key and class lists
+from softseg.dataset_json import (  # noqa: E402
+    ClassList,
+    class_file_path,
+    class_key,
+    class_list,
+    read_class_list,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("grey matter", "grey-matter"), (" csf ", "csf"), ("grey  matter", "grey--matter"), ("WM", "WM")],
+)
+def test_class_key_is_the_schemas_default_key(name, key):
+    # DESIGN 11: spaces as "-" (each one); the schema derives the same key for a bare name
+    assert class_key(name) == key
+    assert parse(DatasetJson, {"classes": [name]}, source="d").class_keys == (key,)
+    assert parse(DatasetJson, {"labels": {"background": 0, name: 1}}, source="d").class_keys == (class_key(name),)
+
+
+def test_class_file_path():
+    assert class_file_path("/d/rater-1.nii.gz", "grey-matter").as_posix() == "/d/rater-1_label-grey-matter.nii.gz"
+    assert class_file_path("out.NII.GZ", 2).name == "out_label-2.NII.GZ"
+    assert class_file_path("out.nii", "csf").name == "out_label-csf.nii"
+
+
+def test_class_lists(tmp_path):
+    numbered = ClassList.numbered(3)
+    assert numbered.names == numbered.keys == ("1", "2", "3") and numbered.k == 3
+    named = ClassList.from_names(["grey matter", "csf"], source="--classes")
+    assert named.keys == ("grey-matter", "csf")
+    assert named.index("grey-matter", "f") == 1 and named.index("2", "f") == 2
+    with pytest.raises(InputError, match=r"^f: class 'wm' is not a class of --classes \(classes 1=grey matter, 2=csf\)"):
+        named.index("wm", "f")
+    named.check_label_values(np.array([0, 1, 2], np.uint8), "r.nii.gz")
+    with pytest.raises(
+        InputError,
+        match=r"^r.nii.gz: holds label values 3, 7, not a class of --classes "
+        r"\(0 = background, 1 = grey matter, 2 = csf\); fix the label map or the class list$",
+    ):
+        named.check_label_values(np.array([[0, 3], [7, 3]], np.uint8), "r.nii.gz")
+    with pytest.raises(InputError, match=r"--classes must be >= 1; got 0"):
+        ClassList.numbered(0)
+    with pytest.raises(InputError, match=r"^--classes: classes: .*repeat"):
+        ClassList.from_names(["csf", "csf"])
+    # from a dataset.json FILE: classes, or nnU-Net labels; none at all is refused
+    ds = tmp_path / "d.json"
+    ds.write_text(json.dumps({"classes": [{"name": "grey matter", "key": "GM"}, "csf"]}))
+    assert read_class_list(ds) == ClassList(("grey matter", "csf"), ("GM", "csf"), str(ds))
+    assert class_list(dataset_json=ds) == read_class_list(ds)
+    assert class_list(count=2) == ClassList.numbered(2) and class_list() is None
+    with pytest.raises(InputError, match="not both"):
+        class_list(count=2, dataset_json=ds)
+    ds.write_text(json.dumps({"channels": ["T1w"]}))
+    with pytest.raises(InputError, match=r"d.json: lists no \"classes\""):
+        read_class_list(ds)
+    ds.write_text("[1, 2]")
+    with pytest.raises(InputError, match=r"d.json: expected a JSON object"):
+        read_class_list(ds)

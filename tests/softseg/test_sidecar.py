@@ -12,7 +12,13 @@ from softseg.cli import main
 from softseg.confidence import ConfidenceScale
 from softseg.errors import InputError
 from softseg.io import load_volume, save_volume, sidecar_path
-from softseg.sidecar import RaterSidecar, parse_rater_sidecar, read_rater_sidecar, write_rater_sidecar
+from softseg.sidecar import (
+    RaterSidecar,
+    parse_rater_sidecar,
+    rater_values,
+    read_rater_sidecar,
+    write_rater_sidecar,
+)
 
 SCALE = ConfidenceScale.from_paper()  # 0.25, 0.5, 1: distinct from the default 1/3, 2/3, 1
 SHAPE = (6, 7, 5)
@@ -140,6 +146,11 @@ def test_every_written_shape_is_read_by_the_reader_the_trainer_and_fuse(shape_ke
     expected = [SCALE.to_soft(a) if has_scale else a.astype(np.float32) for a in arrays]
     soft = rater_to_soft(load_volume(paths[0], label=True))
     np.testing.assert_array_equal(soft, expected[0])
+    # ... which is rater_values, the reading fuse and evaluate share (binary stays uint8 0/1)
+    values, kind = rater_values(load_volume(paths[0], label=True))
+    assert kind == ("levels" if has_scale else "binary")
+    assert values.dtype == (np.float32 if has_scale else np.uint8)
+    np.testing.assert_array_equal(values, expected[0])
     # 3. softseg fuse (average: the mean of the converted raters)
     out = tmp_path / "avg.nii.gz"
     assert main(["fuse", *map(str, paths), "--method", "average", "-o", str(out), "--json"]) == 0

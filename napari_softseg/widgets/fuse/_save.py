@@ -3,7 +3,7 @@
 Two classes: ``OUT`` (the fused map: STAPLE's probability or the average as float32, the hard
 methods as uint8 0/1) and ``OUT.json``. K classes: ``OUT`` is the fused integer label map, and
 for STAPLE and average ``<OUT stem>_label-<k>.nii.gz`` holds the float32 probability of class k
-(:func:`softseg.cli.fuse.class_map_path`), as ``softseg fuse --classes K`` writes them. The
+(:func:`softseg.dataset_json.class_file_path`), as ``softseg fuse --classes K`` writes them. The
 sidecar (:class:`softseg.sidecar.RaterSidecar`, key ``fusion``) holds the engine's summary
 (:meth:`softseg.fusion.FusionResult.summary`: method, region, STAPLE's prior and iterations,
 sensitivity/specificity or confusion matrices, pairwise Dice) plus the widget's choices. Files
@@ -58,12 +58,12 @@ def suggested_path(out: FusionOutput, current: Any = None) -> Path | None:
 
 def output_files(path: str | Path, out: FusionOutput) -> list[Path]:
     """Every file a save of ``out`` to ``path`` writes: the map, its sidecar, the class maps."""
-    from softseg.cli.fuse import class_map_path
+    from softseg.dataset_json import class_file_path
 
     path = Path(path)
     files = [path, sidecar_path(path)]
     if out.multiclass and out.result.probability is not None:
-        files += [class_map_path(path, k) for k in range(1, int(out.result.n_classes) + 1)]
+        files += [class_file_path(path, k) for k in range(1, int(out.result.n_classes) + 1)]
     return files
 
 

@@ -51,7 +51,6 @@ __all__ = [
     "GENERATOR_VERSION",
     "cache_root",
     "cached_subject",
-    "class_key",
     "subject_seed",
     "write_dataset",
     "write_subject",
@@ -67,16 +66,6 @@ CACHE_ENV = "SOFTSEG_CACHE_DIR"
 _GROUP_NOISE = {"centre-A": 0.03, "centre-B": 0.05}
 
 
-def class_key(name: str) -> str:
-    """The file key of a class name (``"grey matter"`` -> ``"grey-matter"``), as
-    :class:`softseg.dataset_json.DatasetJson` derives it (the one rule: spaces as ``-``)."""
-    from softseg.dataset_json import DatasetJson
-    from softseg.schema import parse
-
-    keys = parse(DatasetJson, {"classes": [str(name)]}, source="class name").class_keys
-    return keys[0]
-
-
 def subject_seed(seed: int, index: int) -> int:
     """Seed of subject *index* (0-based) of a dataset with seed *seed* (``SeedSequence``)."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
@@ -84,6 +73,7 @@ def subject_seed(seed: int, index: int) -> int:
 
 def _files(subject: AnatomySubject) -> dict[str, tuple[np.ndarray, dict[str, Any] | None]]:
     """File name -> (array in file order, JSON sidecar or None) of one subject."""
+    from softseg.dataset_json import class_key
     from softseg.sidecar import RaterSidecar
 
     files: dict[str, tuple[np.ndarray, dict[str, Any] | None]] = {"image.nii.gz": (subject.image, None)}
@@ -105,6 +95,8 @@ def _files(subject: AnatomySubject) -> dict[str, tuple[np.ndarray, dict[str, Any
 
 
 def _truth_entry(classes: Sequence[str]) -> str | dict[str, str]:
+    from softseg.dataset_json import class_key
+
     if len(classes) == 1:
         return "truth_soft.nii.gz"
     return {name: f"truth_label-{class_key(name)}.nii.gz" for name in classes}

@@ -21,11 +21,14 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from softseg.errors import InputError
+
+if TYPE_CHECKING:
+    from softseg.dataset_json import ClassList
 
 __all__ = ["HELP", "add_arguments", "class_prediction_paths", "run"]
 
@@ -128,11 +131,6 @@ def _stem(path: str) -> str:
     return name
 
 
-def class_key(name: str) -> str:
-    """The file key of a class name: spaces as ``-`` (docs/training.md)."""
-    return "-".join(str(name).split())
-
-
 def class_prediction_paths(
     prediction: str, keys: list[str]
 ) -> tuple[dict[str, Path], Path | None]:
@@ -160,9 +158,11 @@ def class_prediction_paths(
         if m:
             stem = stem[: m.start()]
 
+    from softseg.dataset_json import class_file_path
+
     def find(key: str) -> Path | None:
         for suffix in (".nii.gz", ".nii"):
-            p = Path(f"{stem}_label-{key}{suffix}")
+            p = class_file_path(stem + suffix, key)
             if p.exists():
                 return p
         return None
@@ -182,40 +182,23 @@ def class_prediction_paths(
     return files, find("background")
 
 
-def _classes(args: argparse.Namespace) -> tuple[list[str], list[str]] | None:
-    """(names, file keys) of a multi-class evaluation, or None."""
+def _classes(args: argparse.Namespace) -> ClassList | None:
+    """The classes of a multi-class evaluation (names and file keys), or None."""
+    from softseg.dataset_json import ClassList, read_class_list
+
     if args.classes:
-        names = [str(c) for c in args.classes]
-        return names, [class_key(c) for c in names]
-    if args.dataset_json:
-        from softseg.schema import load_json
-
-        data = load_json(args.dataset_json, what="dataset.json")
-        raw = data.get("classes") if isinstance(data, dict) else None
-        if not isinstance(raw, list) or not raw:
-            raise InputError(f"{args.dataset_json}: 'classes' must be a list of class names")
-        names, keys = [], []
-        for entry in raw:
-            if isinstance(entry, str):
-                names.append(entry)
-                keys.append(class_key(entry))
-            elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                names.append(entry["name"])
-                keys.append(str(entry.get("key") or class_key(entry["name"])))
-            else:
-                raise InputError(
-                    f"{args.dataset_json}: each class must be a name or "
-                    f"{{'name': ..., 'key': ...}}; got {entry!r}"
-                )
-        return names, keys
-    return None
+        return ClassList.from_names(args.classes, source="--classes")
+    return read_class_list(args.dataset_json) if args.dataset_json else None
 
 
-def _load_reference(path: str) -> tuple[Any, np.ndarray]:
-    from softseg.cli.fuse import load_label_maps
+def _load_rater(path: str) -> tuple[Any, np.ndarray]:
+    """A rater (or two-class reference) file and its values in [0, 1]
+    (:func:`softseg.sidecar.rater_values`: its sidecar's scale, the one conversion)."""
+    from softseg.io import load_volume
+    from softseg.sidecar import rater_values
 
-    vols, arrays, _ = load_label_maps([path])
-    return vols[0], arrays[0]
+    vol = load_volume(path, label=True)
+    return vol, rater_values(vol, name=str(path))[0]
 
 
 # ------------------------------------------------------------------------------- run
@@ -227,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_writable(args.output, overwrite=args.overwrite)
     classes = _classes(args)
-    report = _run_classes(args, *classes) if classes else _run_single(args)
+    report = _run_classes(args, classes) if classes else _run_single(args)
     safe = json_safe(report)
     if args.output is not None:
         write_json(args.output, safe, overwrite=args.overwrite)
@@ -241,14 +224,13 @@ def run(args: argparse.Namespace) -> int:
 def _run_single(args: argparse.Namespace) -> dict[str, Any]:
     from softseg import metrics
     from softseg.checks import as_probability
-    from softseg.cli.fuse import load_label_maps
     from softseg.fusion import average
     from softseg.geometry import check_same_grid
     from softseg.io import load_volume
 
     _check_inputs([args.prediction, args.truth, *(args.raters or [])], factor=3)
     pred_vol = load_volume(args.prediction, label=True)
-    truth_vol, truth = _load_reference(args.truth)
+    truth_vol, truth = _load_rater(args.truth)
     check_same_grid(truth_vol, pred_vol)
     spacing = _spacing(truth_vol)
     name = str(args.prediction)
@@ -256,9 +238,10 @@ def _run_single(args: argparse.Namespace) -> dict[str, Any]:
                           hint="give probabilities in [0, 1] or a 0/1 mask")
     rater_average, rater_arrays = None, []
     if args.raters:
-        rater_vols, rater_arrays, _ = load_label_maps(args.raters)
-        for vol in rater_vols:
+        for path in args.raters:
+            vol, values = _load_rater(path)
             check_same_grid(truth_vol, vol)
+            rater_arrays.append(values)
         rater_average = average(rater_arrays) if len(rater_arrays) > 1 else (
             rater_arrays[0].astype(np.float32))
 
@@ -289,11 +272,12 @@ def _run_single(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _run_classes(args: argparse.Namespace, names: list[str], keys: list[str]) -> dict[str, Any]:
+def _run_classes(args: argparse.Namespace, classes: ClassList) -> dict[str, Any]:
     from softseg import metrics
     from softseg.geometry import check_same_grid
     from softseg.io import load_volume
 
+    names, keys = list(classes.names), list(classes.keys)
     files, background = class_prediction_paths(str(args.prediction), keys)
     _check_inputs([args.truth, *files.values(), *([background] if background else []),
                    *(args.raters or [])], factor=4)

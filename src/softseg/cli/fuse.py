@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -38,12 +38,13 @@ from softseg.errors import InputError
 from softseg.fusion import METHODS, fusion_methods
 from softseg.geometry import check_same_grid
 
+if TYPE_CHECKING:
+    from softseg.dataset_json import ClassList
+
 __all__ = [
     "HELP",
     "ProgressBar",
     "add_arguments",
-    "check_same_grid",
-    "class_map_path",
     "load_label_maps",
     "run",
 ]
@@ -193,8 +194,8 @@ def load_label_maps(
 ) -> tuple[list[Any], list[np.ndarray], list[str]]:
     """Load two-class rater maps on one grid as values in [0, 1].
 
-    Each file goes through the one sidecar reader (:func:`softseg.sidecar.read_rater_sidecar`)
-    and the one conversion (:func:`softseg.confidence.as_rater_values`): binary maps become
+    Each file goes through :func:`softseg.sidecar.rater_values` (the one sidecar reader and the
+    one conversion, :func:`softseg.confidence.as_rater_values`): binary maps become
     uint8 0/1, soft maps float32 (values within 1e-6 of [0, 1] clipped), painted levels float32
     soft values through their sidecar's scale (a map painted with level 1 only looks binary, so
     the sidecar decides).
@@ -214,17 +215,15 @@ def load_label_maps(
         Unreadable files, different grids (both files named), bad values or sidecars (file
         named), levels without a scale.
     """
-    from softseg.confidence import as_rater_values
     from softseg.io import load_volume
-    from softseg.sidecar import read_rater_sidecar
+    from softseg.sidecar import rater_values
 
     volumes, arrays, kinds = [], [], []
     for path in paths:
         vol = load_volume(path, label=True)
         if volumes:
             check_same_grid(volumes[0], vol)
-        side = read_rater_sidecar(path)
-        arr, kind = as_rater_values(vol.array, scale=side.scale if side else None, name=str(path))
+        arr, kind = rater_values(vol, name=str(path))
         volumes.append(vol)
         arrays.append(arr)
         kinds.append(kind)
@@ -233,74 +232,13 @@ def load_label_maps(
     return volumes, arrays, kinds
 
 
-def class_map_path(output: str | Path, k: int) -> Path:
-    """``OUT.nii.gz`` -> ``OUT_label-<k>.nii.gz``: where the probability of class k goes."""
-    output = Path(output)
-    name = output.name
-    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else ".nii"
-    return output.with_name(f"{name[: -len(suffix)]}_label-{k}{suffix}")
-
-
-# ---------------------------------------------------------------------------- multi-class
-class _Classes:
-    """Class names and file keys of a multi-class run (class k = label value k, 0 = background)."""
-
-    def __init__(self, names: Sequence[str], keys: Sequence[str], source: str) -> None:
-        self.names = tuple(names)
-        self.keys = tuple(keys)
-        self.source = source
-
-    @property
-    def k(self) -> int:
-        return len(self.names)
-
-    def index(self, token: str, path: str) -> int:
-        """Class index 1..K of a ``_label-<token>`` file name."""
-        if token.isdigit() and 1 <= int(token) <= self.k:
-            return int(token)
-        for i, (name, key) in enumerate(zip(self.names, self.keys), start=1):
-            if token in (key, name.replace(" ", "-")):
-                return i
-        raise InputError(
-            f"{path}: class {token!r} is not a class of {self.source} (classes "
-            f"{', '.join(f'{i}={n}' for i, n in enumerate(self.names, start=1))}); name per-class "
-            "files <rater>_label-<class>.nii.gz with one of them"
-        )
-
-
-def _classes(args: argparse.Namespace) -> _Classes | None:
-    if args.classes is not None and args.dataset_json is not None:
-        raise InputError("give either --classes K or --dataset-json FILE, not both")
-    if args.classes is not None:
-        if args.classes < 1:
-            raise InputError(f"--classes must be >= 1; got {args.classes}")
-        names = [str(k) for k in range(1, args.classes + 1)]
-        return _Classes(names, names, "--classes")
-    if args.dataset_json is None:
-        return None
-    from softseg.dataset_json import DatasetJson
-    from softseg.schema import load_json, parse
-
-    source = str(args.dataset_json)
-    meta = parse(DatasetJson, load_json(args.dataset_json, what="dataset.json"), source=source)
-    if not meta.class_names:
-        raise InputError(
-            f"{source}: lists no \"classes\" (or nnU-Net \"labels\"); name the classes, e.g. "
-            "\"classes\": [\"grey matter\", \"white matter\"]"
-        )
-    # nnU-Net "labels" are 0 (background) and 1..K without gaps (DatasetJson checks it), so a
-    # label map's values are the class indices either way
-    return _Classes(meta.class_names, meta.class_keys, source)
-
-
 def _load_class_raters(
-    paths: Sequence[str], classes: _Classes, progress: ProgressBar
+    paths: Sequence[str], classes: ClassList, progress: ProgressBar
 ) -> tuple[list[Any], np.ndarray, list[str], list[str], bool]:
     """Multi-class raters: (volumes, stacked array, rater names, kinds, class_maps?)."""
-    from softseg.confidence import as_rater_values
-    from softseg.fusion import class_probabilities
+    from softseg.fusion import as_label_maps, class_probabilities
     from softseg.io import load_volume
-    from softseg.sidecar import read_rater_sidecar
+    from softseg.sidecar import rater_values
 
     matches = [_CLASS_FILE.match(Path(p).name) for p in paths]
     volumes: list[Any] = []
@@ -333,11 +271,7 @@ def _load_class_raters(
         for rater, files in groups.items():
             per_class, rater_kinds = [], []
             for k in range(1, classes.k + 1):
-                vol = load(files[k])
-                side = read_rater_sidecar(files[k])
-                values, kind = as_rater_values(
-                    vol.array, scale=side.scale if side else None, name=files[k]
-                )
+                values, kind = rater_values(load(files[k]), name=files[k])
                 per_class.append(values)
                 rater_kinds.append(kind)
             name = f"{rater}_label-*"
@@ -353,26 +287,10 @@ def _load_class_raters(
         )
     labels = []
     for path in paths:
-        labels.append(_label_map(load(path).array, classes, path))
+        (one,), _k = as_label_maps(load(path).array[None], min_raters=1, what="softseg fuse", names=[path])
+        classes.check_label_values(one, path)
+        labels.append(one)
     return volumes, np.stack(labels), [str(p) for p in paths], ["labels"] * len(paths), False
-
-
-def _label_map(array: np.ndarray, classes: _Classes, path: str) -> np.ndarray:
-    """An integer label map (checked by :func:`softseg.fusion.as_label_maps`) whose values
-    must be classes 0..K of the run; the message names the file and the run's classes."""
-    from softseg.fusion import as_label_maps
-
-    labels, _k = as_label_maps(np.asarray(array)[None], min_raters=1, what="softseg fuse", names=[path])
-    labels = labels[0]
-    if int(labels.max()) > classes.k:
-        bad = np.unique(labels[labels > classes.k])
-        raise InputError(
-            f"{path}: holds label value{'s' if bad.size > 1 else ''} "
-            f"{', '.join(map(str, bad[:5].tolist()))}, not a class of {classes.source} (0 = "
-            "background, " + ", ".join(f"{i} = {n}" for i, n in enumerate(classes.names, start=1))
-            + "); fix the label map or the class list"
-        )
-    return labels
 
 
 # ----------------------------------------------------------------------------------- run
@@ -404,6 +322,7 @@ def _header_voxels(paths: Sequence[str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from softseg import __version__
+    from softseg.dataset_json import class_file_path, class_list
     from softseg.fusion import SoftRatersError, fuse
     from softseg.io import is_nifti_path, nifti_image, sidecar_path
     from softseg.outputs import OutputSet
@@ -413,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_nifti_path(out):
         raise InputError(f"{out}: output must end in .nii or .nii.gz")
     _check_options(args)
-    classes = _classes(args)
+    classes = class_list(count=args.classes, dataset_json=args.dataset_json)
     spec = METHODS[args.method]
     if classes is not None and not spec.multiclass:
         raise InputError(
@@ -421,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(fusion_methods(multiclass=True))}"
         )
     class_files = (
-        [class_map_path(out, k) for k in range(1, classes.k + 1)]
+        [class_file_path(out, k) for k in range(1, classes.k + 1)]
         if classes is not None and spec.output == "soft"
         else []
     )
@@ -494,7 +413,7 @@ def _record(
     result: Any,
     names: Sequence[str],
     kinds: Sequence[str],
-    classes: _Classes | None,
+    classes: ClassList | None,
     class_files: Sequence[Path],
 ) -> dict[str, Any]:
     """The summary written to OUT.json (``fusion``) and printed by ``--json``:

@@ -131,8 +131,9 @@ def slice_axis(volume: Any) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from softseg import __version__
-    from softseg.cli.fuse import _classes, _label_map
     from softseg.confidence import detect_label_kind
+    from softseg.dataset_json import class_list
+    from softseg.fusion import as_label_maps
     from softseg.geometry import display_geometry, voxel_size
     from softseg.interpolate import interpolate_labels, interpolate_levels
     from softseg.io import is_nifti_path, load_volume, nifti_image, sidecar_path
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     rater, out = Path(args.rater), Path(args.output)
     if not is_nifti_path(out):
         raise InputError(f"{out}: output must end in .nii or .nii.gz")
-    classes = _classes(args)
+    classes = class_list(count=args.classes, dataset_json=args.dataset_json)
     painted = parse_slices(args.slices) if args.slices is not None else None
     # every output checked (exists, folder writable) before any work
     outputs = OutputSet([out, sidecar_path(out)], overwrite=args.overwrite)
@@ -172,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
             n_levels=None if scale is None else scale.n_levels, name=name,
         )
     else:
-        labels = _label_map(vol.array, classes, name)
+        (labels,), _k = as_label_maps(vol.array[None], min_raters=1, what="softseg interpolate", names=[name])
+        classes.check_label_values(labels, name)
         result = interpolate_labels(
             labels, axis=axis, painted=painted, spacing=spacing, n_classes=classes.k, name=name
         )

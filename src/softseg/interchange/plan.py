@@ -141,11 +141,13 @@ class ImportPlan:
 
 def class_entries(names: list[str]) -> list[Any]:
     """``dataset.json`` ``classes`` entries: the name, or ``{"name", "key"}`` when the name does
-    not make a file-name key by itself (DESIGN 11: the key is the name with spaces as ``-``)."""
+    not make a file-name key by itself (:func:`softseg.dataset_json.class_key`)."""
+    from softseg.dataset_json import class_key
+
     out: list[Any] = []
     for i, name in enumerate(names):
         key = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-.") or f"class{i + 1}"
-        out.append(name if key == name.replace(" ", "-") else {"name": name, "key": key})
+        out.append(name if key == class_key(name) else {"name": name, "key": key})
     return out
 
 
