@@ -103,8 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Bar:
     """A one-line progress bar on stderr (redrawn in place on a terminal)."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30) -> None:
-        self.stream = stream
+    def __init__(self, stream=None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.t0 = time.perf_counter()

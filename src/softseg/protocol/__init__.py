@@ -16,7 +16,9 @@ Modules (one concept each):
 ``models``           :func:`evaluate_models`, the K-class reference :func:`class_reference`
 ``config``           :class:`ProtocolConfig`, :class:`Progress`, :class:`ProtocolResult`
 ``units``            :class:`UnitPlan`, :func:`run_unit` (train + evaluate + record: what a job runs)
-``executors``        :class:`ExecutorConfig`, serial runs and submitit jobs (local, Slurm)
+``records``          the unit record and the error record (JSON files the parent reads)
+``executors``        :class:`ExecutorConfig`: serial, submitit local or Slurm; their parameters
+``running``          running units serially, or as jobs the parent watches (Ctrl-C cancels them)
 ``jobs``             :class:`~softseg.protocol.jobs.UnitJob` (the submitit callable; imports submitit)
 ``run``              :func:`run_protocol`: state, resume, the report
 ===================  ==========================================================================

@@ -13,7 +13,8 @@ from typing import Any
 
 from submitit.helpers import Checkpointable
 
-from softseg.protocol.units import UnitPlan, run_unit, write_error
+from softseg.protocol.records import write_error
+from softseg.protocol.units import UnitPlan, run_unit
 
 __all__ = ["UnitJob"]
 

@@ -144,7 +144,7 @@ def evaluate_models(
         Fewer than two models, models of different classes, unknown subjects, no test subject,
         any refusal of the reference or the metrics.
     """
-    from softseg.data import load_subject, scan_dataset
+    from softseg.data import scan_dataset
     from softseg.modelfile import load_model, read_card
 
     if len(models) < 2:

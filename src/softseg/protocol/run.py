@@ -30,9 +30,11 @@ from softseg import compare
 from softseg.errors import InputError
 from softseg.io import write_json
 from softseg.protocol.config import Progress, ProtocolConfig, ProtocolResult
-from softseg.protocol.executors import ExecutorConfig, Failure, job_threads, run_jobs, run_serial
+from softseg.protocol.executors import ExecutorConfig, job_threads
 from softseg.protocol.reference import GROUND_TRUTHS, parse_candidate
-from softseg.protocol.units import JOBS, MODELS, UNITS, UnitPlan, plan_units, read_record
+from softseg.protocol.running import Failure, run_jobs, run_serial
+from softseg.protocol.records import read_record
+from softseg.protocol.units import JOBS, MODELS, UNITS, UnitPlan, plan_units
 
 __all__ = ["STATE_FILE", "run_protocol"]
 

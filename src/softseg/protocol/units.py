@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,23 +35,19 @@ import numpy as np
 
 from softseg import compare
 from softseg.errors import InputError
-from softseg.protocol.reference import ground_truth, parse_candidate, predict_subject
-from softseg.schema import Schema, load_json, parse
+from softseg.protocol.reference import ground_truth, predict_subject
+from softseg.protocol.records import read_record
 
 __all__ = [
     "JOBS",
     "MODELS",
     "UNITS",
     "TrainingPlan",
+    "UnitEvaluation",
     "UnitPlan",
-    "UnitRecord",
-    "error_record",
     "plan_units",
-    "read_error",
-    "read_record",
     "run_unit",
     "unit_prediction",
-    "write_error",
 ]
 
 #: Sub-folders of a protocol folder: model files, unit records, submitit's job folders.
@@ -212,88 +206,6 @@ def plan_units(info: Any, config: Any, *, out: str | os.PathLike, threads: int |
     return plans
 
 
-# ------------------------------------------------------------------------------ records
-class UnitRecord(Schema):
-    """A finished unit (``units/<stem>.json`` and its entry in ``run_state.json``).
-
-    ``subjects``: per test subject, :func:`softseg.metrics.evaluate`'s table (K-class: the
-    multi-class ``ece``/``accuracy``); ``curves``: the pooled plot data
-    (:meth:`softseg.compare.Curves.as_dict`; None for K-class); ``classes``: K-class models,
-    per class ``{"subjects": ..., "curves": ...}``; ``plan``: :meth:`UnitPlan.as_dict`.
-    Numbers are JSON-safe (:func:`softseg.compare.json_safe`: NaN as null, infinities as
-    ``"inf"``/``"-inf"``).
-    """
-
-    candidate: str
-    repeat: int
-    model: str
-    models: tuple[str, ...]
-    threshold: float | None
-    thresholds: tuple[float, ...]
-    split: dict[str, tuple[str, ...]]
-    test_group: str | None
-    train_seconds: float
-    subjects: dict[str, dict[str, Any]]
-    curves: dict[str, Any] | None
-    classes: dict[str, dict[str, Any]] = {}
-    plan: dict[str, Any]
-
-
-def read_record(path: str | os.PathLike, plan: UnitPlan | None = None) -> dict[str, Any] | None:
-    """The record at ``path`` as a dict, or None when there is none or it is not for ``plan``.
-
-    Raises
-    ------
-    InputError
-        A record file that is not a unit record (damaged): its path and what is wrong.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return None
-    data = load_json(path, what="unit record")
-    rec = parse(UnitRecord, data, source=str(path))
-    if plan is not None:
-        if rec.plan != _jsonish(plan.as_dict()):
-            return None  # a record of other settings (an earlier run in this folder)
-        if not all(p.exists() for p in plan.model_paths()):
-            return None  # its model was deleted: the unit is to be trained again
-    return data
-
-
-def _jsonish(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj))
-
-
-def error_record(plan: UnitPlan, exc: BaseException) -> dict[str, Any]:
-    """What :func:`write_error` stores about a unit that raised ``exc``."""
-    return {"unit": plan.uid, "type": type(exc).__name__,
-            "message": " ".join(str(exc).split()) or type(exc).__name__,
-            "traceback": traceback.format_exc(), "host": socket.gethostname(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def write_error(plan: UnitPlan, exc: BaseException) -> None:
-    """Write ``units/<stem>.error.json`` (best effort: a full disk must not hide ``exc``)."""
-    from softseg.io import write_json
-
-    with contextlib.suppress(Exception):
-        plan.error_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(plan.error_path, error_record(plan, exc), overwrite=True)
-
-
-def read_error(plan: UnitPlan) -> dict[str, Any] | None:
-    """The error record of the unit's last failed job, or None."""
-    if not plan.error_path.is_file():
-        return None
-    try:
-        data = load_json(plan.error_path, what="unit error record")
-    except InputError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # ------------------------------------------------------------------------------ running
 @contextlib.contextmanager
 def _unit_lock(plan: UnitPlan) -> Iterator[None]:
@@ -422,6 +334,73 @@ def unit_prediction(loaded: Sequence[Any], data: Any) -> np.ndarray:
     return predict_subject(loaded[0], data)
 
 
+class UnitEvaluation:
+    """The evaluation part of a unit's record, one test subject at a time.
+
+    Parameters
+    ----------
+    candidate : str
+        For error messages.
+    classes : sequence of str
+        The model's classes (one: single-class evaluation).
+    thresholds : sequence of float
+        The model's optimal threshold per class (binarisation of each class map).
+    """
+
+    def __init__(self, candidate: str, classes: Sequence[str], thresholds: Sequence[float]) -> None:
+        self.candidate = candidate
+        self.classes = tuple(classes)
+        self.thresholds = [float(t) for t in thresholds]
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.curves: list[compare.Curves] = []
+        self.class_rows: dict[str, dict[str, Any]] = {c: {} for c in self.classes}
+        self.class_curves: dict[str, list[compare.Curves]] = {c: [] for c in self.classes}
+
+    def add(self, subject: str, prediction: np.ndarray, reference: np.ndarray, *,
+            spacing: Sequence[float], raters: np.ndarray | None = None, label: str = "") -> None:
+        """Evaluate one subject.
+
+        Parameters
+        ----------
+        subject : str
+        prediction : ndarray
+            ``(S, H, W)`` in [0, 1] (one class), or ``(K+1 | K, S, H, W)`` class probabilities.
+        reference : ndarray
+            Soft or binary ``(S, H, W)`` (one class); K classes: integer labels 0..K.
+        spacing : sequence of 3 float (mm)
+        raters : ndarray (R, S, H, W), optional
+            One class: the raters (their average is the Brier / entropy reference).
+        label : str
+            The subject's name in the plot data.
+        """
+        if len(self.classes) == 1:
+            row, c = compare.evaluate_subject(prediction, reference, threshold=self.thresholds[0],
+                                              raters=raters, spacing=spacing,
+                                              name=self.candidate, subject=label or subject)
+            self.rows[subject] = row
+            self.curves.append(c)
+            return
+        ce, cc = compare.evaluate_subject_classes(prediction, reference, classes=self.classes,
+                                                  thresholds=self.thresholds, spacing=spacing,
+                                                  subject=label or subject)
+        self.rows[subject] = dict(ce.overall)
+        for c in ce.classes:
+            self.class_rows[c][subject] = dict(ce.per_class[c])
+            self.class_curves[c].append(cc[c])
+
+    def record(self) -> dict[str, Any]:
+        """``subjects``, ``curves`` and ``classes`` of :class:`UnitRecord` (not yet JSON-safe)."""
+        single = len(self.classes) == 1
+        return {
+            "subjects": dict(self.rows),
+            "curves": compare.pool_curves(self.curves).as_dict() if single else None,
+            "classes": {} if single else {
+                c: {"subjects": self.class_rows[c],
+                    "curves": compare.pool_curves(self.class_curves[c]).as_dict()}
+                for c in self.classes},
+        }
+
+
 def _evaluate(plan: UnitPlan, info: Any) -> dict[str, Any]:
     from softseg.data import load_subject
     from softseg.modelfile import load_model
@@ -430,43 +409,24 @@ def _evaluate(plan: UnitPlan, info: Any) -> dict[str, Any]:
     loaded = [load_model(p) for p in plan.model_paths()]
     card = loaded[0].card
     classes = tuple(card.classes)
-    rows: dict[str, dict[str, Any]] = {}
-    curves: list[compare.Curves] = []
-    class_rows: dict[str, dict[str, Any]] = {c: {} for c in classes}
-    class_curves: dict[str, list[compare.Curves]] = {c: [] for c in classes}
+    ev = UnitEvaluation(plan.candidate, classes, card.thresholds)
     for name in plan.split["test"]:
         subject = info.subject(name)
         data = load_subject(subject)
         pred = unit_prediction(loaded, data)
-        label = f"{name} (r{plan.repeat})"
         if len(classes) == 1:
             ref = ground_truth(subject, data, plan.ground_truth)
             raters = data.raters if data.raters.shape[0] > 1 else None
-            row, c = compare.evaluate_subject(pred, ref, threshold=card.threshold, raters=raters,
-                                              spacing=data.spacing, name=plan.candidate,
-                                              subject=label)
-            rows[name] = row
-            curves.append(c)
         else:
             ref = class_reference(subject, data, plan.ground_truth, classes, info=info)
-            ce, cc = compare.evaluate_subject_classes(
-                pred, ref, classes=classes, thresholds=list(card.thresholds),
-                spacing=data.spacing, subject=label)
-            rows[name] = dict(ce.overall)
-            for c in ce.classes:
-                class_rows[c][name] = dict(ce.per_class[c])
-                class_curves[c].append(cc[c])
-    record: dict[str, Any] = {
+            raters = None
+        ev.add(name, pred, ref, spacing=data.spacing, raters=raters,
+               label=f"{name} (r{plan.repeat})")
+    return {
         "candidate": plan.candidate, "repeat": plan.repeat,
         "model": plan.trainings[0].model, "models": [t.model for t in plan.trainings],
         "threshold": float(card.thresholds[0]) if len(classes) == 1 else None,
         "thresholds": [float(t) for t in card.thresholds],
         "split": {k: list(v) for k, v in plan.split.items()}, "test_group": plan.test_group,
-        "train_seconds": 0.0, "subjects": rows,
-        "curves": compare.pool_curves(curves).as_dict() if curves else None,
-        "classes": ({c: {"subjects": class_rows[c],
-                         "curves": compare.pool_curves(class_curves[c]).as_dict()}
-                     for c in classes} if len(classes) > 1 else {}),
-        "plan": plan.as_dict(),
+        "train_seconds": 0.0, **ev.record(), "plan": plan.as_dict(),
     }
-    return record
