@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from softseg.errors import InputError
-from softseg.fusion.raters import _is_binary, as_raters, roi_box
-from softseg.fusion.voting import _vote_count, average
+from softseg.fusion.raters import is_binary, as_raters, roi_box
+from softseg.fusion.voting import vote_count, average
 
 __all__ = [
     "binary_confusion",
@@ -52,13 +52,13 @@ def disagreement(raters: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     from softseg.metrics import entropy
 
     arr = as_raters(raters, what="disagreement")
-    if not _is_binary(arr):
+    if not is_binary(arr):
         return entropy(average(arr))
     # binary raters: the average takes R + 1 values k / R; the entropy of those, looked up by the
     # vote count (the same numbers as entropy(average(raters)), without a log per voxel)
     n = arr.shape[0]
     table = entropy(np.arange(n + 1, dtype=np.float32) / np.float32(n))
-    return table[_vote_count(arr)]
+    return table[vote_count(arr)]
 
 
 def _region(roi: np.ndarray | None, spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray | None]:

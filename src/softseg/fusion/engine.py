@@ -54,7 +54,7 @@ from softseg.fusion.agreement import (
     rater_performance,
     soft_class_confusion,
 )
-from softseg.fusion.raters import _is_binary, as_raters, default_roi, roi_box, roi_mask
+from softseg.fusion.raters import is_binary, as_raters, default_roi, roi_box, roi_mask
 from softseg.fusion.staple_em import DEFAULT_MAX_ITER, staple
 from softseg.fusion.voting import average, intersection, majority_vote, union
 
@@ -406,7 +406,7 @@ def iter_fuse(
     arr = as_raters(raters, what=spec.name, names=names)
     n = arr.shape[0]
     label = _names(names, n)
-    soft_raters = [label[j] for j in range(n) if not _is_binary(arr[j])]
+    soft_raters = [label[j] for j in range(n) if not is_binary(arr[j])]
     if soft_raters and (spec.binary_input or (spec.soft_variant and soft is False)):
         what = f"binary {spec.title}" if spec.soft_variant else spec.title
         hint = (
@@ -677,7 +677,7 @@ def _iter_fuse_classes(
     if class_maps:
         probs = _as_class_maps(raters, k, names, spec.name)
         label = _names(names, probs.shape[0])
-        soft_raters = [label[j] for j in range(probs.shape[0]) if not _is_binary(probs[j])]
+        soft_raters = [label[j] for j in range(probs.shape[0]) if not is_binary(probs[j])]
         if not soft_raters:  # one-hot maps: the label maps they are
             labels = np.argmax(probs, axis=1).astype(np.uint8 if k + 1 <= 255 else np.uint16)
             probs = None
@@ -831,7 +831,7 @@ def training_target(
     arr = as_raters(raters, min_raters=1, what=f"training target ({method})")
     if spec.name == "random" or arr.shape[0] == 1:
         return np.array(arr, dtype=np.float32, copy=True)
-    if spec.name == "majority" and not _is_binary(arr):
+    if spec.name == "majority" and not is_binary(arr):
         arr = (arr >= 0.5).view(np.uint8)
     result = fuse(arr, spec.name, roi=roi)
     return np.asarray(result.target, dtype=np.float32)[None]

@@ -72,7 +72,7 @@ import numpy as np
 
 from softseg.checks import as_probability
 from softseg.errors import InputError
-from softseg.fusion.raters import _rater_name, roi_mask, stack_maps
+from softseg.fusion.raters import rater_name, roi_mask, stack_maps
 
 __all__ = [
     "MultiLabelStapleResult",
@@ -156,14 +156,14 @@ def as_label_maps(
             j, *_ = np.unravel_index(int(np.argmax(frac)), arr.shape)
             value = float(arr.reshape(-1)[int(np.argmax(frac))])
             raise InputError(
-                f"{what}: {_rater_name(names, j)} holds the non-integer label {value:g}; label "
+                f"{what}: {rater_name(names, j)} holds the non-integer label {value:g}; label "
                 "maps hold whole numbers 0..K (for soft per-class maps use the per-class fusions)"
             )
     lo = 0 if arr.dtype.kind == "u" else arr.min()
     if lo < 0:
         j = int(np.argmax((arr < 0).reshape(n, -1).any(axis=1)))
         raise InputError(
-            f"{what}: {_rater_name(names, j)} holds the negative label {_num(lo)}; labels are 0 "
+            f"{what}: {rater_name(names, j)} holds the negative label {_num(lo)}; labels are 0 "
             "(background) ..K"
         )
     hi = int(arr.max())
@@ -172,7 +172,7 @@ def as_label_maps(
     elif hi > n_classes:
         j = int(np.argmax((arr.reshape(n, -1) > n_classes).any(axis=1)))
         raise InputError(
-            f"{what}: {_rater_name(names, j)} holds label {hi} but n_classes is {n_classes} "
+            f"{what}: {rater_name(names, j)} holds label {hi} but n_classes is {n_classes} "
             f"(labels 0..{n_classes}); pass n_classes={hi} or fix the label map"
         )
     dtype = np.min_scalar_type(int(n_classes))

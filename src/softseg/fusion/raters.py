@@ -17,10 +17,22 @@ import numpy as np
 from softseg.checks import as_probability
 from softseg.errors import InputError
 
-__all__ = ["any_nonzero", "as_raters", "default_roi", "roi_box", "roi_mask", "stack_maps"]
+__all__ = [
+    "any_nonzero",
+    "as_raters",
+    "default_roi",
+    "first_soft_value",
+    "is_binary",
+    "rater_name",
+    "roi_box",
+    "roi_mask",
+    "stack_maps",
+]
 
 
-def _rater_name(names: Sequence[str] | None, index: int) -> str:
+def rater_name(names: Sequence[str] | None, index: int) -> str:
+    """How messages name rater *index* (0-based): ``names[index]`` (a file or layer name) when
+    given, else ``"rater <index>"``."""
     if names is not None and index < len(names):
         return str(names[index])
     return f"rater {index}"
@@ -81,8 +93,8 @@ def stack_maps(
         for i, item in enumerate(items[1:], start=1):
             if item.shape != items[0].shape:
                 raise InputError(
-                    f"{what}: {_rater_name(names, i)} has shape {item.shape} but "
-                    f"{_rater_name(names, 0)} has shape {items[0].shape}; all {noun} must be on "
+                    f"{what}: {rater_name(names, i)} has shape {item.shape} but "
+                    f"{rater_name(names, 0)} has shape {items[0].shape}; all {noun} must be on "
                     "the same voxel grid"
                 )
         arr = np.stack(items) if len(items) > 1 else items[0][None]
@@ -146,27 +158,30 @@ def as_raters(
             "first"
         )
         rows = [
-            as_probability(arr[j], name=f"{what}: {_rater_name(names, j)}", hint=hint)
+            as_probability(arr[j], name=f"{what}: {rater_name(names, j)}", hint=hint)
             for j in range(n)
         ]
         arr = np.stack(rows)
-    if binary and not _is_binary(arr):
-        j = next(j for j in range(n) if not _is_binary(arr[j]))
+    if binary and not is_binary(arr):
+        j = next(j for j in range(n) if not is_binary(arr[j]))
         raise InputError(
-            f"{what}: needs binary raters (0/1) but {_rater_name(names, j)} holds values such "
-            f"as {_a_soft_value(arr[j])!r}; binarise them (e.g. raters >= 0.5)"
+            f"{what}: needs binary raters (0/1) but {rater_name(names, j)} holds values such "
+            f"as {first_soft_value(arr[j])!r}; binarise them (e.g. raters >= 0.5)"
         )
     return arr
 
 
-def _is_binary(arr: np.ndarray) -> bool:
-    """True when every value is 0 or 1 (values are already known to lie in [0, 1])."""
+def is_binary(arr: np.ndarray) -> bool:
+    """True when every value is 0 or 1 (values are already known to lie in [0, 1]); integer and
+    boolean arrays are binary by type (checked values in [0, 1])."""
     if arr.dtype == np.bool_ or arr.dtype.kind in "iu":
         return True
     return bool(np.all((arr == 0) | (arr == 1)))
 
 
-def _a_soft_value(arr: np.ndarray) -> float:
+def first_soft_value(arr: np.ndarray) -> float:
+    """The first value of *arr* that is neither 0 nor 1 (0.0 when there is none): the example a
+    "needs binary raters" message shows."""
     flat = arr.ravel()
     idx = np.flatnonzero((flat != 0) & (flat != 1))
     return float(flat[idx[0]]) if idx.size else 0.0
@@ -220,7 +235,7 @@ def default_roi(raters: np.ndarray | Sequence[np.ndarray], *, margin: int = 10) 
     arr = as_raters(raters, min_raters=1, what="default_roi")
     spatial = arr.shape[1:]
     roi = np.zeros(spatial, dtype=bool)
-    labelled = np.flatnonzero(any_nonzero(arr.reshape(arr.shape[0], -1), _is_binary(arr)))
+    labelled = np.flatnonzero(any_nonzero(arr.reshape(arr.shape[0], -1), is_binary(arr)))
     if labelled.size == 0:
         roi[...] = True
         return roi

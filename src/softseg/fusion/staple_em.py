@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from softseg.errors import InputError
-from softseg.fusion.raters import _a_soft_value, _is_binary, any_nonzero, as_raters, roi_mask
+from softseg.fusion.raters import first_soft_value, is_binary, any_nonzero, as_raters, roi_mask
 
 __all__ = ["DEFAULT_MAX_ITER", "StapleResult", "staple"]
 
@@ -152,11 +152,11 @@ def staple(
     if prior is not None and not (0.0 < float(prior) < 1.0):
         raise InputError(f"staple: prior must lie strictly between 0 and 1; got {prior!r}")
     arr = as_raters(raters, what="staple")
-    binary = _is_binary(arr)
+    binary = is_binary(arr)
     if not binary and not soft:
         raise InputError(
             "staple: binary STAPLE needs 0/1 raters but got values such as "
-            f"{_a_soft_value(arr):g}; "
+            f"{first_soft_value(arr):g}; "
             "use soft=True (softseg fuse --soft) for confidence maps, or binarise them"
         )
     n_raters = arr.shape[0]

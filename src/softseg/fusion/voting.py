@@ -15,7 +15,7 @@ import numpy as np
 from softseg.errors import InputError
 from softseg.fusion.raters import as_raters
 
-__all__ = ["average", "intersection", "majority_vote", "sample_rater", "union"]
+__all__ = ["average", "intersection", "majority_vote", "sample_rater", "union", "vote_count"]
 
 
 def average(raters: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -57,14 +57,14 @@ def majority_vote(raters: np.ndarray | Sequence[np.ndarray], *, ties: int = 0) -
         )
     arr = as_raters(raters, binary=True, what="majority_vote")
     n = arr.shape[0]
-    votes = _vote_count(arr)
+    votes = vote_count(arr)
     out = votes > n // 2  # more than half
     if ties == 1 and n % 2 == 0:
         out |= votes == n // 2
     return out.view(np.uint8)
 
 
-def _vote_count(arr: np.ndarray) -> np.ndarray:
+def vote_count(arr: np.ndarray) -> np.ndarray:
     """Foreground votes per voxel of binary raters (R, *spatial), in a narrow integer type."""
     dtype = np.uint8 if arr.shape[0] < 256 else np.int32
     if arr.dtype in (np.bool_, np.uint8, np.int8):
