@@ -430,7 +430,7 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
     from softseg.data import load_subject, scan_dataset
     from softseg.io import load_volume
     from softseg.modelfile import load_model
-    from softseg.protocol import _predict, ground_truth
+    from softseg.protocol import ground_truth, predict_subject
 
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     info = scan_dataset(dataset)
@@ -462,7 +462,7 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
         res = {}
         for name in unit["subjects"]:
             data, truth, staple, lesions, roi = subject(name)
-            pred = _predict(loaded, data)
+            pred = predict_subject(loaded, data)
             pb = pred >= np.float32(t)
             big = pred >= np.float32(0.05)
             tb = truth >= np.float32(0.05)
@@ -664,7 +664,7 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
 
     from softseg.data import load_subject, scan_dataset
     from softseg.modelfile import load_model
-    from softseg.protocol import _predict, ground_truth
+    from softseg.protocol import ground_truth, predict_subject
 
     info = scan_dataset(dataset)
     conv, soft = units[f"conventional/r{repeat}"], units[f"softseg/r{repeat}"]
@@ -674,7 +674,7 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
     truth = ground_truth(sub, data, "truth")
     preds = {}
     for key, unit in (("conventional", conv), ("softseg", soft)):
-        preds[key] = (_predict(load_model(Path(unit["folder"]) / unit["model"]), data),
+        preds[key] = (predict_subject(load_model(Path(unit["folder"]) / unit["model"]), data),
                       float(unit["threshold"]))
     # the slice with the most lesion voxels (ties: the largest cross-section), zoomed on the target
     from softseg.io import load_volume
@@ -778,11 +778,11 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
     }
-    from softseg.compare import _json_safe
+    from softseg.compare import json_safe
 
     out_json.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_json_safe(result), indent=1))
+    tmp.write_text(json.dumps(json_safe(result), indent=1))
     tmp.replace(out_json)
     write_csv(out_json.with_suffix(".csv"), abl, fus)
     return result

@@ -39,7 +39,7 @@ from softseg.anatomy.subject import (
     LESION,
     TARGETS,
     AnatomySubject,
-    _check_spacing,
+    check_spacing,
     make_subject,
 )
 from softseg.anatomy.template import nilearn_version
@@ -219,7 +219,7 @@ def write_dataset(
             raise InputError(f"write_dataset sets {key!r} per subject; do not pass it")
     if int(n_raters) < 1:
         raise InputError(f"n_raters must be >= 1; got {n_raters}")
-    _check_spacing(spacing)
+    check_spacing(spacing)
     folder = _check_destination(Path(folder), overwrite)
     from softseg.anatomy.template import load_template
 
@@ -336,7 +336,7 @@ def cached_subject(
     from softseg.io import write_json
     from softseg.outputs import output_folder
 
-    spacing_list = [float(v) for v in _check_spacing(spacing)]
+    spacing_list = [float(v) for v in check_spacing(spacing)]
     parameters = {"seed": int(seed), "target": str(target), "spacing": spacing_list,
                   "n_raters": int(n_raters)}
     base = Path(root) if root is not None else cache_root()

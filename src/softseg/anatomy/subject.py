@@ -53,6 +53,7 @@ __all__ = [
     "TARGETS",
     "AnatomySubject",
     "Transform",
+    "check_spacing",
     "make_subject",
     "output_grid",
 ]
@@ -208,11 +209,27 @@ def output_grid(
     """Shape and affine of the output grid for a voxel size (mm): the template's head mask
     bounding box plus a 12 mm margin, aligned so that integer spacings block-average whole
     template voxels."""
-    grid = _make_grid(_check_spacing(spacing), template or load_template())
+    grid = _make_grid(check_spacing(spacing), template or load_template())
     return grid.shape, grid.affine
 
 
-def _check_spacing(spacing: Sequence[float] | float) -> np.ndarray:
+def check_spacing(spacing: Sequence[float] | float) -> np.ndarray:
+    """The output voxel size of generated subjects as 3 floats (mm).
+
+    Parameters
+    ----------
+    spacing : float or sequence of 1 or 3 floats
+        mm; one value means isotropic voxels.
+
+    Returns
+    -------
+    ndarray, shape (3,), float64
+
+    Raises
+    ------
+    InputError
+        Not 1 or 3 finite values between 0.5 and 8 mm.
+    """
     arr = np.atleast_1d(np.asarray(spacing, dtype=np.float64))
     if arr.size == 1:
         arr = np.repeat(arr, 3)
@@ -486,7 +503,7 @@ def make_subject(
     """
     if target not in TARGETS:
         raise InputError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    spacing_arr = _check_spacing(spacing)
+    spacing_arr = check_spacing(spacing)
     if int(n_raters) < 1:
         raise InputError(f"n_raters must be >= 1; got {n_raters}")
     for name, value in (
