@@ -348,3 +348,43 @@ def test_executor_options_need_train(serial_run, dataset, tmp_path, capsys):
                  "--executor", "local"])
     assert code == 2
     assert "--executor applies to --train" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ layouts
+@pytest.mark.parametrize(
+    ("options", "cpus", "gpus", "device", "expected"),
+    [
+        # CPU: at most 8 jobs, the CPUs shared among them
+        ({}, 2, [], "auto", (2, 1, ((), ()), 0)),
+        ({}, 16, [], "auto", (8, 2, ((),) * 8, 0)),
+        ({"cpus_per_job": 4}, 16, [], "auto", (4, 4, ((),) * 4, 0)),
+        ({"array_parallelism": 3}, 16, [], "auto", (3, 5, ((),) * 3, 0)),
+        # GPUs: one job per GPU (or per gpus_per_job GPUs), each its own
+        ({}, 16, [0, 1, 2, 3], "auto", (4, 4, ((0,), (1,), (2,), (3,)), 1)),
+        ({"gpus_per_job": 2}, 16, [0, 1, 2, 3], "cuda", (2, 8, ((0, 1), (2, 3)), 2)),
+        ({"array_parallelism": 1}, 16, [4, 5], "auto", (1, 16, ((4,),), 1)),
+        ({}, 16, [0, 1], "cpu", (8, 2, ((),) * 8, 0)),  # --device cpu: no GPU by default
+    ],
+)
+def test_local_layout(options, cpus, gpus, device, expected):
+    from softseg.protocol import ExecutorConfig
+    from softseg.protocol.executors import local_layout
+
+    layout = local_layout(ExecutorConfig(kind="local", **options), device=device, n_units=12,
+                          cpu_count=cpus, gpus=gpus)
+    assert (layout.parallelism, layout.cpus_per_job, layout.gpu_slots,
+            layout.gpus_per_job) == expected
+    # never more jobs at once than units
+    assert local_layout(ExecutorConfig(kind="local", **options), device=device, n_units=1,
+                        cpu_count=cpus, gpus=gpus).parallelism == 1
+
+
+def test_slurm_param_values():
+    from softseg.protocol import parse_slurm_param
+
+    assert parse_slurm_param("account=my-lab") == ("account", "my-lab")
+    assert parse_slurm_param("mem=32G") == ("mem", "32G")
+    assert parse_slurm_param("exclusive=true") == ("exclusive", True)
+    assert parse_slurm_param('setup=["module load cuda"]') == ("setup", ["module load cuda"])
+    assert parse_slurm_param('additional-parameters={"mail-type": "END"}') == (
+        "additional_parameters", {"mail-type": "END"})
