@@ -258,3 +258,28 @@ def test_multiclass_training_targets_from_class_maps():
     np.testing.assert_allclose(avg[0], soft.mean(axis=0), atol=1e-7)
     with pytest.raises(InputError, match="class_maps=True needs n_classes"):
         fusion.training_target(soft, "average", class_maps=True)
+
+
+def test_multiclass_average_ties_are_decided_by_the_tolerance_not_by_rounding():
+    """Two raters paint CSF at confidence 1/3, two at 2/3 (the Fuse widget's 3-class test found
+    125 such voxels): CSF and background both have mean 1/2 exactly, but float32 gives
+    background 1 - 0.33333334 = 0.6666666 < 0.6666667, so an exact comparison labels CSF."""
+    third = np.float32(1 / 3)
+    level = np.array([third, third, 2 * third, 2 * third], np.float32)  # per rater, one voxel
+    near = np.float32(0.5) + np.float32(2e-3)  # a real (not rounding) majority elsewhere
+    per_rater = []
+    for j in range(4):
+        csf = np.array([[level[j], 0.25, near]], np.float32)
+        gm = np.zeros_like(csf)
+        per_rater.append(fusion.class_probabilities([gm, gm, csf], name=f"r{j}"))
+    probs = np.stack(per_rater)  # (4 raters, 4 classes, 1, 3)
+    res = fuse(probs, "average", n_classes=3, class_maps=True, roi=None)
+    mean = res.probability[:, 0, 0]
+    # the exact rule would have let rounding decide (this is what the tolerance is for)
+    assert mean[3] != mean[0] and abs(float(mean[3]) - float(mean[0])) < fusion.TIE_TOLERANCE
+    assert res.fused[0, 0] == 0 and res.undecided_voxels == 1
+    # an unambiguous background (0.75 vs 0.25) and a real 0.502 / 0.498 split are not ties
+    assert res.fused[0, 1] == 0 and res.fused[0, 2] == 3
+    # the training target of a soft class-map average follows the same rule
+    target = fusion.training_target(probs, "average", n_classes=3, class_maps=True)
+    np.testing.assert_array_equal(target[0], res.probability)

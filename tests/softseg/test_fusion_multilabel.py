@@ -487,6 +487,50 @@ def test_class_average_sums_to_one(seed, n_raters, n_classes):
     assert (per_class >= 0).all() and (per_class <= np.log(2) + 1e-6).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_raters=st.sampled_from([2, 3, 4, 5, 7, 300]),
+    n_classes=st.integers(1, 6),
+)
+def test_disagreement_lookup_is_bit_for_bit_the_entropy_of_the_class_average(seed, n_raters, n_classes):
+    """The vote-count lookup gives exactly metrics.entropy of the class fractions (the per-voxel
+    logarithms it replaces), for uint8 votes and for >= 256 raters (int32 votes)."""
+    from softseg.metrics import entropy
+
+    rng = np.random.default_rng(seed)
+    raters = rng.integers(0, n_classes + 1, (n_raters, 4, 5, 3)).astype(np.uint8)
+    votes = ml.class_votes(raters, n_classes=n_classes)
+    assert votes.shape == (n_classes + 1, 4, 5, 3)
+    np.testing.assert_array_equal(votes.sum(axis=0), n_raters)
+    for c in range(n_classes + 1):  # by hand: how many raters gave class c
+        np.testing.assert_array_equal(votes[c], (raters == c).sum(axis=0))
+    avg = ml.class_average(raters, n_classes=n_classes)
+    total, per_class = ml.class_disagreements(raters, n_classes=n_classes, votes=votes)
+    np.testing.assert_array_equal(total, entropy(avg, class_axis=0))
+    np.testing.assert_array_equal(per_class, entropy(avg))
+    np.testing.assert_array_equal(ml.class_disagreement(raters, n_classes=n_classes), total)
+    np.testing.assert_array_equal(
+        ml.class_disagreement(raters, n_classes=n_classes, per_class=True), per_class
+    )
+    assert total.dtype == per_class.dtype == np.float32
+
+
+def test_fuse_disagreement_is_the_entropy_of_the_class_average():
+    from softseg.metrics import entropy
+
+    raters = tissue_raters(n_raters=4, n_classes=3, seed=11)
+    avg = ml.class_average(raters, n_classes=3)
+    for method in ("staple", "average", "majority"):
+        res = fusion.fuse(raters, method, n_classes=3)
+        np.testing.assert_array_equal(res.disagreement, entropy(avg, class_axis=0))
+        np.testing.assert_array_equal(res.class_disagreement, entropy(avg))
+        if method == "average":
+            np.testing.assert_array_equal(res.probability, avg)
+    with pytest.raises(InputError, match="votes must have shape"):
+        ml.class_disagreements(raters, n_classes=3, votes=np.zeros((2, 2), np.uint8))
+
+
 # ------------------------------------------------------------------------------ confusion
 def test_confusion_matrices_match_sklearn():
     from sklearn.metrics import confusion_matrix

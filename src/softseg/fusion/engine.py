@@ -13,7 +13,8 @@ name         fused map (two classes)      raters                   K classes (in
 staple       STAPLE probability (float32) binary, or soft (soft    multi-label STAPLE labels and
                                           STAPLE, ``soft``)        class posteriors
 average      mean of the raters (float32) values in [0, 1]         class fractions; their argmax
-                                                                   (ties -> 0)
+                                                                   (ties -> 0; soft class maps:
+                                                                   within TIE_TOLERANCE)
 majority     majority vote (uint8 0/1)    binary                   label vote (ties -> 0)
 union        any rater (uint8 0/1)        binary                   --
 intersection every rater (uint8 0/1)      binary                   --
@@ -60,6 +61,7 @@ from softseg.fusion.voting import average, intersection, majority_vote, union
 
 __all__ = [
     "CLASS_SUM_TOLERANCE",
+    "TIE_TOLERANCE",
     "METHODS",
     "RATER_STATISTICS",
     "FusionResult",
@@ -511,7 +513,9 @@ def fuse(
         With ``n_classes``: the raters are class probabilities of shape (R, K+1, *spatial)
         (background first, summing to 1 within :data:`CLASS_SUM_TOLERANCE`; see
         :func:`class_probabilities` to build them from per-class maps). One-hot maps are fused
-        as the label maps they are; soft ones (confidence levels) only by ``average``.
+        as the label maps they are; soft ones (confidence levels) only by ``average``, whose
+        label map is the class of the largest mean probability, classes within
+        :data:`TIE_TOLERANCE` (1e-6) of it counting as a tie (-> 0, background).
     ties : {0, 1}
         Two-class ``majority`` with an even number of raters: what a tie gives.
     max_iter : int
@@ -561,6 +565,11 @@ def fuse(
 #: How far the classes of a voxel may sum above 1 (float32 maps of several classes, each within
 #: rounding) before a set of per-class maps is refused. The prediction contract uses 1e-5 too.
 CLASS_SUM_TOLERANCE = 1e-5
+#: Multi-class soft fusion (average of class maps, a random rater's class map): classes whose
+#: probability lies within this of the voxel's largest are a tie, and a tie gives background
+#: (0), as an exact tie of the label vote does. Far above float32 rounding of averaged
+#: confidence values (~1e-7), far below any difference one rater's confidence level makes.
+TIE_TOLERANCE = 1e-6
 
 
 def class_probabilities(
@@ -638,11 +647,20 @@ def _as_class_maps(
 
 
 def _plurality(probability: np.ndarray, k: int) -> tuple[np.ndarray, int]:
-    """Class of the largest probability; ties -> 0. Returns the labels and the tie count."""
+    """Class of the largest probability; ties -> 0. Returns the labels and the tie count.
+
+    Classes within :data:`TIE_TOLERANCE` of the largest probability are tied: class
+    probabilities built from confidence levels are float32 sums (background ``1 - 1/3`` is
+    0.6666666 where a class at level 2/3 is 0.6666667), so an exact comparison would let rounding
+    decide a 50/50 split.
+    """
     dtype = np.uint8 if k + 1 <= 255 else np.uint16
-    best = probability.max(axis=0)
-    hits = (probability == best).sum(axis=0)
     labels = np.argmax(probability, axis=0).astype(dtype)
+    low = probability.max(axis=0)
+    low -= np.float32(TIE_TOLERANCE) if probability.dtype == np.float32 else TIE_TOLERANCE
+    hits = np.zeros(probability.shape[1:], dtype=np.uint16 if k + 1 < 2**16 else np.uint32)
+    for c in range(probability.shape[0]):  # one class at a time: no (K+1, *spatial) boolean
+        np.add(hits, probability[c] >= low, out=hits, casting="unsafe")
     tied = hits > 1
     labels[tied] = 0
     return labels, int(np.count_nonzero(tied))
@@ -703,6 +721,7 @@ def _iter_fuse_classes(
     result = None
     probability = None
     confusion = None
+    votes = None
     if probs is not None:  # soft class maps, average
         probability = probs.mean(axis=0, dtype=np.float64).astype(np.float32)
         fused, undecided = _plurality(probability, k)
@@ -720,7 +739,8 @@ def _iter_fuse_classes(
         confusion = np.asarray(result.confusion)
     else:  # the label map of both is the plurality vote (= the argmax of the class average)
         if spec.name == "average":
-            probability = ml.class_average(labels, n_classes=k)
+            votes = ml.class_votes(labels, n_classes=k)
+            probability = np.divide(votes, np.float32(labels.shape[0]), dtype=np.float32)
         fused = ml.label_vote(labels, n_classes=k, undecided=k + 1)
     if probs is None:
         tied = fused == k + 1
@@ -728,9 +748,9 @@ def _iter_fuse_classes(
         if undecided:
             fused = np.where(tied, 0, fused).astype(fused.dtype)
     yield 0.7, "disagreement"
-    if probs is None:
-        dis = ml.class_disagreement(labels, n_classes=k)
-        per_class = ml.class_disagreement(labels, n_classes=k, per_class=True)
+    if probs is None:  # both maps from one vote count (looked up: no log per voxel)
+        dis, per_class = ml.class_disagreements(labels, n_classes=k, votes=votes)
+        del votes
     else:
         dis = entropy(probability, class_axis=0)
         per_class = entropy(probability)

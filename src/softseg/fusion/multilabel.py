@@ -79,6 +79,8 @@ __all__ = [
     "as_label_maps",
     "class_average",
     "class_disagreement",
+    "class_disagreements",
+    "class_votes",
     "confusion_matrices",
     "label_vote",
     "multilabel_staple",
@@ -336,6 +338,43 @@ def label_vote(
     return _broadcast(table, tuples.codes, None, 0, labels.shape[1:])
 
 
+def class_votes(
+    raters: np.ndarray | Sequence[np.ndarray], *, n_classes: int | None = None
+) -> np.ndarray:
+    """How many raters gave each class, per voxel.
+
+    Parameters
+    ----------
+    raters : ndarray (R, *spatial) or sequence of R ndarrays, integer labels 0..K
+    n_classes : int, optional
+        K (default: the largest label found).
+
+    Returns
+    -------
+    ndarray (K + 1, *spatial), uint8 (int32 for 256 raters or more), values 0..R
+        Index 0 = background; sums to R at every voxel. :func:`class_average` is this / R.
+
+    Raises
+    ------
+    InputError
+        See :func:`as_label_maps`.
+    """
+    labels, k = as_label_maps(raters, n_classes=n_classes, what="class_votes")
+    dtype = np.uint8 if labels.shape[0] < 256 else np.int32
+    out = np.zeros((k + 1, *labels.shape[1:]), dtype=dtype)
+    hit = np.empty(labels.shape[1:], dtype=bool)
+    for c in range(k + 1):
+        for row in labels:
+            np.equal(row, c, out=hit)
+            np.add(out[c], hit, out=out[c], casting="unsafe")
+    return out
+
+
+def _fractions(votes: np.ndarray, n: int) -> np.ndarray:
+    """Class fractions ``votes / R`` as float32 (the values :func:`class_average` returns)."""
+    return np.divide(votes, np.float32(n), dtype=np.float32)
+
+
 def class_average(
     raters: np.ndarray | Sequence[np.ndarray], *, n_classes: int | None = None
 ) -> np.ndarray:
@@ -350,8 +389,8 @@ def class_average(
     Returns
     -------
     ndarray (K + 1, *spatial), float32, values in {0, 1/R, ..., 1}
-        Index 0 = background. Sums to 1 at every voxel (to float32 rounding). For K = 1,
-        ``[1]`` is :func:`softseg.fusion.average` of the raters.
+        Index 0 = background; :func:`class_votes` / R. Sums to 1 at every voxel (to float32
+        rounding). For K = 1, ``[1]`` is :func:`softseg.fusion.average` of the raters.
 
     Raises
     ------
@@ -359,18 +398,7 @@ def class_average(
         See :func:`as_label_maps`.
     """
     labels, k = as_label_maps(raters, n_classes=n_classes, what="class_average")
-    n = labels.shape[0]
-    dtype = np.uint8 if n < 256 else np.int32
-    out = np.empty((k + 1, *labels.shape[1:]), dtype=np.float32)
-    votes = np.empty(labels.shape[1:], dtype=dtype)
-    hit = np.empty(labels.shape[1:], dtype=bool)
-    for c in range(k + 1):
-        votes[...] = 0
-        for row in labels:
-            np.equal(row, c, out=hit)
-            np.add(votes, hit, out=votes, casting="unsafe")
-        np.divide(votes, np.float32(n), out=out[c], dtype=np.float32)
-    return out
+    return _fractions(class_votes(labels, n_classes=k), labels.shape[0])
 
 
 def class_disagreement(
@@ -397,18 +425,76 @@ def class_disagreement(
         ``per_class=False``: (*spatial), values in [0, ln min(R, K + 1)]; 0 where all raters
         agree. For K = 1 it equals :func:`softseg.fusion.disagreement`.
         ``per_class=True``: (K + 1, *spatial), values in [0, ln 2]. ``0 ln 0 = 0``.
+        Bit for bit :func:`softseg.metrics.entropy` of :func:`class_average` (``class_axis=0``
+        for the one map).
 
     Raises
     ------
     InputError
         See :func:`as_label_maps`.
-    """
-    from softseg.metrics import entropy
 
-    fractions = class_average(raters, n_classes=n_classes)
+    Notes
+    -----
+    A class fraction takes only the R + 1 values ``v / R``, so the entropy terms are looked up
+    by the vote counts (:func:`class_votes`) instead of a logarithm per voxel and class (the
+    binary :func:`softseg.fusion.disagreement` does the same); :func:`class_disagreements` gives
+    both maps from one count.
+    """
+    total, classes = class_disagreements(raters, n_classes=n_classes, total=not per_class,
+                                         per_class=per_class)
+    return classes if per_class else total
+
+
+def class_disagreements(
+    raters: np.ndarray | Sequence[np.ndarray],
+    *,
+    n_classes: int | None = None,
+    total: bool = True,
+    per_class: bool = True,
+    votes: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Both maps of :func:`class_disagreement` from one vote count (what ``fuse`` shows).
+
+    Parameters
+    ----------
+    raters, n_classes
+        As :func:`class_disagreement`.
+    total, per_class : bool
+        Which of the two maps to compute (the other comes back as None).
+    votes : ndarray (K + 1, *spatial), optional
+        :func:`class_votes` of the same raters when the caller already has it.
+
+    Returns
+    -------
+    total : ndarray (*spatial) float32, or None
+        ``class_disagreement(raters)``.
+    per_class : ndarray (K + 1, *spatial) float32, or None
+        ``class_disagreement(raters, per_class=True)``.
+    """
+    from softseg.metrics.uncertainty import binary_entropy, xlogx
+
+    labels, k = as_label_maps(raters, n_classes=n_classes, what="class_disagreement")
+    n = labels.shape[0]
+    if votes is None:
+        votes = class_votes(labels, n_classes=k)
+    elif votes.shape != (k + 1, *labels.shape[1:]):
+        raise InputError(
+            f"class_disagreement: votes must have shape {(k + 1, *labels.shape[1:])}; got {votes.shape}"
+        )
+    # the R + 1 possible fractions, exactly as class_average computes them (float32)
+    fractions = _fractions(np.arange(n + 1), n)
+    out_total = out_classes = None
+    if total:
+        # -sum_c m_c ln m_c, summed over c in class order in float32: the same operations as
+        # metrics.entropy(class_average(...), class_axis=0) (numpy reduces axis 0 in order)
+        terms = xlogx(fractions)
+        acc = terms[votes[0]]
+        for c in range(1, k + 1):
+            acc += terms[votes[c]]
+        out_total = np.subtract(np.float32(0.0), acc, dtype=np.float32)
     if per_class:
-        return entropy(fractions)
-    return entropy(fractions, class_axis=0)
+        out_classes = binary_entropy(fractions)[votes]
+    return out_total, out_classes
 
 
 def confusion_matrices(

@@ -9,7 +9,7 @@ import numpy as np
 from softseg.errors import InputError
 from softseg.metrics._common import CHUNK, as_unit
 
-__all__ = ["entropy", "subject_entropy"]
+__all__ = ["binary_entropy", "entropy", "subject_entropy", "xlogx"]
 
 
 def entropy(prob: Any, *, class_axis: int | None = None) -> np.ndarray:
@@ -39,10 +39,10 @@ def entropy(prob: Any, *, class_axis: int | None = None) -> np.ndarray:
         return binary_entropy(p).astype(np.float32, copy=False)
     if not -p.ndim <= class_axis < p.ndim:
         raise InputError(f"class_axis {class_axis} is out of range for shape {p.shape}")
-    return (0.0 - np.sum(_xlogx(p), axis=class_axis)).astype(np.float32, copy=False)
+    return (0.0 - np.sum(xlogx(p), axis=class_axis)).astype(np.float32, copy=False)
 
 
-def _xlogx(p: np.ndarray) -> np.ndarray:
+def xlogx(p: np.ndarray) -> np.ndarray:
     """``p ln p`` with ``0 ln 0 = 0``, in p's float precision."""
     out = np.zeros_like(p)
     np.log(p, out=out, where=p > 0)
@@ -52,8 +52,8 @@ def _xlogx(p: np.ndarray) -> np.ndarray:
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
     """``-(p ln p + (1-p) ln(1-p))`` with ``0 ln 0 = 0``, in p's float precision."""
-    h = _xlogx(p)
-    h += _xlogx(1 - p)
+    h = xlogx(p)
+    h += xlogx(1 - p)
     np.negative(h, out=h)
     np.maximum(h, 0, out=h)  # -0.0 -> 0.0
     return h
