@@ -50,6 +50,7 @@ __all__ = [
     "CandidateCard",
     "HistoryRow",
     "ModelCard",
+    "ParentCard",
     "PreprocessingCard",
     "SoftwareCard",
     "SplitCard",
@@ -168,6 +169,16 @@ class ValidationCard(Schema):
     val_dice: _Finite | None = None
     val_soft_dice: _Finite | None = None
     curves: tuple[ThresholdCurve, ...] = ()
+    argmax_dice: tuple[_Finite | None, ...] = ()  # K classes: per-class Dice of the argmax labels
+
+
+class ParentCard(Schema):
+    """The model a fine-tuned model started from (``softseg train --init``)."""
+
+    path: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    candidate: _Name
+    created: str | None = None
 
 
 class HistoryRow(Schema):
@@ -231,9 +242,13 @@ class ModelCard(Schema):
     history: tuple[HistoryRow, ...] = ()
     training: TrainingCard = TrainingCard()
     software: SoftwareCard = SoftwareCard()
+    class_keys: tuple[_Name, ...] = ()  # file keys of the classes (dataset.json's); () = names
+    parent: ParentCard | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
+        if self.class_keys and len(self.class_keys) != len(self.classes):
+            raise _error("class_keys", f"{len(self.class_keys)} class key(s) for {len(self.classes)} class(es)")
         if len(self.thresholds) != len(self.classes):
             raise _error(
                 "thresholds",
@@ -471,6 +486,7 @@ def render_card(card: ModelCard, *, path: str | None = None) -> str:
          + (f" x {t.world_size}" if t.world_size > 1 else "")
          + f", seed {t.seed if t.seed is not None else '?'}"
          + (f", {t.created}" if t.created else "")),
+        *([("Parent", f"fine-tuned from {card.parent.path} ({card.parent.candidate})")] if card.parent else []),
         ("Software", ", ".join(f"{k} {val}" for k, val in card.software.model_dump().items() if val) or "–"),
         ("Format", f"model card version {card.format_version}"),
     ]
