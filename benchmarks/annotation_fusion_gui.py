@@ -177,6 +177,18 @@ def _fusion_clicks(app, viewer, widget, raters, method: str, *, n_classes: int |
     }
 
 
+def _open_fuse_widget(app, viewer, layers) -> tuple[list, object]:
+    """Add the sample's layers, open *Fuse raters* from the Plugins menu (the wrapped viewer)
+    and give it the rater layers; returns (rater layers, widget)."""
+    for data, kwargs, kind in layers:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    raters = [lyr for lyr in viewer.layers if lyr.name.startswith("rater-")]
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-softseg", "Fuse raters")
+    widget.set_raters(raters)
+    _process(app, 0.5)
+    return raters, widget
+
+
 def bench_fusion(app, viewer) -> dict:
     """Two classes: 4 phantom raters of SHAPE, widget opened from the Plugins menu (the wrapped
     viewer). The first click creates the result layers, later clicks update them in place."""
@@ -185,12 +197,7 @@ def bench_fusion(app, viewer) -> dict:
     t0 = time.perf_counter()
     layers = phantom_layers(SHAPE, n_raters=4, seed=0)
     phantom_s = time.perf_counter() - t0
-    for data, kwargs, kind in layers:
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    raters = [lyr for lyr in viewer.layers if lyr.name.startswith("rater-")]
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-softseg", "Fuse raters")
-    widget.set_raters(raters)
-    _process(app, 0.5)
+    raters, widget = _open_fuse_widget(app, viewer, layers)
     out = {"phantom_generation_s": phantom_s, "raters": len(raters), "display_shape": list(raters[0].data.shape),
            "opened_from": "Plugins menu (wrapped viewer)"}
     widget.method = "average"
@@ -213,12 +220,7 @@ def bench_fusion_classes(app, viewer) -> dict:
     t0 = time.perf_counter()
     layers = mni_layers(spacing=MNI_SPACING)
     sample_s = time.perf_counter() - t0
-    for data, kwargs, kind in layers:
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    raters = [lyr for lyr in viewer.layers if lyr.name.startswith("rater-")]
-    _dock, widget = viewer.window.add_plugin_dock_widget("napari-softseg", "Fuse raters")
-    widget.set_raters(raters)
-    _process(app, 0.5)
+    raters, widget = _open_fuse_widget(app, viewer, layers)
     k = int(widget._classes.value)
     out = {"sample_s": sample_s, "rater_layers": len(raters), "classes": list(widget.class_names()),
            "display_shape": list(raters[0].data.shape), "spacing_mm": MNI_SPACING}

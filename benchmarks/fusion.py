@@ -21,16 +21,14 @@ Run:  .venv/bin/python benchmarks/fusion.py
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage, special
+
+from _common import Timer, itk_record, machine, save_result
 
 SHAPE = (197, 233, 189)
 N_RATERS = 4
@@ -72,20 +70,8 @@ def make_raters(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return raters, dense, sparse
 
 
-CPU_TIMES: dict[str, float] = {}  # median process CPU time per label (less sensitive to load)
-
-
-def timed(fn, repeat: int, label: str | None = None) -> tuple[list[float], object]:
-    """Wall-clock times of ``repeat`` calls (and their median CPU time under ``label``)."""
-    times, cpu, out = [], [], None
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    if label:
-        CPU_TIMES[label] = statistics.median(cpu)
-    return times, out
+timed = Timer()
+CPU_TIMES = timed.cpu  # median process CPU time per label (less sensitive to load)
 
 
 def main() -> int:
@@ -219,20 +205,12 @@ def main() -> int:
         "note": "wall-clock medians on a 2-core machine shared with other jobs; median_cpu_s is "
         "the process CPU time (SimpleITK's LabelVoting uses ITK's thread pool, so its CPU time "
         "can exceed its wall time)",
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "numpy": np.__version__,
-            "simpleitk": sitk.Version.VersionString(),
-            "itk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
-        },
+        "machine": machine(**itk_record()),
         "staple": staple,
         "majority_vote": vote,
         "metrics": full,
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(RESULT, result)
 
     print(
         f"STAPLE      SimpleITK {t_sitk:7.3f} s   softseg {t_ours:7.3f} s   "

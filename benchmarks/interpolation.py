@@ -29,9 +29,7 @@ Run:  .venv/bin/python benchmarks/interpolation.py
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,22 +40,13 @@ from scipy import ndimage
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial import cKDTree
 
+from _common import Timer, machine, save_result
+
 SHAPE = (197, 233, 189)
 STEP = 5
 RESULT = Path(__file__).resolve().parent / "results" / "interpolation.json"
-CPU: dict[str, float] = {}
-
-
-def timed(fn, repeat: int, label: str) -> tuple[list[float], object]:
-    """Wall-clock times of ``repeat`` calls; the median CPU time goes to ``CPU[label]``."""
-    times, cpu, out = [], [], None
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    CPU[label] = statistics.median(cpu)
-    return times, out
+timed = Timer()
+CPU = timed.cpu  # label -> median process CPU seconds
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -383,19 +372,11 @@ def main() -> int:
         "softseg_median_cpu_s is this process's CPU time (single-threaded code, so it is the "
         "wall time on an idle core). ITK's filter runs on ITK's thread pool (CPU may exceed wall)."
     )
-    report["machine"] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "itk": itk_version,
-    }
+    report["machine"] = machine(scipy=scipy.__version__, itk=itk_version)
     import shutil
 
     shutil.rmtree(workdir, ignore_errors=True)
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    save_result(RESULT, report)
     print(f"wrote {RESULT}")
     return 0
 

@@ -21,15 +21,12 @@ Wall-clock medians on a shared 2-core machine; process CPU times are recorded be
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import platform
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import Timer, itk_record, machine, save_result
 
 HERE = Path(__file__).resolve().parent
 RESULT = HERE / "results" / "metrics.json"
@@ -43,15 +40,7 @@ def _fusion_data():
     return module.make_raters()
 
 
-def timed(fn, repeat: int) -> tuple[float, float, object]:
-    """Median wall and CPU seconds of ``repeat`` calls, and the last result."""
-    walls, cpus, out = [], [], None
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), out
+timed = Timer().medians  # (median wall s, median CPU s, last result)
 
 
 def _sitk_table(pred_mask: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -143,14 +132,10 @@ def main() -> int:
         "note": "ratio_to_simpleitk: our full table (25 metrics) over SimpleITK's overlap + "
                 "Hausdorff + volume filters (5 metrics) on the same masks, measured in this run; "
                 "wall-clock medians on a shared 2-core machine (CPU times beside them)",
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "cpu_count": os.cpu_count(), "numpy": np.__version__,
-                    "simpleitk": sitk.Version.VersionString(),
-                    "load_average_at_end": list(os.getloadavg())},
+        "machine": machine(**itk_record(), load_average_at_end=list(os.getloadavg())),
         **results,
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(out, indent=2) + "\n")
+    save_result(RESULT, out)
     for name in ("dense", "sparse"):
         r = results[name]
         print(f"evaluate {name:6s} {r['evaluate_median_s']:.3f} s (cpu {r['evaluate_cpu_s']:.3f}) "
