@@ -1,7 +1,8 @@
 """Synthetic BIDS (ivadomed style) and nnU-Net trees for the interchange tests and benchmark.
 
 Every file is written with nibabel directly (not with softseg), so the tests compare softseg's
-import against arrays this module made itself.
+import against arrays this module made itself. :func:`refused` is the bad-input check of the
+import and export commands (exit 2, one line, nothing written).
 """
 
 from __future__ import annotations
@@ -171,3 +172,26 @@ def model_file(path: Path, *, channels=("image",), out_channels=1, activation="n
         split=SplitCard(**{k: tuple(v) for k, v in (split or {}).items()}), fusion=fusion,
     )
     return save_model(path, net, card)
+
+
+# ------------------------------------------------------------------ refusals of the commands
+def files_under(folder: Path) -> list[str]:
+    """Every file and folder below *folder* (hidden ones too: staging folders, temporaries)."""
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+def refused(capsys, tmp_path: Path, argv: list[str], *needles: str) -> str:
+    """Run ``softseg ARGV``: exit 2, one line ``softseg <command>: error: ...`` holding every
+    needle, and nothing written under *tmp_path* (no staging folder left either); the line."""
+    from softseg.cli import main
+
+    before = files_under(tmp_path)
+    code = main(list(argv))
+    _, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"softseg {argv[0]}: error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert files_under(tmp_path) == before
+    return lines[0]

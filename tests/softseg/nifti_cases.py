@@ -2,7 +2,8 @@
 
 ``BAD``: files softseg must refuse, each with the regex its one-line message must match (after
 the file's path). ``ODD``: valid but unusual files softseg must accept with nibabel's numbers.
-Used by test_io.py, test_reliability.py and tests/napari_softseg/test_reliability_reader.py.
+Used by test_io.py, test_reliability.py and tests/napari_softseg/test_reliability_reader.py;
+``ORIENTATIONS`` / ``orientation_affine``: the affines test_io.py and test_geometry.py run on.
 """
 
 from __future__ import annotations
@@ -284,3 +285,40 @@ def nibabel_reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asanyarray(img.dataobj)
     ref.unlink()
     return arr, np.asarray(img.affine, dtype=np.float64)
+
+
+# --------------------------------------------------------------- orientations (valid files)
+#: Voxel-to-RAS affines the geometry tests run every case on (test_io.py, test_geometry.py).
+ORIENTATIONS = ["ras", "lps", "anisotropic", "oblique", "sagittal"]
+
+
+def rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    """(3, 3) rotation: about x by *ax*, then y by *ay*, then z by *az* (radians)."""
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def orientation_affine(kind: str) -> np.ndarray:
+    """The (4, 4) affine of one of :data:`ORIENTATIONS` (voxel sizes hand-chosen: ras/lps 1 mm,
+    anisotropic 0.6 x 0.75 x 3.2, oblique 0.9 x 1.1 x 2.5, sagittal 1 x 1 x 1.2 mm)."""
+    aff = np.eye(4)
+    if kind == "ras":
+        aff[:3, 3] = [-10.0, -12.0, -5.0]
+    elif kind == "lps":
+        aff[:3, :3] = np.diag([-1.0, -1.0, 1.0])
+        aff[:3, 3] = [20.5, 30.25, -7.0]
+    elif kind == "anisotropic":
+        aff[:3, :3] = np.diag([0.6, 0.75, 3.2])
+        aff[:3, 3] = [1.5, -2.5, 40.0]
+    elif kind == "oblique":
+        aff[:3, :3] = rotation(0.2, -0.3, 0.35) @ np.diag([0.9, 1.1, 2.5])
+        aff[:3, 3] = [-90.3, 12.7, 44.1]
+    elif kind == "sagittal":  # slices stored along x (file axis 2 points left)
+        aff[:3, :3] = np.array([[0.0, 0.0, -1.2], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        aff[:3, 3] = [50.0, -30.0, 10.0]
+    else:
+        raise ValueError(f"unknown orientation {kind!r}; expected one of {ORIENTATIONS}")
+    return aff

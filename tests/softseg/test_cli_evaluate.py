@@ -12,42 +12,18 @@ from scipy import ndimage
 from softseg.cli import main
 from softseg.io import save_volume
 
-AFFINE = np.array(
-    [[0.9, 0, 0, -10.0], [0, 1.1, 0, 5.0], [0, 0, 2.0, 3.0], [0, 0, 0, 1]], dtype=np.float64
-)
-SHAPE = (20, 22, 12)
-
-
-def _raters() -> np.ndarray:
-    z = np.indices(SHAPE, sparse=True)
-    r2 = sum(((zi - s / 2) / (s / 4)) ** 2 for zi, s in zip(z, SHAPE))
-    blob = r2 < 1.0
-    return np.stack(
-        [blob, ndimage.binary_dilation(blob), ndimage.binary_erosion(blob), np.roll(blob, 1, 0)]
-    ).astype(np.uint8)
+from cli_support import AFFINE, SHAPE, blob_raters, one_line_error, write_raters
 
 
 @pytest.fixture()
 def rater_files(tmp_path):
-    paths = []
-    for i, r in enumerate(_raters()):
-        path = tmp_path / f"rater-{i}.nii.gz"
-        save_volume(path, r, affine=AFFINE)
-        paths.append(str(path))
-    return paths
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1
-    return err
+    return write_raters(tmp_path, blob_raters())
 
 
 # ------------------------------------------------------------------------------- evaluate
 @pytest.fixture()
 def pred_truth(tmp_path):
-    raters = _raters()
+    raters = blob_raters()
     truth = raters[0]
     prob = np.clip(ndimage.gaussian_filter(truth.astype(np.float32), 1.0), 0, 1).astype(np.float32)
     pred_path, truth_path = tmp_path / "pred.nii.gz", tmp_path / "truth.nii.gz"
@@ -93,12 +69,12 @@ def test_evaluate_errors(pred_truth, tmp_path, capsys):
     other = tmp_path / "other.nii.gz"
     save_volume(other, np.zeros((20, 22, 11), np.uint8), affine=AFFINE)
     assert main(["evaluate", pred, str(other)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "pred.nii.gz" in err and "other.nii.gz" in err and "(20, 22, 11)" in err
     big = tmp_path / "big.nii.gz"
     save_volume(big, prob * 3, affine=AFFINE)
     assert main(["evaluate", str(big), truth]) == 2
-    assert "[0, 1]" in _one_line_error(capsys)
+    assert "[0, 1]" in one_line_error(capsys)
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", pred, truth, "--threshold", "0.5", "--optimal"])
     assert exc.value.code == 2
@@ -141,7 +117,7 @@ def test_probabilities_within_rounding_accepted_beyond_refused(pred_truth, tmp_p
     bad[3, 4, 5] = 1.01
     save_volume(tmp_path / "bad.nii.gz", bad, affine=AFFINE)
     assert main(["evaluate", str(tmp_path / "bad.nii.gz"), truth]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     # the file holds float32: its true extreme at full precision, not a rounded "1.01"
     assert "bad.nii.gz" in err and f"max {float(np.float32(1.01))!r}" in err and "min 0.0" in err
 
@@ -204,7 +180,7 @@ def test_k_class_prediction_per_class_tables(class_files, capsys):
     text = capsys.readouterr().out
     assert "grey matter" in text and "white matter" in text and "ECE (multi-class)" in text
     assert main(["evaluate", pred, truth, "--classes", "grey matter", "csf"]) == 2
-    assert "sub_label-csf.nii.gz" in _one_line_error(capsys)
+    assert "sub_label-csf.nii.gz" in one_line_error(capsys)
 
 
 def test_class_files_are_found_by_the_one_class_key_rule(class_files, capsys):
@@ -230,4 +206,4 @@ def test_class_files_are_found_by_the_one_class_key_rule(class_files, capsys):
     # a dataset.json the schema refuses is one line naming the key (evaluate once parsed it by hand)
     ds.write_text(json.dumps({"classes": 5}))
     assert main(["evaluate", str(folder / "sub"), truth, "--dataset-json", str(ds)]) == 2
-    assert "dataset.json: classes" in _one_line_error(capsys)
+    assert "dataset.json: classes" in one_line_error(capsys)

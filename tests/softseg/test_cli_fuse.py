@@ -7,46 +7,18 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from softseg.cli import main
 from softseg.io import load_volume, save_volume
 
+from cli_support import AFFINE, SHAPE, blob_raters, one_line_error, write_raters
+
 sitk = pytest.importorskip("SimpleITK")
-
-AFFINE = np.array(
-    [[0.9, 0, 0, -10.0], [0, 1.1, 0, 5.0], [0, 0, 2.0, 3.0], [0, 0, 0, 1]], dtype=np.float64
-)
-SHAPE = (20, 22, 12)
-
-
-def _raters() -> np.ndarray:
-    z = np.indices(SHAPE, sparse=True)
-    r2 = sum(((zi - s / 2) / (s / 4)) ** 2 for zi, s in zip(z, SHAPE))
-    blob = r2 < 1.0
-    return np.stack(
-        [blob, ndimage.binary_dilation(blob), ndimage.binary_erosion(blob), np.roll(blob, 1, 0)]
-    ).astype(np.uint8)
-
-
-def _write_raters(folder, arrays) -> list[str]:
-    """``rater-<i>.nii.gz`` per array, on the test grid; their paths."""
-    paths = [folder / f"rater-{i}.nii.gz" for i in range(len(arrays))]
-    for path, array in zip(paths, arrays):
-        save_volume(path, array, affine=AFFINE)
-    return [str(p) for p in paths]
 
 
 @pytest.fixture()
 def rater_files(tmp_path):
-    return _write_raters(tmp_path, _raters())
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1
-    return err
+    return write_raters(tmp_path, blob_raters())
 
 
 # ----------------------------------------------------------------------------------- fuse
@@ -59,7 +31,7 @@ def test_fuse_staple_whole_volume_matches_simpleitk(rater_files, tmp_path, capsy
     assert img.get_data_dtype() == np.float32
     np.testing.assert_allclose(img.affine, AFFINE, atol=1e-6)
     filt = sitk.STAPLEImageFilter()
-    ref = sitk.GetArrayFromImage(filt.Execute([sitk.GetImageFromArray(r) for r in _raters()]))
+    ref = sitk.GetArrayFromImage(filt.Execute([sitk.GetImageFromArray(r) for r in blob_raters()]))
     np.testing.assert_allclose(np.asarray(img.dataobj), ref, atol=1e-6)  # float32 output
     side = json.loads((tmp_path / "staple.json").read_text())["fusion"]
     np.testing.assert_allclose(
@@ -84,7 +56,7 @@ def test_fuse_staple_auto_roi_json(rater_files, tmp_path, capsys):
     inside = np.zeros(SHAPE, bool)
     inside[tuple(slice(a, b) for a, b in box)] = True
     assert not data[~inside].any()
-    crop = _raters()[(slice(None), *(slice(a, b) for a, b in box))]
+    crop = blob_raters()[(slice(None), *(slice(a, b) for a, b in box))]
     ref = sitk.GetArrayFromImage(sitk.STAPLE([sitk.GetImageFromArray(r) for r in crop], 1.0))
     np.testing.assert_allclose(data[inside].reshape(ref.shape), ref, atol=1e-6)
 
@@ -103,7 +75,7 @@ def test_fuse_other_methods(rater_files, tmp_path, method, expected):
     assert main(["fuse", *rater_files, "--method", method, "-o", str(out)]) == 0
     img = nib.load(out)
     assert img.get_data_dtype() == (np.float32 if method == "average" else np.uint8)
-    np.testing.assert_allclose(np.asarray(img.dataobj), expected(_raters()), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(img.dataobj), expected(blob_raters()), atol=1e-7)
     side = json.loads((tmp_path / f"{method}.json").read_text())["fusion"]
     assert side["sensitivity_specificity"].startswith("each rater against the fused map")
 
@@ -112,7 +84,7 @@ def test_fuse_confidence_levels_need_soft(tmp_path, capsys):
     from softseg.confidence import METADATA_KEY, ConfidenceScale
 
     scale = ConfidenceScale.default()
-    raters = _raters()
+    raters = blob_raters()
     levels = raters * np.array([3, 2, 3, 1], dtype=np.uint8)[:, None, None, None]
     paths = []
     for i, lv in enumerate(levels):
@@ -121,7 +93,7 @@ def test_fuse_confidence_levels_need_soft(tmp_path, capsys):
         paths.append(str(path))
     out = tmp_path / "soft.nii.gz"
     assert main(["fuse", *paths, "-o", str(out)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "--soft" in err and not out.exists()
     assert main(["fuse", *paths, "--soft", "-o", str(out)]) == 0
     assert out.exists()
@@ -138,7 +110,7 @@ def test_fuse_bad_inputs_write_nothing(rater_files, tmp_path, capsys):
     other = tmp_path / "small.nii.gz"
     save_volume(other, np.zeros((20, 22, 11), np.uint8), affine=AFFINE)
     assert main(["fuse", rater_files[0], str(other), "-o", str(out)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert (
         "small.nii.gz" in err
         and "rater-0.nii.gz" in err
@@ -149,25 +121,25 @@ def test_fuse_bad_inputs_write_nothing(rater_files, tmp_path, capsys):
     moved = tmp_path / "moved.nii.gz"
     shifted = AFFINE.copy()
     shifted[0, 3] += 1.0
-    save_volume(moved, _raters()[1], affine=shifted)
+    save_volume(moved, blob_raters()[1], affine=shifted)
     assert main(["fuse", rater_files[0], str(moved), "-o", str(out)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "moved.nii.gz" in err and "affine" in err
     # a single rater
     assert main(["fuse", rater_files[0], "-o", str(out)]) == 2
-    assert "at least two" in _one_line_error(capsys)
+    assert "at least two" in one_line_error(capsys)
     # NaN in a soft rater
     nan = tmp_path / "nan.nii.gz"
-    data = _raters()[0].astype(np.float32)
+    data = blob_raters()[0].astype(np.float32)
     data[0, 0, 0] = np.nan
     save_volume(nan, data, affine=AFFINE)
     assert main(["fuse", rater_files[0], str(nan), "--method", "average", "-o", str(out)]) == 2
-    assert "NaN" in _one_line_error(capsys)
+    assert "NaN" in one_line_error(capsys)
     # soft maps given to a hard method
     soft = tmp_path / "soft.nii.gz"
-    save_volume(soft, _raters()[0] * np.float32(0.5), affine=AFFINE)
+    save_volume(soft, blob_raters()[0] * np.float32(0.5), affine=AFFINE)
     assert main(["fuse", rater_files[0], str(soft), "--method", "union", "-o", str(out)]) == 2
-    assert "binary" in _one_line_error(capsys)
+    assert "binary" in one_line_error(capsys)
     assert not out.exists() and not (tmp_path / "bad.json").exists()
     assert not list(tmp_path.glob(".bad*"))  # no temporary leftovers
 
@@ -176,7 +148,7 @@ def test_fuse_existing_output_needs_overwrite(rater_files, tmp_path, capsys):
     out = tmp_path / "fused.nii.gz"
     out.write_bytes(b"keep me")
     assert main(["fuse", *rater_files, "-o", str(out)]) == 2
-    assert "--overwrite" in _one_line_error(capsys)
+    assert "--overwrite" in one_line_error(capsys)
     assert out.read_bytes() == b"keep me"
     assert main(["fuse", *rater_files, "-o", str(out), "--overwrite"]) == 0
     assert load_volume(out).shape == SHAPE
@@ -209,7 +181,7 @@ def _class_raters() -> np.ndarray:
 
 @pytest.fixture()
 def label_files(tmp_path):
-    return _write_raters(tmp_path, _class_raters())
+    return write_raters(tmp_path, _class_raters())
 
 
 def _nothing_written(tmp_path, stem):
@@ -317,7 +289,7 @@ def test_fuse_per_class_confidence_maps_average_only(tmp_path, capsys):
     nib.save(nib.Nifti1Image(data, vol.affine, vol.header), files[0])
     out = tmp_path / "soft2.nii.gz"
     assert main(["fuse", *files, "--classes", "3", "--method", "staple", "-o", str(out)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "rater-0_label-*" in err and "--method average" in err and _nothing_written(tmp_path, "soft2")
     assert main(["fuse", *files, "--classes", "3", "--method", "average", "-o", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -330,7 +302,7 @@ def test_fuse_classes_bad_input_one_line_nothing_written(label_files, tmp_path, 
     dataset_json = tmp_path / "dataset.json"
     dataset_json.write_text(json.dumps({"labels": {"background": 0, "GM": 1, "WM": 2}}))
     assert main(["fuse", *label_files, "--dataset-json", str(dataset_json), "-o", str(out)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "rater-0.nii.gz" in err and "label value 3" in err and "1 = GM, 2 = WM" in err
     assert _nothing_written(tmp_path, "bad")
     # per-class soft maps whose classes sum to more than 1 beyond rounding
@@ -340,20 +312,20 @@ def test_fuse_classes_bad_input_one_line_nothing_written(label_files, tmp_path, 
     save_volume(overlap, ((raters[1] == 2) | (raters[1] == 1)).astype(np.float32) * np.float32(0.7),
                 affine=AFFINE, overwrite=True)
     assert main(["fuse", *files, "--classes", "3", "--method", "average", "-o", str(out)]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "rater-1_label-*" in err and "sum to 1.69999998" in err and "at most 1" in err
     assert _nothing_written(tmp_path, "bad")
     # a class file missing, an unknown class, union, both class options
     assert main(["fuse", *files[:-1], "--classes", "3", "-o", str(out)]) == 2
-    assert "no file for class 3" in _one_line_error(capsys)
+    assert "no file for class 3" in one_line_error(capsys)
     assert main(["fuse", *files, "--classes", "2", "-o", str(out)]) == 2
-    assert "class '3' is not a class of --classes" in _one_line_error(capsys)
+    assert "class '3' is not a class of --classes" in one_line_error(capsys)
     assert main(["fuse", *label_files, "--classes", "3", "--method", "union", "-o", str(out)]) == 2
-    assert "two classes" in _one_line_error(capsys)
+    assert "two classes" in one_line_error(capsys)
     assert main(["fuse", *label_files, "--classes", "3", "--dataset-json", str(dataset_json), "-o", str(out)]) == 2
-    assert "not both" in _one_line_error(capsys)
+    assert "not both" in one_line_error(capsys)
     bad_json = tmp_path / "bad_dataset.json"
     bad_json.write_text('{"classes": 5}')
     assert main(["fuse", *label_files, "--dataset-json", str(bad_json), "-o", str(out)]) == 2
-    assert "bad_dataset.json: classes" in _one_line_error(capsys)
+    assert "bad_dataset.json: classes" in one_line_error(capsys)
     assert _nothing_written(tmp_path, "bad.")

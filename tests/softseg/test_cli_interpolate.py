@@ -13,8 +13,9 @@ from softseg.cli import main
 from softseg.cli.interpolate import parse_slices
 from softseg.confidence import ConfidenceScale
 from softseg.interpolate import interpolate_labels, interpolate_levels
-from softseg.io import save_volume
 from softseg.sidecar import RaterSidecar, read_rater_sidecar
+
+from cli_support import one_line_error
 
 # File axes: 0 -> superior (the axial slice axis), 1 -> left (flipped: R->L), 2 -> anterior.
 # The display slice axis is file axis 0, so --axis auto must pick 0, not the usual 2.
@@ -54,13 +55,6 @@ def rater(tmp_path):
         preannotated_by="model-7.safetensors", extra={"BIDSVersion": "1.9"},
     ).to_json()
     return _write(tmp_path / "rater-A.nii.gz", sparse, side)
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    assert len(err.splitlines()) == 1, err
-    return err
 
 
 def test_round_trip_keeps_geometry_header_dtype_and_scale(rater, tmp_path, capsys):
@@ -166,7 +160,7 @@ def test_overwrite(rater, tmp_path, capsys):
     assert main(["interpolate", str(rater), "-o", str(out)]) == 0
     stamp = out.stat().st_mtime_ns
     assert main(["interpolate", str(rater), "-o", str(out)]) == 2
-    assert "already exists" in _one_line_error(capsys)
+    assert "already exists" in one_line_error(capsys)
     assert out.stat().st_mtime_ns == stamp
     assert main(["interpolate", str(rater), "-o", str(out), "--overwrite"]) == 0
 
@@ -208,7 +202,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, array, side
     before = sorted(p.name for p in tmp_path.iterdir())
     out = tmp_path / "o.nii.gz"
     assert main(["interpolate", str(path), "-o", str(out), *extra]) == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert err.startswith("softseg interpolate: error: ")
     assert re.search(match, err), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -216,4 +210,4 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, array, side
 
 def test_bad_output_name(rater, tmp_path, capsys):
     assert main(["interpolate", str(rater), "-o", str(tmp_path / "o.png")]) == 2
-    assert "output must end in .nii or .nii.gz" in _one_line_error(capsys)
+    assert "output must end in .nii or .nii.gz" in one_line_error(capsys)

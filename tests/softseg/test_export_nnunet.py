@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from interchange_trees import load, make_softseg_dataset, model_file
+from interchange_trees import load, make_softseg_dataset, model_file, refused
 
 from softseg.cli import main
 from softseg.interchange.export_nnunet import export_nnunet
@@ -115,39 +115,26 @@ def test_overwrite_replaces_an_earlier_export_only(dataset, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- bad input
-def _files(folder):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
-
-def _bad(capsys, tmp_path, argv, *needles):
-    before = _files(tmp_path)
-    code = main(argv)
-    _, err = capsys.readouterr()
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("softseg export: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert _files(tmp_path) == before
 
 
 def test_bad_destination_name_place_and_existing(dataset, tmp_path, capsys):
     root, _ = dataset
-    _bad(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "nnunet_out")], "DatasetNNN_Name")
-    _bad(capsys, tmp_path, ["export", "nnunet", str(root), str(root / "Dataset507_In")], "inside the source")
+    refused(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "nnunet_out")], "DatasetNNN_Name")
+    refused(capsys, tmp_path, ["export", "nnunet", str(root), str(root / "Dataset507_In")], "inside the source")
     existing = tmp_path / "Dataset508_Mine"
     existing.mkdir()
     (existing / "notes.txt").write_text("keep")
-    _bad(capsys, tmp_path, ["export", "nnunet", str(root), str(existing)], "already exists")
-    _bad(capsys, tmp_path, ["export", "nnunet", str(root), str(existing), "--overwrite"], "not written by softseg export nnunet")
+    refused(capsys, tmp_path, ["export", "nnunet", str(root), str(existing)], "already exists")
+    refused(capsys, tmp_path, ["export", "nnunet", str(root), str(existing), "--overwrite"], "not written by softseg export nnunet")
 
 
 def test_bad_fusion_and_model_from_another_dataset(dataset, tmp_path, capsys):
     root, _ = dataset
-    _bad(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "Dataset509_F"), "--fusion", "random"], "staple")
+    refused(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "Dataset509_F"), "--fusion", "random"], "staple")
     model = model_file(tmp_path / "other.safetensors", channels=("T1w", "T2w"),
                        split={"train": ["s01", "x99"], "val": ["s02"]})
-    _bad(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "Dataset510_M"), "--model", str(model)], "x99")
+    refused(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "Dataset510_M"), "--model", str(model)], "x99")
     pickle = tmp_path / "m.pt"
     pickle.write_bytes(b"\x80\x04K\x01.")
-    _bad(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "Dataset511_P"), "--model", str(pickle)], "pickle")
+    refused(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "Dataset511_P"), "--model", str(pickle)], "pickle")

@@ -13,36 +13,9 @@ from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, display_geometry, save_display_array
 from softseg.io import load_volume
 
+from nifti_cases import ORIENTATIONS, orientation_affine
+
 SHAPE = (9, 11, 7)
-ORIENTATIONS = ["ras", "lps", "anisotropic", "oblique", "sagittal"]
-
-
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def _affine(kind: str) -> np.ndarray:
-    """Voxel-to-RAS affines of the orientations tested (same as tests/softseg/test_io.py)."""
-    aff = np.eye(4)
-    if kind == "ras":
-        aff[:3, 3] = [-10.0, -12.0, -5.0]
-    elif kind == "lps":
-        aff[:3, :3] = np.diag([-1.0, -1.0, 1.0])
-        aff[:3, 3] = [20.5, 30.25, -7.0]
-    elif kind == "anisotropic":
-        aff[:3, :3] = np.diag([0.6, 0.75, 3.2])
-        aff[:3, 3] = [1.5, -2.5, 40.0]
-    elif kind == "oblique":
-        aff[:3, :3] = _rotation(0.2, -0.3, 0.35) @ np.diag([0.9, 1.1, 2.5])
-        aff[:3, 3] = [-90.3, 12.7, 44.1]
-    elif kind == "sagittal":  # slices stored along x (file axis 2 points left)
-        aff[:3, :3] = np.array([[0.0, 0.0, -1.2], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-        aff[:3, 3] = [50.0, -30.0, 10.0]
-    return aff
 
 
 def _write(path, array: np.ndarray, affine: np.ndarray, *, qform_only: bool = False):
@@ -62,7 +35,7 @@ def _world_centres(affine: np.ndarray, shape) -> np.ndarray:
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_display_axes_point_superior_posterior_left(orientation):
-    affine = _affine(orientation)
+    affine = orientation_affine(orientation)
     geom = DisplayGeometry.from_affine(affine, SHAPE)
     world = geom.to_display(np.moveaxis(_world_centres(affine, SHAPE), -1, 0))  # (3, *display)
     x, y, z = world
@@ -86,14 +59,14 @@ def test_display_axes_point_superior_posterior_left(orientation):
     ],
 )
 def test_shape_and_scale_by_hand(orientation, display_shape, scale):
-    geom = DisplayGeometry.from_affine(_affine(orientation), SHAPE)
+    geom = DisplayGeometry.from_affine(orientation_affine(orientation), SHAPE)
     assert geom.display_shape == display_shape
     assert geom.scale == pytest.approx(scale)
 
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_translate_is_the_position_of_display_voxel_zero(orientation):
-    affine = _affine(orientation)
+    affine = orientation_affine(orientation)
     geom = DisplayGeometry.from_affine(affine, SHAPE)
     flat = np.arange(np.prod(SHAPE)).reshape(SHAPE)
     file_index = np.unravel_index(int(geom.to_display(flat)[0, 0, 0]), SHAPE)
@@ -103,7 +76,7 @@ def test_translate_is_the_position_of_display_voxel_zero(orientation):
 
 def test_napari_world_coordinates_match_the_affine():
     """Non-oblique: translate + scale * display index = (S, P, L) position of that voxel."""
-    affine = _affine("lps")
+    affine = orientation_affine("lps")
     geom = DisplayGeometry.from_affine(affine, SHAPE)
     world = geom.to_display(np.moveaxis(_world_centres(affine, SHAPE), -1, 0))
     i, j, k = 3, 5, 2
@@ -114,7 +87,7 @@ def test_napari_world_coordinates_match_the_affine():
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_to_display_from_display_bit_exact(orientation):
-    geom = DisplayGeometry.from_affine(_affine(orientation), SHAPE)
+    geom = DisplayGeometry.from_affine(orientation_affine(orientation), SHAPE)
     rng = np.random.default_rng(5)
     for arr in (rng.random(SHAPE).astype(np.float32), rng.integers(0, 5, size=(3, *SHAPE)).astype(np.uint8)):
         disp = geom.to_display(arr)
@@ -128,7 +101,7 @@ def test_to_display_from_display_bit_exact(orientation):
 
 
 def test_wrong_shapes_are_refused():
-    geom = DisplayGeometry.from_affine(_affine("lps"), SHAPE)
+    geom = DisplayGeometry.from_affine(orientation_affine("lps"), SHAPE)
     with pytest.raises(InputError, match=r"expected an array of shape \(\.\.\., 9, 11, 7\) in file order"):
         geom.to_display(np.zeros((7, 11, 9)))
     with pytest.raises(InputError, match="in display order"):
@@ -140,7 +113,7 @@ def test_wrong_shapes_are_refused():
 
 
 def test_metadata_survives_copy_and_pickle():
-    affine = _affine("oblique")
+    affine = orientation_affine("oblique")
     header = nib.Nifti1Header()
     header.set_data_shape(SHAPE)
     header["descrip"] = b"scanner X"
@@ -166,7 +139,7 @@ def test_metadata_survives_copy_and_pickle():
 def test_save_display_array_reproduces_the_file(tmp_path, orientation, qform_only):
     rng = np.random.default_rng(6)
     array = (rng.random(SHAPE) * 300).astype(np.int16)
-    src = _write(tmp_path / "in.nii.gz", array, _affine(orientation), qform_only=qform_only)
+    src = _write(tmp_path / "in.nii.gz", array, orientation_affine(orientation), qform_only=qform_only)
     vol = load_volume(src)
     geom = DisplayGeometry.from_metadata(copy.deepcopy(display_geometry(vol).as_metadata()))
     out = save_display_array(tmp_path / "out.nii.gz", geom.to_display(vol.array), geom)
@@ -179,7 +152,7 @@ def test_save_display_array_reproduces_the_file(tmp_path, orientation, qform_onl
 
 def test_save_display_array_nifti2_and_bad_shape(tmp_path):
     array = np.random.default_rng(7).random(SHAPE).astype(np.float32)
-    img = nib.Nifti2Image(array, _affine("anisotropic"))
+    img = nib.Nifti2Image(array, orientation_affine("anisotropic"))
     src = tmp_path / "n2.nii"
     nib.save(img, src)
     vol = load_volume(src)
@@ -192,7 +165,7 @@ def test_save_display_array_nifti2_and_bad_shape(tmp_path):
 
 
 def test_geometry_without_header_writes_its_affine(tmp_path):
-    affine = _affine("lps")
+    affine = orientation_affine("lps")
     geom = DisplayGeometry.from_affine(affine, SHAPE)
     data = np.random.default_rng(8).random(geom.display_shape).astype(np.float32)
     out = save_display_array(tmp_path / "new.nii.gz", data, geom)
@@ -260,7 +233,7 @@ from softseg.io import Volume, check_nifti  # noqa: E402
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_voxel_size_is_the_affines_column_lengths_for_every_holder(tmp_path, orientation):
-    aff = _affine(orientation)
+    aff = orientation_affine(orientation)
     # hand-computed: the scale factors the test affines were built from
     expected = {"ras": (1, 1, 1), "lps": (1, 1, 1), "anisotropic": (0.6, 0.75, 3.2),
                 "oblique": (0.9, 1.1, 2.5), "sagittal": (1.0, 1.0, 1.2)}[orientation]

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from interchange_trees import SHAPE, blob, load, make_bids, write_nifti
+from interchange_trees import SHAPE, blob, files_under, load, make_bids, refused, write_nifti
 
 from softseg.cli import main
 from softseg.errors import InputError
@@ -30,10 +30,6 @@ def _cli(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _files(folder):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
 
 
 # ----------------------------------------------------------------------------- grammar
@@ -195,40 +191,30 @@ def test_subject_without_labels_is_listed_not_imported(bids_tree):
 
 
 # ----------------------------------------------------------------------------- bad input (CLI: exit 2, one line, nothing written)
-def _bad(capsys, tmp_path, argv, *needles):
-    before = _files(tmp_path)
-    code, out, err = _cli(capsys, *argv)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("softseg import: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert _files(tmp_path) == before  # nothing written (no staging folder left either)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ds")]
-    return lines[0]
+
 
 
 def test_missing_dataset_description(bids_tree, tmp_path, capsys):
     root, _ = bids_tree
     (root / "dataset_description.json").unlink()
-    _bad(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], "dataset_description.json", str(root))
+    refused(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], "dataset_description.json", str(root))
 
 
 def test_derivative_without_raw_image(bids_tree, tmp_path, capsys):
     root, _ = bids_tree
     orphan = root / "derivatives" / "labels" / "sub-04" / "anat" / "sub-04_T2w_seg-manual.nii.gz"
     write_nifti(orphan, blob())
-    _bad(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], str(orphan), "no matching raw image")
+    refused(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], str(orphan), "no matching raw image")
     wrong_contrast = root / "derivatives" / "labels" / "sub-01" / "anat" / "sub-01_FLAIR_seg-manual.nii.gz"
     orphan.unlink()
     write_nifti(wrong_contrast, blob())
-    _bad(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], str(wrong_contrast))
+    refused(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], str(wrong_contrast))
 
 
 def test_subject_missing_a_contrast(bids_tree, tmp_path, capsys):
     root, _ = bids_tree
     (root / "sub-02" / "anat" / "sub-02_T1w.nii.gz").unlink()
-    line = _bad(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], "sub-02", "T1w", "--contrast")
+    line = refused(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], "sub-02", "T1w", "--contrast")
     assert "present in every labelled subject: T2w" in line
 
 
@@ -236,13 +222,13 @@ def test_label_on_another_grid(bids_tree, tmp_path, capsys):
     root, _ = bids_tree
     lab = root / "derivatives" / "labels" / "sub-01" / "anat" / "sub-01_T2w_seg-manual.nii.gz"
     write_nifti(lab, blob(), spacing=(0.5, 0.8, 2.0))
-    _bad(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], str(lab), "voxel grid")
+    refused(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], str(lab), "voxel grid")
 
 
 def test_two_labels_for_one_rater_and_class(bids_tree, tmp_path, capsys):
     root, _ = bids_tree
     write_nifti(root / "derivatives" / "labels" / "sub-01" / "anat" / "sub-01_T1w_seg-manual.nii.gz", blob())
-    _bad(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], "second label", "--desc")
+    refused(capsys, tmp_path, ["import", "bids", str(root), str(tmp_path / "ds")], "second label", "--desc")
 
 
 def test_existing_destination_and_overwrite(bids_tree, tmp_path, capsys):
@@ -250,23 +236,23 @@ def test_existing_destination_and_overwrite(bids_tree, tmp_path, capsys):
     dst = tmp_path / "ds"
     assert main(["import", "bids", str(root), str(dst), "--contrast", "T2w"]) == 0
     capsys.readouterr()
-    _bad(capsys, tmp_path, ["import", "bids", str(root), str(dst)], str(dst), "--overwrite")
+    refused(capsys, tmp_path, ["import", "bids", str(root), str(dst)], str(dst), "--overwrite")
     assert main(["import", "bids", str(root), str(dst), "--overwrite"]) == 0  # an earlier import is replaced
     assert (dst / "sub-01" / "image_T1w.nii.gz").is_symlink() and not (dst / "sub-01" / "image.nii.gz").exists()
     capsys.readouterr()
     other = tmp_path / "mywork"
     other.mkdir()
     (other / "notes.txt").write_text("precious")
-    _bad(capsys, tmp_path, ["import", "bids", str(root), str(other), "--overwrite"], "not written by an import")
+    refused(capsys, tmp_path, ["import", "bids", str(root), str(other), "--overwrite"], "not written by an import")
     assert (other / "notes.txt").read_text() == "precious"
 
 
 def test_destination_inside_the_source(bids_tree, tmp_path, capsys):
     root, _ = bids_tree
-    before = _files(root)
+    before = files_under(root)
     code, _, err = _cli(capsys, "import", "bids", str(root), str(root / "derivatives" / "softseg"))
     assert code == 2 and "inside the source" in err and len(err.strip().splitlines()) == 1
-    assert _files(root) == before
+    assert files_under(root) == before
 
 
 def test_dangling_link_in_the_source_writes_nothing(bids_tree, tmp_path, capsys):

@@ -21,35 +21,7 @@ from softseg.io import (
     sidecar_path,
 )
 
-
-def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def _affine(kind: str) -> np.ndarray:
-    aff = np.eye(4)
-    if kind == "ras":
-        aff[:3, 3] = [-10.0, -12.0, -5.0]
-    elif kind == "lps":
-        aff[:3, :3] = np.diag([-1.0, -1.0, 1.0])
-        aff[:3, 3] = [20.5, 30.25, -7.0]
-    elif kind == "anisotropic":
-        aff[:3, :3] = np.diag([0.6, 0.75, 3.2])
-        aff[:3, 3] = [1.5, -2.5, 40.0]
-    elif kind == "oblique":
-        aff[:3, :3] = _rotation(0.2, -0.3, 0.35) @ np.diag([0.9, 1.1, 2.5])
-        aff[:3, 3] = [-90.3, 12.7, 44.1]
-    elif kind == "sagittal":  # slices stored along x (file axis 2 points left)
-        aff[:3, :3] = np.array([[0.0, 0.0, -1.2], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-        aff[:3, 3] = [50.0, -30.0, 10.0]
-    return aff
-
-
-ORIENTATIONS = ["ras", "lps", "anisotropic", "oblique", "sagittal"]
+from nifti_cases import ORIENTATIONS, orientation_affine
 
 
 def _write(path: Path, array: np.ndarray, affine: np.ndarray, *, qform_only: bool = False) -> Path:
@@ -73,7 +45,7 @@ def _listing(folder: Path) -> list[str]:
 def test_round_trip_is_bit_exact(tmp_path, orientation, dtype):
     rng = np.random.default_rng(1)
     array = (rng.random((9, 11, 7)) * 100).astype(dtype)
-    src = _write(tmp_path / "in.nii.gz", array, _affine(orientation))
+    src = _write(tmp_path / "in.nii.gz", array, orientation_affine(orientation))
     vol = load_volume(src)
     assert vol.array.dtype == np.dtype(dtype)
     out = save_volume(tmp_path / "out.nii.gz", vol.array, like=vol)
@@ -86,7 +58,7 @@ def test_round_trip_is_bit_exact(tmp_path, orientation, dtype):
 
 def test_qform_only_file_round_trip(tmp_path):
     array = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
-    src = _write(tmp_path / "q.nii", array, _affine("oblique"), qform_only=True)
+    src = _write(tmp_path / "q.nii", array, orientation_affine("oblique"), qform_only=True)
     vol = load_volume(src)
     out = save_volume(tmp_path / "q_out.nii", vol.array, like=vol)
     a, b = nib.load(src), nib.load(out)
@@ -99,7 +71,7 @@ def test_qform_only_file_round_trip(tmp_path):
 def test_spacing_and_array_agree_with_simpleitk(tmp_path):
     sitk = pytest.importorskip("SimpleITK")
     array = np.random.default_rng(2).random((8, 10, 6)).astype(np.float32)
-    src = _write(tmp_path / "a.nii.gz", array, _affine("anisotropic"))
+    src = _write(tmp_path / "a.nii.gz", array, orientation_affine("anisotropic"))
     vol = load_volume(src)
     ref = sitk.ReadImage(str(src))
     assert vol.spacing == pytest.approx(ref.GetSpacing(), rel=1e-6)
