@@ -59,15 +59,21 @@ _HEADER_CLASSES = {"Nifti1Header": nib.Nifti1Header, "Nifti2Header": nib.Nifti2H
 GRID_TOLERANCE_MM = 1e-3
 
 
-def check_same_grid(reference: Volume, other: Volume, *, tol: float = GRID_TOLERANCE_MM) -> None:
+def check_same_grid(
+    reference: Volume, other: Volume, *, tol: float = GRID_TOLERANCE_MM, hint: str = ""
+) -> None:
     """Refuse two volumes that are not on one voxel grid (same shape, affines within *tol* mm).
 
     Parameters
     ----------
-    reference, other : Volume
-        Loaded volumes (their ``path`` names them in the message).
+    reference, other : Volume or NiftiInfo
+        Loaded volumes or checked headers (:func:`softseg.io.check_nifti`); their ``path``
+        names them in the message.
     tol : float
         Largest difference of any affine entry, in mm (default :data:`GRID_TOLERANCE_MM`).
+    hint : str
+        Appended to the message after ``"; "``: how the caller's user fixes it (e.g. an
+        import: "a label must lie on its image's voxel grid").
 
     Raises
     ------
@@ -77,20 +83,25 @@ def check_same_grid(reference: Volume, other: Volume, *, tol: float = GRID_TOLER
     """
     a = reference.path if reference.path is not None else "reference"
     b = other.path if other.path is not None else "volume"
+    problem = None
     if tuple(other.shape) != tuple(reference.shape):
-        raise InputError(
+        problem = (
             f"{b} has shape {tuple(other.shape)} but {a} has shape {tuple(reference.shape)}; "
             "all files must be on one voxel grid (resample one onto the other's grid first)"
         )
-    for name, vol in ((a, reference), (b, other)):
-        if not np.isfinite(np.asarray(vol.affine)).all():
-            raise InputError(f"{name}: the affine holds NaN/Inf; fix the file's sform/qform")
-    diff = float(np.max(np.abs(np.asarray(other.affine, float) - np.asarray(reference.affine, float))))
-    if diff > tol:
-        raise InputError(
-            f"{b} and {a} have different affines (largest difference {diff:.3g} mm, tolerance "
-            f"{tol:g}); resample one onto the other's grid first"
-        )
+    else:
+        for name, vol in ((a, reference), (b, other)):
+            if problem is None and not np.isfinite(np.asarray(vol.affine)).all():
+                problem = f"{name}: the affine holds NaN/Inf; fix the file's sform/qform"
+    if problem is None:
+        diff = float(np.max(np.abs(np.asarray(other.affine, float) - np.asarray(reference.affine, float))))
+        if diff > tol:
+            problem = (
+                f"{b} and {a} have different affines (largest difference {diff:.3g} mm, tolerance "
+                f"{tol:g}); resample one onto the other's grid first"
+            )
+    if problem is not None:
+        raise InputError(f"{problem}; {hint}" if hint else problem)
 
 
 @dataclass(frozen=True, eq=False)

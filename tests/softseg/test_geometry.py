@@ -276,6 +276,12 @@ def test_check_same_grid_names_both_files_and_the_real_problem():
     # two files with the same NaN affine are not "different affines": the NaN is named
     with pytest.raises(InputError, match=r"^/data/a\.nii\.gz: the affine holds NaN/Inf"):
         check_same_grid(_vol(nan, name="a.nii.gz"), _vol(nan, name="b.nii.gz"))
+    # a caller's hint (how its user fixes it) ends every message
+    hint = "a label must lie on its image's voxel grid"
+    with pytest.raises(InputError, match=r"resample one onto the other's grid first; a label must lie on its image's voxel grid$"):
+        check_same_grid(a, _vol(shifted, name="b.nii.gz"), hint=hint)
+    with pytest.raises(InputError, match=r"the affine holds NaN/Inf; fix the file's sform/qform; a label must"):
+        check_same_grid(_vol(nan, name="a.nii.gz"), a, hint=hint)
 
 
 def test_display_geometry_names_the_file_of_a_bad_affine():

@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from softseg.errors import InputError
-from softseg.interchange.grid import check_same_grid, read_grid
+from softseg.geometry import check_same_grid
 from softseg.interchange.plan import (
     ImportPlan, Link, Unmatched, checked_dataset_json, class_entries, read_json_object,
 )
+from softseg.io import check_nifti
 
 __all__ = ["LABEL_SUFFIXES", "parse_bids_name", "plan_bids_import"]
 
@@ -397,7 +398,7 @@ def plan_bids_import(
         ref = None
         for ch in channels:
             r = raws[subject][ch]
-            grid = read_grid(r.path)
+            grid = check_nifti(r.path)
             if ref is None:
                 ref = grid
             else:
@@ -414,7 +415,7 @@ def plan_bids_import(
                 )
             seen[(rid, lab.cls)] = lab.path
             assert ref is not None
-            check_same_grid(ref, read_grid(lab.path, what="label"), hint="a label must lie on its image's voxel grid")
+            check_same_grid(ref, check_nifti(lab.path, what="label"), hint="a label must lie on its image's voxel grid")
             stem = f"rater-{rid}" if len(classes) == 1 else f"rater-{rid}_label-{keys[lab.cls]}"
             links.append(Link(source=lab.path, target=f"{subject}/{stem}{lab.name.extension}", role="label"))
         if group_by:

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from softseg.errors import InputError
-from softseg.interchange.grid import check_same_grid, read_grid
+from softseg.geometry import check_same_grid
 from softseg.interchange.plan import check_destination, place_file, staged_folder, write_json_file
+from softseg.io import check_nifti
 
 __all__ = ["EXPORT_RECORD", "ExportReport", "export_fusions", "export_nnunet", "model_split"]
 
@@ -104,7 +105,7 @@ def _fused_label(subject: Any, fusion: str) -> tuple[np.ndarray, Any]:
     from softseg.fusion import training_target
     from softseg.io import load_volume
 
-    ref = read_grid(subject.images[0])
+    ref = check_nifti(subject.images[0])
     vols = [load_volume(p, label=True) for p in subject.raters]
     for vol in vols:
         check_same_grid(ref, vol, hint="a rater must lie on its subject's image grid")

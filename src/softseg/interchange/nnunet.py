@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from softseg.errors import InputError
-from softseg.interchange.grid import check_same_grid, read_grid
+from softseg.geometry import check_same_grid
 from softseg.interchange.plan import (
     ImportPlan, Link, Unmatched, checked_dataset_json, class_entries, read_json_object,
 )
+from softseg.io import check_nifti
 
 __all__ = ["NNUNET_ENDINGS", "parse_labels", "plan_nnunet_import", "read_nnunet_json"]
 
@@ -268,9 +269,9 @@ def plan_nnunet_import(source: str | os.PathLike, *, rater: str = "1", check_val
         for f in files + [label_files[case]]:
             if not f.exists():
                 raise InputError(f"{f}: missing (listed in dataset.json or a dangling link)")
-        ref = read_grid(files[0])
+        ref = check_nifti(files[0])
         for f in files[1:] + [label_files[case]]:
-            check_same_grid(ref, read_grid(f, what="label" if f == label_files[case] else "image"), hint="the files of a case must share one voxel grid")
+            check_same_grid(ref, check_nifti(f, what="label" if f == label_files[case] else "image"), hint="the files of a case must share one voxel grid")
         if check_values:
             values = _label_values(label_files[case])
             bad = sorted(set(int(v) for v in values) - allowed)
