@@ -8,8 +8,28 @@ A :class:`Candidate` fixes everything that differs between the SoftSeg paper's c
 * the final activation, by name (:data:`softseg.activations.ACTIVATIONS`);
 * the loss and its parameters, by name (:data:`softseg.losses.LOSSES`).
 
+**K classes.** :meth:`Candidate.for_classes` gives the same recipe for K foreground classes
+(DESIGN decision 11, label-fusion paper): the network has K+1 output channels, background first;
+the targets are class maps; each part of the recipe becomes its multi-class form
+(:data:`MULTICLASS_ACTIVATIONS`, :data:`MULTICLASS_LOSSES`)::
+
+    ground truth   hard: one-hot of the most probable class after augmentation (was: >= 0.5)
+                   soft: the class fractions (background = 1 - the classes)
+    sigmoid        -> softmax over the K+1 channels
+    normalized_relu-> multiclass_normalized_relu (divided by the sum over classes incl. background)
+    dice           -> soft Dice of each foreground class, averaged (background excluded)
+    bce            -> cross_entropy with soft targets (-sum_c g_c ln p_c)
+    adaptive_wing, mse -> the same element-wise loss on every channel (background included)
+    generalized_dice   -> Sudre's GDL over the K+1 channels (add_background=False)
+    boundary, gdl_boundary -> boundary term of each foreground class (include_background=False),
+                   GDL over the K+1 channels
+
+With K = 1 every candidate is exactly the single-class recipe (``for_classes(1)`` returns it).
+
 The trainer is then candidate-agnostic::
 
+    candidate = get_candidate(name).for_classes(K)
+    network = UNet2D(channels, candidate.out_channels, ...)
     target = candidate.prepare_target(augmented_labels)
     probs = candidate.activate(model(images))
     loss = candidate.compute_loss(probs, target, epoch=epoch, spacing=pixel_spacing)
@@ -26,7 +46,7 @@ Importing this module does not import torch (the napari widgets list the candida
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from softseg.errors import InputError
@@ -40,9 +60,13 @@ __all__ = [
     "CANDIDATES",
     "FUSIONS",
     "FUSION_DESCRIPTIONS",
+    "MULTICLASS_ACTIVATIONS",
+    "MULTICLASS_LOSSES",
     "Candidate",
     "check_fusion",
+    "class_target",
     "get_candidate",
+    "hard_target",
 ]
 
 #: Threshold used to binarise the ground truth of hard candidates (``target >= 0.5`` -> 1).
@@ -56,11 +80,33 @@ _LOSS_NAMES = (
     "dice",
     "generalized_dice",
     "bce",
+    "cross_entropy",
     "mse",
     "boundary",
     "gdl_boundary",
 )
 _DISTANCE_MAP_LOSSES = ("boundary", "gdl_boundary")
+
+#: Single-class activation -> its K-class form (channels = K classes + background).
+MULTICLASS_ACTIVATIONS: dict[str, str] = {
+    "sigmoid": "softmax",
+    "normalized_relu": "multiclass_normalized_relu",
+    "softmax": "softmax",
+    "multiclass_normalized_relu": "multiclass_normalized_relu",
+}
+
+#: Single-class loss -> (K-class loss, parameters set for K classes). Parameters of the
+#: single-class recipe are kept (``bce``'s ``eps`` becomes ``cross_entropy``'s).
+MULTICLASS_LOSSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "adaptive_wing": ("adaptive_wing", {}),
+    "mse": ("mse", {}),
+    "dice": ("dice", {"include_background": False}),
+    "bce": ("cross_entropy", {}),
+    "cross_entropy": ("cross_entropy", {}),
+    "generalized_dice": ("generalized_dice", {"add_background": False}),
+    "boundary": ("boundary", {"include_background": False}),
+    "gdl_boundary": ("gdl_boundary", {"add_background": False, "include_background": False}),
+}
 
 
 @dataclass(frozen=True)
@@ -89,6 +135,9 @@ class Candidate:
         ``e`` is ``max(start - step * e, floor)`` (Kervadec et al. 2019: 1, 0.01, 0.01).
     reference : str
         Where the recipe comes from.
+    n_classes : int
+        K, the foreground classes the recipe trains (1: one output channel; K >= 2: K+1
+        channels, background first). Make K-class recipes with :meth:`for_classes`.
     """
 
     name: str
@@ -100,8 +149,11 @@ class Candidate:
     loss_params: dict[str, Any] = field(default_factory=dict, hash=False)
     boundary_schedule: tuple[float, float, float] | None = None
     reference: str = ""
+    n_classes: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 1:
+            raise InputError(f"candidate {self.name!r}: n_classes must be a whole number >= 1; got {self.n_classes!r}")
         if self.activation not in _ACTIVATION_NAMES:
             raise InputError(
                 f"candidate {self.name!r}: unknown activation {self.activation!r}; "
@@ -125,6 +177,43 @@ class Candidate:
         object.__setattr__(self, "loss_params", dict(self.loss_params))
 
     @property
+    def out_channels(self) -> int:
+        """Output channels of the network: 1 for one class, K+1 (background first) for K."""
+        return 1 if self.n_classes == 1 else self.n_classes + 1
+
+    def for_classes(self, k: int) -> Candidate:
+        """This recipe for ``k`` foreground classes (see the module docstring).
+
+        ``k == 1`` (or this candidate's own K) returns ``self``; otherwise a new candidate with
+        the same name and title, ``n_classes=k``, the K-class activation
+        (:data:`MULTICLASS_ACTIVATIONS`) and loss (:data:`MULTICLASS_LOSSES`).
+
+        Raises
+        ------
+        InputError
+            ``k`` is not a whole number >= 1; the candidate already has another K.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InputError(f"the number of classes must be a whole number >= 1; got {k!r}")
+        if k == self.n_classes:
+            return self
+        if self.n_classes != 1:
+            raise InputError(
+                f"candidate {self.name!r} is already defined for {self.n_classes} classes; "
+                f"start from the registry's single-class recipe for {k}"
+            )
+        if k == 1:
+            return self
+        loss, params = MULTICLASS_LOSSES[self.loss]
+        return replace(
+            self,
+            activation=MULTICLASS_ACTIVATIONS[self.activation],
+            loss=loss,
+            loss_params={**self.loss_params, **params},
+            n_classes=k,
+        )
+
+    @property
     def needs_distance_map(self) -> bool:
         """True if :meth:`compute_loss` needs ``distance_map`` (boundary loss)."""
         return self.loss in _DISTANCE_MAP_LOSSES
@@ -142,6 +231,7 @@ class Candidate:
             "boundary_schedule": list(self.boundary_schedule) if self.boundary_schedule else None,
             "needs_distance_map": self.needs_distance_map,
             "reference": self.reference,
+            "n_classes": self.n_classes,
         }
 
     def boundary_weight(self, epoch: int) -> float:
@@ -159,17 +249,30 @@ class Candidate:
     def prepare_target(self, target: torch.Tensor) -> torch.Tensor:
         """Ground truth as this candidate trains on it (call after augmentation).
 
-        Hard candidates: ``(target >= 0.5)`` in the target's floating dtype (a new tensor).
-        Soft candidates: the target itself, unchanged (not copied).
+        One class, ``target`` (N, 1, H, W): hard candidates get ``(target >= 0.5)`` in the
+        target's floating dtype (a new tensor); soft candidates the target itself, unchanged
+        (not copied).
+
+        K classes, ``target`` (N, K, H, W): the foreground class maps 1..K (what the slice set
+        holds and augmentation warps; its zero padding outside the field of view is
+        background). Returns (N, K+1, H, W), background first: soft candidates get
+        ``[1 - sum, maps]`` (background clamped at 0 against rounding), hard candidates its
+        one-hot argmax (the most probable class; ties to the lower index, background first:
+        "labels one-hot after augmentation").
+
+        Raises
+        ------
+        InputError
+            A K-class target whose channel count is not K.
         """
-        if self.soft_gt:
+        if self.n_classes == 1 and self.soft_gt:
             return target
-        dtype = target.dtype if target.is_floating_point() else None
-        hard = target >= HARD_THRESHOLD
-        return hard.to(dtype) if dtype is not None else hard.float()
+        if self.n_classes > 1 and self.soft_gt:
+            return class_target(target, self.n_classes, name=f"candidate {self.name!r}")
+        return hard_target(target, self.n_classes, name=f"candidate {self.name!r}")
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        """Final activation: logits (N, C, H, W) -> probabilities in [0, 1]."""
+        """Final activation: logits (N, C, H, W) -> probabilities in [0, 1] (C = :attr:`out_channels`)."""
         from softseg.activations import get_activation
 
         return get_activation(self.activation)(logits)
@@ -209,6 +312,57 @@ class Candidate:
         if self.boundary_schedule is not None:
             kwargs["alpha"] = self.boundary_weight(epoch)
         return LOSSES[self.loss](probs, target, reduction="mean", **kwargs)
+
+
+def class_target(labels: torch.Tensor, n_classes: int, *, name: str = "target") -> torch.Tensor:
+    """K foreground class maps (N, K, H, W) -> (N, K+1, H, W) class maps, background first.
+
+    Background is ``1 - sum`` of the classes, clamped at 0 (bilinear augmentation of maps that
+    sum to at most 1 keeps them so, up to rounding). A new tensor.
+
+    Raises
+    ------
+    InputError
+        ``labels.shape[1] != n_classes`` (the message starts with *name*).
+    """
+    import torch
+
+    if labels.ndim < 2 or labels.shape[1] != n_classes:
+        raise InputError(
+            f"{name}: expected the {n_classes} foreground class maps (N, {n_classes}, H, W); got "
+            f"shape {tuple(labels.shape)}"
+        )
+    labels = labels if labels.is_floating_point() else labels.float()
+    background = (1.0 - labels.sum(dim=1, keepdim=True)).clamp_min(0.0)
+    return torch.cat([background, labels], dim=1)
+
+
+def hard_target(labels: torch.Tensor, n_classes: int = 1, *, name: str = "target") -> torch.Tensor:
+    """The binarised ground truth: what hard candidates train on and what Dice is scored against.
+
+    Parameters
+    ----------
+    labels : torch.Tensor
+        One class: (N, 1, H, W) in [0, 1]. K classes: the foreground class maps (N, K, H, W).
+    n_classes : int
+        K.
+
+    Returns
+    -------
+    torch.Tensor, floating (the labels' dtype, float32 for integer input)
+        One class: ``labels >= 0.5`` (:data:`HARD_THRESHOLD`), shape (N, 1, H, W). K classes:
+        the one-hot of the most probable class of :func:`class_target` (ties to the lower index,
+        background first), shape (N, K+1, H, W).
+    """
+    if n_classes == 1:
+        dtype = labels.dtype if labels.is_floating_point() else None
+        hard = labels >= HARD_THRESHOLD
+        return hard.to(dtype) if dtype is not None else hard.float()
+    import torch
+
+    maps = class_target(labels, n_classes, name=name)
+    winner = maps.argmax(dim=1, keepdim=True)
+    return torch.zeros_like(maps).scatter_(1, winner, 1.0)
 
 
 _WING = {"alpha": 2.1, "omega": 8.0, "epsilon": 1.0, "theta": 0.5}

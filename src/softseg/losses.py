@@ -17,10 +17,20 @@ name (``LOSSES`` key)  reference
 ``dice``               soft Dice (Milletari et al. 2016) with additive smoothing.
 ``generalized_dice``   Sudre et al. 2017, weights 1 / (sum of the target)^2.
 ``bce``                binary cross-entropy (Bertels et al. 2019: unbiased volumes).
+``cross_entropy``      categorical cross-entropy with soft targets ``-sum_c g_c ln p_c`` (the
+                       K-class form of ``bce``; channels = classes incl. background).
 ``mse``                mean squared error.
 ``boundary``           Kervadec et al. 2019, eq. 5: mean of probability x signed distance map.
 ``gdl_boundary``       Kervadec et al. 2019, eq. 6: alpha * GDL + (1 - alpha) * boundary.
 =====================  ==========================================================================
+
+**K classes.** Probabilities and targets of a K-class model have K+1 channels, background first
+(softmax or multi-class normalized ReLU outputs; targets built by
+:meth:`softseg.candidates.Candidate.prepare_target`). Element-wise losses (Adaptive Wing, MSE) and
+the generalized Dice (Sudre's class weights) use every channel; ``cross_entropy`` sums over the
+classes; the Dice and boundary losses take ``include_background=False`` to score the foreground
+classes 1..K only (as nnU-Net's Dice and Kervadec's boundary loss do). Every option defaults to
+the single-class behaviour.
 
 The signed distance map of the boundary loss is an input of the loss, never computed inside it:
 :func:`signed_distance_map` (numpy/scipy, any number of dimensions, the reference) or
@@ -48,6 +58,7 @@ __all__ = [
     "AdaptiveWingLoss",
     "BinaryCrossEntropyLoss",
     "BoundaryLoss",
+    "CrossEntropyLoss",
     "DiceLoss",
     "GDLBoundaryLoss",
     "GeneralizedDiceLoss",
@@ -56,6 +67,7 @@ __all__ = [
     "binary_cross_entropy",
     "boundary_loss",
     "boundary_weight",
+    "cross_entropy",
     "dice_loss",
     "gdl_boundary_loss",
     "generalized_dice_loss",
@@ -108,6 +120,18 @@ def _prepare(
     if dtype in (torch.float16, torch.bfloat16):  # autocast: compute losses in float32
         dtype = torch.float32
     return probs.to(dtype), target.to(dtype)
+
+
+def _foreground(t: torch.Tensor, include_background: bool, what: str) -> torch.Tensor:
+    """``t`` without its channel 0 (background) unless *include_background*."""
+    if include_background:
+        return t
+    if t.shape[1] < 2:
+        raise InputError(
+            f"{what}: include_background=False needs a background channel and at least one "
+            f"class (N, K+1, *spatial); got {t.shape[1]} channel(s)"
+        )
+    return t[:, 1:]
 
 
 # ---------------------------------------------------------------------------------- Adaptive Wing
@@ -171,6 +195,7 @@ def dice_loss(
     *,
     smooth: float = 1.0,
     per_sample: bool = False,
+    include_background: bool = True,
     reduction: str = "mean",
 ) -> torch.Tensor:
     r"""Soft Dice loss ``1 - (2 sum(p g) + smooth) / (sum(p) + sum(g) + smooth)`` per channel.
@@ -188,13 +213,20 @@ def dice_loss(
         ``False`` (default, as the papers' toolbox): the sums run over the whole batch and all
         voxels, one Dice per channel, so slices without foreground do not each count as a
         separate (easily perfect or easily failed) term. ``True``: one Dice per sample and channel.
+    include_background : bool, keyword-only
+        ``True`` (default): every channel is scored. ``False``: channel 0 is the background of
+        a K-class output (N, K+1, *spatial) and is left out; the loss is the mean over the
+        classes 1..K (the multi-class Dice of the conventional K-class candidate).
     reduction : {'mean', 'sum', 'none'}
-        ``'none'`` returns shape (C,) or, with ``per_sample=True``, (N, C).
+        ``'none'`` returns shape (C,) or, with ``per_sample=True``, (N, C) (C = the channels
+        scored).
     """
     _check_reduction(reduction, "dice_loss")
     if smooth < 0:
         raise InputError(f"dice_loss: smooth must be >= 0; got {smooth}")
     probs, target = _prepare(probs, target, "dice_loss")
+    probs = _foreground(probs, include_background, "dice_loss")
+    target = _foreground(target, include_background, "dice_loss")
     axes = tuple(range(2, probs.ndim)) if per_sample else (0, *range(2, probs.ndim))
     intersection = (probs * target).sum(dim=axes)
     total = probs.sum(dim=axes) + target.sum(dim=axes)
@@ -289,6 +321,40 @@ def binary_cross_entropy(
     return reduce_loss(values, reduction)
 
 
+def cross_entropy(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    eps: float = 1e-7,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Categorical cross-entropy with soft targets, ``-sum_c g_c ln p_c``, on probabilities.
+
+    The K-class form of :func:`binary_cross_entropy` (with two channels ``(1 - p, p)`` and
+    ``(1 - g, g)`` it equals it). Targets may be soft (class fractions summing to 1, e.g. a
+    rater average); the loss is then the cross-entropy against that distribution.
+
+    Parameters
+    ----------
+    probs, target : torch.Tensor, shape (N, C, *spatial)
+        Class probabilities, the class axis 1 holding every class **including background**
+        (softmax or multi-class normalized ReLU output), and targets in [0, 1] summing to 1
+        over the class axis.
+    eps : float, keyword-only
+        Probabilities are clamped to ``[eps, 1]`` before the logarithm, 0 < eps < 0.5 (the exact
+        zeros of a multi-class normalized ReLU cost at most ``-ln(eps)`` per voxel, about 16).
+    reduction : {'mean', 'sum', 'none'}
+        ``'none'`` returns the per-voxel loss, shape (N, *spatial) (summed over classes);
+        ``'mean'`` averages it over voxels.
+    """
+    _check_reduction(reduction, "cross_entropy")
+    if not 0 < eps < 0.5:
+        raise InputError(f"cross_entropy: eps must be in (0, 0.5); got {eps}")
+    probs, target = _prepare(probs, target, "cross_entropy")
+    values = -(target * torch.log(probs.clamp(eps, 1.0))).sum(dim=1)
+    return reduce_loss(values, reduction)
+
+
 def mse_loss(probs: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     """Squared error ``(p - g)^2``; ``'none'`` returns the per-voxel values."""
     _check_reduction(reduction, "mse_loss")
@@ -322,6 +388,7 @@ def boundary_loss(
     target: torch.Tensor,
     *,
     distance_map: torch.Tensor,
+    include_background: bool = True,
     reduction: str = "mean",
 ) -> torch.Tensor:
     r"""Boundary loss (Kervadec et al. 2019, eq. 5): ``mean(probs * phi_G)``.
@@ -335,6 +402,9 @@ def boundary_loss(
     distance_map : torch.Tensor, same shape, keyword-only
         Signed distance map ``phi_G`` of the target from :func:`signed_distance_map`
         (negative inside, positive outside, 0 for slices without foreground).
+    include_background : bool, keyword-only
+        ``False``: channel 0 (background of a K-class output) is left out, the loss is the mean
+        over the classes 1..K (Kervadec's code selects the foreground classes the same way).
     reduction : {'mean', 'sum', 'none'}
         ``'none'`` returns the per-voxel products (Kervadec's code averages them).
 
@@ -347,6 +417,9 @@ def boundary_loss(
     _check_reduction(reduction, "boundary_loss")
     probs, _ = _prepare(probs, target, "boundary_loss", min_ndim=1)
     phi = _check_distance_map(probs, distance_map, "boundary_loss")
+    if not include_background:
+        probs = _foreground(probs, False, "boundary_loss")
+        phi = phi[:, 1:]
     return reduce_loss(probs * phi, reduction)
 
 
@@ -357,6 +430,7 @@ def gdl_boundary_loss(
     distance_map: torch.Tensor,
     alpha: float = 1.0,
     add_background: bool = True,
+    include_background: bool = True,
     reduction: str = "mean",
 ) -> torch.Tensor:
     r"""``alpha * GDL + (1 - alpha) * boundary`` (Kervadec et al. 2019, eq. 6), per sample.
@@ -369,6 +443,9 @@ def gdl_boundary_loss(
         then 0.01 less per epoch, floor 0.01).
     add_background : bool, keyword-only
         Passed to :func:`generalized_dice_loss`.
+    include_background : bool, keyword-only
+        ``False``: the boundary term leaves channel 0 (background of a K-class output) out and
+        averages over the classes 1..K; the GDL still scores every channel.
     reduction : {'mean', 'sum', 'none'}
         ``'none'`` returns shape (N,): the GDL of each sample plus the mean boundary term of
         that sample; ``'mean'`` therefore equals ``alpha * mean(GDL) + (1 - alpha) * mean(phi p)``.
@@ -379,6 +456,8 @@ def gdl_boundary_loss(
     probs, target = _prepare(probs, target, "gdl_boundary_loss")
     phi = _check_distance_map(probs, distance_map, "gdl_boundary_loss")
     regional = generalized_dice_loss(probs, target, add_background=add_background, reduction="none")
+    if not include_background:
+        probs, phi = _foreground(probs, False, "gdl_boundary_loss"), phi[:, 1:]
     boundary = (probs * phi).flatten(1).mean(dim=1)
     return reduce_loss(alpha * regional + (1.0 - alpha) * boundary, reduction)
 
@@ -628,16 +707,23 @@ class DiceLoss(_Loss):
     """Module form of :func:`dice_loss`; ``forward(probs, target)``."""
 
     def __init__(
-        self, *, smooth: float = 1.0, per_sample: bool = False, reduction: str = "mean"
+        self,
+        *,
+        smooth: float = 1.0,
+        per_sample: bool = False,
+        include_background: bool = True,
+        reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
         if smooth < 0:
             raise InputError(f"DiceLoss: smooth must be >= 0; got {smooth}")
         self.smooth, self.per_sample = smooth, per_sample
+        self.include_background = include_background
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return dice_loss(
-            probs, target, smooth=self.smooth, per_sample=self.per_sample, reduction=self.reduction
+            probs, target, smooth=self.smooth, per_sample=self.per_sample,
+            include_background=self.include_background, reduction=self.reduction,
         )
 
 
@@ -675,6 +761,19 @@ class BinaryCrossEntropyLoss(_Loss):
         return binary_cross_entropy(probs, target, eps=self.eps, reduction=self.reduction)
 
 
+class CrossEntropyLoss(_Loss):
+    """Module form of :func:`cross_entropy`; ``forward(probs, target)``."""
+
+    def __init__(self, *, eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        if not 0 < eps < 0.5:
+            raise InputError(f"CrossEntropyLoss: eps must be in (0, 0.5); got {eps}")
+        self.eps = eps
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(probs, target, eps=self.eps, reduction=self.reduction)
+
+
 class MSELoss(_Loss):
     """Module form of :func:`mse_loss`; ``forward(probs, target)``."""
 
@@ -685,10 +784,15 @@ class MSELoss(_Loss):
 class BoundaryLoss(_Loss):
     """Module form of :func:`boundary_loss`; ``forward(probs, target, distance_map)``."""
 
+    def __init__(self, *, include_background: bool = True, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.include_background = include_background
+
     def forward(
         self, probs: torch.Tensor, target: torch.Tensor, distance_map: torch.Tensor
     ) -> torch.Tensor:
-        return boundary_loss(probs, target, distance_map=distance_map, reduction=self.reduction)
+        return boundary_loss(probs, target, distance_map=distance_map,
+                             include_background=self.include_background, reduction=self.reduction)
 
 
 class GDLBoundaryLoss(_Loss):
@@ -706,12 +810,14 @@ class GDLBoundaryLoss(_Loss):
         step: float = 0.01,
         floor: float = 0.01,
         add_background: bool = True,
+        include_background: bool = True,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
         boundary_weight(0, start=start, step=step, floor=floor)  # validates the schedule
         self.start, self.step, self.floor = start, step, floor
         self.add_background = add_background
+        self.include_background = include_background
 
     def forward(
         self, probs: torch.Tensor, target: torch.Tensor, distance_map: torch.Tensor, *, epoch: int
@@ -723,6 +829,7 @@ class GDLBoundaryLoss(_Loss):
             distance_map=distance_map,
             alpha=alpha,
             add_background=self.add_background,
+            include_background=self.include_background,
             reduction=self.reduction,
         )
 
@@ -734,6 +841,7 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "dice": dice_loss,
     "generalized_dice": generalized_dice_loss,
     "bce": binary_cross_entropy,
+    "cross_entropy": cross_entropy,
     "mse": mse_loss,
     "boundary": boundary_loss,
     "gdl_boundary": gdl_boundary_loss,
@@ -745,6 +853,7 @@ LOSS_MODULES: dict[str, type[nn.Module]] = {
     "dice": DiceLoss,
     "generalized_dice": GeneralizedDiceLoss,
     "bce": BinaryCrossEntropyLoss,
+    "cross_entropy": CrossEntropyLoss,
     "mse": MSELoss,
     "boundary": BoundaryLoss,
     "gdl_boundary": GDLBoundaryLoss,

@@ -19,6 +19,7 @@ from softseg.losses import (
     AdaptiveWingLoss,
     BinaryCrossEntropyLoss,
     BoundaryLoss,
+    CrossEntropyLoss,
     DiceLoss,
     GDLBoundaryLoss,
     GeneralizedDiceLoss,
@@ -27,6 +28,7 @@ from softseg.losses import (
     binary_cross_entropy,
     boundary_loss,
     boundary_weight,
+    cross_entropy,
     dice_loss,
     gdl_boundary_loss,
     generalized_dice_loss,
@@ -427,3 +429,129 @@ def test_signed_distance_map_2d_torch_equals_the_scipy_map(spacing):
         signed_distance_map_2d(torch.from_numpy(m), method="fast")
     with pytest.raises(InputError, match="NaN or Inf"):
         signed_distance_map_2d(torch.full((1, 4, 4), float("nan")), method="torch")
+
+
+# ------------------------------------------------------------------------------ K classes
+# Probabilities of a K-class model have K+1 channels, background first (issue 14).
+def _softmax_by_hand(logits):
+    """Softmax of a list of logits with the math module (independent of torch)."""
+    e = [math.exp(v) for v in logits]
+    return [v / sum(e) for v in e]
+
+
+def test_cross_entropy_hand_computed_soft_and_one_hot():
+    # two voxels, three channels (background, class 1, class 2)
+    p = [[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]
+    g = [[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]]
+    probs = torch.tensor(p, dtype=D).T.reshape(1, 3, 1, 2)
+    target = torch.tensor(g, dtype=D).T.reshape(1, 3, 1, 2)
+    v0 = -math.log(0.7)
+    v1 = -(0.5 * math.log(0.25) + 0.5 * math.log(0.5))
+    torch.testing.assert_close(cross_entropy(probs, target, reduction="none"), t([v0, v1], (1, 1, 2)))
+    assert float(cross_entropy(probs, target)) == pytest.approx((v0 + v1) / 2, abs=1e-15)
+    assert float(cross_entropy(probs, target, reduction="sum")) == pytest.approx(v0 + v1, abs=1e-15)
+    # an exact 0 where the target has mass costs -ln(eps), finite
+    zero = torch.tensor([1.0, 0.0], dtype=D).reshape(1, 2, 1, 1)
+    hit = torch.tensor([0.0, 1.0], dtype=D).reshape(1, 2, 1, 1)
+    assert float(cross_entropy(zero, hit, eps=1e-7)) == pytest.approx(-math.log(1e-7))
+
+
+def test_cross_entropy_of_two_channels_is_binary_cross_entropy():
+    probs, target = _pair(21)
+    two_p = torch.cat([1 - probs, probs], dim=1)
+    two_g = torch.cat([1 - target, target], dim=1)
+    torch.testing.assert_close(cross_entropy(two_p, two_g, reduction="none"),
+                               binary_cross_entropy(probs, target, reduction="none")[:, 0])
+    # == torch's cross-entropy with probability targets on the log of the probabilities
+    logits = torch.randn(2, 4, 3, 5, dtype=D, generator=torch.Generator().manual_seed(2))
+    soft = torch.softmax(torch.randn(2, 4, 3, 5, dtype=D, generator=torch.Generator().manual_seed(3)), 1)
+    torch.testing.assert_close(cross_entropy(torch.softmax(logits, 1), soft), F.cross_entropy(logits, soft))
+
+
+def test_multiclass_softmax_dice_hand_computed():
+    # 3 voxels, logits of (background, class 1, class 2) -> softmax by hand -> Dice of each class
+    logits = [[2.0, 0.5, -1.0], [0.0, 1.5, 0.2], [-0.5, 0.1, 2.2]]
+    labels = [0, 1, 2]
+    probs = [_softmax_by_hand(v) for v in logits]
+    expected = []
+    for c in (1, 2):
+        inter = sum(p[c] * (lab == c) for p, lab in zip(probs, labels))
+        total = sum(p[c] for p in probs) + sum(lab == c for lab in labels)
+        expected.append(1 - (2 * inter + 1.0) / (total + 1.0))
+    x = torch.tensor(logits, dtype=D).T.reshape(1, 3, 1, 3)
+    g = torch.tensor([[float(lab == c) for lab in labels] for c in range(3)], dtype=D).reshape(1, 3, 1, 3)
+    p = torch.softmax(x, dim=1)
+    torch.testing.assert_close(dice_loss(p, g, include_background=False, reduction="none"), t(expected, (2,)))
+    assert float(dice_loss(p, g, include_background=False)) == pytest.approx(sum(expected) / 2, abs=1e-14)
+    # include_background=True (default) scores channel 0 too, as before
+    assert dice_loss(p, g).shape == ()
+    assert dice_loss(p, g, reduction="none").shape == (3,)
+
+
+def test_adaptive_wing_per_class_is_the_element_wise_mean_over_every_channel():
+    p = [[0.6, 0.3, 0.1], [0.0, 0.9, 0.1]]
+    g = [[1.0, 0.0, 0.0], [0.2, 0.8, 0.0]]
+    by_hand = [_awing_scalar(y, q) for pv, gv in zip(p, g) for q, y in zip(pv, gv)]
+    probs = torch.tensor(p, dtype=D).T.reshape(1, 3, 1, 2)
+    target = torch.tensor(g, dtype=D).T.reshape(1, 3, 1, 2)
+    assert float(adaptive_wing_loss(probs, target)) == pytest.approx(sum(by_hand) / 6, abs=1e-12)
+
+
+def test_boundary_losses_per_foreground_class():
+    probs, target = _pair(22, shape=(2, 3, 5, 6))
+    phi = torch.from_numpy(signed_distance_map((target >= 0.5).numpy(), ndim=2)).to(D)
+    fg = (probs[:, 1:] * phi[:, 1:]).mean()
+    torch.testing.assert_close(boundary_loss(probs, target, distance_map=phi, include_background=False), fg)
+    gdl = generalized_dice_loss(probs, target, add_background=False, reduction="none")
+    per_sample = (probs[:, 1:] * phi[:, 1:]).flatten(1).mean(1)
+    torch.testing.assert_close(
+        gdl_boundary_loss(probs, target, distance_map=phi, alpha=0.3, add_background=False,
+                          include_background=False, reduction="none"),
+        0.3 * gdl + 0.7 * per_sample)
+    with pytest.raises(InputError, match="include_background=False needs a background channel"):
+        dice_loss(probs[:, :1], target[:, :1], include_background=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("cross_entropy", {}),
+        ("dice", {"include_background": False}),
+        ("adaptive_wing", {}),
+        ("generalized_dice", {"add_background": False}),
+        ("boundary", {"include_background": False}),
+        ("gdl_boundary", {"add_background": False, "include_background": False, "alpha": 0.4}),
+    ],
+)
+def test_gradcheck_float64_through_softmax(name, options):
+    """Softmax over K+1 = 3 channels composed with each K-class loss, gradient checked."""
+    g = torch.Generator().manual_seed(23)
+    logits = torch.randn(2, 3, 3, 4, dtype=D, generator=g, requires_grad=True)
+    target = torch.softmax(torch.randn(2, 3, 3, 4, dtype=D, generator=g) * 2, dim=1)
+    kwargs = dict(options)
+    if name in DISTANCE_MAP_LOSSES:
+        kwargs["distance_map"] = torch.from_numpy(signed_distance_map((target >= 0.5).numpy(), ndim=2)).to(D)
+    fn = LOSSES[name]
+    assert torch.autograd.gradcheck(lambda x: fn(torch.softmax(x, 1), target, **kwargs), (logits,))
+    assert torch.autograd.gradcheck(lambda x: fn(torch.softmax(x, 1), target, reduction="none", **kwargs),
+                                    (logits,))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_multiclass_modules_equal_functions(reduction):
+    probs, target = _pair(24, shape=(2, 3, 4, 5))
+    phi = torch.from_numpy(signed_distance_map(target.numpy(), ndim=2)).to(D)
+    torch.testing.assert_close(CrossEntropyLoss(eps=1e-5, reduction=reduction)(probs, target),
+                               cross_entropy(probs, target, eps=1e-5, reduction=reduction))
+    torch.testing.assert_close(DiceLoss(include_background=False, reduction=reduction)(probs, target),
+                               dice_loss(probs, target, include_background=False, reduction=reduction))
+    torch.testing.assert_close(BoundaryLoss(include_background=False, reduction=reduction)(probs, target, phi),
+                               boundary_loss(probs, target, distance_map=phi, include_background=False,
+                                             reduction=reduction))
+    torch.testing.assert_close(
+        GDLBoundaryLoss(add_background=False, include_background=False, reduction=reduction)(
+            probs, target, phi, epoch=40),
+        gdl_boundary_loss(probs, target, distance_map=phi, alpha=boundary_weight(40), add_background=False,
+                          include_background=False, reduction=reduction))
+    with pytest.raises(InputError, match="cross_entropy: eps must be in"):
+        cross_entropy(probs, target, eps=0.0)
