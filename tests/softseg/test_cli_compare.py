@@ -84,7 +84,7 @@ def test_resume_retrains_only_the_missing_unit(protocol_run, capsys):
 def test_model_form_on_the_trained_models(protocol_run, dataset, tmp_path, capsys):
     from softseg.data import load_subject, scan_dataset
     from softseg.modelfile import load_model
-    from softseg.protocol import _predict
+    from softseg.protocol import predict_subject
 
     out, _ = protocol_run
     models = [str(out / "models" / f"{c}-r0.safetensors") for c in ("conventional", "softseg")]
@@ -103,7 +103,7 @@ def test_model_form_on_the_trained_models(protocol_run, dataset, tmp_path, capsy
     info = scan_dataset(dataset)
     data = load_subject(info.subject(test[0]))
     loaded = load_model(models[1])
-    pred = _predict(loaded, data) >= np.float32(loaded.threshold)
+    pred = predict_subject(loaded, data) >= np.float32(loaded.threshold)
     votes = (data.raters >= 0.5).sum(axis=0)
     ref = votes * 2 > data.raters.shape[0]
     dice = 2 * np.logical_and(pred, ref).sum() / (pred.sum() + ref.sum())

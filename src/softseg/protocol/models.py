@@ -74,14 +74,13 @@ def class_reference(
 
 
 def _class_truth(subject: Any, data: Any, classes: Sequence[str], info: Any) -> np.ndarray:
-    from softseg.dataset_json import read_dataset_json
+    from softseg.dataset_json import class_key, read_dataset_json
     from softseg.io import load_volume
 
     folder = Path(subject.images[0]).parent
     meta = read_dataset_json(info.root if info is not None else folder.parent)
     named = meta.truth if meta is not None and isinstance(meta.truth, dict) else {}
-    keys = (meta.class_keys if meta is not None else None) or tuple(
-        c.replace(" ", "-") for c in classes)
+    keys = (meta.class_keys if meta is not None else None) or tuple(class_key(c) for c in classes)
     image_shape = tuple(data.geometry.from_display(data.images[0]).shape)
     maps = []
     for name, key in zip(classes, keys):

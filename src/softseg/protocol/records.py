@@ -29,7 +29,9 @@ class UnitRecord(Schema):
     ``subjects``: per test subject, :func:`softseg.metrics.evaluate`'s table (K-class: the
     multi-class ``ece``/``accuracy``); ``curves``: the pooled plot data
     (:meth:`softseg.compare.Curves.as_dict`; None for K-class); ``classes``: K-class models,
-    per class ``{"subjects": ..., "curves": ...}``; ``plan``: :meth:`UnitPlan.as_dict`.
+    per class ``{"subjects": ..., "curves": ...}``; ``plan``: :meth:`UnitPlan.as_dict`;
+    ``torch_threads``: the CPU threads the unit ran with (CPU results are bit-identical only
+    for equal thread counts).
     Numbers are JSON-safe (:func:`softseg.compare.json_safe`: NaN as null, infinities as
     ``"inf"``/``"-inf"``).
     """
@@ -47,6 +49,7 @@ class UnitRecord(Schema):
     curves: dict[str, Any] | None
     classes: dict[str, dict[str, Any]] = {}
     plan: dict[str, Any]
+    torch_threads: int | None = None
 
 
 def read_record(path: str | os.PathLike, plan: UnitPlan | None = None) -> dict[str, Any] | None:

@@ -155,7 +155,9 @@ def run_protocol(
                     f"its job {state['jobs'][plan.uid]['job_id']} did not finish (the run was "
                     "interrupted)")
                 report(Progress(done, total, plan.candidate, plan.repeat, "resubmit", message=why))
-        if executor.jobs:
+        if not todo:
+            failures = []
+        elif executor.jobs:
             failures = run_jobs(todo, executor, folder=out / JOBS, device=config.device,
                                 done=done, total=total, on_record=record_unit,
                                 on_job=record_job, report=report, adopted=adopted)

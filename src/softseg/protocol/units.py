@@ -249,6 +249,12 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def _threads_now() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def run_unit(
     plan: UnitPlan,
     *,
@@ -314,6 +320,7 @@ def run_unit(
             on_stage("evaluate", total, total)
         record = _evaluate(plan, info)
         record["train_seconds"] = round(train_s, 2)
+        record["torch_threads"] = _threads_now()
         record = compare.json_safe(record)
         write_json(plan.record_path, record, overwrite=True)
         with contextlib.suppress(FileNotFoundError):
