@@ -329,3 +329,26 @@ def test_fuse_classes_bad_input_one_line_nothing_written(label_files, tmp_path, 
     assert main(["fuse", *label_files, "--dataset-json", str(bad_json), "-o", str(out)]) == 2
     assert "bad_dataset.json: classes" in one_line_error(capsys)
     assert _nothing_written(tmp_path, "bad.")
+
+
+def test_fuse_refuses_a_working_set_beyond_memory_before_reading_voxels(rater_files, tmp_path, capsys, monkeypatch):
+    """io's check_memory on the whole run (R raters converted and stacked + the engine's
+    arrays), not only per file: each 5 KiB file fits in 60 KiB, the 4-rater fusion does not."""
+    import softseg.io
+
+    monkeypatch.setattr(softseg.io, "available_memory", lambda: 60 * 1024)
+    read = []
+    real_load = softseg.io.load_volume
+    monkeypatch.setattr(softseg.io, "load_volume", lambda *a, **k: read.append(a) or real_load(*a, **k))
+    out = tmp_path / "fused.nii.gz"
+    assert main(["fuse", *rater_files, "-o", str(out)]) == 2
+    err = one_line_error(capsys)
+    assert "fusing 4 raters of 20 x 22 x 12 voxels (staple) needs" in err and "60.0 KiB is available" in err
+    assert read == [] and not out.exists() and not out.with_name("fused.json").exists()
+    # soft STAPLE needs more (its EM keeps float maps per rater): 1 MiB is enough for the
+    # average of the same raters (~0.6 MiB) but not for --soft staple (~1.8 MiB)
+    monkeypatch.setattr(softseg.io, "available_memory", lambda: 1024 * 1024)
+    assert main(["fuse", *rater_files, "--method", "average", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["fuse", *rater_files, "--soft", "-o", str(tmp_path / "soft.nii.gz")]) == 2
+    assert "(staple) needs" in one_line_error(capsys)
