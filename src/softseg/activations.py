@@ -8,19 +8,45 @@ Normalized ReLU (Gros et al. 2021, "SoftSeg", eq. 1)::
     NormReLU(x) = relu(x) / max(relu(x))   if max(relu(x)) != 0
                   0                        otherwise
 
-**Difference from ivadomed.** The papers' toolbox takes ``max`` over the *whole batch*, so the
-output for one slice depends on which other slices happen to share its batch (and on the batch
-size used at inference). Here the maximum is taken **per sample** (over every axis from ``dim`` on,
-i.e. channels and space for the default ``dim=1``), so a slice's prediction depends on that slice
-only. Pass ``dim=0`` to reproduce the batch-global behaviour.
-
 Multi-class normalized ReLU (Lemay et al. 2022, label-fusion paper, section 2.3): the normalized
 ReLU output is divided by its sum over the classes, background included, so that the classes are
 mutually exclusive and sum to 1.
+
+Normalisation options (issue 15)
+--------------------------------
+*What the maximum is taken over* decides how much an output depends on its neighbours. The
+paper's formula divides by the maximum of a *window*; every option of :data:`NORMALIZATIONS` is
+one answer (``r = relu(x)``, ``m_W`` = the largest ``r`` in the window ``W``):
+
+==============  ==============================================  ===================================
+option          training                                        prediction
+==============  ==============================================  ===================================
+``sample_max``  ``r / m_slice`` (every model before issue 15)   ``r / m_slice`` (whole slice)
+``batch_max``   ``r / m_batch`` (ivadomed)                      ``r / m_volume`` (the volume as one
+                                                                batch; ivadomed's output depends on
+                                                                its inference batch size)
+``volume_max``  ``r / m_slice``                                 ``r / m_volume``
+``floor``       ``r / max(m_slice, tau)``                       ``r / max(m_slice, tau)``
+``fixed``       ``min(r / tau, 1)``                             ``min(r / tau, 1)``
+``running_max`` ``min(r / c, 1)``, ``c`` = running mean of the  ``min(r / c, 1)``, ``c`` stored in
+                batch maximum (:class:`RunningMax`)             the model card
+==============  ==============================================  ===================================
+
+Only ``fixed`` and ``running_max`` satisfy "an output's confidence does not depend on how much
+else is in the normalisation window": with a window maximum, one bright spot anywhere in a slice
+lowers every other voxel, a slice without the structure is stretched until its largest logit
+reads 1.0 (the manufactured certainty of issue 15), and a training crop and the whole slice seen
+at prediction divide by different numbers. ``tau`` is a pure scale (the network's last
+convolution absorbs any constant factor), so ``fixed`` with ``tau = 1`` loses nothing.
+:func:`inference_window` tells prediction which window an option needs.
+
+Multi-class forms use the same window (classes and space of a sample) followed by the per-voxel
+division by the class sum, which needs no window.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -30,7 +56,12 @@ from softseg.errors import InputError
 
 __all__ = [
     "ACTIVATIONS",
+    "DEFAULT_EPS",
+    "NORMALIZATIONS",
+    "RunningMax",
+    "check_normalization",
     "get_activation",
+    "inference_window",
     "multiclass_normalized_relu",
     "normalized_relu",
     "sigmoid",
@@ -39,6 +70,65 @@ __all__ = [
 
 #: Default guard of the normalized ReLU denominators (see :func:`normalized_relu`).
 DEFAULT_EPS = 1e-6
+
+#: Normalisation option of the normalized ReLU -> one-line description (a plain dict, STYLE.md 6).
+NORMALIZATIONS: dict[str, str] = {
+    "sample_max": "divide by the maximum of each slice (the SoftSeg paper's formula per sample)",
+    "batch_max": "divide by the maximum of the batch (ivadomed); prediction: of the volume",
+    "volume_max": "train as sample_max; prediction divides by the maximum of the whole volume",
+    "floor": "divide by max(maximum of the slice, tau)",
+    "fixed": "min(relu / tau, 1): no window, a voxel's value depends on its own logit only",
+    "running_max": "min(relu / c, 1), c = running mean of the training batch maximum, stored",
+}
+
+#: Options whose divisor needs ``tau`` (a positive number).
+_NEEDS_TAU = ("floor", "fixed", "running_max")
+#: Window of each option at prediction (see :func:`inference_window`).
+_INFERENCE_WINDOW = {
+    "sample_max": "sample",
+    "floor": "sample",
+    "batch_max": "volume",
+    "volume_max": "volume",
+    "fixed": "none",
+    "running_max": "none",
+}
+
+
+def check_normalization(normalization: str, tau: float | None = None) -> str:
+    """Validate a normalisation option and its ``tau``; returns the option.
+
+    Raises
+    ------
+    InputError
+        Unknown option (the message lists them), or ``tau`` missing, not finite or <= 0 for an
+        option that divides by it.
+    """
+    if not isinstance(normalization, str) or normalization not in NORMALIZATIONS:
+        raise InputError(
+            f"unknown normalized ReLU normalisation {normalization!r}; choose one of: "
+            f"{', '.join(NORMALIZATIONS)}"
+        )
+    if normalization in _NEEDS_TAU:
+        if (tau is None or isinstance(tau, bool) or not isinstance(tau, (int, float))
+                or not math.isfinite(tau) or tau <= 0):
+            raise InputError(
+                f"normalisation {normalization!r} divides by tau; give a finite tau > 0 "
+                f"(got {tau!r})"
+            )
+    return normalization
+
+
+def inference_window(normalization: str) -> str:
+    """What prediction must look at to normalise: ``"sample"`` (each slice on its own),
+    ``"volume"`` (the maximum over every slice of the volume first: pass it as ``divisor``) or
+    ``"none"`` (each voxel on its own).
+
+    Raises
+    ------
+    InputError
+        Unknown option.
+    """
+    return _INFERENCE_WINDOW[check_normalization(normalization, tau=1.0)]
 
 
 def _check_dim(x: torch.Tensor, dim: int, what: str) -> int:
@@ -54,39 +144,81 @@ def _check_dim(x: torch.Tensor, dim: int, what: str) -> int:
     return dim % x.ndim
 
 
-def normalized_relu(x: torch.Tensor, *, dim: int = 1, eps: float = DEFAULT_EPS) -> torch.Tensor:
-    """Normalized ReLU with a per-sample maximum.
+def _window_max(r: torch.Tensor, dim: int) -> torch.Tensor:
+    """Largest value over ``r.shape[dim:]`` per sample (keepdim)."""
+    axes = tuple(range(dim, r.ndim))
+    return torch.amax(r, dim=axes, keepdim=True) if axes else r
+
+
+def normalized_relu(
+    x: torch.Tensor,
+    *,
+    dim: int = 1,
+    eps: float = DEFAULT_EPS,
+    normalization: str = "sample_max",
+    tau: float | None = None,
+    divisor: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Normalized ReLU with a selectable normalisation (module docstring, :data:`NORMALIZATIONS`).
 
     Parameters
     ----------
     x : torch.Tensor, float, shape (N, C, *spatial) for the default ``dim=1``
-        Logits. Axes before ``dim`` index independent samples; the maximum is taken over
+        Logits. Axes before ``dim`` index independent samples; a window maximum is taken over
         ``x.shape[dim:]`` (channels and space) separately for each sample.
     dim : int, keyword-only
-        First axis of a sample. ``dim=1`` (default): one maximum per sample of the batch.
-        ``dim=0``: one maximum for the whole tensor (ivadomed's batch-global behaviour).
-    eps : float, keyword-only
-        Denominator floor: the output is ``relu(x) / max(m, eps)`` where ``m`` is the sample
-        maximum. A sample whose maximum is at least ``eps`` gets maximum exactly 1; a sample whose
-        maximum is 0 gets 0 everywhere; in between (a network predicting nothing) the output stays
-        below ``m / eps < 1``. The floor keeps the gradient bounded (no NaN, no overflow).
+        First axis of a sample. ``dim=0`` makes the whole tensor one sample.
+    eps : float > 0, keyword-only
+        Floor of a window maximum: ``relu(x) / max(m, eps)``. A window whose maximum is 0 gives 0
+        everywhere; between 0 and ``eps`` the output stays below ``m / eps < 1``. Keeps the
+        gradient bounded (no NaN, no overflow).
+    normalization : str, keyword-only
+        A :data:`NORMALIZATIONS` key (default ``"sample_max"``). ``"volume_max"`` normalises per
+        sample unless ``divisor`` is given; ``"batch_max"`` takes the maximum over the whole
+        tensor (any ``dim``).
+    tau : float > 0, keyword-only
+        The divisor floor (``floor``) or the constant divisor (``fixed``; ``running_max``: the
+        running statistic, from :class:`RunningMax` in training or the model card).
+    divisor : tensor or float, keyword-only
+        A window maximum computed elsewhere (``volume_max`` / ``batch_max`` at prediction: the
+        maximum of ``relu`` over the whole volume); replaces the window's own maximum.
 
     Returns
     -------
     torch.Tensor
         Same shape and dtype as ``x``, values in [0, 1].
+
+    Raises
+    ------
+    InputError
+        Not a float tensor, ``dim`` out of range, ``eps <= 0``, an unknown normalisation or a
+        missing/invalid ``tau`` (:func:`check_normalization`).
     """
     dim = _check_dim(x, dim, "normalized_relu")
-    if eps <= 0:
+    if not eps > 0:
         raise InputError(f"normalized_relu: eps must be > 0; got {eps}")
+    check_normalization(normalization, tau)
     r = F.relu(x)
-    axes = tuple(range(dim, x.ndim))
-    peak = torch.amax(r, dim=axes, keepdim=True) if axes else r
-    return r / peak.clamp_min(eps)
+    if normalization in ("fixed", "running_max"):
+        return (r / tau).clamp_max(1.0)
+    if divisor is not None:
+        peak = torch.as_tensor(divisor, dtype=r.dtype, device=r.device)
+    elif normalization == "batch_max":
+        peak = torch.amax(r)
+    else:
+        peak = _window_max(r, dim)
+    floor = tau if normalization == "floor" else eps
+    return r / peak.clamp_min(floor)
 
 
 def multiclass_normalized_relu(
-    x: torch.Tensor, *, dim: int = 1, eps: float = DEFAULT_EPS
+    x: torch.Tensor,
+    *,
+    dim: int = 1,
+    eps: float = DEFAULT_EPS,
+    normalization: str = "sample_max",
+    tau: float | None = None,
+    divisor: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Multi-class normalized ReLU: normalized ReLU divided by its sum over the classes.
 
@@ -97,7 +229,9 @@ def multiclass_normalized_relu(
     dim : int, keyword-only
         The class axis; axes before it index samples (as in :func:`normalized_relu`).
     eps : float, keyword-only
-        Floor of both denominators (the per-sample maximum and the per-voxel class sum).
+        Floor of both denominators (the window maximum and the per-voxel class sum).
+    normalization, tau, divisor : keyword-only
+        As in :func:`normalized_relu` (the window spans classes and space of a sample).
 
     Returns
     -------
@@ -107,10 +241,52 @@ def multiclass_normalized_relu(
         no evidence for any class there).
     """
     dim = _check_dim(x, dim, "multiclass_normalized_relu")
-    p = normalized_relu(x, dim=dim, eps=eps)
+    p = normalized_relu(x, dim=dim, eps=eps, normalization=normalization, tau=tau, divisor=divisor)
     total = p.sum(dim=dim, keepdim=True)
     # total is either 0 (all classes 0) or >= the largest class value; the floor only guards 0/0.
     return p / total.clamp_min(eps)
+
+
+class RunningMax:
+    """Running mean of the batch maximum of ``relu(logits)`` (``running_max`` normalisation).
+
+    ``c <- (1 - momentum) c + momentum m_batch`` after each training batch (the first batch sets
+    ``c = m_batch``), like batch normalisation's running statistics; the final ``c`` is stored in
+    the model card and prediction divides by it. Training divides by the value *before* the
+    update, so the batch's own maximum never enters its own normalisation.
+
+    Parameters
+    ----------
+    momentum : float in (0, 1]
+    floor : float > 0
+        Smallest value ``c`` may take (a network predicting nothing keeps a finite divisor).
+    """
+
+    def __init__(self, *, momentum: float = 0.1, floor: float = 1e-3, value: float | None = None) -> None:
+        if not (isinstance(momentum, (int, float)) and 0 < momentum <= 1):
+            raise InputError(f"RunningMax: momentum must lie in (0, 1]; got {momentum!r}")
+        if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0):
+            raise InputError(f"RunningMax: floor must be a finite number > 0; got {floor!r}")
+        self.momentum = float(momentum)
+        self.floor = float(floor)
+        self.value = None if value is None else max(float(value), self.floor)
+
+    def update(self, logits: torch.Tensor) -> float:
+        """Divisor for this batch (the running value before the update), then update it."""
+        m = float(F.relu(logits.detach()).amax())
+        if self.value is None:
+            self.value = max(m, self.floor)
+        current = self.value
+        self.value = max((1 - self.momentum) * self.value + self.momentum * m, self.floor)
+        return current
+
+    def state_dict(self) -> dict[str, float | None]:
+        return {"momentum": self.momentum, "floor": self.floor, "value": self.value}
+
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        self.momentum = float(state["momentum"])  # type: ignore[arg-type]
+        self.floor = float(state["floor"])  # type: ignore[arg-type]
+        self.value = None if state["value"] is None else float(state["value"])  # type: ignore[arg-type]
 
 
 def sigmoid(x: torch.Tensor, *, dim: int = 1) -> torch.Tensor:

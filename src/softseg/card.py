@@ -45,6 +45,7 @@ from softseg.schema import Schema, parse
 
 __all__ = [
     "FORMAT_VERSION",
+    "NORMALIZATIONS",
     "ActivationCard",
     "ArchitectureCard",
     "CandidateCard",
@@ -91,22 +92,81 @@ class PreprocessingCard(Schema):
     orientation: Literal["SPL"] = "SPL"
 
 
+#: Normalisation options of the normalized ReLU (:data:`softseg.activations.NORMALIZATIONS`),
+#: repeated here so that reading a card does not import torch; a test checks that they match.
+NORMALIZATIONS = ("sample_max", "batch_max", "volume_max", "floor", "fixed", "running_max")
+_NEEDS_TAU = ("floor", "fixed", "running_max")
+_RELU = ("normalized_relu", "multiclass_normalized_relu")
+
+
 class ActivationCard(Schema):
     """The final activation (logits -> probabilities) and its options.
 
     ``name``: a :data:`softseg.activations.ACTIVATIONS` name. ``normalization``: what the
-    normalized ReLU divides by; ``"sample_max"`` = the maximum of each slice (what every model
-    so far was trained and predicts with; meaningless for sigmoid/softmax).
+    normalized ReLU divides by (:data:`softseg.activations.NORMALIZATIONS`); the default
+    ``"sample_max"`` (the maximum of each slice) is what every model written before issue 15
+    was trained and predicts with, so a card without the key means it. ``tau``: the divisor floor
+    (``floor``) or the constant divisor (``fixed``; ``running_max``: the running statistic at the
+    end of training), required by those options. Both are meaningless for sigmoid/softmax and
+    must keep their defaults there.
+
+    An option this softseg does not know (a file written by a newer release) is refused with one
+    line instead of being predicted with the wrong divisor.
     """
 
     name: Literal["sigmoid", "normalized_relu", "multiclass_normalized_relu", "softmax"]
-    normalization: Literal["sample_max"] = "sample_max"
+    normalization: str = "sample_max"
+    tau: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _options(self) -> ActivationCard:
+        if self.normalization not in NORMALIZATIONS:
+            raise _error(
+                "normalization",
+                f"normalized ReLU normalisation {self.normalization!r} is unknown to this softseg "
+                f"(it knows {', '.join(NORMALIZATIONS)}); the model was written by a newer softseg: "
+                "upgrade softseg to predict with it",
+            )
+        if self.name not in _RELU and (self.normalization != "sample_max" or self.tau is not None):
+            raise _error(
+                "normalization",
+                f"{self.name} has no normalisation options (got normalization "
+                f"{self.normalization!r}, tau {self.tau!r})",
+            )
+        if self.normalization in _NEEDS_TAU and self.tau is None:
+            raise _error("tau", f"normalisation {self.normalization!r} needs tau (its divisor); none given")
+        if self.normalization not in _NEEDS_TAU and self.tau is not None:
+            raise _error("tau", f"normalisation {self.normalization!r} takes no tau (got {self.tau!r})")
+        return self
+
+    @property
+    def window(self) -> str:
+        """What prediction normalises over (:func:`softseg.activations.inference_window`):
+        ``"sample"``, ``"volume"`` or ``"none"``; ``"none"`` for sigmoid/softmax. Imports torch."""
+        if self.name not in _RELU:
+            return "none"
+        from softseg.activations import inference_window
+
+        return inference_window(self.normalization)
 
     def function(self) -> Any:
-        """``f(logits) -> probabilities`` for tensors (N, C, H, W); imports torch."""
+        """``f(logits, *, divisor=None) -> probabilities`` for tensors (N, C, H, W), with this
+        card's options bound; imports torch. ``divisor`` (a ``"volume"`` window's maximum of
+        ``relu(logits)`` over the whole volume) is accepted by the normalized ReLU forms only."""
+        import functools
+
         from softseg.activations import get_activation
 
-        return get_activation(self.name)
+        fn = get_activation(self.name)
+        if self.name not in _RELU:
+            return fn
+        return functools.partial(fn, normalization=self.normalization, tau=self.tau)
+
+    def describe(self) -> str:
+        """``"normalized_relu (fixed, tau 1)"``; the name alone for sigmoid/softmax."""
+        if self.name not in _RELU:
+            return self.name
+        return self.name + f" ({self.normalization}" + (f", tau {self.tau:g})" if self.tau is not None else ")")
 
 
 class CandidateCard(Schema):
@@ -456,7 +516,7 @@ def render_card(card: ModelCard, *, path: str | None = None) -> str:
         Lines ``"<topic>  <text>"`` separated by newlines, without a trailing newline.
     """
     c = card.candidate
-    act = c.activation.name + (f" ({c.activation.normalization})" if "relu" in c.activation.name else "")
+    act = c.activation.describe()
     gt = {True: "soft ground truth", False: "ground truth binarised at 0.5", None: "ground truth ?"}[c.soft_gt]
     p = card.preprocessing
     spacing = " x ".join("native" if s is None else f"{s:g}" for s in p.spacing)

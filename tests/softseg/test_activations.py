@@ -139,3 +139,111 @@ def test_properties_hold_for_any_shape_and_scale(n, c, h, scale, seed):
         torch.testing.assert_close(normalized_relu(x[k : k + 1]), out[k : k + 1])
     mc = multiclass_normalized_relu(x)
     assert torch.isfinite(mc).all() and mc.min() >= 0 and mc.sum(dim=1).max() <= 1 + 1e-5
+
+
+# ------------------------------------------------------------------ normalisation options (issue 15)
+from softseg.activations import NORMALIZATIONS, RunningMax, check_normalization, inference_window  # noqa: E402
+
+
+def test_normalisation_options_hand_computed():
+    # two samples; relu: [0, 0, 0.5, 2] and [0.25, 0, 0.125, 0.5]
+    x = torch.tensor([[[[-1.0, 0.0, 0.5, 2.0]]], [[[0.25, -3.0, 0.125, 0.5]]]])
+    cases = {
+        ("sample_max", None): [[0, 0, 0.25, 1], [0.5, 0, 0.25, 1]],
+        ("batch_max", None): [[0, 0, 0.25, 1], [0.125, 0, 0.0625, 0.25]],
+        ("volume_max", None): [[0, 0, 0.25, 1], [0.5, 0, 0.25, 1]],  # per sample without divisor
+        ("floor", 1.0): [[0, 0, 0.25, 1], [0.25, 0, 0.125, 0.5]],  # max(2, 1) = 2; max(0.5, 1) = 1
+        ("fixed", 1.0): [[0, 0, 0.5, 1], [0.25, 0, 0.125, 0.5]],  # min(r / 1, 1)
+        ("fixed", 0.5): [[0, 0, 1, 1], [0.5, 0, 0.25, 1]],
+        ("running_max", 4.0): [[0, 0, 0.125, 0.5], [0.0625, 0, 0.03125, 0.125]],
+    }
+    assert {k for k, _ in cases} == set(NORMALIZATIONS)
+    for (how, tau), expected in cases.items():
+        out = normalized_relu(x, normalization=how, tau=tau)
+        torch.testing.assert_close(out, torch.tensor(expected).reshape(2, 1, 1, 4), msg=how)
+    # a divisor computed elsewhere (the volume's maximum at prediction)
+    torch.testing.assert_close(normalized_relu(x[1:], normalization="volume_max", divisor=2.0),
+                               torch.tensor([[[[0.125, 0, 0.0625, 0.25]]]]))
+
+
+def test_multiclass_forms_hand_computed():
+    # one voxel, three classes: relu = [1, 3, 0]
+    x = torch.tensor([[[[1.0]], [[3.0]], [[-2.0]]]])
+    # sample_max: [1/3, 1, 0] / (4/3) = [0.25, 0.75, 0]; fixed tau=2: min([0.5, 1.5, 0], 1) = [0.5, 1, 0] / 1.5
+    torch.testing.assert_close(multiclass_normalized_relu(x)[0, :, 0, 0], torch.tensor([0.25, 0.75, 0.0]))
+    torch.testing.assert_close(multiclass_normalized_relu(x, normalization="fixed", tau=2.0)[0, :, 0, 0],
+                               torch.tensor([1 / 3, 2 / 3, 0.0]))
+    # every class <= 0 -> 0 for every class, any option
+    z = -torch.ones(1, 3, 2, 2)
+    for how, tau in (("sample_max", None), ("fixed", 1.0), ("floor", 0.5)):
+        assert torch.equal(multiclass_normalized_relu(z, normalization=how, tau=tau), torch.zeros(1, 3, 2, 2))
+
+
+def test_crop_and_whole_slice_agree_only_without_a_window():
+    """The same logits normalised inside a crop and in the whole slice (issue 15): the window-free
+    options agree within 1e-5 where they overlap; a window maximum outside the crop changes it."""
+    whole = _logits(1, 1, 48, 40, seed=7) * 0.6
+    whole[0, 0, 2, 3] = 5.0  # the slice's largest logit lies outside the crop
+    crop = (slice(None), slice(None), slice(12, 40), slice(10, 36))
+    for how, tau in (("fixed", 1.0), ("running_max", 0.8)):
+        a = normalized_relu(whole[crop], normalization=how, tau=tau)
+        b = normalized_relu(whole, normalization=how, tau=tau)[crop]
+        assert (a - b).abs().max() <= 1e-5, how
+        classes = torch.cat([whole, -whole, 0.5 * whole], dim=1)  # (1, 3, H, W)
+        a = multiclass_normalized_relu(classes[crop], normalization=how, tau=tau)
+        b = multiclass_normalized_relu(classes, normalization=how, tau=tau)[crop]
+        assert (a - b).abs().max() <= 1e-5, how
+    for how, tau in (("sample_max", None), ("floor", 1.0)):
+        a = normalized_relu(whole[crop], normalization=how, tau=tau)
+        b = normalized_relu(whole, normalization=how, tau=tau)[crop]
+        assert (a - b).abs().max() > 0.1, how
+    assert [inference_window(k) for k in NORMALIZATIONS] == [
+        "sample", "volume", "volume", "sample", "none", "none"]
+
+
+def test_empty_slice_is_not_stretched_to_certainty():
+    """A slice without the structure whose largest logit is tiny: the paper's per-slice maximum
+    reads 1.0 there, the window-free default keeps it tiny."""
+    x = torch.full((1, 1, 8, 8), -1.0)
+    x[0, 0, 3, 4] = 0.02
+    assert float(normalized_relu(x).max()) == 1.0
+    assert float(normalized_relu(x, normalization="fixed", tau=1.0).max()) == pytest.approx(0.02)
+    assert float(normalized_relu(x, normalization="floor", tau=1.0).max()) == pytest.approx(0.02)
+
+
+def test_bad_normalisation_options():
+    x = _logits(1, 1, 4, 4)
+    with pytest.raises(InputError, match="unknown normalized ReLU normalisation 'max'; choose one of: sample_max"):
+        normalized_relu(x, normalization="max")
+    for how in ("floor", "fixed", "running_max"):
+        for tau in (None, 0.0, -1.0, float("nan"), True):
+            with pytest.raises(InputError, match=f"normalisation '{how}' divides by tau"):
+                normalized_relu(x, normalization=how, tau=tau)
+    assert check_normalization("fixed", 2) == "fixed"
+    with pytest.raises(InputError, match="unknown normalized ReLU normalisation"):
+        inference_window("nope")
+
+
+def test_gradcheck_options_float64():
+    x = _logits(2, 1, 3, 3, seed=4, dtype=torch.float64)
+    x = torch.where(x.abs() < 0.1, x + 0.3, x)
+    x = torch.where((x - 1.0).abs() < 0.1, x + 0.3, x).requires_grad_(True)  # away from the clamp kink
+    for how, tau in (("floor", 0.5), ("fixed", 1.0), ("batch_max", None)):
+        assert torch.autograd.gradcheck(lambda t: normalized_relu(t, normalization=how, tau=tau), (x,))
+
+
+def test_running_max_hand_computed_and_state():
+    rm = RunningMax(momentum=0.5)
+    a = torch.tensor([[[[-1.0, 2.0]]]])
+    b = torch.tensor([[[[4.0, 0.0]]]])
+    assert rm.update(a) == 2.0 and rm.value == 2.0  # the first batch sets c
+    assert rm.update(b) == 2.0 and rm.value == 3.0  # divides by c before the update
+    assert rm.update(-b) == 3.0 and rm.value == 1.5
+    state = rm.state_dict()
+    other = RunningMax()
+    other.load_state_dict(state)
+    assert other.state_dict() == state
+    floor = RunningMax(floor=0.01)
+    assert floor.update(-torch.ones(1, 1, 2, 2)) == 0.01  # a network predicting nothing
+    with pytest.raises(InputError, match="momentum must lie in"):
+        RunningMax(momentum=0)
