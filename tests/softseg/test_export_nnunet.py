@@ -138,3 +138,66 @@ def test_bad_fusion_and_model_from_another_dataset(dataset, tmp_path, capsys):
     pickle = tmp_path / "m.pt"
     pickle.write_bytes(b"\x80\x04K\x01.")
     refused(capsys, tmp_path, ["export", "nnunet", str(root), str(tmp_path / "Dataset511_P"), "--model", str(pickle)], "pickle")
+
+
+def _k_class_dataset(root, k=2, subjects=("s01", "s02", "s03")):
+    """K = 2 classes: raters 1 and 2 as integer label maps, rater 3 as per-class binary files."""
+    from softseg.io import save_volume
+
+    root.mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"classes": ["grey matter", "white matter"]}))
+    labels = {}
+    for i, sub in enumerate(subjects):
+        rng = np.random.default_rng(70 + i)
+        (root / sub).mkdir()
+        save_volume(root / sub / "image.nii.gz", rng.normal(size=(7, 6, 5)).astype(np.float32), affine=np.eye(4))
+        for r in (1, 2, 3):
+            lab = rng.integers(0, k + 1, size=(7, 6, 5)).astype(np.uint8)
+            labels[(sub, r)] = lab
+            if r < 3:
+                save_volume(root / sub / f"rater-{r}.nii.gz", lab, affine=np.eye(4))
+            else:
+                for c, key in ((1, "grey-matter"), (2, "white-matter")):
+                    save_volume(root / sub / f"rater-3_label-{key}.nii.gz", (lab == c).astype(np.uint8),
+                                affine=np.eye(4))
+    return labels
+
+
+@pytest.mark.parametrize("fusion", ["majority", "average", "staple"])
+def test_k_class_export_is_the_fused_argmax_and_round_trips(tmp_path, fusion):
+    root = tmp_path / "mc"
+    labels = _k_class_dataset(root)
+    dst = tmp_path / "Dataset510_Classes"
+    report = export_nnunet(root, dst, fusion=fusion)
+    assert report.labels == {"background": 0, "grey matter": 1, "white matter": 2}
+    doc = json.loads((dst / "dataset.json").read_text())
+    assert doc["labels"] == report.labels
+    for sub in ("s01", "s02", "s03"):
+        out = load(dst / "labelsTr" / f"{sub}.nii.gz")
+        assert out.dtype == np.uint8
+        votes = np.stack([sum((labels[(sub, r)] == c).astype(int) for r in (1, 2, 3)) for c in range(3)])
+        winner = np.argmax(votes, axis=0)
+        tied = (votes == votes.max(axis=0)).sum(axis=0) > 1  # three raters, three classes: 1/1/1
+        expected = np.where(tied, 0, winner)  # vote ties -> background; average: lowest index = background
+        if fusion == "staple":  # multi-label STAPLE: SimpleITK's labels, its undecided voxels -> background
+            sitk = pytest.importorskip("SimpleITK")
+            images = [sitk.GetImageFromArray(np.ascontiguousarray(labels[(sub, r)])) for r in (1, 2, 3)]
+            flt = sitk.MultiLabelSTAPLEImageFilter()
+            flt.SetLabelForUndecidedPixels(3)
+            ref = sitk.GetArrayFromImage(flt.Execute(images))
+            expected = np.where(ref == 3, 0, ref)
+        np.testing.assert_array_equal(out, expected)
+    # nnU-Net dataset -> softseg dataset (one integer label map per case) -> the same classes and labels
+    back = execute_plan(plan_nnunet_import(dst), tmp_path / "back")
+    from softseg.data import load_subject, scan_dataset
+
+    info = scan_dataset(back)
+    assert info.classes == ("grey matter", "white matter") and info.subjects[0].kinds == ("labels",)
+    data = load_subject(info.subject("s01"))
+    exported = load(dst / "labelsTr" / "s01.nii.gz")
+    np.testing.assert_array_equal(data.geometry.from_display(data.raters[0]),
+                                  np.stack([(exported == c) for c in range(3)]).astype(np.float32))
+    again = tmp_path / "Dataset511_Again"
+    export_nnunet(back, again, fusion=fusion)
+    for sub in ("s01", "s02", "s03"):
+        np.testing.assert_array_equal(load(again / "labelsTr" / f"{sub}.nii.gz"), load(dst / "labelsTr" / f"{sub}.nii.gz"))

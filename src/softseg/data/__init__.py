@@ -12,9 +12,11 @@ A package along its seams (issue 12, scikit-image style); every public name is i
 
 from softseg.candidates import FUSIONS  # the fusion choices of a run; re-exported here
 from softseg.data.dataset import (
+    RATER_KINDS,
     DatasetInfo,
     Subject,
     SubjectData,
+    load_rater,
     load_subject,
     rater_to_soft,
     scan_dataset,
@@ -35,6 +37,7 @@ from softseg.data.splits import Split, split_subjects
 
 __all__ = [
     "FUSIONS",
+    "RATER_KINDS",
     "DatasetInfo",
     "Preprocessing",
     "SliceSet",
@@ -44,6 +47,7 @@ __all__ = [
     "build_slices",
     "center_crop_or_pad",
     "fuse_raters",
+    "load_rater",
     "load_subject",
     "median_spacing",
     "preprocess_image",

@@ -217,7 +217,10 @@ def preprocess_image(images: np.ndarray, spacing: Sequence[float], prep: Preproc
 
 
 def preprocess_label(labels: np.ndarray, spacing: Sequence[float], prep: Preprocessing) -> np.ndarray:
-    """Resample (linear) and centre crop/pad label maps (R, S, H, W); values stay in [0, 1]."""
+    """Resample (linear) and centre crop/pad label maps (..., S, H, W); values stay in [0, 1].
+
+    Leading axes (raters, classes) are kept: ``(R, S, H, W)`` or ``(R, K, S, H, W)``.
+    """
     out = resample(labels, _target_shape(labels.shape, spacing, prep), order=1)
     np.clip(out, 0.0, 1.0, out=out)
     return center_crop_or_pad(out, prep.crop, value=0.0)

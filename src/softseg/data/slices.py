@@ -20,6 +20,7 @@ from softseg.errors import InputError
 
 __all__ = ["SliceSet", "build_slices", "fuse_raters"]
 
+
 def fuse_raters(
     raters: np.ndarray,
     method: str,
@@ -54,7 +55,6 @@ def fuse_raters(
     return training_target(raters, method, n_classes=n_classes, class_maps=class_maps)
 
 
-
 @dataclass(frozen=True, eq=False)
 class SliceSet:
     """Preprocessed 2D slices of several subjects, in memory.
@@ -62,8 +62,12 @@ class SliceSet:
     Attributes
     ----------
     images : ndarray, shape (N, C, H, W), float32
-    labels : tuple of ndarray, one per subject, shape (R_s, S_s, H, W), float32 in [0, 1]
-        The fused label (R_s = 1) or all raters (``random`` fusion).
+    labels : tuple of ndarray, one per subject, float32 in [0, 1]
+        The fused label (R_s = 1) or all raters (``random`` fusion): one class
+        ``(R_s, S_s, H, W)``; K classes ``(R_s, K, S_s, H, W)``, the **foreground** classes
+        1..K (background = 1 - their sum; it is rebuilt after augmentation by
+        :meth:`softseg.candidates.Candidate.prepare_target`, so the zeros that augmentation pads
+        with outside the field of view are background).
     subject_slices : tuple of (start, stop)
         Slice range of each subject in ``images``.
     subjects : tuple of str
@@ -78,16 +82,24 @@ class SliceSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def n_classes(self) -> int:
+        """K: 1 for ``(R, S, H, W)`` label stacks, else their class axis."""
+        lab = self.labels[0] if self.labels else np.zeros((1, 0, 0, 0))
+        return 1 if lab.ndim == 4 else int(lab.shape[1])
+
     def label_array(self, choice: Sequence[int] | None = None) -> np.ndarray:
-        """(N, 1, H, W) float32 labels: rater ``choice[s]`` of subject ``s``, or the mean of
-        each subject's label stack when *choice* is None (the fused label itself when R_s = 1)."""
+        """(N, K, H, W) float32 labels (K = 1 for one class): rater ``choice[s]`` of subject
+        ``s``, or the mean of each subject's label stack when *choice* is None (the fused label
+        itself when R_s = 1)."""
         parts = []
         for s, lab in enumerate(self.labels):
             if choice is None:
-                parts.append(lab.mean(axis=0) if lab.shape[0] > 1 else lab[0])
+                part = lab.mean(axis=0) if lab.shape[0] > 1 else lab[0]
             else:
-                parts.append(lab[int(choice[s])])
-        return np.concatenate(parts, axis=0)[:, None].astype(np.float32, copy=False)
+                part = lab[int(choice[s])]
+            parts.append(part[:, None] if part.ndim == 3 else np.moveaxis(part, 0, 1))
+        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
 
 
 def build_slices(
@@ -101,6 +113,9 @@ def build_slices(
     prep : Preprocessing
         Its spacing must be resolved (no ``None`` except axes kept native).
     fusion : {'staple', 'average', 'majority', 'random'}
+        K-class subjects (:attr:`SubjectData.n_classes` > 1) are fused as class maps
+        (``fuse_raters(..., n_classes=K, class_maps=True)``); the background channel of the
+        target is dropped (see :attr:`SliceSet.labels`).
     """
     if not subjects:
         raise InputError("no subjects to build slices from")
@@ -108,8 +123,13 @@ def build_slices(
     start = 0
     for sub in subjects:
         img = preprocess_image(sub.images, sub.spacing, prep)  # (C, S, H, W)
-        lab = preprocess_label(fuse_raters(sub.raters, fusion), sub.spacing, prep)  # (R, S, H, W)
-        if lab.shape[1] != img.shape[1]:
+        k = sub.n_classes
+        if k == 1:
+            target = fuse_raters(sub.raters, fusion)  # (R, S, H, W)
+        else:  # (R, K, S, H, W): the foreground classes of the fused class maps
+            target = fuse_raters(sub.raters, fusion, n_classes=k, class_maps=True)[:, 1:]
+        lab = preprocess_label(target, sub.spacing, prep)
+        if lab.shape[-3] != img.shape[1]:
             raise InputError(f"subject {sub.name!r}: label and image slice counts differ after resampling")
         images.append(np.moveaxis(img, 1, 0))  # (S, C, H, W)
         labels.append(np.ascontiguousarray(lab))

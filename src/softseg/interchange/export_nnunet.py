@@ -4,8 +4,8 @@ So a lab can train an nnU-Net baseline on exactly the data and split of a SoftSe
 compare both with ``softseg compare``. ``DST`` must be named ``DatasetNNN_Name`` (nnU-Net finds
 datasets by that name under ``$nnUNet_raw``)::
 
-    DST/dataset.json             channel_names (softseg channel order), labels {"background": 0, <class>: 1},
-                                 numTraining, file_ending
+    DST/dataset.json             channel_names (softseg channel order), labels {"background": 0,
+                                 <class 1>: 1, ..., <class K>: K}, numTraining, file_ending
     DST/imagesTr/<subject>_0000.nii.gz ...   links to the subject's channel images (copies with copy=True)
     DST/labelsTr/<subject>.nii.gz            the raters fused with the run's fusion method, uint8
     DST/imagesTs/, labelsTs/                 the model's test subjects (nnU-Net never trains on them)
@@ -21,6 +21,12 @@ Fusion is the training path's: :func:`softseg.fusion.training_target` (the fusio
 the subject's raters at native resolution. nnU-Net needs integer labels, so a soft target
 (``average``) is cut at 0.5 (``>= 0.5`` is foreground); STAPLE's target already is its consensus
 (probability >= 0.5). ``random`` has no fused label and is refused.
+
+K classes (a dataset.json with K >= 2 classes, DESIGN decision 11): each rater's work is read as
+class maps (:func:`softseg.data.load_rater`: per-class files or an integer label map), fused with
+``training_target(..., n_classes=K, class_maps=True)`` (multi-label STAPLE / label vote / class
+average, what a K-class ``softseg train`` fits) and written as the argmax label map (0 =
+background, k = class k; ties to the lower index, as :func:`softseg.metrics.class_argmax`).
 """
 
 from __future__ import annotations
@@ -101,11 +107,20 @@ def model_split(model: str | os.PathLike) -> tuple[dict[str, list[str]], str | N
 
 def _fused_label(subject: Any, fusion: str) -> tuple[np.ndarray, Any]:
     """The subject's raters fused, as a uint8 label map in the files' own axis order."""
-    from softseg.data import rater_to_soft
+    from softseg.data import load_rater, rater_to_soft
     from softseg.fusion import training_target
     from softseg.io import load_volume
+    from softseg.metrics import class_argmax
 
     ref = check_nifti(subject.images[0])
+    k = subject.n_classes
+    if k > 1:  # every rater file on the image grid (headers only), then the class maps
+        for p in subject.raters:
+            check_same_grid(ref, check_nifti(p, label=True), hint="a rater must lie on its subject's image grid")
+        loaded = [load_rater(subject, i) for i in range(len(subject.rater_ids))]
+        maps = np.stack([values for values, _vol in loaded])  # (R, K+1, X, Y, Z)
+        target = training_target(maps, fusion, n_classes=k, class_maps=True)[0]
+        return class_argmax(np.asarray(target, dtype=np.float32))[0].astype(np.uint8), loaded[0][1]
     vols = [load_volume(p, label=True) for p in subject.raters]
     for vol in vols:
         check_same_grid(ref, vol, hint="a rater must lie on its subject's image grid")
@@ -191,7 +206,7 @@ def export_nnunet(
     if len(endings) > 1:
         raise InputError(f"{root}: images mix .nii and .nii.gz; nnU-Net needs one file ending (compress the .nii files)")
     ending = endings.pop()
-    labels = {"background": 0, str(info.classes[0]): 1}
+    labels = {"background": 0, **{str(c): k for k, c in enumerate(info.classes, start=1)}}
     with staged_folder(dst_path, overwrite=overwrite) as stage:
         for sub in info.subjects:
             images_dir, labels_dir = ("imagesTs", "labelsTs") if sub.name in test else ("imagesTr", "labelsTr")
