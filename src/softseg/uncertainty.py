@@ -1,0 +1,376 @@
+"""Per-voxel uncertainty of a model's prediction: MC dropout and test-time augmentation.
+
+The two baselines the label-fusion paper (Lemay et al. 2022) and its readers compare SoftSeg's
+soft output with, both applied to one trained model:
+
+**MC dropout** (Gal & Ghahramani 2016, "Dropout as a Bayesian approximation"): dropout stays on
+at prediction (batch normalisation keeps its running statistics), the slice is predicted ``n``
+times with independent dropout masks, and the passes are summarised.
+
+**Test-time augmentation** (Wang et al. 2019, "Aleatoric uncertainty estimation with test-time
+augmentation for medical image segmentation with convolutional neural networks"): the slice is
+predicted under ``n`` transforms drawn from the training augmentation family (random flips and
+the random affine of :mod:`softseg.augment`: rotation, translation, isotropic scale), each
+prediction is **mapped back** onto the original slice with the inverse transform, and the passes
+are summarised. Pass 0 is the untransformed slice, so every voxel is covered at least once; a
+voxel that a transform pushed outside the field of view does not count for that pass (weights =
+the mapped-back coverage, bilinear at the border).
+
+Summaries (per voxel, over the passes ``p_1 .. p_n`` with weights ``w_i``)::
+
+    mean      = sum_i w_i p_i / sum_i w_i                          (the prediction)
+    variance  = sum_i w_i (p_i - mean)^2 / sum_i w_i               (population form, >= 0)
+    entropy   = predictive entropy of the mean, in nats            (softseg.metrics.entropy:
+                binary entropy for one class, -sum_c p_c ln p_c over the classes of a K-class map)
+
+Batching: the ``n`` passes of a batch of ``B`` slices run as one stack of ``n * B`` slices
+through the network (cut into chunks of at most ``max_slices``), so ``n`` passes cost about ``n``
+single passes (measured in ``benchmarks/uncertainty_speed.py``). Dropout masks are drawn per
+sample, so every copy in the stack gets its own masks.
+
+The forward functions built here have the signature of :func:`softseg.predict.predict_volume`'s
+``forward=`` hook (preprocessed slices ``(B, C, H, W)`` float32 -> ``(B, M, H, W)`` float32), where
+``M = K + K + 1`` channels: the ``K`` mean probabilities, their ``K`` variances and the entropy
+(:func:`split_maps` separates them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from softseg.errors import InputError
+
+__all__ = [
+    "METHODS",
+    "UncertaintyMaps",
+    "check_passes",
+    "has_dropout",
+    "mc_dropout_forward",
+    "split_maps",
+    "summarize_passes",
+    "tta_forward",
+]
+
+#: Uncertainty method -> one-line description (plain dict, STYLE.md 6).
+METHODS: dict[str, str] = {
+    "mc_dropout": "MC dropout (Gal & Ghahramani 2016): dropout kept on, N passes",
+    "tta": "test-time augmentation (Wang et al. 2019): N flips/affines, mapped back",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class UncertaintyMaps:
+    """Summary of ``n`` passes.
+
+    Attributes
+    ----------
+    mean : ndarray (..., K, H, W) float32 in [0, 1]
+        Weighted mean probability per class channel (the prediction).
+    variance : ndarray, same shape, float32 >= 0
+        Weighted population variance of the passes per class channel (at most 0.25).
+    entropy : ndarray (..., H, W) float32 in [0, ln 2] (one class) or [0, ln K] (K classes)
+        Predictive entropy of ``mean`` in nats.
+    """
+
+    mean: np.ndarray
+    variance: np.ndarray
+    entropy: np.ndarray
+
+    def stacked(self) -> np.ndarray:
+        """``(B, 2K + 1, H, W)`` float32: mean, variance, entropy along the channel axis."""
+        return np.concatenate([self.mean, self.variance, self.entropy[:, None]], axis=1).astype(
+            np.float32, copy=False)
+
+
+def check_passes(n: Any, *, what: str = "passes") -> int:
+    """An integer number of passes >= 1, or a one-line :class:`InputError` saying so."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"the number of {what} must be a whole number >= 1; got {n!r}")
+    return int(n)
+
+
+def has_dropout(net: Any) -> bool:
+    """True when ``net`` holds a dropout layer with a drop probability > 0."""
+    from torch import nn
+
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in net.modules())
+
+
+def summarize_passes(passes: Any, weights: Any = None, *, multiclass: bool | None = None) -> UncertaintyMaps:
+    """Mean, variance and predictive entropy of stacked passes.
+
+    Parameters
+    ----------
+    passes : array-like or torch.Tensor, shape (n, B, K, H, W), values in [0, 1]
+        The ``n`` passes' probabilities (``K = 1``: one foreground class; ``K >= 2``: class
+        probabilities, background included).
+    weights : same shape but ``K`` may be 1, optional
+        Non-negative weight of each pass at each voxel (TTA coverage); default 1. Every voxel
+        needs a positive total weight.
+    multiclass : bool, optional
+        Whether the ``K`` channels are classes summing to 1 (entropy over classes) or independent
+        foreground maps (binary entropy of channel 0). Default: ``K >= 2``.
+
+    Returns
+    -------
+    UncertaintyMaps
+        Arrays of shape (B, K, H, W) (entropy (B, H, W)).
+
+    Raises
+    ------
+    InputError
+        Not 5-D, values outside [0, 1], negative weights or a voxel without weight.
+    """
+    import torch
+
+    from softseg.checks import as_probability
+    from softseg.metrics import entropy
+
+    p = passes.detach().to("cpu", torch.float64) if isinstance(passes, torch.Tensor) else torch.as_tensor(
+        np.asarray(passes, dtype=np.float64))
+    if p.ndim != 5:
+        raise InputError(f"expected passes of shape (n, B, K, H, W); got {tuple(p.shape)}")
+    if weights is None:
+        mean = p.mean(dim=0)
+        variance = ((p - mean) ** 2).mean(dim=0)
+    else:
+        w = weights.detach().to("cpu", torch.float64) if isinstance(weights, torch.Tensor) else torch.as_tensor(
+            np.asarray(weights, dtype=np.float64))
+        if w.ndim != 5 or w.shape[:2] != p.shape[:2] or w.shape[3:] != p.shape[3:] or w.shape[2] not in (1, p.shape[2]):
+            raise InputError(f"weights of shape {tuple(w.shape)} do not fit passes {tuple(p.shape)}")
+        if bool((w < 0).any()):
+            raise InputError("pass weights must be >= 0")
+        total = w.sum(dim=0)
+        if bool((total <= 0).any()):
+            raise InputError("every voxel needs a pass with positive weight (TTA: keep the identity pass)")
+        mean = (w * p).sum(dim=0) / total
+        variance = (w * (p - mean) ** 2).sum(dim=0) / total
+    mean_np = as_probability(mean.numpy().astype(np.float32), name="mean of the passes")
+    var_np = np.maximum(variance.numpy(), 0.0).astype(np.float32)
+    multiclass = p.shape[2] >= 2 if multiclass is None else multiclass
+    if multiclass:
+        ent = entropy(mean_np, class_axis=1)
+    else:
+        ent = entropy(mean_np[:, 0])
+    return UncertaintyMaps(mean=mean_np, variance=var_np, entropy=np.asarray(ent, dtype=np.float32))
+
+
+def split_maps(stacked: np.ndarray, *, axis: int = 0) -> UncertaintyMaps:
+    """Inverse of :meth:`UncertaintyMaps.stacked` along ``axis`` (2K + 1 channels)."""
+    arr = np.asarray(stacked)
+    m = arr.shape[axis]
+    if m < 3 or m % 2 == 0:
+        raise InputError(f"expected 2K + 1 stacked channels on axis {axis}; got {m}")
+    k = (m - 1) // 2
+    take = lambda a, b: np.take(arr, np.arange(a, b), axis=axis)  # noqa: E731
+    return UncertaintyMaps(mean=take(0, k), variance=take(k, 2 * k),
+                           entropy=np.take(arr, 2 * k, axis=axis))
+
+
+def _run(net: Any, stack: Any, max_slices: int) -> Any:
+    import torch
+
+    outs = [net(stack[i : i + max_slices]) for i in range(0, stack.shape[0], max_slices)]
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+def _device_of(net: Any) -> Any:
+    import torch
+
+    for p in net.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def mc_dropout_forward(
+    net: Any,
+    activate: Callable[..., Any],
+    *,
+    n: int,
+    seed: int = 0,
+    max_slices: int | None = None,
+    multiclass: bool | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``forward=`` hook that predicts with MC dropout.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network (returns logits). Put in eval mode with its dropout layers switched to
+        training mode while the hook runs (batch normalisation keeps its running statistics);
+        the previous modes are restored after every call.
+    activate : callable
+        Logits (N, K, H, W) -> probabilities (the model card's activation).
+    n : int >= 1
+        Passes. A network without dropout gives ``n`` identical passes (variance 0).
+    seed : int
+        Dropout masks come from ``torch.manual_seed(seed + call index)`` inside
+        :func:`torch.random.fork_rng`: the same seed gives the same maps, and the caller's random
+        state is left untouched.
+    max_slices : int, optional
+        Most slices per network call (default: the whole stack of ``n * B`` slices).
+
+    Returns
+    -------
+    callable
+        ``forward(x (B, C, H, W) float32) -> (B, 2K + 1, H, W) float32`` (:func:`split_maps`).
+    """
+    import torch
+    from torch import nn
+
+    n = check_passes(n, what="MC dropout passes")
+    calls = [0]
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        dev = _device_of(net)
+        t = torch.as_tensor(np.ascontiguousarray(x), device=dev)
+        b = t.shape[0]
+        stack = t.repeat(n, 1, 1, 1)  # pass i = rows i*B .. (i+1)*B
+        modes = [(m, m.training) for m in net.modules()]
+        devices = [dev] if dev.type == "cuda" else []
+        try:
+            net.eval()
+            for m in net.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd):
+                    m.train()
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                torch.manual_seed(int(seed) + calls[0])
+                logits = _run(net, stack, max_slices or stack.shape[0])
+                probs = activate(logits.float())
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        calls[0] += 1
+        passes = probs.reshape(n, b, *probs.shape[1:])
+        return summarize_passes(passes, multiclass=multiclass).stacked()
+
+    return forward
+
+
+def _inverse(theta: Any) -> Any:
+    """Inverse of (n, 2, 3) affine maps in normalised coordinates."""
+    import torch
+
+    full = torch.zeros((theta.shape[0], 3, 3), dtype=theta.dtype, device=theta.device)
+    full[:, :2] = theta
+    full[:, 2, 2] = 1.0
+    return torch.linalg.inv(full)[:, :2]
+
+
+def tta_forward(
+    net: Any,
+    activate: Callable[..., Any],
+    *,
+    n: int,
+    params: Any = None,
+    flip_axes: tuple[int, ...] = (-1, -2),
+    seed: int = 0,
+    max_slices: int | None = None,
+    multiclass: bool | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``forward=`` hook that predicts with test-time augmentation.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The network, used in eval mode (its mode is restored after every call).
+    activate : callable
+        Logits -> probabilities.
+    n : int >= 1
+        Passes; pass 0 is the untransformed slice, passes 1..n-1 each draw, per slice, a flip of
+        every axis in ``flip_axes`` with probability 1/2 and one affine from ``params``.
+    params : softseg.augment.AffineAugment, optional
+        The affine family (default: the training one, :class:`~softseg.augment.AffineAugment`:
+        rotation +-20 deg, translation +-3 %, scale +-10 %). The image is padded as in training
+        (``image_padding``); predictions are mapped back with the inverse affine (bilinear) and
+        undone flips (exact).
+    flip_axes : tuple of int
+        Slice axes (-1 = columns, -2 = rows) that may be flipped; ``()`` for none.
+    seed : int
+        Transforms come from a ``torch.Generator`` seeded with ``seed + call index``.
+    max_slices : int, optional
+        Most slices per network call (default: the whole stack).
+
+    Returns
+    -------
+    callable
+        ``forward(x (B, C, H, W) float32) -> (B, 2K + 1, H, W) float32`` (:func:`split_maps`).
+
+    Raises
+    ------
+    InputError
+        ``n`` < 1, a flip axis other than -1/-2, ``params`` not an AffineAugment.
+    """
+    import torch
+
+    from softseg.augment import AffineAugment, affine_matrices, warp
+
+    n = check_passes(n, what="test-time augmentation passes")
+    params = AffineAugment() if params is None else params
+    if not isinstance(params, AffineAugment):
+        raise InputError(f"params must be a softseg.augment.AffineAugment; got {type(params).__name__}")
+    flip_axes = tuple(int(a) for a in flip_axes)
+    if any(a not in (-1, -2) for a in flip_axes) or len(set(flip_axes)) != len(flip_axes):
+        raise InputError(f"flip_axes must be distinct values among -1 (columns) and -2 (rows); got {flip_axes}")
+    calls = [0]
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        dev = _device_of(net)
+        t = torch.as_tensor(np.ascontiguousarray(x), device=dev)
+        b, _, h, w = t.shape
+        gen = torch.Generator(device="cpu").manual_seed(int(seed) + calls[0])
+        m = (n - 1) * b  # transformed copies
+        flips = (torch.rand((m, len(flip_axes)), generator=gen) < 0.5) if m else None
+        theta, _zoom = affine_matrices(max(m, 1), (h, w), params=params, generator=gen, device=dev,
+                                       dtype=torch.float32)
+        theta = theta[:m]
+        was_training = net.training
+        try:
+            net.eval()
+            with torch.inference_mode():
+                copies = t.repeat(n - 1, 1, 1, 1) if m else t[:0]
+                copies = _flip(copies, flips, flip_axes)
+                if m and not params.is_identity:
+                    copies = warp(copies, theta, padding_mode=params.image_padding)
+                logits = _run(net, torch.cat([t, copies]), max_slices or (n * b))
+                probs = activate(logits.float())
+                plain, moved = probs[:b], probs[b:]
+                weight = torch.ones((n * b, 1, h, w), dtype=probs.dtype, device=dev)
+                if m and not params.is_identity:
+                    back = _inverse(theta.double()).float()
+                    moved = warp(moved, back, padding_mode="zeros")
+                    cover = warp(torch.ones((m, 1, h, w), dtype=probs.dtype, device=dev), back,
+                                 padding_mode="zeros")
+                    # bilinear coverage: a voxel seen fully counts fully; renormalise the
+                    # zero-padded border so a partly covered voxel keeps a probability in [0, 1]
+                    moved = torch.where(cover > 1e-6, moved / cover.clamp_min(1e-6), torch.zeros_like(moved))
+                    moved = moved.clamp_(0.0, 1.0)
+                    weight[b:] = cover.clamp_(0.0, 1.0)
+                moved = _flip(moved, flips, flip_axes)
+                weight[b:] = _flip(weight[b:], flips, flip_axes)
+                passes = torch.cat([plain, moved]).reshape(n, b, *probs.shape[1:])
+                weights = weight.reshape(n, b, 1, h, w)
+        finally:
+            net.train(was_training)
+        calls[0] += 1
+        return summarize_passes(passes, weights, multiclass=multiclass).stacked()
+
+    return forward
+
+
+def _flip(x: Any, flips: Any, axes: tuple[int, ...]) -> Any:
+    """Flip each sample of ``x`` along the axes its row of ``flips`` selects (own inverse)."""
+    import torch
+
+    if flips is None or not axes or x.shape[0] == 0:
+        return x
+    out = x.clone()
+    for j, axis in enumerate(axes):
+        sel = flips[:, j].to(x.device)
+        if bool(sel.any()):
+            out[sel] = torch.flip(out[sel], dims=(axis,))
+    return out
