@@ -10,7 +10,7 @@ module            what
 ``distance``      (percentile) Hausdorff distance
 ``lesions``       lesion detection (LTPR, LFDR)
 ``calibration``   reliability diagram, ECE (binary and multi-class), Brier score
-``uncertainty``   predictive entropy, subject entropy
+``uncertainty``   predictive entropy, subject entropy, uncertainty-error AUROC
 ``thresholds``    binarisation, threshold sweeps, the one optimal-threshold search, live readouts
 ``table``         the one metric table: :data:`METRICS`, :func:`evaluate`, :func:`evaluate_classes`
 ================  ==========================================================================
@@ -100,11 +100,19 @@ from softseg.metrics.thresholds import (
     threshold_sweep,
     volume_ml,
 )
-from softseg.metrics.uncertainty import entropy, subject_entropy
+from softseg.metrics.uncertainty import (
+    ErrorDetection,
+    entropy,
+    error_detection,
+    misclassified,
+    subject_entropy,
+    uncertainty_error_auroc,
+)
 
 __all__ = [
     "CLASS_SUM_TOLERANCE",
     "DEFAULT_THRESHOLDS",
+    "ErrorDetection",
     "METRICS",
     "ClassEvaluation",
     "Evaluation",
@@ -121,6 +129,7 @@ __all__ = [
     "class_probabilities",
     "dice",
     "entropy",
+    "error_detection",
     "evaluate",
     "evaluate_classes",
     "evaluation",
@@ -128,6 +137,7 @@ __all__ = [
     "format_value",
     "hausdorff_distance",
     "lesion_detection",
+    "misclassified",
     "mse",
     "optimal_threshold",
     "pairwise_dice",
@@ -142,6 +152,7 @@ __all__ = [
     "threshold_curves",
     "threshold_readouts",
     "threshold_sweep",
+    "uncertainty_error_auroc",
     "volume",
     "volume_ml",
 ]
