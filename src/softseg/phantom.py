@@ -44,6 +44,10 @@ __all__ = [
 
 #: Default phantom grid (X, Y, Z) and voxel size in mm (anisotropic, like clinical 2D scans).
 DEFAULT_SHAPE = (96, 96, 32)
+#: Correlation lengths (B-spline control-point distance, mm) of the image texture and of each
+#: rater's boundary displacement.
+_TEXTURE_MM = 6.0
+_JITTER_MM = 8.0
 DEFAULT_SPACING = (1.0, 1.0, 2.0)
 
 # Tissue intensities (FLAIR-like: bright lesions, rim brighter than interior), before bias/noise.
@@ -220,22 +224,21 @@ def _lesion_fraction(
     return tuple(box), inside.mean(axis=-1)  # type: ignore[return-value]
 
 
-def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator, *, cell: float) -> np.ndarray:
-    """Unit-variance smooth random field: coarse Gaussian noise, linearly upsampled.
+def _smooth_field(
+    coords: Sequence[np.ndarray], rng: np.random.Generator, *, control_mm: float, components: int, rms: float
+) -> np.ndarray:
+    """A smooth random field on the phantom's grid: (components, X, Y, Z) float64.
 
-    ``cell`` is the correlation length in voxels. The upsampling is separable (linear
-    interpolation along one axis at a time), much cheaper than interpolating at every voxel.
+    The one smooth-random-field generator of softseg (:func:`softseg.anatomy.fields.random_field`,
+    a cubic B-spline with Gaussian control points every *control_mm* mm, ITK's ``BSplineTransform``
+    convention), evaluated at the voxel centres *coords* (mm); expected RMS *rms* per component.
     """
-    coarse_shape = tuple(max(2, int(np.ceil(s / cell)) + 2) for s in shape)
-    field = ndimage.gaussian_filter(rng.normal(size=coarse_shape), sigma=0.7, mode="wrap")
-    for axis, (n, c) in enumerate(zip(shape, coarse_shape)):
-        pos = np.linspace(0.0, c - 1.0, n)
-        lo = np.minimum(np.floor(pos).astype(int), c - 2)
-        w = (pos - lo).reshape([-1 if a == axis else 1 for a in range(len(shape))])
-        field = np.take(field, lo, axis=axis) * (1.0 - w) + np.take(field, lo + 1, axis=axis) * w
-    field -= field.mean()
-    std = field.std()
-    return field / std if std > 0 else field
+    from softseg.anatomy.fields import random_field
+
+    origin = [float(c[0]) for c in coords]
+    size = [float(c[-1] - c[0]) for c in coords]
+    field = random_field(origin, size, control_spacing_mm=control_mm, components=components, rms=rms, rng=rng)
+    return field.on_grid(coords, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------- phantom
@@ -277,7 +280,8 @@ def phantom(
     levels : (float, float)
         Range of the raters' decision levels; rater levels are spread evenly over it.
     boundary_jitter_mm : float
-        Standard deviation (mm) of each rater's smooth boundary displacement.
+        Expected RMS (mm) of each component of a rater's smooth boundary displacement (a
+        B-spline field with control points every 8 mm, :func:`softseg.anatomy.fields.random_field`).
     miss_probability : float
         Probability that a given rater misses a given lesion.
     supersample : int
@@ -329,7 +333,7 @@ def phantom(
 
     # --- image: fraction-weighted tissue intensities, texture, bias, Rician noise
     interior = inner - lesion_total
-    texture = 1.0 + 0.03 * _smooth_field(shape, rng, cell=6.0)
+    texture = 1.0 + _smooth_field(coords, rng, control_mm=_TEXTURE_MM, components=1, rms=0.03)[0]
     signal = (
         (1.0 - outer) * _INTENSITY["background"]
         + interior * _INTENSITY["interior"] * texture
@@ -362,10 +366,9 @@ def phantom(
     raters = np.zeros((n_raters, *shape), dtype=np.uint8)
     missed: list[tuple[int, ...]] = []
     for r in range(n_raters):
-        warped_coords = [
-            g + (boundary_jitter_mm / d) * _smooth_field(shape, rng, cell=8.0)
-            for g, d in zip(index_grid, spacing_arr)
-        ]
+        shift_mm = _smooth_field(coords, rng, control_mm=_JITTER_MM, components=3, rms=boundary_jitter_mm)
+        warped_coords = [g + shift / d for g, shift, d in zip(index_grid, shift_mm, spacing_arr)]
+        del shift_mm
         warped = ndimage.map_coordinates(truth, warped_coords, order=1, mode="nearest")
         mask = warped > rater_levels[r]
         misses = tuple(
