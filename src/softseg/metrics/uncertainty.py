@@ -84,27 +84,28 @@ def subject_entropy(prob: Any, *, class_axis: int | None = None) -> float:
 
 
 # ----------------------------------------------------------------------------- error detection
-#: Bins of the uncertainty histograms kept for ROC plots (:class:`ErrorDetection`).
-ROC_BINS = 100
+#: Bins of uncertainty above 0 in :class:`ErrorDetection`'s histograms (plus one bin for exactly 0).
+ROC_BINS = 200
 
 
 @dataclass(frozen=True, eq=False)
 class ErrorDetection:
-    """Uncertainty as a detector of misclassified voxels.
+    """Uncertainty as a detector of misclassified voxels, as histograms that pool by addition.
 
     Attributes
     ----------
     auroc : float in [0, 1]
-        Area under the ROC curve of "uncertainty >= u flags an error" (exact, ties count 1/2:
-        the Mann-Whitney statistic U / (n_errors n_correct)); 0.5 = no better than chance,
-        1 = every error is more uncertain than every correct voxel. NaN without errors or
-        without correct voxels (nothing to separate).
+        Area under the ROC curve of "uncertainty >= u flags an error", from the histograms:
+        voxels in one bin count as ties (1/2), so it is exact when no two different values share
+        a bin and otherwise within the fraction of (error, correct) pairs sharing a bin of the
+        exact value (:func:`uncertainty_error_auroc`). NaN without errors or without correct
+        voxels.
     n_errors, n_correct : int
-        Misclassified and correctly classified voxels.
     edges : ndarray (ROC_BINS + 1,)
-        Uncertainty bins ``[edges[k], edges[k+1])`` (the last closed) of the histograms.
-    error_counts, correct_counts : ndarray (ROC_BINS,) int64
-        Voxels per bin; they pool over subjects by addition and give :meth:`roc`.
+        Bins of the uncertainty above 0: ``(edges[k], edges[k+1]]``; uncertainty exactly 0 has
+        its own bin (index 0 of the counts).
+    error_counts, correct_counts : ndarray (ROC_BINS + 1,) int64
+        Voxels with uncertainty 0, then per bin.
     """
 
     auroc: float
@@ -115,16 +116,16 @@ class ErrorDetection:
     correct_counts: np.ndarray
 
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
-        """(false-positive rate, true-positive rate) at the bin edges, from (1, 1) down to
-        (0, 0): flagging every voxel with uncertainty >= ``edges[k]``, k = 0 .. ROC_BINS."""
+        """(false-positive rate, true-positive rate) from (1, 1) down to (0, 0) (:func:`roc_from_counts`)."""
         return roc_from_counts(self.error_counts, self.correct_counts)
 
 
 def roc_from_counts(error_counts: Any, correct_counts: Any) -> tuple[np.ndarray, np.ndarray]:
-    """ROC points from histograms of uncertainty (errors, correct voxels) over shared bins.
+    """ROC points from histograms of uncertainty (errors, correct voxels) over shared bins in
+    increasing order.
 
-    Returns ``(fpr, tpr)``, each of length ``bins + 1``: flagging the voxels in bins ``k..`` for
-    k = 0 .. bins (k = bins flags none). NaN rates when a class is empty.
+    Returns ``(fpr, tpr)``, each of length ``bins + 1``: point k flags the voxels in bins
+    ``k..`` (k = 0 flags every voxel, k = bins none). NaN rates when a class is empty.
     """
     e = np.asarray(error_counts, dtype=np.float64)
     c = np.asarray(correct_counts, dtype=np.float64)
@@ -134,65 +135,18 @@ def roc_from_counts(error_counts: Any, correct_counts: Any) -> tuple[np.ndarray,
         return tail_c / c.sum(), tail_e / e.sum()
 
 
-def _auroc(u_err: np.ndarray, u_ok: np.ndarray, n_ok_at_zero: int = 0) -> float:
-    """Mann-Whitney AUROC of positives ``u_err`` over negatives ``u_ok`` (ties 1/2); ``n_ok_at_zero``
-    more negatives with uncertainty 0 (voxels left out by the caller)."""
-    n_err, n_ok = u_err.size, u_ok.size + n_ok_at_zero
-    if n_err == 0 or n_ok == 0:
+def auroc_from_counts(error_counts: Any, correct_counts: Any) -> float:
+    """Mann-Whitney AUROC of histogram counts over shared increasing bins (one bin = ties)."""
+    e = np.asarray(error_counts, dtype=np.float64)
+    c = np.asarray(correct_counts, dtype=np.float64)
+    n_e, n_c = e.sum(), c.sum()
+    if n_e == 0 or n_c == 0:
         return math.nan
-    neg = np.sort(u_ok.astype(np.float64, copy=False), kind="stable")
-    pos = u_err.astype(np.float64, copy=False)
-    below = np.searchsorted(neg, pos, side="left").astype(np.float64)
-    ties = np.searchsorted(neg, pos, side="right") - below
-    # the extra negatives sit at 0 (the smallest uncertainty): beaten by u > 0, tied by u == 0
-    extra = np.where(pos > 0, float(n_ok_at_zero), 0.5 * n_ok_at_zero)
-    u_stat = float(np.sum(below + 0.5 * ties + extra, dtype=np.float64))
-    return u_stat / (float(n_err) * float(n_ok))
+    below = np.concatenate([[0.0], np.cumsum(c)[:-1]])
+    return float(np.dot(e, below + 0.5 * c) / (n_e * n_c))
 
 
-def error_detection(
-    uncertainty: Any,
-    error: Any,
-    *,
-    mask: Any = None,
-    max_uncertainty: float = math.log(2.0),
-    n_correct_at_zero: int = 0,
-) -> ErrorDetection:
-    """How well a per-voxel uncertainty finds the misclassified voxels (AUROC and ROC data).
-
-    Parameters
-    ----------
-    uncertainty : ndarray (*spatial), float, finite, >= 0
-        E.g. the predictive entropy (:func:`entropy`) or an MC dropout / TTA variance map.
-    error : ndarray (*spatial), bool
-        True where the binarised prediction disagrees with the reference
-        (:func:`misclassified`).
-    mask : ndarray (*spatial) of bool, optional
-        Only these voxels count (e.g. a region of interest); default all.
-    max_uncertainty : float > 0
-        Upper end of the histogram bins (default ln 2, the largest binary entropy); larger
-        values go to the last bin. The AUROC does not depend on it.
-    n_correct_at_zero : int >= 0
-        Correct voxels with uncertainty 0 left out of the arrays (e.g. outside a crop where the
-        prediction and the reference are both 0); counted as if they were there.
-
-    Returns
-    -------
-    ErrorDetection
-
-    Raises
-    ------
-    InputError
-        Shapes that differ, a non-bool error map, negative or non-finite uncertainty, a bad
-        ``max_uncertainty`` or ``n_correct_at_zero``.
-
-    Notes
-    -----
-    Uncertainty as a detector of errors is the evaluation of Jungo & Reyes 2019 ("Assessing
-    reliability and challenges of uncertainty estimations for medical image segmentation") and
-    Mehrtash et al. 2020; the AUROC equals scikit-learn's ``roc_auc_score(error, uncertainty)``
-    (tested).
-    """
+def _check_maps(uncertainty: Any, error: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     u = np.asarray(uncertainty)
     e = np.asarray(error)
     if u.shape != e.shape:
@@ -206,37 +160,148 @@ def error_detection(
         if m.shape != u.shape or m.dtype != np.bool_:
             raise InputError(f"mask must be a bool map of shape {u.shape}; got {m.dtype} {m.shape}")
         u, e = u[m], e[m]
-    u = u.reshape(-1)
-    e = e.reshape(-1)
+    u, e = u.reshape(-1), e.reshape(-1)
     if u.size and (not np.isfinite(u).all() or u.min() < 0):
         raise InputError("uncertainty must be finite and >= 0")
-    if not (isinstance(max_uncertainty, (int, float)) and math.isfinite(max_uncertainty) and max_uncertainty > 0):
-        raise InputError(f"max_uncertainty must be a finite number > 0; got {max_uncertainty!r}")
+    return u, e
+
+
+def _check_extra(n_correct_at_zero: Any) -> int:
     if isinstance(n_correct_at_zero, bool) or not isinstance(n_correct_at_zero, (int, np.integer)) or n_correct_at_zero < 0:
         raise InputError(f"n_correct_at_zero must be a whole number >= 0; got {n_correct_at_zero!r}")
+    return int(n_correct_at_zero)
+
+
+def error_detection(
+    uncertainty: Any,
+    error: Any,
+    *,
+    mask: Any = None,
+    max_uncertainty: float = math.log(2.0),
+    n_correct_at_zero: int = 0,
+) -> ErrorDetection:
+    """How well a per-voxel uncertainty finds the misclassified voxels (AUROC and ROC data).
+
+    One pass over the voxels (histograms), so it is cheap enough for every metric table.
+
+    Parameters
+    ----------
+    uncertainty : ndarray (*spatial), float, finite, in [0, max_uncertainty]
+        E.g. the predictive entropy (:func:`entropy`, at most ln 2 for one class) or an MC
+        dropout / TTA variance map (at most 0.25: pass ``max_uncertainty=0.25``).
+    error : ndarray (*spatial), bool
+        True where the binarised prediction disagrees with the reference (:func:`misclassified`).
+    mask : ndarray (*spatial) of bool, optional
+        Only these voxels count (e.g. a region of interest); default all.
+    max_uncertainty : float > 0
+        Upper end of the bins (default ln 2, the largest binary entropy); values above it (beyond
+        1e-6 relative) are refused.
+    n_correct_at_zero : int >= 0
+        Correct voxels with uncertainty 0 left out of the arrays (e.g. outside a crop where the
+        prediction and the reference are both 0); counted as if they were there.
+
+    Returns
+    -------
+    ErrorDetection
+
+    Raises
+    ------
+    InputError
+        Shapes that differ, a non-bool error map, negative, non-finite or too large uncertainty,
+        a bad ``max_uncertainty`` or ``n_correct_at_zero``.
+
+    Notes
+    -----
+    Uncertainty as a detector of errors: Jungo & Reyes 2019 ("Assessing reliability and
+    challenges of uncertainty estimations for medical image segmentation"), Mehrtash et al. 2020.
+    """
+    u, e = _check_maps(uncertainty, error, mask)
+    extra = _check_extra(n_correct_at_zero)
+    if not (isinstance(max_uncertainty, (int, float)) and math.isfinite(max_uncertainty) and max_uncertainty > 0):
+        raise InputError(f"max_uncertainty must be a finite number > 0; got {max_uncertainty!r}")
+    hi = float(max_uncertainty)
+    if u.size and float(u.max()) > hi * (1 + 1e-6):
+        raise InputError(
+            f"uncertainty reaches {float(u.max())!r}, above max_uncertainty {hi!r}; pass the map's "
+            "largest possible value (ln 2 for binary entropy, 0.25 for a variance)"
+        )
+    hist = _ErrorHistogram(hi)
+    for start in range(0, u.size, CHUNK):
+        hist.add(u[start : start + CHUNK], e[start : start + CHUNK])
+    return hist.result(extra)
+
+
+class _ErrorHistogram:
+    """Accumulates (bin, error) counts block by block: 0 -> bin 0, (edges[k], edges[k+1]] -> k + 1."""
+
+    def __init__(self, hi: float) -> None:
+        self.hi = hi
+        self.pairs = np.zeros(2 * (ROC_BINS + 1), dtype=np.int64)
+
+    def add(self, u: np.ndarray, e: np.ndarray) -> None:
+        dtype = u.dtype if u.dtype.kind == "f" else np.float64
+        idx = np.ceil(u * np.asarray(ROC_BINS / self.hi, dtype=dtype))
+        idx = np.minimum(idx, ROC_BINS).astype(np.int64)
+        idx *= 2
+        idx += e
+        self.pairs += np.bincount(idx, minlength=2 * (ROC_BINS + 1))
+
+    def result(self, extra: int) -> ErrorDetection:
+        ok_counts, err_counts = self.pairs[0::2].copy(), self.pairs[1::2].copy()
+        ok_counts[0] += extra
+        return ErrorDetection(
+            auroc=auroc_from_counts(err_counts, ok_counts),
+            n_errors=int(err_counts.sum()),
+            n_correct=int(ok_counts.sum()),
+            edges=np.linspace(0.0, self.hi, ROC_BINS + 1),
+            error_counts=err_counts,
+            correct_counts=ok_counts,
+        )
+
+
+def entropy_and_errors(p: np.ndarray, error: np.ndarray, *, n_correct_at_zero: int = 0) -> tuple[float, ErrorDetection]:
+    """Subject entropy (:func:`subject_entropy`) and the error detection of the per-voxel binary
+    entropy (:func:`error_detection`), in one pass over a validated foreground map.
+
+    Parameters
+    ----------
+    p : ndarray, float or bool, values in [0, 1] (validated by the caller)
+    error : ndarray of bool, same shape
+    n_correct_at_zero : int
+        As :func:`error_detection` (voxels outside the caller's crop).
+    """
+    hist = _ErrorHistogram(math.log(2.0))
+    flat, err = p.reshape(-1), error.reshape(-1)
+    total = 0.0
+    for start in range(0, flat.size, CHUNK):
+        block = flat[start : start + CHUNK]
+        h = np.zeros(block.shape, np.float32) if block.dtype == np.bool_ else binary_entropy(block)
+        total += float(h.sum(dtype=np.float64))
+        hist.add(h, err[start : start + CHUNK])
+    return total, hist.result(_check_extra(n_correct_at_zero))
+
+
+def uncertainty_error_auroc(uncertainty: Any, error: Any, *, mask: Any = None, n_correct_at_zero: int = 0) -> float:
+    """Exact AUROC of ``uncertainty`` as a detector of the voxels where ``error`` is True.
+
+    The Mann-Whitney statistic ``U / (n_errors n_correct)`` with ties counting 1/2 (equal to
+    scikit-learn's ``roc_auc_score(error, uncertainty)``; sorts the correct voxels, so it costs
+    O(N log N): for metric tables use :func:`error_detection`). Arguments as there; NaN when
+    either class is empty.
+    """
+    u, e = _check_maps(uncertainty, error, mask)
+    extra = _check_extra(n_correct_at_zero)
     u_err, u_ok = u[e], u[~e]
-    edges = np.linspace(0.0, float(max_uncertainty), ROC_BINS + 1)
-
-    def hist(values: np.ndarray) -> np.ndarray:
-        idx = np.minimum((values.astype(np.float64) / max_uncertainty * ROC_BINS).astype(np.int64), ROC_BINS - 1)
-        return np.bincount(idx, minlength=ROC_BINS).astype(np.int64)
-
-    ok_counts = hist(u_ok)
-    ok_counts[0] += int(n_correct_at_zero)
-    return ErrorDetection(
-        auroc=_auroc(u_err, u_ok, int(n_correct_at_zero)),
-        n_errors=int(u_err.size),
-        n_correct=int(u_ok.size) + int(n_correct_at_zero),
-        edges=edges,
-        error_counts=hist(u_err),
-        correct_counts=ok_counts,
-    )
-
-
-def uncertainty_error_auroc(uncertainty: Any, error: Any, *, mask: Any = None) -> float:
-    """AUROC of ``uncertainty`` as a detector of the voxels where ``error`` is True
-    (:func:`error_detection`'s ``auroc``; NaN when either class is empty)."""
-    return error_detection(uncertainty, error, mask=mask).auroc
+    n_err, n_ok = u_err.size, u_ok.size + extra
+    if n_err == 0 or n_ok == 0:
+        return math.nan
+    neg = np.sort(u_ok.astype(np.float64, copy=False))
+    pos = u_err.astype(np.float64, copy=False)
+    below = np.searchsorted(neg, pos, side="left").astype(np.float64)
+    ties = np.searchsorted(neg, pos, side="right") - below
+    # the extra correct voxels sit at 0 (the smallest uncertainty): beaten by u > 0, tied by u == 0
+    extra_credit = np.where(pos > 0, float(extra), 0.5 * extra)
+    return float(np.sum(below + 0.5 * ties + extra_credit, dtype=np.float64)) / (float(n_err) * float(n_ok))
 
 
 def misclassified(prediction: Any, reference: Any, *, threshold: float) -> np.ndarray:
