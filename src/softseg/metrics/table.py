@@ -62,7 +62,7 @@ from softseg.metrics.distance import hausdorff
 from softseg.metrics.lesions import lesions
 from softseg.metrics.overlap import dice_from_sums, sq_sum, sums
 from softseg.metrics.thresholds import volume_ml
-from softseg.metrics.uncertainty import entropy_sum
+from softseg.metrics.uncertainty import ErrorDetection, entropy_and_errors, entropy_sum
 
 __all__ = [
     "CLASS_SUM_TOLERANCE",
@@ -198,6 +198,8 @@ METRICS: dict[str, MetricSpec] = {s.key: s for s in (
           "subject entropy of the rater average"),
     _spec("entropy_error", "|ΔEntropy|", "nats", "lower", ".1f", 1.0, "uncertainty", 2,
           "|entropy - rater entropy| (its mean over subjects is the paper's MAE)"),
+    _spec("uncertainty_auroc", "Uncertainty AUROC", "%", "higher", ".1f", _PCT, "uncertainty", 2,
+          "AUROC of the per-voxel entropy as a detector of misclassified voxels (0.5 = chance)"),
     _spec("soft_volume_ml", "Soft volume", "mL", "", ".3f", 1.0, "volume", 2,
           "Σp × voxel volume"),
     _spec("binary_volume_ml", "Binary volume", "mL", "", ".3f", 1.0, "volume", 2,
@@ -313,6 +315,7 @@ class Evaluation:
     values: dict[str, float]
     reliability: ReliabilityDiagram
     box: tuple[slice, ...]
+    errors: ErrorDetection | None = None  # entropy as a detector of misclassified voxels
 
 
 def _crop(a: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
@@ -377,7 +380,8 @@ def evaluation(
     s_p, _, tp_soft = sums(pr, gs)
     s_g = ref.soft_total
     diagram = reliability(None, None, k, prob=pr, truth_mask=gm, n_sure_right=n_out)
-    h_pred = entropy_sum(pr)
+    # per-voxel entropy: its sum, and how well it flags the misclassified voxels (issue 15 #3)
+    h_pred, errors = entropy_and_errors(pr, pm != gm, n_correct_at_zero=n_out)
     h_rater = ref.rater_entropy
     values: dict[str, float] = {
         "threshold": t,
@@ -402,11 +406,12 @@ def evaluation(
         "entropy": h_pred,
         "rater_entropy": h_rater,
         "entropy_error": abs(h_pred - h_rater) if math.isfinite(h_rater) else math.nan,
+        "uncertainty_auroc": errors.auroc,
         "soft_volume_ml": volume_ml(s_p, sp),
         "binary_volume_ml": volume_ml(n_p, sp),
         "reference_volume_ml": volume_ml(s_g, sp),
     }
-    return Evaluation(values=values, reliability=diagram, box=box)
+    return Evaluation(values=values, reliability=diagram, box=box, errors=errors)
 
 
 def evaluate(
