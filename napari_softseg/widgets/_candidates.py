@@ -199,8 +199,8 @@ def _group_title(layers: Sequence[Any], classes: Sequence[str]) -> str:
 def candidates(layers: Iterable[Any]) -> list[Candidate]:
     """Every candidate among ``layers`` (``viewer.layers``), in layer order.
 
-    Single-class: 2D+ Image layers whose role is not one of :data:`NOT_PREDICTIONS` and that
-    are not part of a K-class group. K-class: one candidate per ``GROUP_KEY`` of role
+    Single-class: 2D+ floating-point Image layers whose role is not one of
+    :data:`NOT_PREDICTIONS` and that are not part of a K-class group. K-class: one candidate per ``GROUP_KEY`` of role
     ``prediction`` layers with ``CLASS_KEY``; its classes come from ``CLASS_KEY["classes"]``
     (else the model card), each class's layer is found by its index.
     """
@@ -225,8 +225,8 @@ def candidates(layers: Iterable[Any]) -> list[Candidate]:
             continue
         if not _is_image(layer) or role(layer) in NOT_PREDICTIONS or np.ndim(layer.data) < 2:
             continue
-        if getattr(layer, "rgb", False):
-            continue
+        if getattr(layer, "rgb", False) or np.dtype(getattr(layer.data, "dtype", "f4")).kind != "f":
+            continue  # colour pictures and integer images or masks are no probability maps
         out.append(Candidate(key=layer_uid(layer), title=str(layer.name),
                              name=candidate_name(layer), uids=(layer_uid(layer),)))
     result = []
