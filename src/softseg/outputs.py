@@ -97,8 +97,10 @@ _NAME_RE = re.compile(
 
 #: Test hook: called as ``hook(stage, path)`` at ``"write"`` (before a temporary is written by
 #: :meth:`OutputSet.save_image` / :meth:`OutputSet.write_json`), ``"journal"`` (before the
-#: journal is written) and ``"rename"`` (before each rename of a commit). Tests make it raise
-#: ``OSError(ENOSPC)`` or kill the process to check that every set stays all-or-nothing.
+#: journal is written), ``"rename"`` (before each rename of a commit) and ``"swap"`` (an
+#: :func:`output_folder` replacing a folder: the old one moved aside, the new one not yet in).
+#: Tests make it raise ``OSError(ENOSPC)`` or kill the process to check that every set stays
+#: all-or-nothing.
 _fault_hook: Callable[[str, Path], None] | None = None
 
 
@@ -242,6 +244,11 @@ def recover(folder: str | os.PathLike) -> list[Path]:
     for kind, path in aux:  # journals first: they decide what the temporaries were
         if kind == "commit":
             touched.extend(_rollback(path))
+    for kind, path in aux:  # a backup whose target is gone: the run died mid-swap; put it back
+        target = folder / _NAME_RE.match(path.name)["name"]
+        if kind == "old" and os.path.lexists(path) and not os.path.lexists(target):
+            os.replace(path, target)
+            touched.append(target)
     for kind, path in aux:
         if kind != "commit" and os.path.lexists(path):
             _remove(path)
@@ -601,13 +608,21 @@ class OutputSet:
 
 
 @contextlib.contextmanager
-def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
+def output_folder(folder: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Write a new folder under a temporary name; on success rename it into place.
 
     Parameters
     ----------
     folder : path-like
-        Must not exist, or be an empty folder; its parent must exist and be writable.
+        Must not exist, or be an empty folder (or, with *overwrite*, any folder); its parent must
+        exist and be writable.
+    overwrite : bool
+        Replace an existing folder, only once the new one is complete: the old folder is moved
+        aside (``.<name>.softseg-old-...``), the new one renamed into place, then the old one
+        deleted. A run killed between the two renames leaves the old folder aside; the next
+        :func:`recover` of the parent (every output of softseg runs it) puts it back. Deleting
+        the old folder removes the links in it, never what they point at. Callers check first
+        that the folder is theirs to replace.
 
     Yields
     ------
@@ -617,16 +632,18 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     Raises
     ------
     InputError
-        *folder* exists and is not an empty folder, or its parent is missing or not writable.
+        *folder* exists and is not a folder, is a non-empty folder (without *overwrite*), or
+        its parent is missing or not writable.
     OutputError
-        Disk full / I/O error while writing (the temporary folder is removed).
+        Disk full / I/O error while writing (the temporary folder is removed; an old folder is
+        left as it was).
     """
     folder = Path(folder)
     parent = folder.parent if str(folder.parent) else Path(".")
     recover(parent)
     if os.path.lexists(folder) and not folder.is_dir():
         raise InputError(f"{folder}: exists and is not a folder")
-    if folder.is_dir() and any(os.scandir(folder)):
+    if not overwrite and folder.is_dir() and any(os.scandir(folder)):
         raise InputError(f"{folder}: folder is not empty; choose a new folder or pass overwrite=True (--overwrite)")
     if not parent.is_dir():
         raise InputError(f"{folder}: parent folder {parent} does not exist; create it first")
@@ -643,8 +660,11 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _hook("rename", folder)
         if folder.is_dir() and any(os.scandir(folder)):
-            raise InputError(f"{folder}: folder filled up while writing; choose a new folder")
-        os.replace(tmp, folder)  # an empty folder is replaced atomically
+            if not overwrite:
+                raise InputError(f"{folder}: folder filled up while writing; choose a new folder")
+            _swap_in(tmp, folder)
+        else:
+            os.replace(tmp, folder)  # an empty folder is replaced atomically
     except OutputError as exc:  # a file inside: name it by its final path
         _remove(tmp)
         raise OutputError(str(exc).replace(str(tmp), str(folder)), errno=exc.errno, filename=str(folder)) from None
@@ -656,6 +676,19 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _swap_in(new: Path, folder: Path) -> None:
+    """Replace the folder *folder* by the complete folder *new*: old aside, new in, old deleted."""
+    old = _aux_name(folder, "old", keep_suffix=False)
+    os.replace(folder, old)  # from here until the next rename a kill leaves it aside (recover)
+    try:
+        _hook("swap", folder)
+        os.replace(new, folder)
+    except BaseException:
+        os.replace(old, folder)
+        raise
+    _remove(old)
 
 
 # ----------------------------------------------------------------------------- one-file sets

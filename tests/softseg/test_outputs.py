@@ -319,6 +319,66 @@ def test_output_folder_appears_whole_or_not_at_all(tmp_path, hook):
     assert (tmp_path / "empty" / "b.txt").read_text() == "b"
 
 
+_SWAP_KILL = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    import softseg.outputs as outputs
+
+    def kill(stage, path):
+        if stage == "swap":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    outputs._fault_hook = kill
+    with outputs.output_folder(Path(sys.argv[1]), overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    """
+)
+
+
+def test_output_folder_overwrite_swaps_only_a_complete_folder(tmp_path, hook):
+    target = tmp_path / "ds"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    (tmp_path / "elsewhere.txt").write_text("kept")
+    os.symlink(tmp_path / "elsewhere.txt", target / "link.txt")
+    # a failure while writing leaves the old folder as it was (and no temporary)
+    with pytest.raises(ValueError, match="half way"):
+        with output_folder(target, overwrite=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise ValueError("half way")
+    assert _listing(tmp_path) == ["ds", "ds/link.txt", "ds/old.txt", "elsewhere.txt"]
+    # disk full when the new folder is renamed in: the old one is put back
+    def disk_full(stage, path):
+        if stage == "swap":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    hook(disk_full)
+    with pytest.raises(OutputError, match=r"ds: could not write it \(No space left on device\)"):
+        with output_folder(target, overwrite=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+    assert _listing(tmp_path) == ["ds", "ds/link.txt", "ds/old.txt", "elsewhere.txt"]
+    # success: the new folder replaces the old one; deleting the old one kept the link's target
+    hook()
+    with output_folder(target, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert (target / "old.txt").exists()  # the old folder stays until the new one is whole
+    assert _listing(tmp_path) == ["ds", "ds/new.txt", "elsewhere.txt"]
+    assert (tmp_path / "elsewhere.txt").read_text() == "kept"
+
+
+def test_output_folder_killed_mid_swap_is_put_back_by_the_next_run(tmp_path):
+    target = tmp_path / "ds"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    done = subprocess.run([sys.executable, "-c", _SWAP_KILL, str(target)], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    names = sorted(p.name for p in tmp_path.iterdir())  # the old folder aside, the new one staged
+    assert "ds" not in names and any(".softseg-old-" in n for n in names), names
+    assert recover(tmp_path) == [target]
+    assert _listing(tmp_path) == ["ds", "ds/old.txt"]  # old restored, the staged new one removed
+
+
 def test_durable_commit(tmp_path):
     save_volume(tmp_path / "f.nii.gz", _arr(4), sidecar={"v": 4}, durable=True)
     assert read_sidecar(tmp_path / "f.nii.gz") == {"v": 4}

@@ -17,8 +17,8 @@ command (and ``softseg compare --ground-truth truth``) runs on it unchanged.
 
 A dataset folder appears whole or not at all: it is written under a temporary name next to the
 destination and renamed at the end; ``overwrite`` swaps an earlier sample dataset out only once
-the new one is complete (:func:`softseg.interchange.plan.staged_folder`, the one folder-level
-output of the product).
+the new one is complete (:func:`softseg.outputs.output_folder`, the one folder-level output of
+the product).
 """
 
 from __future__ import annotations
@@ -205,8 +205,8 @@ def write_dataset(
         written. An interrupted run leaves no folder behind.
     """
     from softseg.dataset_json import DatasetJson
-    from softseg.interchange.plan import staged_folder
     from softseg.io import write_json
+    from softseg.outputs import output_folder
     from softseg.schema import parse
 
     n_subjects = int(n_subjects)
@@ -228,7 +228,7 @@ def write_dataset(
     groups = {s: ("centre-A" if i % 2 == 0 else "centre-B") for i, s in enumerate(subjects)}
     records: dict[str, Any] = {}
     first: AnatomySubject | None = None
-    with staged_folder(folder, overwrite=overwrite) as tmp:
+    with output_folder(folder, overwrite=overwrite) as tmp:
         for i, name in enumerate(subjects):
             subject = make_subject(
                 seed=subject_seed(seed, i), target=target, spacing=spacing, n_raters=n_raters,

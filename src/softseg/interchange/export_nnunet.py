@@ -41,8 +41,9 @@ import numpy as np
 
 from softseg.errors import InputError
 from softseg.geometry import check_same_grid
-from softseg.interchange.plan import check_destination, place_file, staged_folder, write_json_file
+from softseg.interchange.plan import check_destination, place_file, write_json_file
 from softseg.io import check_nifti
+from softseg.outputs import output_folder
 
 __all__ = ["EXPORT_RECORD", "ExportReport", "export_fusions", "export_nnunet", "model_split"]
 
@@ -207,7 +208,7 @@ def export_nnunet(
         raise InputError(f"{root}: images mix .nii and .nii.gz; nnU-Net needs one file ending (compress the .nii files)")
     ending = endings.pop()
     labels = {"background": 0, **{str(c): k for k, c in enumerate(info.classes, start=1)}}
-    with staged_folder(dst_path, overwrite=overwrite) as stage:
+    with output_folder(dst_path, overwrite=overwrite) as stage:
         for sub in info.subjects:
             images_dir, labels_dir = ("imagesTs", "labelsTs") if sub.name in test else ("imagesTr", "labelsTr")
             for i, image in enumerate(sub.images):

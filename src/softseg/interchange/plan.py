@@ -26,8 +26,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ __all__ = [
     "check_destination",
     "execute_plan",
     "format_plan",
-    "staged_folder",
 ]
 
 #: The provenance file every import writes at the top of DST (also marks DST as an import, which
@@ -261,40 +259,6 @@ def check_destination(
     return dst
 
 
-@contextmanager
-def staged_folder(dst: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it becomes *dst* (all or nothing).
-
-    A new *dst* is written through :func:`softseg.outputs.output_folder` (temporary sibling,
-    renamed into place; removed on any exception; disk-full errors as one line). With
-    ``overwrite`` and an existing *dst*, the new folder is completed first under a hidden
-    sibling name, then the old folder is moved aside, the new one renamed into place and only
-    then the old one deleted. Deleting a folder removes the links in it, never what they point at.
-    """
-    from softseg.outputs import output_folder
-
-    if not (os.path.lexists(dst) and overwrite):
-        with output_folder(dst) as stage:
-            yield stage
-        return
-    # TODO(io): output_folder(..., overwrite=True) would make this branch one call (API-interchange.md)
-    pending = dst.with_name(f".{dst.name}.softseg-replacement")
-    old = dst.with_name(f".{dst.name}.softseg-replaced")
-    for stale in (pending, old):  # left by a killed run of this command
-        if os.path.lexists(stale):
-            shutil.rmtree(stale, ignore_errors=True)
-    with output_folder(pending) as stage:
-        yield stage
-    os.replace(dst, old)
-    try:
-        os.replace(pending, dst)
-    except BaseException:
-        os.replace(old, dst)
-        shutil.rmtree(pending, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def place_file(source: Path, target: Path, *, copy: bool) -> None:
     """Symlink *target* to *source* (absolute, resolved), or copy its bytes with ``copy``."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -362,7 +326,9 @@ def execute_plan(
                 "`datalad get`); nothing was written"
             )
     record = {"softseg_import": plan.as_dict(), "copied": bool(copy)}
-    with staged_folder(dst, overwrite=overwrite) as stage:
+    from softseg.outputs import output_folder
+
+    with output_folder(dst, overwrite=overwrite) as stage:
         for link in plan.links:
             place_file(link.source, stage / link.target, copy=copy)
         write_json_file(stage / "dataset.json", plan.dataset_json)
