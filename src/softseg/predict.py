@@ -8,6 +8,13 @@ training crop is lost), in batches of slices; the probabilities are resampled ba
 grid with linear interpolation and reoriented to the file's own axis order. The result is float32
 in [0, 1] with the input's shape, ready to save with the input's affine.
 
+K-class models (DESIGN decision 11; the contract in docs/training.md) give the class maps
+``(K+1, X, Y, Z)``, background first: the network's K foreground maps are resampled like a
+single-class map, clipped to [0, 1] (a voxel whose classes sum above 1 by rounding is rescaled),
+and background is ``1 - their sum``, so background + classes sum to 1 within 1e-5 at every voxel
+(a voxel where the multi-class normalized ReLU gives 0 to every class, no evidence for any class,
+is background). :func:`class_labels` is their argmax label map.
+
 Memory stays bounded: the network runs on chunks of slices whose size adapts to the device (a
 budget per batch estimated from the slice size and network width), so only the input, its
 preprocessed copy and the output volume are held in full.
@@ -28,6 +35,7 @@ from softseg.io import Volume
 __all__ = [
     "PredictionCancelled",
     "auto_batch_size",
+    "class_labels",
     "predict_volume",
 ]
 
@@ -119,21 +127,27 @@ def predict_volume(
         Checked before each batch; when it says stop, :class:`PredictionCancelled` is raised.
     forward : callable, optional
         Replaces the network and its final activation: given preprocessed slices
-        (N, C, H, W) float32 it returns probabilities (N, K, H, W) float32 (e.g. an exported ONNX
-        or TorchScript model, issue 16); everything else (geometry, resampling, normalisation,
+        (N, C, H, W) float32 it returns probabilities (N, M, H, W) float32 (e.g. an exported ONNX
+        or TorchScript model, issue 16), M = 1 for a single-class model, K+1 (background first)
+        or K for a K-class model; everything else (geometry, resampling, normalisation,
         batching) is unchanged. The model file still supplies the card.
 
     Returns
     -------
-    ndarray, shape (X, Y, Z) of the input, float32 in [0, 1]
-        Probabilities (before thresholding; the model's threshold is ``model.threshold``).
+    ndarray, float32 in [0, 1]
+        Single class: shape (X, Y, Z) of the input, the probability (before thresholding; the
+        model's threshold is ``card.threshold``). K classes: shape (K+1, X, Y, Z), class
+        probabilities with background at index 0, summing to 1 within 1e-5 at every voxel
+        (class k's threshold is ``card.thresholds[k - 1]``; :func:`class_labels` gives the
+        argmax).
 
     Raises
     ------
     InputError
         Channel count different from the model's, bad shapes, an empty (zero-size) image,
-        non-finite values, a resampled volume larger than the available memory, or a network
-        output that is not finite (never returned as a probability map).
+        non-finite values, a resampled volume larger than the available memory, a network
+        output that is not finite (never returned as a probability map) or that has another
+        number of channels than the card's classes.
     PredictionCancelled
     """
     import torch
@@ -160,8 +174,9 @@ def predict_volume(
     spacing = geom.scale
     target = resampled_shape(geom.display_shape, spacing, prep.spacing)
     n_target = int(np.prod(target, dtype=np.int64))
-    # preprocessed channels (float32) + their resampling buffer + the output slices
-    check_memory(4 * n_target * (2 * len(prep.channels) + 1),
+    k = len(card.classes)
+    # preprocessed channels (float32) + their resampling buffer + the output slices of each class
+    check_memory(4 * n_target * (2 * len(prep.channels) + k),
                  what=f"resampling to the model's spacing {_mm(prep.spacing)} ({' x '.join(map(str, target))} voxels)")
     disp = geom.to_display(arr)  # (C, S, H, W)
     del arr
@@ -187,7 +202,8 @@ def predict_volume(
                 logits = net(t)
             return activate(logits.float()).cpu().numpy()
 
-    out = np.empty((n_slices,) + images.shape[2:], dtype=np.float32)
+    # the foreground maps: (S', H', W') for one class, (K, S', H', W') for K classes
+    out = np.empty(((k,) if k > 1 else ()) + (n_slices,) + images.shape[2:], dtype=np.float32)
     check = _cancel_check(cancel)
     with torch.inference_mode():
         for start in range(0, n_slices, bs):
@@ -196,7 +212,16 @@ def predict_volume(
             stop = min(n_slices, start + bs)
             x = np.ascontiguousarray(np.moveaxis(images[:, start:stop], 0, 1))
             probs = np.asarray(forward(x))
-            out[start:stop] = probs[:, 0]
+            m = probs.shape[1] if probs.ndim == 4 else -1
+            if m not in ((1,) if k == 1 else (k, k + 1)):
+                raise InputError(
+                    f"the network gives {m} output channel(s) but the model card lists {k} class(es) "
+                    f"({', '.join(card.classes)}); expected {'1' if k == 1 else f'{k + 1} (background first) or {k}'}"
+                )
+            if k == 1:
+                out[start:stop] = probs[:, 0]
+            else:
+                out[:, start:stop] = np.moveaxis(probs[:, m - k:], 1, 0)
             if progress is not None:
                 progress(stop, n_slices)
     del images
@@ -206,9 +231,54 @@ def predict_volume(
             f"the network produced NaN/Inf for {bad} of {out.size} voxels; the model "
             f"({loaded.path or 'in memory'}) is broken or the image is far outside its training range"
         )
-    back = resample(out, native_shape, order=1) if out.shape != tuple(native_shape) else out
+    back = resample(out, native_shape, order=1) if out.shape[-3:] != tuple(native_shape) else out
     np.clip(back, 0.0, 1.0, out=back)
+    if k > 1:
+        back = _with_background(back)
     return geom.from_display(back).astype(np.float32, copy=False)
+
+
+def _with_background(foreground: np.ndarray) -> np.ndarray:
+    """(K, ...) class maps in [0, 1] -> (K+1, ...) with background ``1 - sum`` first; voxels
+    whose classes sum above 1 (linear resampling rounds) are rescaled to sum 1."""
+    total = foreground.sum(axis=0, dtype=np.float64)
+    over = total > 1.0
+    if over.any():
+        foreground[:, over] /= total[over].astype(np.float32)
+        total[over] = 1.0
+    out = np.empty((foreground.shape[0] + 1,) + foreground.shape[1:], dtype=np.float32)
+    out[1:] = foreground
+    out[0] = np.clip(1.0 - total, 0.0, 1.0)
+    return out
+
+
+def class_labels(probabilities: np.ndarray) -> np.ndarray:
+    """The argmax label map of a K-class prediction: 0 = background, k = class k.
+
+    Parameters
+    ----------
+    probabilities : ndarray, shape (K+1, *spatial), float
+        What :func:`predict_volume` returns for a K-class model (background first).
+
+    Returns
+    -------
+    ndarray, shape (*spatial), uint8
+        The most probable class of each voxel; ties go to the lower index (background first),
+        as :func:`softseg.metrics.class_argmax` decides everywhere in softseg.
+
+    Raises
+    ------
+    InputError
+        Fewer than two class maps, or more than 255 classes.
+    """
+    from softseg.metrics import class_argmax
+
+    p = np.asarray(probabilities)
+    if p.ndim < 2 or p.shape[0] < 2:
+        raise InputError(f"class_labels: expected class maps (K+1, *spatial), background first; got shape {p.shape}")
+    if p.shape[0] > 256:
+        raise InputError(f"class_labels: {p.shape[0] - 1} classes do not fit a uint8 label map (at most 255)")
+    return class_argmax(p)[0].astype(np.uint8, copy=False)
 
 
 def _mm(spacing: Sequence[float | None]) -> str:

@@ -5,6 +5,15 @@ Inputs are NIfTI files (single-channel models), subject folders (``image.nii.gz`
 (one prediction per subject). Each prediction is written as ``OUTDIR/<name>_pred.nii.gz``
 (float32 probabilities, or uint8 0/1 with ``--binarize`` at the model's optimal threshold) with the
 input's affine and header, plus a JSON sidecar (threshold, candidate, model file, sources).
+
+A K-class model (DESIGN decision 11; contract in docs/training.md) writes, per input,
+``OUTDIR/<name>_label-<class>.nii.gz`` for each class (float32 probabilities; background +
+classes sum to 1 within 1e-5 at every voxel; with ``--binarize`` uint8 0/1 at each class's own
+optimal threshold, or ``--threshold``) and ``OUTDIR/<name>_labels.nii.gz``, the argmax label map
+(uint8, 0 = background, k = class k), **always**: it is the decision of a K-class model, and the
+one file a label-map tool reads. ``<class>`` is the class's file key (the dataset.json short key
+recorded in the card, else the name with spaces as ``-``). Each file has a JSON sidecar.
+
 Every input and output is checked before the first prediction, and all the outputs of a run are
 one :class:`softseg.outputs.OutputSet`: they appear together at the end, or not at all.
 """
@@ -17,6 +26,7 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from softseg.errors import InputError
 
@@ -31,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="model file written by softseg train (.safetensors)")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="NIfTI image, subject folder or dataset folder")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if its parent exists)")
-    parser.add_argument("--binarize", action="store_true", help="write 0/1 masks at the model's optimal threshold instead of probabilities")
-    parser.add_argument("--threshold", type=float, help="binarisation threshold (default: the model's optimal threshold)")
+    parser.add_argument("--binarize", action="store_true", help="write 0/1 masks at the model's optimal threshold instead of probabilities (K classes: each class at its own threshold; the argmax label map is always written)")
+    parser.add_argument("--threshold", type=float, help="binarisation threshold (default: the model's optimal threshold; K classes: for every class)")
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default adapts to memory)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing predictions")
@@ -90,23 +100,38 @@ def collect_inputs(paths: list[str]) -> list[tuple[str, list[Path]]]:
     return out
 
 
+def output_files(outdir: Path, name: str, card: Any) -> dict[str, Path]:
+    """The prediction files of one input: ``{"": <name>_pred}`` for one class; K classes:
+    ``{<class name>: <name>_label-<key>, ..., "labels": <name>_labels}`` (all ``.nii.gz``)."""
+    from softseg.dataset_json import class_file_path, class_key
+
+    if len(card.classes) == 1:
+        return {"": outdir / f"{name}_pred.nii.gz"}
+    keys = card.class_keys or tuple(class_key(c) for c in card.classes)
+    files = {c: class_file_path(outdir / f"{name}.nii.gz", key) for c, key in zip(card.classes, keys)}
+    files["labels"] = outdir / f"{name}_labels.nii.gz"
+    return files
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from softseg import __version__
-    from softseg.io import check_nifti, load_volume, nifti_image, sidecar_path
+    from softseg.io import check_nifti, load_volume, sidecar_path
     from softseg.modelfile import load_model, read_card
     from softseg.outputs import OutputSet
-    from softseg.predict import predict_volume
+    from softseg.predict import class_labels, predict_volume
 
     card = read_card(args.model)  # refuses pickles / foreign files / bad cards before anything else
     channels = list(card.channels)
     if args.threshold is None:
-        threshold = card.threshold
+        thresholds = [float(t) for t in card.thresholds]
     else:
-        threshold = float(args.threshold)
-        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        value = float(args.threshold)
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise InputError(f"--threshold must lie in [0, 1]; got {args.threshold}")
+        thresholds = [value] * len(card.classes)
+    threshold = thresholds[0]
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1; got {args.batch_size}")
     jobs = collect_inputs(args.inputs)
@@ -126,17 +151,17 @@ def run(args: argparse.Namespace) -> int:
         parent = outdir.parent if str(outdir.parent) else Path(".")
         if not parent.is_dir():
             raise InputError(f"{outdir}: parent folder {parent} does not exist; create it first")
-    targets = [outdir / f"{name}_pred.nii.gz" for name, _ in jobs]
+    targets = [output_files(outdir, name, card) for name, _ in jobs]
     # one output set over every prediction and its sidecar: all appear, or none (a bad later
     # input, Ctrl-C or a full disk leave nothing, not even the output folder)
-    outs = OutputSet([f for t in targets for f in (t, sidecar_path(t))], overwrite=args.overwrite, make_dirs=True)
+    paths = [f for t in targets for p in t.values() for f in (p, sidecar_path(p))]
+    outs = OutputSet(paths, overwrite=args.overwrite, make_dirs=True)
     loaded = load_model(args.model)
     written = []
     with outs:
         for (name, files), target in zip(jobs, targets):
             vols = [load_volume(f) for f in files]
             prob = predict_volume(loaded, vols, device=args.device, batch_size=args.batch_size)
-            data = (prob >= threshold).astype(np.uint8) if args.binarize else prob
             side = {
                 "model": str(Path(args.model).resolve()),
                 "candidate": card.candidate.name,
@@ -147,13 +172,42 @@ def run(args: argparse.Namespace) -> int:
                 "sources": [str(f.resolve()) for f in files],
                 "softseg_version": __version__,
             }
-            outs.save_image(target, nifti_image(target, data, like=vols[0]))
-            outs.write_json(sidecar_path(target), side)
-            written.append({"name": name, "path": str(target), "sidecar": str(sidecar_path(target))})
+            if len(card.classes) == 1:
+                item = _save(outs, target[""], prob, threshold, args.binarize, side, like=vols[0])
+                written.append({"name": name, **item})
+                continue
+            classes = list(card.classes)
+            per_class = []
+            for k, (cls, t) in enumerate(zip(classes, thresholds), start=1):
+                extra = {"threshold": t, "class": cls, "classes": classes}
+                per_class.append({"class": cls, **_save(outs, target[cls], prob[k], t, args.binarize,
+                                                        {**side, **extra}, like=vols[0])})
+            labels = class_labels(prob)
+            label_side = {**side, "threshold": None, "binarized": True, "kind": "labels", "classes": classes,
+                          "decision": "argmax (0 = background, k = class k; ties to the lower index)"}
+            item = _save(outs, target["labels"], labels, None, False, label_side, like=vols[0])
+            written.append({"name": name, **item, "labels": item["path"], "classes": per_class})
     if not args.json:
         for item in written:
             print(item["path"], file=sys.stderr)
     if args.json:
-        print(json.dumps({"model": str(args.model), "threshold": threshold, "outputs": written}))
+        doc = {"model": str(args.model), "threshold": threshold, "outputs": written}
+        if len(card.classes) > 1:
+            doc.update(threshold=None, thresholds=dict(zip(card.classes, thresholds)))
+        print(json.dumps(doc))
     return 0
+
+
+def _save(outs: Any, target: Path, data: Any, threshold: float | None, binarize: bool,
+          side: dict[str, Any], *, like: Any) -> dict[str, str]:
+    """Write one prediction map (thresholded when asked) and its sidecar into the output set."""
+    import numpy as np
+
+    from softseg.io import nifti_image, sidecar_path
+
+    if binarize and threshold is not None:
+        data = (data >= threshold).astype(np.uint8)
+    outs.save_image(target, nifti_image(target, data, like=like))
+    outs.write_json(sidecar_path(target), side)
+    return {"path": str(target), "sidecar": str(sidecar_path(target))}
 

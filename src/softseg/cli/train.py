@@ -12,6 +12,16 @@ TensorBoard scalars. SIGINT/SIGTERM stop the run after the current step and leav
 checkpoint (``--resume`` continues it); the command then exits with 128 + the signal number (130
 for Ctrl-C), the convention of every ``softseg`` command (:mod:`softseg.cli`). A second run on the
 same ``--out`` is refused while the first runs. Under ``torchrun`` only rank 0 prints.
+
+Fine-tuning (``--init PARENT``, :mod:`softseg.training.finetune`): the run starts from PARENT's
+weights; its base configuration is PARENT's own (stored in its card) instead of the preset, so
+the candidate, the network and the preprocessing are the parent's; ``--config`` and the options
+then override it (typically ``--epochs`` and ``--lr``). A different class list, different
+channels, another candidate or network, or another ``--spacing`` is refused with one line.
+
+Multi-class datasets (dataset.json ``"classes"``, DESIGN decision 11) train a K-class model of the
+chosen candidate (:meth:`softseg.candidates.Candidate.for_classes`). Rater files that a model
+pre-annotated and nobody corrected are refused unless ``--allow-preannotated``.
 """
 
 from __future__ import annotations
@@ -65,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run of MODEL from its checkpoint")
+    parser.add_argument("--init", metavar="PARENT",
+                        help="fine-tune: start from the weights of this model file (same candidate, network, "
+                        "classes, channels and spacing; its settings are the base configuration)")
+    parser.add_argument("--allow-preannotated", action="store_true",
+                        help="accept rater files that a model pre-annotated and no rater corrected (refused by default)")
     parser.add_argument("--json-progress", action="store_true", help="one JSON event per line on stdout (for supervisors)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model file / discard its checkpoint")
 
@@ -109,9 +124,9 @@ def build_config(args: argparse.Namespace) -> Any:
         One line naming the file or option and the key (``cfg.json: optim.lr: Input should be a
         valid number``).
     """
-    from softseg.config import TrainConfig, preset
+    from softseg.config import preset
 
-    config = preset(args.preset)
+    config = preset(args.preset) if getattr(args, "init", None) is None else _parent_config(args.init)
     if args.config:
         config = config.updated(_file_values(args.config), source=str(args.config))
     over: dict[str, Any] = {"data": {}, "model": {}, "optim": {}, "augment": {}}
@@ -143,6 +158,22 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.no_augment:
         over["augment"]["enabled"] = False
     return config.updated(over, source="command-line options")
+
+
+def _parent_config(path: str) -> Any:
+    """The configuration a fine-tuning starts from: the parent's own (its card), else its
+    candidate and network on the paper preset."""
+    from softseg.config import preset
+    from softseg.modelfile import read_card
+
+    card = read_card(path)
+    if card.training.config is not None:
+        return card.training.config
+    arch = card.architecture.config
+    return preset("paper").updated({
+        "candidate": card.candidate.name,
+        "model": {"depth": arch.depth, "width": arch.width, "dropout": arch.dropout, "batch_norm": arch.batch_norm},
+    }, source=f"{path}: model card")
 
 
 def _file_values(path: str) -> dict[str, Any]:
@@ -197,9 +228,11 @@ class _ProgressPrinter:
                 self._print(f"stopped after epoch {event.epoch}; resume with --resume")
             else:
                 why = "early stopping" if event.reason == "early_stopping" else "maximum epochs"
+                threshold = ("per-class thresholds in the card" if event.threshold is None
+                             else f"threshold {event.threshold:.2f}")
                 self._print(
                     f"done ({why}) after {event.epoch} epochs in {format_seconds(event.elapsed_s)}: best epoch "
-                    f"{event.best_epoch}, threshold {event.threshold:.2f} -> {event.path}"
+                    f"{event.best_epoch}, {threshold} -> {event.path}"
                 )
 
 
@@ -243,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     trainer = Trainer(args.dataset, config, out=args.out, resume=args.resume, overwrite=args.overwrite,
-                      cancel=cancel, tensorboard=args.tensorboard)
+                      cancel=cancel, tensorboard=args.tensorboard, init=args.init,
+                      allow_preannotated=args.allow_preannotated)
     error = done = None
     try:
         for event in trainer.run():

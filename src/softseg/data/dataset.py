@@ -167,6 +167,29 @@ class DatasetInfo:
         """All rater ids that occur in the dataset, sorted."""
         return tuple(sorted({r for s in self.subjects for r in s.rater_ids}))
 
+    def check_classes(self, classes: tuple[str, ...] | list[str], *, source: str) -> None:
+        """Refuse a model (or anything else with a class list) whose classes are not this
+        dataset's, in the same order.
+
+        Parameters
+        ----------
+        classes : sequence of str
+            The other class list (index 1..K), e.g. a model card's ``classes``.
+        source : str
+            What holds it (a model file), first in the message.
+
+        Raises
+        ------
+        InputError
+            ``"m.safetensors: the model predicts the classes (a, b) but DATASET has (c); ..."``.
+        """
+        if tuple(classes) != tuple(self.classes):
+            raise InputError(
+                f"{source}: the model predicts the classes ({', '.join(classes)}) but {self.root} has "
+                f"({', '.join(self.classes)}); use a model of this dataset's classes (same names, same "
+                "order) or a dataset of the model's"
+            )
+
     def subject(self, name: str) -> Subject:
         for s in self.subjects:
             if s.name == name:

@@ -9,6 +9,16 @@ scalars. The shape is nnU-Net's ``run_training``: ``setup`` -> per epoch (``begi
 variant overrides one hook, never the loop. Everything candidate-specific goes through the
 candidate (``prepare_target``, ``activate``, ``compute_loss``): the loop has no candidate ``if``.
 
+K classes (a dataset.json with K >= 2 classes, DESIGN decision 11): the candidate becomes its
+K-class form (:meth:`softseg.candidates.Candidate.for_classes`: K+1 output channels, background
+first), the slices hold the K foreground class maps, and validation, the threshold search and the
+card are per class: ``val_dice`` / ``val_soft_dice`` are means over the classes, one optimal
+threshold and one threshold-vs-Dice curve per class, plus the Dice of the argmax labels per class
+(``validation.argmax_dice``). With one class everything is exactly the single-class run.
+
+Fine-tuning (``init=``, ``softseg train --init``): the run starts from a model file's weights
+(:mod:`softseg.training.finetune`: same candidate, network, classes, channels and spacing).
+
 Recipe (SoftSeg paper, Table 1): Adam, cosine annealing of the learning rate over the maximum
 number of epochs, random affine augmentation on the training device, validation every epoch
 (candidate loss, Dice at 0.5 and soft Dice from :mod:`softseg.metrics`), early stopping on the
@@ -82,6 +92,7 @@ from softseg.io import check_writable
 from softseg.training.callbacks import Callback, HistoryCSV, TensorBoardScalars, history_path, history_row
 from softseg.training.checkpoint import check_resume_config, checkpoint_path, read_checkpoint, write_checkpoint
 from softseg.training.early_stopping import EarlyStopping
+from softseg.training.finetune import Parent, check_parent, load_parent
 from softseg.training.lock import output_lock
 
 __all__ = ["THRESHOLDS", "CancelFlag", "PreparedData", "Trainer", "fit", "prepare_data", "train"]
@@ -129,15 +140,38 @@ class PreparedData:
     val: SliceSet
 
 
-def prepare_data(dataset: str | os.PathLike | DatasetInfo, config: TrainConfig) -> PreparedData:
+def prepare_data(
+    dataset: str | os.PathLike | DatasetInfo,
+    config: TrainConfig,
+    *,
+    allow_preannotated: bool = False,
+    spacing: Sequence[float | None] | None = None,
+    check: Any = None,
+) -> PreparedData:
     """Scan, split, load and preprocess a dataset for *config* (no network involved).
+
+    Parameters
+    ----------
+    dataset : path-like or DatasetInfo
+    config : TrainConfig
+    allow_preannotated : bool, keyword-only
+        Passed to :func:`softseg.data.scan_dataset` (uncorrected model pre-annotations).
+    spacing : 3 x (float or None), keyword-only
+        Target spacing (S, H, W) mm that overrides ``config.data.spacing`` (a fine-tuning uses
+        its parent's).
+    check : callable(DatasetInfo), keyword-only
+        Called after scanning, before any image is read (a fine-tuning checks the classes and
+        channels against its parent there).
 
     Raises
     ------
     InputError
         Any dataset problem (see :func:`softseg.data.scan_dataset`, :func:`load_subject`).
     """
-    info = dataset if isinstance(dataset, DatasetInfo) else scan_dataset(dataset)
+    info = dataset if isinstance(dataset, DatasetInfo) else scan_dataset(
+        dataset, allow_preannotated=allow_preannotated)
+    if check is not None:
+        check(info)
     d = config.data
     split = split_subjects(
         info.names,
@@ -150,7 +184,7 @@ def prepare_data(dataset: str | os.PathLike | DatasetInfo, config: TrainConfig) 
     if not split.val:
         raise InputError("no validation subject; use a validation fraction > 0 (validation runs every epoch)")
     loaded = {name: load_subject(info.subject(name)) for name in split.train + split.val}
-    spacing = resolve_spacing(d.spacing, [loaded[n] for n in split.train])
+    spacing = resolve_spacing(d.spacing if spacing is None else spacing, [loaded[n] for n in split.train])
     prep = Preprocessing(spacing=spacing, crop=tuple(int(c) for c in d.crop), channels=info.channels)  # type: ignore[arg-type]
     train_set = build_slices([loaded[n] for n in split.train], prep, fusion=d.fusion)
     # validation: the fused label; with random rater sampling, the rater average
@@ -190,6 +224,10 @@ class Trainer:
         Extra event consumers (the history CSV is always written).
     tensorboard : path-like, optional
         Write TensorBoard scalars into this folder.
+    init : path-like, optional
+        Start from this model file's weights (fine-tuning, :mod:`softseg.training.finetune`).
+    allow_preannotated : bool
+        Train on rater files a model pre-annotated and nobody corrected (refused by default).
     """
 
     def __init__(
@@ -204,6 +242,8 @@ class Trainer:
         data: PreparedData | None = None,
         callbacks: Sequence[Callback] = (),
         tensorboard: str | os.PathLike | None = None,
+        init: str | os.PathLike | None = None,
+        allow_preannotated: bool = False,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a softseg.config.TrainConfig; got {type(config).__name__}")
@@ -221,6 +261,9 @@ class Trainer:
         if self.tensorboard is not None:
             self.callbacks.append(TensorBoardScalars(self.tensorboard))
         self.dist = _dist_from_env()
+        self.init = None if init is None else Path(init)
+        self.allow_preannotated = bool(allow_preannotated)
+        self.parent: Parent | None = None
 
     # ------------------------------------------------------------------ setup hooks
     def check_paths(self) -> None:
@@ -246,7 +289,7 @@ class Trainer:
 
         m = self.config.model
         return UNet2D(
-            len(self.prepared.preprocessing.channels), 1,
+            len(self.prepared.preprocessing.channels), self.candidate.out_channels,
             depth=m.depth, width=m.width, dropout=m.dropout, batch_norm=m.batch_norm,
         )
 
@@ -265,7 +308,9 @@ class Trainer:
         from softseg.candidates import get_candidate
 
         cfg = self.config
-        self.candidate = get_candidate(cfg.candidate)
+        candidate = get_candidate(cfg.candidate)
+        if self.init is not None and not self.resume:
+            self.parent = load_parent(self.init)
         self.device = resolve_device(cfg.device)
         if self.dist.enabled:
             import torch.distributed as tdist
@@ -276,12 +321,21 @@ class Trainer:
             if not tdist.is_initialized():
                 tdist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
         self.amp = bool(cfg.amp and self.device.type == "cuda")
-        self.prepared = self.data if self.data is not None else prepare_data(self.dataset, cfg)
+        self.prepared = self.data if self.data is not None else self.prepare()
+        self.n_classes = self.prepared.info.n_classes
+        self.candidate = candidate.for_classes(self.n_classes)
         spacing = self.prepared.preprocessing.spacing[1:]
         #: in-plane pixel size (rows, cols) mm of the slices, for distance maps (None: pixels)
         self.pixel_spacing = None if any(s is None for s in spacing) else tuple(float(s) for s in spacing)
         torch.manual_seed(cfg.seed)
         self.net = self.build_model().to(self.device)
+        if self.parent is not None:
+            try:
+                self.net.load_state_dict(self.parent.state_dict)
+            except RuntimeError as exc:  # e.g. an old card's output channels: one line, no traceback
+                detail = " ".join(str(exc).split())[:160]
+                raise InputError(f"--init {self.parent.path.name}: its weights do not fit this run's network "
+                                 f"({detail}); train a new model") from None
         self.model: torch.nn.Module = self.net
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -320,6 +374,20 @@ class Trainer:
                 salt = 1_000_003 * self.dist.rank + 7919 * self.epoch + self.step
                 self.generator.manual_seed(cfg.seed + 1 + salt)
                 torch.manual_seed(cfg.seed + salt)
+
+    def prepare(self) -> PreparedData:
+        """The run's data (:func:`prepare_data`); a fine-tuning checks and uses its parent's
+        classes, channels, candidate, network and spacing first."""
+        parent = self.parent
+        if parent is None:
+            return prepare_data(self.dataset, self.config, allow_preannotated=self.allow_preannotated)
+
+        def check(info: DatasetInfo) -> None:
+            check_parent(parent, config=self.config, classes=info.classes, channels=info.channels,
+                         dataset=str(info.root))
+
+        return prepare_data(self.dataset, self.config, allow_preannotated=self.allow_preannotated,
+                            spacing=parent.card.preprocessing.spacing, check=check)
 
     @property
     def best(self) -> dict[str, Any]:
@@ -381,7 +449,8 @@ class Trainer:
 
     @torch.no_grad()
     def predict_slices(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """Probabilities (N, 1, H, W) on CPU of preprocessed slices, eval mode."""
+        """Probabilities (N, C, H, W) on CPU of preprocessed slices, eval mode (C = the
+        candidate's output channels: 1, or K+1 with background first)."""
         self.net.eval()
         bs = batch_size or max(1, 2 * self.config.optim.batch_size)
         out = []
@@ -390,22 +459,34 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=self.amp):
                 logits = self.net(x)
             out.append(self.candidate.activate(logits.float()).cpu())
-        return torch.cat(out) if out else torch.zeros((0, 1) + tuple(images.shape[-2:]))
+        return torch.cat(out) if out else torch.zeros((0, self.candidate.out_channels) + tuple(images.shape[-2:]))
+
+    def class_truth(self, labels: torch.Tensor) -> np.ndarray:
+        """The binary reference of each class, (N, K, H, W) bool, of slice labels (N, K, H, W):
+        ``label >= 0.5`` for one class, the most probable class for K
+        (:func:`softseg.candidates.hard_target`)."""
+        from softseg.candidates import hard_target
+
+        return hard_target(labels, self.n_classes)[:, -self.n_classes:].numpy() > 0.5
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Validation loss (candidate loss on the prepared target), and from :mod:`softseg.metrics`
-        the Dice of ``probability >= 0.5`` against ``label >= 0.5`` and the soft Dice, over all
-        validation slices together."""
+        the Dice of ``probability >= 0.5`` against the reference (:meth:`class_truth`) and the
+        soft Dice, over all validation slices together; K classes: their means over the classes."""
         from softseg.metrics import dice
 
         probs = self.predict_slices(self.val_images)
         target = self.candidate.prepare_target(self.val_labels)
         loss = float(self.loss(probs, target))
-        p, t = probs.numpy(), self.val_labels.numpy()
+        k = self.n_classes
+        p, t = probs.numpy()[:, -k:], self.val_labels.numpy()
         if not np.isfinite(p).all():  # a diverged network: reported as NaN, never a metrics error
             return {"val_loss": loss, "val_dice": math.nan, "val_soft_dice": math.nan}
-        return {"val_loss": loss, "val_dice": dice(p >= 0.5, t >= 0.5), "val_soft_dice": dice(p, t)}
+        truth = self.class_truth(self.val_labels)
+        hard = [dice(p[:, c] >= 0.5, truth[:, c]) for c in range(k)]
+        soft = [dice(p[:, c], t[:, c]) for c in range(k)]
+        return {"val_loss": loss, "val_dice": float(np.mean(hard)), "val_soft_dice": float(np.mean(soft))}
 
     def end_epoch(self, metrics: Mapping[str, float]) -> bool:
         """Early stopping bookkeeping; returns True when this epoch is a new best (kept)."""
@@ -536,9 +617,11 @@ class Trainer:
         if self.stopper.should_stop and self.epoch <= epochs:
             reason = "early_stopping"
         if main:
-            threshold, curve = self.find_threshold()
+            thresholds, curves = self.find_threshold()
             self.stop_reason = reason
-            self.finish(threshold, curve)
+            self.finish(thresholds, curves)
+            # the done event carries the single class's threshold (K classes: see the card)
+            threshold = thresholds[0] if len(thresholds) == 1 else None
             yield self._done(reason, t0, path=str(self.out), threshold=threshold)
 
     def _done(self, reason: str, t0: float, *, path: str | None, threshold: float | None) -> ev.DoneEvent:
@@ -564,32 +647,49 @@ class Trainer:
 
     # ------------------------------------------------------------------ end of training
     @torch.no_grad()
-    def find_threshold(self) -> tuple[float, list[float]]:
-        """Optimal threshold of the best model on the training + validation subjects.
+    def find_threshold(self) -> tuple[tuple[float, ...], list[list[float]]]:
+        """Optimal threshold of each class of the best model on the training + validation subjects.
 
-        Per subject, the preprocessed (unaugmented) slices are predicted and compared with the
-        label binarised at 0.5. The threshold is the metrics engine's search
+        Per subject, the preprocessed (unaugmented) slices are predicted and each class compared
+        with its reference (:meth:`class_truth`: the label binarised at 0.5; K classes: the most
+        probable class). A class's threshold is the metrics engine's search
         (:func:`softseg.metrics.optimal_threshold`: highest mean Dice over subjects among
         :data:`THRESHOLDS`, the lowest among ties); the curve kept in the card is the mean over
-        subjects of :func:`softseg.metrics.threshold_sweep`.
+        subjects of :func:`softseg.metrics.threshold_sweep`. K classes: the per-class Dice of the
+        argmax labels (mean over subjects) is kept in :attr:`argmax_dice`.
+
+        Returns
+        -------
+        thresholds : tuple of float, one per class
+        curves : list of list of float, one Dice curve per class
         """
-        from softseg.metrics import optimal_threshold, threshold_sweep
+        from softseg.metrics import class_argmax, dice, optimal_threshold, threshold_sweep
 
         if self.best_state is not None:
             self.net.load_state_dict(self.best_state)
-        probs, truths = [], []
+        k = self.n_classes
+        probs, truths, labels = [], [], []
         for part, images in ((self.prepared.train, self.train_images), (self.prepared.val, self.val_images)):
-            p = self.predict_slices(images).numpy()[:, 0]
-            t = part.label_array()[:, 0] >= 0.5
+            full = self.predict_slices(images).numpy()
+            t = self.class_truth(torch.from_numpy(part.label_array()))
             for start, stop in part.subject_slices:
-                probs.append(p[start:stop])
+                probs.append(full[start:stop, -k:])
                 truths.append(t[start:stop])
+                if k > 1:  # the argmax labels of the K+1 class maps (background first)
+                    labels.append(class_argmax(np.moveaxis(full[start:stop], 1, 0))[0])
         thresholds = np.asarray(THRESHOLDS)
-        threshold = optimal_threshold(probs, truths, thresholds=thresholds)
-        curve = np.mean([threshold_sweep(p, t, thresholds=thresholds).dice for p, t in zip(probs, truths)], axis=0)
-        return float(threshold), [float(d) for d in curve]
+        best, curves = [], []
+        for c in range(k):
+            p_c, t_c = [p[:, c] for p in probs], [t[:, c] for t in truths]
+            best.append(float(optimal_threshold(p_c, t_c, thresholds=thresholds)))
+            curve = np.mean([threshold_sweep(p, t, thresholds=thresholds).dice for p, t in zip(p_c, t_c)], axis=0)
+            curves.append([float(d) for d in curve])
+        self.argmax_dice = tuple(
+            float(np.mean([dice(lab == c + 1, t[:, c]) for lab, t in zip(labels, truths)])) for c in range(k)
+        ) if k > 1 else ()
+        return tuple(best), curves
 
-    def build_card(self, threshold: float, curve: Sequence[float]) -> Any:
+    def build_card(self, thresholds: Sequence[float], curves: Sequence[Sequence[float]]) -> Any:
         """The model card of the finished run (:class:`softseg.card.ModelCard`)."""
         from softseg import card as mc
 
@@ -597,7 +697,9 @@ class Trainer:
         best = self.best
         return mc.ModelCard(
             classes=tuple(p.info.classes),
-            thresholds=(float(threshold),),
+            class_keys=tuple(p.info.keys) if len(p.info.classes) > 1 else (),
+            parent=None if self.parent is None else self.parent.record(),
+            thresholds=tuple(float(t) for t in thresholds),
             channels=tuple(p.preprocessing.channels),
             preprocessing=mc.PreprocessingCard(
                 spacing=p.preprocessing.spacing, crop=p.preprocessing.crop,
@@ -617,7 +719,9 @@ class Trainer:
             validation=mc.ValidationCard(
                 best_epoch=best["epoch"], val_loss=_finite(best["val_loss"]),
                 val_dice=_finite(best["val_dice"]), val_soft_dice=_finite(best["val_soft_dice"]),
-                curves=(mc.ThresholdCurve(thresholds=THRESHOLDS, dice=tuple(_finite(d) for d in curve)),),
+                curves=tuple(mc.ThresholdCurve(thresholds=THRESHOLDS, dice=tuple(_finite(d) for d in curve))
+                             for curve in curves),
+                argmax_dice=tuple(_finite(d) for d in getattr(self, "argmax_dice", ())),
             ),
             history=tuple(mc.HistoryRow(**{k: _finite(v) if isinstance(v, float) else v for k, v in row.items()})
                           for row in self.history),
@@ -632,11 +736,11 @@ class Trainer:
             software=mc.software_versions(),
         )
 
-    def finish(self, threshold: float, curve: Sequence[float]) -> Path:
+    def finish(self, thresholds: Sequence[float], curves: Sequence[Sequence[float]]) -> Path:
         """Write the model file (best weights) and remove the checkpoint."""
         from softseg.modelfile import save_model
 
-        path = save_model(self.out, self.net, self.build_card(threshold, curve), overwrite=self.overwrite)
+        path = save_model(self.out, self.net, self.build_card(thresholds, curves), overwrite=self.overwrite)
         if self.ckpt.exists():
             self.ckpt.unlink()
         return path
@@ -677,6 +781,7 @@ class Trainer:
             "split": self.prepared.split.as_dict(),
             "preprocessing": self.prepared.preprocessing.as_dict(),
             "elapsed_s": self.elapsed_before + time.perf_counter() - getattr(self, "_t0", time.perf_counter()),
+            "parent": None if self.parent is None else self.parent.record().model_dump(mode="json"),
         }
         return write_checkpoint(self.ckpt, tensors, doc)
 
@@ -714,6 +819,21 @@ class Trainer:
         self.history = list(doc["history"])
         self.last_epoch_done = int(doc["last_epoch_done"])
         self.elapsed_before = float(doc["elapsed_s"])
+        if doc.get("parent") is not None:  # a resumed fine-tuning records its parent too
+            from softseg.card import ParentCard
+
+            record = ParentCard(**doc["parent"])
+            self.parent = _RecordedParent(record)
+
+
+class _RecordedParent:
+    """The parent of a resumed fine-tuning (its weights are in the checkpoint already)."""
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def record(self) -> Any:
+        return self._record
 
 
 def _finite(x: Any) -> float | None:
@@ -740,6 +860,8 @@ def train(
     overwrite: bool = False,
     cancel: CancelFlag | None = None,
     tensorboard: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
+    allow_preannotated: bool = False,
 ) -> Iterator[ev.Event]:
     """Train a model and yield progress events (see :class:`Trainer`).
 
@@ -750,7 +872,7 @@ def train(
     config : TrainConfig
     out : path-like
         Model file (``.safetensors``) written at the end.
-    resume, overwrite, cancel, tensorboard
+    resume, overwrite, cancel, tensorboard, init, allow_preannotated
         See :class:`Trainer`.
 
     Yields
@@ -760,7 +882,7 @@ def train(
         ``error`` (the last event).
     """
     return Trainer(dataset, config, out=out, resume=resume, overwrite=overwrite, cancel=cancel,
-                   tensorboard=tensorboard).run()
+                   tensorboard=tensorboard, init=init, allow_preannotated=allow_preannotated).run()
 
 
 def fit(
@@ -773,6 +895,8 @@ def fit(
     cancel: CancelFlag | None = None,
     on_event: Any = None,
     tensorboard: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
+    allow_preannotated: bool = False,
 ) -> ev.DoneEvent:
     """Run :func:`train` to the end; returns the ``done`` event.
 
@@ -783,7 +907,7 @@ def fit(
     """
     done = None
     for event in train(dataset, config, out=out, resume=resume, overwrite=overwrite, cancel=cancel,
-                       tensorboard=tensorboard):
+                       tensorboard=tensorboard, init=init, allow_preannotated=allow_preannotated):
         if on_event is not None:
             on_event(event)
         if isinstance(event, ev.ErrorEvent):
