@@ -93,7 +93,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "protocol_executors.json"))
+    ap.add_argument("--out",
+                    default=str(ROOT / "benchmarks" / "results" / "protocol_executors.json"))
     args = ap.parse_args()
 
     import torch
@@ -128,12 +129,14 @@ def main() -> int:
                 print(f"[protocol_executors] round {r} {name}: {wall:.1f} s wall, {cpu:.1f} s CPU",
                       flush=True)
             startup.append(_startup())
-        same = {name: _table_difference(work / "serial" / "samples.csv", work / name / "samples.csv")
+        reference = work / "serial" / "samples.csv"
+        same = {name: _table_difference(reference, work / name / "samples.csv")
                 for name in configs}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    med = {k: {"wall_s": statistics.median(w for w, _ in v), "cpu_s": statistics.median(c for _, c in v),
+    med = {k: {"wall_s": statistics.median(w for w, _ in v),
+               "cpu_s": statistics.median(c for _, c in v),
                "runs": [{"wall_s": round(w, 2), "cpu_s": round(c, 2)} for w, c in v]}
            for k, v in times.items()}
     s_wall, s_cpu = med["serial"]["wall_s"], med["serial"]["cpu_s"]

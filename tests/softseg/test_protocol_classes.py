@@ -34,7 +34,8 @@ def _subject(folder, shape=(6, 5, 4), raters=None, truth=None):
     rng = np.random.default_rng(1)
     nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), AFFINE), image)
     for key, values in (truth or {}).items():
-        nib.save(nib.Nifti1Image(values.astype(np.float32), AFFINE), folder / f"truth_label-{key}.nii.gz")
+        nib.save(nib.Nifti1Image(values.astype(np.float32), AFFINE),
+                 folder / f"truth_label-{key}.nii.gz")
     vol = load_volume(image)
     geom = display_geometry(vol)
     images = geom.to_display(np.asarray(vol.array, dtype=np.float32)[None])
@@ -62,7 +63,8 @@ def test_truth_reference_is_the_most_probable_class(tmp_path):
 
 def test_missing_class_truth_is_named(tmp_path):
     subject, data = _subject(tmp_path / "sub-01", truth={"grey-matter": np.zeros((6, 5, 4))})
-    with pytest.raises(InputError, match=r"no truth_label-white-matter.nii.gz .*'white matter'.*staple"):
+    with pytest.raises(InputError,
+                       match=r"no truth_label-white-matter.nii.gz .*'white matter'.*staple"):
         class_reference(subject, data, "truth", CLASSES)
 
 

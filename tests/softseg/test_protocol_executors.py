@@ -197,9 +197,9 @@ def test_ctrl_c_cancels_the_jobs(dataset, tmp_path):
         proc = _spawn(argv, log)
         try:
             # both jobs train (their history CSVs have rows)
-            _wait_for(lambda: all(
-                (out / "models" / f"{c}-r0.history.csv").exists() for c in ("conventional", "softseg")),
-                240, "training jobs")
+            histories = [out / "models" / f"{c}-r0.history.csv"
+                         for c in ("conventional", "softseg")]
+            _wait_for(lambda: all(h.exists() for h in histories), 240, "training jobs")
             assert _processes_with(str(out / "jobs"))  # submitit's controllers and tasks
             os.kill(proc.pid, signal.SIGINT)  # Ctrl-C on the parent
             assert proc.wait(timeout=60) == 130
@@ -241,7 +241,8 @@ def test_a_failing_unit_is_listed_then_resubmitted(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "conventional repeat 0: run again (subject" in err  # the failure is listed
     # only the evaluation ran again
-    assert {p.name: os.stat(p).st_mtime_ns for p in (out / "models").glob("*.safetensors")} == models
+    after = {p.name: os.stat(p).st_mtime_ns for p in (out / "models").glob("*.safetensors")}
+    assert after == models
     state = json.loads((out / "run_state.json").read_text())
     assert set(state["units"]) == {"conventional/r0", "softseg/r0"} and not state["failures"]
     assert not (out / "units" / "softseg-r0.error.json").exists()
@@ -343,7 +344,8 @@ def test_bad_executor_options_exit_2_with_one_line(dataset, tmp_path, capsys, ex
 
 
 def test_executor_options_need_train(serial_run, dataset, tmp_path, capsys):
-    models = [str(serial_run / "models" / f"{c}-r0.safetensors") for c in ("conventional", "softseg")]
+    models = [str(serial_run / "models" / f"{c}-r0.safetensors")
+              for c in ("conventional", "softseg")]
     code = main(["compare", *models, "--dataset", str(dataset), "--out", str(tmp_path / "r"),
                  "--executor", "local"])
     assert code == 2

@@ -15,11 +15,11 @@ Modules (one concept each):
 ``reference``        ground truths, predicting a subject, ``NAME[:FUSION]`` candidates
 ``models``           :func:`evaluate_models`, the K-class reference :func:`class_reference`
 ``config``           :class:`ProtocolConfig`, :class:`Progress`, :class:`ProtocolResult`
-``units``            :class:`UnitPlan`, :func:`run_unit` (train + evaluate + record: what a job runs)
+``units``            :class:`UnitPlan`, :func:`run_unit` (train, evaluate, record: what a job runs)
 ``records``          the unit record and the error record (JSON files the parent reads)
 ``executors``        :class:`ExecutorConfig`: serial, submitit local or Slurm; their parameters
 ``running``          running units serially, or as jobs the parent watches (Ctrl-C cancels them)
-``jobs``             :class:`~softseg.protocol.jobs.UnitJob` (the submitit callable; imports submitit)
+``jobs``             ``UnitJob``, the callable submitit runs (imports submitit)
 ``run``              :func:`run_protocol`: state, resume, the report
 ===================  ==========================================================================
 """

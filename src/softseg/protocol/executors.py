@@ -19,8 +19,9 @@ process pool or scheduler. Three executors (:data:`EXECUTORS`):
 
 A job runs :class:`softseg.protocol.jobs.UnitJob` (:func:`softseg.protocol.units.run_unit`),
 which writes the unit's model and record in the protocol folder; the parent
-(:mod:`softseg.protocol.running`) polls the jobs' states and reads the records (never a pickle). submitit's files
-(submitted function, logs ``<job id>_0_log.out|err``) live in ``OUT/jobs/``.
+(:mod:`softseg.protocol.running`) polls the jobs' states and reads the records (never a
+pickle). submitit's files (submitted function, logs ``<job id>_0_log.out|err``) live in
+``OUT/jobs/``.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
-            raise InputError(f"unknown executor {self.kind!r}; choose one of {', '.join(EXECUTORS)}")
+            raise InputError(f"unknown executor {self.kind!r}; choose one of "
+                             f"{', '.join(EXECUTORS)}")
         job_options = {"--gpus-per-job": self.gpus_per_job, "--cpus-per-job": self.cpus_per_job,
                        "--timeout-min": self.timeout_min,
                        "--array-parallelism": self.array_parallelism}
@@ -198,6 +200,7 @@ def _submitit() -> Any:
 def _check_slurm_params(params: Sequence[tuple[str, Any]]) -> None:
     submitit = _submitit()
     valid = sorted(submitit.SlurmExecutor._valid_parameters())
+    offered = [k for k in valid if k not in _SLURM_OPTIONS and k not in _SLURM_REFUSED]
     for key, _value in params:
         if key in _SLURM_OPTIONS:
             raise InputError(f"--slurm-param {key}=...: use {_SLURM_OPTIONS[key]} instead")
@@ -208,7 +211,7 @@ def _check_slurm_params(params: Sequence[tuple[str, Any]]) -> None:
         if key not in valid:
             raise InputError(
                 f"--slurm-param {key}=...: not a submitit Slurm parameter; valid: "
-                f"{', '.join(k for k in valid if k not in _SLURM_OPTIONS and k not in _SLURM_REFUSED)}")
+                f"{', '.join(offered)}")
 
 
 def parse_slurm_param(text: str) -> tuple[str, Any]:
@@ -300,7 +303,8 @@ def slurm_gpus(cfg: ExecutorConfig, *, device: str) -> int:
     """GPUs of each Slurm job: ``gpus_per_job``, else 1 unless ``device`` is ``cpu``."""
     if cfg.gpus_per_job is not None:
         if cfg.gpus_per_job and device == "cpu":
-            raise InputError(f"--gpus-per-job {cfg.gpus_per_job} with --device cpu: drop one of them")
+            raise InputError(
+                f"--gpus-per-job {cfg.gpus_per_job} with --device cpu: drop one of them")
         return int(cfg.gpus_per_job)
     return 0 if device == "cpu" else 1
 

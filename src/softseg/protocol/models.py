@@ -60,7 +60,8 @@ def class_reference(
 
     k = len(classes)
     if method not in GROUND_TRUTHS:
-        raise InputError(f"unknown ground truth {method!r}; choose one of {', '.join(GROUND_TRUTHS)}")
+        raise InputError(f"unknown ground truth {method!r}; choose one of "
+                         f"{', '.join(GROUND_TRUTHS)}")
     if method == "truth":
         maps = _class_truth(subject, data, classes, info)
         background = np.clip(1.0 - maps.sum(axis=0), 0.0, 1.0)[None]
@@ -160,7 +161,8 @@ def evaluate_models(
         subjects = _default_subjects(metas, info.names)
     unknown = [s for s in subjects if s not in info.names]
     if unknown:
-        raise InputError(f"no subject {', '.join(unknown)} in {dataset}; subjects: {', '.join(info.names)}")
+        raise InputError(f"no subject {', '.join(unknown)} in {dataset}; subjects: "
+                         f"{', '.join(info.names)}")
 
     names = _candidate_names(models, metas)
     loaded_models = {str(m): load_model(m) for m in models}
@@ -238,9 +240,10 @@ def _evaluate_classes(loaded_models, names, info, subjects, classes, method, thr
                 class_rows[c][cand].append({**sub.rows[cand][0], "sample": subject_name})
                 class_curves[c][cand].append(sub.curves[cand])
     per_class = {
-        c: compare.Comparison(rows=class_rows[c],
-                              curves={n: compare.pool_curves(v) for n, v in class_curves[c].items()},
-                              reference_name=f"{GROUND_TRUTHS[method]} ({c})")
+        c: compare.Comparison(
+            rows=class_rows[c],
+            curves={n: compare.pool_curves(v) for n, v in class_curves[c].items()},
+            reference_name=f"{GROUND_TRUTHS[method]} ({c})")
         for c in classes}
     comparison = compare.Comparison(rows=rows, curves={}, reference_name=GROUND_TRUTHS[method],
                                     per_class=per_class)

@@ -52,7 +52,8 @@ def ground_truth(subject: Any, data: Any, method: str) -> np.ndarray:
     from softseg.fusion import training_target
 
     if method not in GROUND_TRUTHS:
-        raise InputError(f"unknown ground truth {method!r}; choose one of {', '.join(GROUND_TRUTHS)}")
+        raise InputError(f"unknown ground truth {method!r}; choose one of "
+                         f"{', '.join(GROUND_TRUTHS)}")
     if method == "truth":
         folder = Path(subject.images[0]).parent
         path = next((folder / n for n in ("truth_soft.nii.gz", "truth_soft.nii")

@@ -260,7 +260,8 @@ def _repeat_row(subject_rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) 
             for m in keys}
 
 
-def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any], info: Any) -> ProtocolResult:
+def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any],
+            info: Any) -> ProtocolResult:
     rows: dict[str, list[dict[str, float]]] = {c: [] for c in config.candidates}
     curves: dict[str, list[compare.Curves]] = {c: [] for c in config.candidates}
     class_rows: dict[str, dict[str, list[dict[str, float]]]] = {}
@@ -274,9 +275,10 @@ def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any], info: A
                 for cname, part in unit["classes"].items():
                     mean = _repeat_row(list(part["subjects"].values()), list(compare.METRICS))
                     mean["sample"] = f"repeat {k}"
-                    class_rows.setdefault(cname, {c: [] for c in config.candidates})[cand].append(mean)
-                    class_curves.setdefault(cname, {c: [] for c in config.candidates})[cand].append(
-                        compare.Curves.from_dict(part["curves"]))
+                    class_rows.setdefault(cname, {c: [] for c in config.candidates})
+                    class_curves.setdefault(cname, {c: [] for c in config.candidates})
+                    class_rows[cname][cand].append(mean)
+                    class_curves[cname][cand].append(compare.Curves.from_dict(part["curves"]))
             else:
                 keys = list(compare.METRICS)
                 curves[cand].append(compare.Curves.from_dict(unit["curves"]))

@@ -52,7 +52,7 @@ ReportCallback = Callable[[Progress], None]
 
 def run_serial(plans: Sequence[UnitPlan], *, done: int, total: int,
                on_record: RecordCallback, report: ReportCallback) -> list[Failure]:
-    """Run ``plans`` one after another in this process (an error stops the run, as it always did)."""
+    """Run ``plans`` one after another in this process (an error stops the run, as before)."""
     for plan in plans:
         report(Progress(done, total, plan.candidate, plan.repeat, "train", 0, plan.epochs()))
 
@@ -245,5 +245,7 @@ def _summary(flight: Sequence[tuple[UnitPlan, Any, int]], queued: int) -> tuple[
             continue
         running += 0.9 * e / plan.epochs() if plan.epochs() else 0.0
         parts.append(f"{plan.candidate} r{plan.repeat} epoch {e}/{plan.epochs()}")
-    head = f"{len(parts)} running" + (f" ({', '.join(parts[:3])}" + (", ..." if len(parts) > 3 else "") + ")" if parts else "")
+    head = f"{len(parts)} running"
+    if parts:
+        head += f" ({', '.join(parts[:3])}{', ...' if len(parts) > 3 else ''})"
     return running, head + (f", {waiting} waiting" if waiting else "")

@@ -158,7 +158,8 @@ class UnitPlan:
         }
 
 
-def plan_units(info: Any, config: Any, *, out: str | os.PathLike, threads: int | None = None) -> list[UnitPlan]:
+def plan_units(info: Any, config: Any, *, out: str | os.PathLike,
+               threads: int | None = None) -> list[UnitPlan]:
     """The plans of every unit of a protocol, repeat by repeat, candidates in the given order.
 
     Parameters
