@@ -14,7 +14,7 @@ from softseg.geometry import DisplayGeometry
 from softseg.io import Volume, load_volume, save_volume
 from softseg.modelfile import load_model, save_model
 from softseg.models import UNet2D
-from softseg.predict import PredictionCancelled, auto_batch_size, predict_volume
+from softseg.predict import PredictionCancelled, auto_batch_size, class_labels, predict_volume
 
 
 def _model_file(path, *, channels=("image",), spacing=(None, 1.0, 1.0), candidate="softseg", seed=0):
@@ -183,3 +183,81 @@ def test_forward_replaces_network_and_activation(tmp_path):
     np.testing.assert_array_equal(predict_volume(loaded, vol, device="cpu", forward=forward),
                                   predict_volume(loaded, vol, device="cpu"))
     assert seen and all(len(s) == 4 and s[1] == 1 for s in seen)
+
+
+# ------------------------------------------------------------------ K classes (issue 14)
+def _k_model_file(path, *, k=3, activation="softmax", spacing=(None, 0.9, 0.8), seed=0):
+    torch.manual_seed(seed)
+    net = UNet2D(1, k + 1, depth=2, width=4)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    classes = tuple(f"class {c}" for c in range(1, k + 1))
+    card = ModelCard(
+        classes=classes, thresholds=(0.5,) * k, channels=("image",),
+        preprocessing=PreprocessingCard(spacing=tuple(spacing), crop=(16, 16)),
+        candidate=CandidateCard(name="conventional", soft_gt=False, activation=ActivationCard(name=activation),
+                                loss="dice"),
+        architecture=ArchitectureCard(config=UNetConfig(**net.config)),
+    )
+    return save_model(path, net, card)
+
+
+def test_k_class_prediction_matches_a_hand_written_pipeline_and_sums_to_one(tmp_path):
+    """No resampling (model spacing = native): z-score, slice-wise forward, softmax by hand."""
+    model = load_model(_k_model_file(tmp_path / "k.safetensors"))
+    vol = _volume(spacing=(0.8, 0.9, 2.0))
+    out = predict_volume(model, vol, device="cpu", batch_size=2)
+    assert out.shape == (4, *vol.shape) and out.dtype == np.float32
+    disp = np.flip(vol.array.transpose(2, 1, 0), axis=(1, 2)).astype(np.float64)
+    z = (disp - disp.mean()) / disp.std()
+    with torch.no_grad():
+        logits = model.model(torch.from_numpy(z[:, None].astype(np.float32))).double().numpy()
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    soft = e / e.sum(axis=1, keepdims=True)  # (S, 4, P, L)
+    expected = np.flip(np.moveaxis(soft, 1, 0), axis=(2, 3)).transpose(0, 3, 2, 1)
+    np.testing.assert_allclose(out[1:], expected[1:], atol=2e-6)
+    np.testing.assert_allclose(out[0], 1 - expected[1:].sum(axis=0), atol=2e-6)
+    np.testing.assert_allclose(out.sum(axis=0, dtype=np.float64), 1.0, atol=1e-5)
+    labels = class_labels(out)
+    assert labels.dtype == np.uint8 and labels.shape == vol.shape
+    np.testing.assert_array_equal(labels, np.argmax(out, axis=0))
+
+
+def test_k_class_prediction_resampled_sums_to_one_and_dead_voxels_are_background(tmp_path):
+    """Resampled back to native (linear, per class): background + classes still sum to 1 within
+    1e-5; with the multi-class normalized ReLU a voxel whose classes are all 0 is background."""
+    model = load_model(_k_model_file(tmp_path / "k.safetensors", activation="multiclass_normalized_relu",
+                                     spacing=(None, 1.7, 1.3)))
+    vol = _volume(shape=(23, 19, 4), spacing=(0.8, 0.9, 2.0))
+    out = predict_volume(model, vol, device="cpu")
+    assert out.shape == (4, *vol.shape)
+    assert out.min() >= 0 and out.max() <= 1
+    np.testing.assert_allclose(out.sum(axis=0, dtype=np.float64), 1.0, atol=1e-5)
+
+    def dead(x):  # classes 1..3 all zero: no evidence for any class
+        return np.zeros((x.shape[0], 4, *x.shape[2:]), np.float32)
+
+    out = predict_volume(model, vol, device="cpu", forward=dead)
+    np.testing.assert_array_equal(out[0], 1.0)
+    np.testing.assert_array_equal(out[1:], 0.0)
+
+
+def test_k_class_forward_with_or_without_background_and_channel_mismatch(tmp_path):
+    model = load_model(_k_model_file(tmp_path / "k.safetensors", k=2))
+    vol = _volume()
+    ref = predict_volume(model, vol, device="cpu")
+
+    def with_bg(x):
+        with torch.no_grad():
+            return torch.softmax(model.model(torch.from_numpy(x)), dim=1).numpy()
+
+    np.testing.assert_array_equal(predict_volume(model, vol, device="cpu", forward=with_bg), ref)
+    np.testing.assert_allclose(predict_volume(model, vol, device="cpu", forward=lambda x: with_bg(x)[:, 1:]),
+                               ref, atol=1e-6)
+    with pytest.raises(InputError, match=r"the network gives 1 output channel\(s\) but the model card lists 2 "
+                       r"class\(es\) \(class 1, class 2\); expected 3 \(background first\) or 2"):
+        predict_volume(model, vol, device="cpu", forward=lambda x: with_bg(x)[:, :1])
+    with pytest.raises(InputError, match=r"class_labels: expected class maps \(K\+1, \*spatial\)"):
+        class_labels(ref[:1])  # one map: background only, no class
