@@ -18,6 +18,7 @@ the targets are class maps; each part of the recipe becomes its multi-class form
     sigmoid        -> softmax over the K+1 channels
     normalized_relu-> multiclass_normalized_relu (divided by the sum over classes incl. background)
     dice           -> soft Dice of each foreground class, averaged (background excluded)
+    dice_semimetric-> Dice semimetric loss of each foreground class, averaged (same)
     bce            -> cross_entropy with soft targets (-sum_c g_c ln p_c)
     adaptive_wing, mse -> the same element-wise loss on every channel (background included)
     generalized_dice   -> Sudre's GDL over the K+1 channels (add_background=False)
@@ -78,6 +79,7 @@ _ACTIVATION_NAMES = ("sigmoid", "normalized_relu", "multiclass_normalized_relu",
 _LOSS_NAMES = (
     "adaptive_wing",
     "dice",
+    "dice_semimetric",
     "generalized_dice",
     "bce",
     "cross_entropy",
@@ -101,6 +103,7 @@ MULTICLASS_LOSSES: dict[str, tuple[str, dict[str, Any]]] = {
     "adaptive_wing": ("adaptive_wing", {}),
     "mse": ("mse", {}),
     "dice": ("dice", {"include_background": False}),
+    "dice_semimetric": ("dice_semimetric", {"include_background": False}),
     "bce": ("cross_entropy", {}),
     "cross_entropy": ("cross_entropy", {}),
     "generalized_dice": ("generalized_dice", {"add_background": False}),
@@ -404,7 +407,8 @@ def _presets() -> dict[str, Candidate]:
         Candidate(
             name="soft-relu-dice",
             title="Soft-ReLU-Dice",
-            description="SoftSeg but with the soft Dice loss instead of Adaptive Wing",
+            description="SoftSeg but with the soft Dice loss instead of Adaptive Wing (not minimal "
+            "at a soft target: see soft-relu-dml)",
             soft_gt=True,
             activation="normalized_relu",
             loss="dice",
@@ -442,6 +446,17 @@ def _presets() -> dict[str, Candidate]:
             loss_params={"add_background": True},
             boundary_schedule=(1.0, 0.01, 0.01),
             reference="Kervadec et al. 2019, boundary loss, eq. 6",
+        ),
+        Candidate(
+            name="soft-relu-dml",
+            title="Soft-ReLU-DML",
+            description="soft labels, normalized ReLU, Dice semimetric loss (0 only at the soft "
+            "target; the soft Dice on binary labels)",
+            soft_gt=True,
+            activation="normalized_relu",
+            loss="dice_semimetric",
+            loss_params={"smooth": 1.0},
+            reference="Wang & Blaschko 2023, Dice semimetric losses (MICCAI), DML1",
         ),
     ]
     return {c.name: c for c in items}

@@ -14,7 +14,10 @@ name (``LOSSES`` key)  reference
 ``adaptive_wing``      Wang, Bo, Fuxin 2019, "Adaptive Wing Loss for Robust Face Alignment via
                        Heatmap Regression", eq. 6-7; SoftSeg parameters alpha=2.1, omega=8,
                        epsilon=1, theta=0.5.
-``dice``               soft Dice (Milletari et al. 2016) with additive smoothing.
+``dice``               soft Dice (Milletari et al. 2016) with additive smoothing. Not minimal at
+                       a soft target (a prediction equal to it still costs, Bertels et al. 2019).
+``dice_semimetric``    Dice semimetric loss (Wang & Blaschko 2023): 0 if and only if the
+                       prediction equals the (soft) target; equals ``dice`` on binary targets.
 ``generalized_dice``   Sudre et al. 2017, weights 1 / (sum of the target)^2.
 ``bce``                binary cross-entropy (Bertels et al. 2019: unbiased volumes).
 ``cross_entropy``      categorical cross-entropy with soft targets ``-sum_c g_c ln p_c`` (the
@@ -60,6 +63,7 @@ __all__ = [
     "BoundaryLoss",
     "CrossEntropyLoss",
     "DiceLoss",
+    "DiceSemimetricLoss",
     "GDLBoundaryLoss",
     "GeneralizedDiceLoss",
     "MSELoss",
@@ -69,6 +73,7 @@ __all__ = [
     "boundary_weight",
     "cross_entropy",
     "dice_loss",
+    "dice_semimetric_loss",
     "gdl_boundary_loss",
     "generalized_dice_loss",
     "mse_loss",
@@ -132,6 +137,21 @@ def _foreground(t: torch.Tensor, include_background: bool, what: str) -> torch.T
             f"class (N, K+1, *spatial); got {t.shape[1]} channel(s)"
         )
     return t[:, 1:]
+
+
+def _dice_inputs(
+    probs: torch.Tensor, target: torch.Tensor, smooth: float, per_sample: bool,
+    include_background: bool, reduction: str, what: str,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    """Checked options and inputs of a Dice-family loss: (probs, target, summation axes)."""
+    _check_reduction(reduction, what)
+    if smooth < 0:
+        raise InputError(f"{what}: smooth must be >= 0; got {smooth}")
+    probs, target = _prepare(probs, target, what)
+    probs = _foreground(probs, include_background, what)
+    target = _foreground(target, include_background, what)
+    axes = tuple(range(2, probs.ndim)) if per_sample else (0, *range(2, probs.ndim))
+    return probs, target, axes
 
 
 # ---------------------------------------------------------------------------------- Adaptive Wing
@@ -221,17 +241,64 @@ def dice_loss(
         ``'none'`` returns shape (C,) or, with ``per_sample=True``, (N, C) (C = the channels
         scored).
     """
-    _check_reduction(reduction, "dice_loss")
-    if smooth < 0:
-        raise InputError(f"dice_loss: smooth must be >= 0; got {smooth}")
-    probs, target = _prepare(probs, target, "dice_loss")
-    probs = _foreground(probs, include_background, "dice_loss")
-    target = _foreground(target, include_background, "dice_loss")
-    axes = tuple(range(2, probs.ndim)) if per_sample else (0, *range(2, probs.ndim))
+    probs, target, axes = _dice_inputs(
+        probs, target, smooth, per_sample, include_background, reduction, "dice_loss")
     intersection = (probs * target).sum(dim=axes)
     total = probs.sum(dim=axes) + target.sum(dim=axes)
     dice = (2.0 * intersection + smooth) / (total + smooth).clamp_min(torch.finfo(probs.dtype).tiny)
     return reduce_loss(1.0 - dice, reduction)
+
+
+def dice_semimetric_loss(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    smooth: float = 1.0,
+    per_sample: bool = False,
+    include_background: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Dice semimetric loss ``sum|p - g| / (sum(p) + sum(g) + smooth)`` per channel (DML).
+
+    Wang & Blaschko 2023, "Dice Semimetric Losses: Optimizing the Dice Score with Soft Labels"
+    (MICCAI), DML1: for ``p, g`` in [0, 1], ``||p - g||_1 / (||p||_1 + ||g||_1)``. It is the soft
+    Dice loss with the soft intersection ``sum(p g)`` replaced by
+    ``(||p||_1 + ||g||_1 - ||p - g||_1) / 2``, so
+
+    * it is **0 if and only if p == g**, soft targets included (the soft Dice of
+      :func:`dice_loss` is not: a prediction equal to a soft target still costs, e.g. 0.31 on
+      MONAI's soft-label test case);
+    * on **binary** targets it equals :func:`dice_loss` with the same ``smooth`` exactly, because
+      ``|p - g| = p + g - 2 p g`` when ``g`` is 0 or 1.
+
+    With smoothing, ``1 - (2 I + smooth) / (sum(p) + sum(g) + smooth)`` with that intersection
+    ``I`` is the formula above (as MONAI's ``DiceLoss(soft_label=True)`` with equal numerator and
+    denominator smoothing); it stays 0 at ``p == g``.
+
+    Parameters
+    ----------
+    probs, target : torch.Tensor, shape (N, C, *spatial)
+        Probabilities and (soft) targets in [0, 1] (not checked here: the training loop's
+        activation and targets guarantee it; outside [0, 1] the identities above do not hold).
+    smooth : float, keyword-only
+        Added to the denominator (>= 0, default 1 as :func:`dice_loss`); an empty target with an
+        empty prediction gives 0. With ``smooth=0`` and both empty the result is 0 (0 / tiny).
+    per_sample, include_background, reduction
+        As :func:`dice_loss`: sums over the batch and all voxels (one value per channel) unless
+        ``per_sample=True``; ``include_background=False`` scores the foreground classes 1..K of a
+        K-class output (N, K+1, *spatial) only; ``'none'`` returns shape (C,) or (N, C).
+
+    Notes
+    -----
+    ``|p - g|`` has no derivative where ``p == g``; autograd uses the subgradient 0 there (the
+    minimum).
+    """
+    probs, target, axes = _dice_inputs(
+        probs, target, smooth, per_sample, include_background, reduction, "dice_semimetric_loss")
+    difference = (probs - target).abs().sum(dim=axes)
+    total = probs.sum(dim=axes) + target.sum(dim=axes)
+    loss = difference / (total + smooth).clamp_min(torch.finfo(probs.dtype).tiny)
+    return reduce_loss(loss, reduction)
 
 
 def generalized_dice_loss(
@@ -703,8 +770,10 @@ class AdaptiveWingLoss(_Loss):
         )
 
 
-class DiceLoss(_Loss):
-    """Module form of :func:`dice_loss`; ``forward(probs, target)``."""
+class _DiceFamilyLoss(_Loss):
+    """Shared options of the Dice-family modules (the pure function is the class's ``_function``)."""
+
+    _function: Callable[..., torch.Tensor]
 
     def __init__(
         self,
@@ -716,15 +785,27 @@ class DiceLoss(_Loss):
     ) -> None:
         super().__init__(reduction=reduction)
         if smooth < 0:
-            raise InputError(f"DiceLoss: smooth must be >= 0; got {smooth}")
+            raise InputError(f"{type(self).__name__}: smooth must be >= 0; got {smooth}")
         self.smooth, self.per_sample = smooth, per_sample
         self.include_background = include_background
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice_loss(
+        return type(self)._function(
             probs, target, smooth=self.smooth, per_sample=self.per_sample,
             include_background=self.include_background, reduction=self.reduction,
         )
+
+
+class DiceLoss(_DiceFamilyLoss):
+    """Module form of :func:`dice_loss`; ``forward(probs, target)``."""
+
+    _function = staticmethod(dice_loss)
+
+
+class DiceSemimetricLoss(_DiceFamilyLoss):
+    """Module form of :func:`dice_semimetric_loss`; ``forward(probs, target)``."""
+
+    _function = staticmethod(dice_semimetric_loss)
 
 
 class GeneralizedDiceLoss(_Loss):
@@ -839,6 +920,7 @@ class GDLBoundaryLoss(_Loss):
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "adaptive_wing": adaptive_wing_loss,
     "dice": dice_loss,
+    "dice_semimetric": dice_semimetric_loss,
     "generalized_dice": generalized_dice_loss,
     "bce": binary_cross_entropy,
     "cross_entropy": cross_entropy,
@@ -851,6 +933,7 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 LOSS_MODULES: dict[str, type[nn.Module]] = {
     "adaptive_wing": AdaptiveWingLoss,
     "dice": DiceLoss,
+    "dice_semimetric": DiceSemimetricLoss,
     "generalized_dice": GeneralizedDiceLoss,
     "bce": BinaryCrossEntropyLoss,
     "cross_entropy": CrossEntropyLoss,

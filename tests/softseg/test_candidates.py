@@ -34,6 +34,7 @@ TABLE = {
     "softseg": ("Soft-ReLU-Wing", True, "normalized_relu", "adaptive_wing"),
     "soft-sig-bce": ("Soft-Sig-BCE", True, "sigmoid", "bce"),
     "gdl-boundary": ("Hard-Sig-GDL+Boundary", False, "sigmoid", "gdl_boundary"),
+    "soft-relu-dml": ("Soft-ReLU-DML", True, "normalized_relu", "dice_semimetric"),  # issue 15 #2
 }
 
 
@@ -252,6 +253,7 @@ MULTICLASS = {
     "softseg": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "soft-sig-bce": ("softmax", "cross_entropy", {}),
     "gdl-boundary": ("softmax", "gdl_boundary", {"add_background": False, "include_background": False}),
+    "soft-relu-dml": ("multiclass_normalized_relu", "dice_semimetric", {"include_background": False}),
 }
 
 
