@@ -47,6 +47,7 @@ CANDIDATE_COLORS: dict[str, str] = {
     "soft-relu-dice": "#CC79A7",  # reddish purple
     "soft-sig-bce": "#F0E442",  # yellow
     "gdl-boundary": "#0072B2",  # blue
+    "soft-relu-dml": "#999999",  # grey (the palette's black is invisible on napari's dark canvas)
 }
 
 #: Colours of other names (picked by the name's SHA-256): matplotlib's tab20 without the hues

@@ -24,6 +24,7 @@ OKABE_ITO = {
     "reddish purple": (204, 121, 167),
     "yellow": (240, 228, 66),
     "blue": (0, 114, 178),
+    "grey": (153, 153, 153),  # the 8-colour variant's grey in place of black (dark canvas)
 }
 
 
