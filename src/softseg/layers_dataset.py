@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,7 @@ def write_layers_dataset(
     sidecars: Mapping[str, Mapping[str, object]] | None = None,
     source: Mapping[str, object] | None = None,
     overwrite: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> Path:
     """Write image channels and target maps of one volume as a dataset folder.
 
@@ -129,6 +130,9 @@ def write_layers_dataset(
         Provenance stored in ``dataset.json`` (layer names, source files).
     overwrite : bool
         Replace existing files.
+    classes : sequence of one str, optional
+        The structure's class name in ``dataset.json`` (e.g. the parent model's when the layers
+        fine-tune it); default none (one class, ``"foreground"``).
 
     Returns
     -------
@@ -164,6 +168,8 @@ def write_layers_dataset(
             raise InputError(f"target layer {name!r} has negative labels")
         if not arr.any():
             raise InputError(f"target layer {name!r} is empty (nothing painted)")
+    if classes is not None and len(classes) != 1:
+        raise InputError(f"layers are written as one structure; got classes {list(classes)}")
     n_subjects = int(n_subjects)
     if n_subjects < 1:
         raise InputError(f"n_subjects must be >= 1, got {n_subjects}")
@@ -206,6 +212,7 @@ def write_layers_dataset(
             "targets": list(tgts),
             "subjects": subjects,
             "source": dict(source or {}),
+            **({"classes": [str(c) for c in classes]} if classes else {}),
         },
         overwrite=True,
     )
