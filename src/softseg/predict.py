@@ -103,6 +103,7 @@ def predict_volume(
     progress: Callable[[int, int], None] | None = None,
     cancel: Any = None,
     forward: Callable[[np.ndarray], np.ndarray] | None = None,
+    maps: int | None = None,
 ) -> np.ndarray:
     """Soft prediction of a whole volume, in the input's native geometry.
 
@@ -131,6 +132,10 @@ def predict_volume(
         or TorchScript model, issue 16), M = 1 for a single-class model, K+1 (background first)
         or K for a K-class model; everything else (geometry, resampling, normalisation,
         batching) is unchanged. The model file still supplies the card.
+    maps : int, optional
+        With ``forward``: it returns exactly ``maps`` per-voxel maps (N, maps, H, W) that are
+        returned resampled and reoriented as they are, shape (maps, X, Y, Z), with no class
+        handling or clipping (e.g. :mod:`softseg.uncertainty`'s mean / variance / entropy stack).
 
     Returns
     -------
@@ -176,7 +181,8 @@ def predict_volume(
     n_target = int(np.prod(target, dtype=np.int64))
     k = len(card.classes)
     # preprocessed channels (float32) + their resampling buffer + the output slices of each class
-    check_memory(4 * n_target * (2 * len(prep.channels) + k),
+    n_maps = int(maps) if maps else (k if k > 1 else 0)
+    check_memory(4 * n_target * (2 * len(prep.channels) + max(n_maps, 1)),
                  what=f"resampling to the model's spacing {_mm(prep.spacing)} ({' x '.join(map(str, target))} voxels)")
     disp = geom.to_display(arr)  # (C, S, H, W)
     del arr
@@ -203,7 +209,7 @@ def predict_volume(
             return activate(logits.float()).cpu().numpy()
 
     # the foreground maps: (S', H', W') for one class, (K, S', H', W') for K classes
-    out = np.empty(((k,) if k > 1 else ()) + (n_slices,) + images.shape[2:], dtype=np.float32)
+    out = np.empty(((n_maps,) if n_maps else ()) + (n_slices,) + images.shape[2:], dtype=np.float32)
     check = _cancel_check(cancel)
     with torch.inference_mode():
         for start in range(0, n_slices, bs):
@@ -213,12 +219,14 @@ def predict_volume(
             x = np.ascontiguousarray(np.moveaxis(images[:, start:stop], 0, 1))
             probs = np.asarray(forward(x))
             m = probs.shape[1] if probs.ndim == 4 else -1
-            if m not in ((1,) if k == 1 else (k, k + 1)):
+            if maps and m == n_maps:
+                out[:, start:stop] = np.moveaxis(probs, 1, 0)
+            elif maps or m not in ((1,) if k == 1 else (k, k + 1)):
                 raise InputError(
                     f"the network gives {m} output channel(s) but the model card lists {k} class(es) "
                     f"({', '.join(card.classes)}); expected {'1' if k == 1 else f'{k + 1} (background first) or {k}'}"
                 )
-            if k == 1:
+            elif k == 1:
                 out[start:stop] = probs[:, 0]
             else:
                 out[:, start:stop] = np.moveaxis(probs[:, m - k:], 1, 0)
@@ -232,6 +240,8 @@ def predict_volume(
             f"({loaded.path or 'in memory'}) is broken or the image is far outside its training range"
         )
     back = resample(out, native_shape, order=1) if out.shape[-3:] != tuple(native_shape) else out
+    if maps:
+        return geom.from_display(back).astype(np.float32, copy=False)
     np.clip(back, 0.0, 1.0, out=back)
     if k > 1:
         back = _with_background(back)
