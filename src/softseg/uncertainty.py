@@ -25,7 +25,7 @@ Summaries (per voxel, over the passes ``p_1 .. p_n`` with weights ``w_i``)::
 
 Batching: the ``n`` passes of a batch of ``B`` slices run as one stack of ``n * B`` slices
 through the network (cut into chunks of at most ``max_slices``), so ``n`` passes cost about ``n``
-single passes (measured in ``benchmarks/uncertainty_speed.py``). Dropout masks are drawn per
+single passes (measured in ``benchmarks/uncertainty_passes.py``). Dropout masks are drawn per
 sample, so every copy in the stack gets its own masks.
 
 The forward functions built here have the signature of :func:`softseg.predict.predict_volume`'s
@@ -50,9 +50,12 @@ __all__ = [
     "check_passes",
     "has_dropout",
     "mc_dropout_forward",
+    "predict_with_uncertainty",
     "split_maps",
     "summarize_passes",
     "tta_forward",
+    "tta_params",
+    "uncertainty_forward",
 ]
 
 #: Uncertainty method -> one-line description (plain dict, STYLE.md 6).
@@ -374,3 +377,154 @@ def _flip(x: Any, flips: Any, axes: tuple[int, ...]) -> Any:
         if bool(sel.any()):
             out[sel] = torch.flip(out[sel], dims=(axis,))
     return out
+
+
+# ------------------------------------------------------------------- model files (CLI, widgets)
+def tta_params(card: Any) -> Any:
+    """The affine family a model was trained with, for :func:`tta_forward`.
+
+    The card's stored :class:`~softseg.config.TrainConfig` ``augment`` section (rotation,
+    translation, scale; identity when augmentation was off); the SoftSeg defaults
+    (:class:`~softseg.augment.AffineAugment`) for a file without a stored configuration.
+    """
+    from softseg.augment import AffineAugment
+
+    config = getattr(getattr(card, "training", None), "config", None)
+    if config is None:
+        return AffineAugment()
+    aug = config.augment
+    if not aug.enabled:
+        return AffineAugment(rotation=0.0, translation=0.0, scale=0.0)
+    return AffineAugment(rotation=aug.rotation, translation=aug.translation, scale=aug.scale)
+
+
+def uncertainty_forward(loaded: Any, method: str, n: Any, *, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``forward=`` hook of :func:`softseg.predict.predict_volume` for a model file.
+
+    Parameters
+    ----------
+    loaded : softseg.modelfile.LoadedModel
+        Its network and the card's activation (and, for TTA, the card's affine family,
+        :func:`tta_params`, plus flips of both slice axes).
+    method : {'mc_dropout', 'tta'}
+    n : int >= 1
+        Passes.
+    seed : int
+        Seeds the dropout masks / transforms (the same seed gives the same maps).
+
+    Returns
+    -------
+    callable
+        ``forward(x (B, C, H, W)) -> (B, 2M + 1, H, W)`` (M = the network's output channels).
+        Each network call takes at most ``B`` slices (the batch size predict_volume chose for
+        one pass), so memory stays that of one pass and ``n`` passes cost about ``n`` passes.
+
+    Raises
+    ------
+    InputError
+        Unknown method; ``n`` not a whole number >= 1; MC dropout on a network without
+        dropout layers (every pass would be the same).
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown uncertainty method {method!r}; choose one of: {', '.join(METHODS)}")
+    what = "MC dropout passes" if method == "mc_dropout" else "test-time augmentation passes"
+    n = check_passes(n, what=what)
+    net = loaded.model
+    if method == "mc_dropout" and not has_dropout(net):
+        where = f" ({loaded.path})" if getattr(loaded, "path", None) else ""
+        raise InputError(
+            f"the model{where} has no dropout layers (dropout 0), so MC dropout would repeat one "
+            "pass; use test-time augmentation instead, or a model trained with dropout > 0"
+        )
+    multiclass = len(loaded.card.classes) > 1
+    activate = loaded.activation
+    hook: list[Callable[[np.ndarray], np.ndarray]] = []
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        if not hook:  # the first batch is predict_volume's batch size: one pass's memory
+            cap = max(1, int(x.shape[0]))
+            if method == "mc_dropout":
+                hook.append(mc_dropout_forward(net, activate, n=n, seed=seed, max_slices=cap,
+                                               multiclass=multiclass))
+            else:
+                hook.append(tta_forward(net, activate, n=n, params=tta_params(loaded.card), seed=seed,
+                                        max_slices=cap, multiclass=multiclass))
+        return hook[0](x)
+
+    return forward
+
+
+def predict_with_uncertainty(
+    model: Any,
+    volume: Any,
+    *,
+    method: str,
+    n: int,
+    seed: int = 0,
+    device: Any = None,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Any = None,
+) -> UncertaintyMaps:
+    """Predict a volume with MC dropout or test-time augmentation, in its native geometry.
+
+    :func:`softseg.predict.predict_volume` with the :func:`uncertainty_forward` hook: the
+    per-slice mean, variance and entropy are resampled (linear) and reoriented exactly as a
+    plain prediction is.
+
+    Parameters
+    ----------
+    model : LoadedModel or path-like
+    volume : Volume, sequence of Volume (one per channel)
+    method : {'mc_dropout', 'tta'}
+    n : int >= 1
+        Passes.
+    seed, device, batch_size, progress, cancel
+        As :func:`uncertainty_forward` / :func:`softseg.predict.predict_volume`.
+
+    Returns
+    -------
+    UncertaintyMaps
+        Single class: ``mean``, ``variance`` and ``entropy`` of shape (X, Y, Z), float32.
+        K classes: ``mean`` and ``variance`` (K+1, X, Y, Z), background first (the mean's
+        classes sum to 1 within 1e-5), ``entropy`` (X, Y, Z). The mean is in [0, 1] (the
+        prediction), variance in [0, 0.25], entropy in nats ([0, ln 2] for one class,
+        [0, ln(K+1)] for K classes).
+
+    Raises
+    ------
+    InputError
+        As :func:`uncertainty_forward` and :func:`~softseg.predict.predict_volume`; a K-class
+        network without a background channel.
+    """
+    from softseg.modelfile import LoadedModel, load_model
+    from softseg.predict import predict_volume
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    m = int(loaded.card.architecture.config.out_channels)
+    k = len(loaded.card.classes)
+    if k > 1 and m != k + 1:
+        raise InputError(
+            f"uncertainty needs the background channel of a {k}-class network; this one has {m} outputs"
+        )
+    forward = uncertainty_forward(loaded, method, n, seed=seed)
+    import torch
+
+    from softseg.device import resolve_device
+
+    dev = resolve_device("auto") if device is None else (
+        resolve_device(device) if isinstance(device, str) else torch.device(device))
+    loaded.model.to(dev)  # the hooks run the network where its parameters are
+    maps = predict_volume(loaded, volume, device=device, batch_size=batch_size, progress=progress,
+                          cancel=cancel, forward=forward, maps=2 * m + 1)
+    out = split_maps(maps, axis=0)
+    mean = np.clip(out.mean, 0.0, 1.0)
+    variance = np.maximum(out.variance, 0.0)
+    entropy = np.maximum(out.entropy, 0.0)
+    if k == 1:
+        mean, variance = mean[0], variance[0]
+    else:
+        mean = mean / mean.sum(axis=0, dtype=np.float64).clip(min=1e-12).astype(np.float32)
+    return UncertaintyMaps(mean=mean.astype(np.float32, copy=False),
+                           variance=variance.astype(np.float32, copy=False),
+                           entropy=entropy.astype(np.float32, copy=False))

@@ -14,6 +14,16 @@ optimal threshold, or ``--threshold``) and ``OUTDIR/<name>_labels.nii.gz``, the 
 one file a label-map tool reads. ``<class>`` is the class's file key (the dataset.json short key
 recorded in the card, else the name with spaces as ``-``). Each file has a JSON sidecar.
 
+With ``--mc-dropout N`` (MC dropout, Gal & Ghahramani 2016: dropout kept on, N passes) or
+``--tta N`` (test-time augmentation, Wang et al. 2019: pass 0 untransformed, the others random
+flips and the model's training affine family, mapped back), the prediction is the **mean** of the
+N passes (:func:`softseg.uncertainty.predict_with_uncertainty`), and two per-voxel maps are
+written beside it (float32, the input's geometry, with sidecars): ``<name>_entropy.nii.gz``, the
+predictive entropy of the mean in **nats** (binary entropy for one class, in [0, ln 2]; over the
+K+1 classes of a K-class model, in [0, ln(K+1)]), and ``<name>_variance.nii.gz``, the population
+variance of the N passes' probabilities (K classes: ``<name>_label-<class>_variance.nii.gz`` per
+class). The two options exclude each other.
+
 Every input and output is checked before the first prediction, and all the outputs of a run are
 one :class:`softseg.outputs.OutputSet`: they appear together at the end, or not at all.
 """
@@ -47,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="slices per forward pass (default adapts to memory)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing predictions")
     parser.add_argument("--json", action="store_true", help="print a JSON summary of the written files on stdout")
+    parser.add_argument("--mc-dropout", type=int, metavar="N", help="MC dropout (Gal & Ghahramani 2016): N passes with dropout kept on; writes the mean as the prediction plus <name>_entropy (nats) and <name>_variance maps")
+    parser.add_argument("--tta", type=int, metavar="N", help="test-time augmentation (Wang et al. 2019): N passes (the first untransformed, the others random flips and the model's training affine family, mapped back); writes the mean plus <name>_entropy (nats) and <name>_variance maps")
 
 
 def _subject_images(folder: Path) -> list[Path]:
@@ -113,6 +125,36 @@ def output_files(outdir: Path, name: str, card: Any) -> dict[str, Path]:
     return files
 
 
+def uncertainty_files(outdir: Path, name: str, card: Any) -> dict[str, Path]:
+    """The uncertainty maps of one input: ``{"entropy": <name>_entropy, "variance": <name>_variance}``
+    for one class; K classes: the entropy and ``<name>_label-<key>_variance`` per class name."""
+    from softseg.dataset_json import class_key
+
+    files = {"entropy": outdir / f"{name}_entropy.nii.gz"}
+    if len(card.classes) == 1:
+        files["variance"] = outdir / f"{name}_variance.nii.gz"
+        return files
+    keys = card.class_keys or tuple(class_key(c) for c in card.classes)
+    for cls, key in zip(card.classes, keys):
+        files[cls] = outdir / f"{name}_label-{key}_variance.nii.gz"
+    return files
+
+
+def _uncertainty_option(args: argparse.Namespace) -> tuple[str, int] | None:
+    """``(method, passes)`` from ``--mc-dropout`` / ``--tta``, or None; one-line refusals."""
+    chosen = [(flag, method, n) for flag, method, n in (
+        ("--mc-dropout", "mc_dropout", getattr(args, "mc_dropout", None)),
+        ("--tta", "tta", getattr(args, "tta", None))) if n is not None]
+    if len(chosen) > 1:
+        raise InputError("--mc-dropout and --tta exclude each other; choose one uncertainty method")
+    if not chosen:
+        return None
+    flag, method, n = chosen[0]
+    if n < 1:
+        raise InputError(f"{flag} needs the number of passes, a whole number >= 1 (e.g. 10); got {n}")
+    return method, n
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -121,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     from softseg.modelfile import load_model, read_card
     from softseg.outputs import OutputSet
     from softseg.predict import class_labels, predict_volume
+    from softseg.uncertainty import METHODS as UNCERTAINTY_METHODS
+    from softseg.uncertainty import predict_with_uncertainty, uncertainty_forward
 
     card = read_card(args.model)  # refuses pickles / foreign files / bad cards before anything else
     channels = list(card.channels)
@@ -132,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--threshold must lie in [0, 1]; got {args.threshold}")
         thresholds = [value] * len(card.classes)
     threshold = thresholds[0]
+    uncertainty = _uncertainty_option(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1; got {args.batch_size}")
     jobs = collect_inputs(args.inputs)
@@ -152,16 +197,24 @@ def run(args: argparse.Namespace) -> int:
         if not parent.is_dir():
             raise InputError(f"{outdir}: parent folder {parent} does not exist; create it first")
     targets = [output_files(outdir, name, card) for name, _ in jobs]
+    extras = [uncertainty_files(outdir, name, card) if uncertainty else {} for name, _ in jobs]
+    loaded = load_model(args.model)
+    if uncertainty:  # refused here (no dropout layers, ...) before anything is written
+        uncertainty_forward(loaded, *uncertainty)
     # one output set over every prediction and its sidecar: all appear, or none (a bad later
     # input, Ctrl-C or a full disk leave nothing, not even the output folder)
-    paths = [f for t in targets for p in t.values() for f in (p, sidecar_path(p))]
+    paths = [f for t in (*targets, *extras) for p in t.values() for f in (p, sidecar_path(p))]
     outs = OutputSet(paths, overwrite=args.overwrite, make_dirs=True)
-    loaded = load_model(args.model)
     written = []
     with outs:
-        for (name, files), target in zip(jobs, targets):
+        for (name, files), target, extra in zip(jobs, targets, extras):
             vols = [load_volume(f) for f in files]
-            prob = predict_volume(loaded, vols, device=args.device, batch_size=args.batch_size)
+            if uncertainty:
+                maps = predict_with_uncertainty(loaded, vols, method=uncertainty[0], n=uncertainty[1],
+                                                device=args.device, batch_size=args.batch_size)
+                prob = maps.mean
+            else:
+                prob = predict_volume(loaded, vols, device=args.device, batch_size=args.batch_size)
             side = {
                 "model": str(Path(args.model).resolve()),
                 "candidate": card.candidate.name,
@@ -172,9 +225,28 @@ def run(args: argparse.Namespace) -> int:
                 "sources": [str(f.resolve()) for f in files],
                 "softseg_version": __version__,
             }
+            unc_items: dict[str, str] = {}
+            if uncertainty:
+                method, n = uncertainty
+                info = {"method": method, "passes": n, "seed": 0, "description": UNCERTAINTY_METHODS[method]}
+                side["uncertainty"] = {**info, **{key: str(p) for key, p in extra.items()}}
+                base = {k: v for k, v in side.items() if k not in ("threshold", "binarized", "uncertainty")}
+                ent_side = {**base, **info, "kind": "entropy", "unit": "nats",
+                            "definition": "predictive entropy of the mean probability (natural log)"}
+                unc_items["entropy"] = _save(outs, extra["entropy"], maps.entropy, None, False, ent_side,
+                                             like=vols[0])["path"]
+                var_side = {**base, **info, "kind": "variance", "unit": "probability squared",
+                            "definition": "population variance of the passes' probabilities"}
+                if len(card.classes) == 1:
+                    unc_items["variance"] = _save(outs, extra["variance"], maps.variance, None, False, var_side,
+                                                  like=vols[0])["path"]
+                else:
+                    for k, cls in enumerate(card.classes, start=1):
+                        unc_items[f"variance {cls}"] = _save(outs, extra[cls], maps.variance[k], None, False,
+                                                             {**var_side, "class": cls}, like=vols[0])["path"]
             if len(card.classes) == 1:
                 item = _save(outs, target[""], prob, threshold, args.binarize, side, like=vols[0])
-                written.append({"name": name, **item})
+                written.append({"name": name, **item, **unc_items})
                 continue
             classes = list(card.classes)
             per_class = []
@@ -186,10 +258,13 @@ def run(args: argparse.Namespace) -> int:
             label_side = {**side, "threshold": None, "binarized": True, "kind": "labels", "classes": classes,
                           "decision": "argmax (0 = background, k = class k; ties to the lower index)"}
             item = _save(outs, target["labels"], labels, None, False, label_side, like=vols[0])
-            written.append({"name": name, **item, "labels": item["path"], "classes": per_class})
+            written.append({"name": name, **item, "labels": item["path"], "classes": per_class, **unc_items})
     if not args.json:
         for item in written:
             print(item["path"], file=sys.stderr)
+            for key in item:
+                if key == "entropy" or key.startswith("variance"):
+                    print(item[key], file=sys.stderr)
     if args.json:
         doc = {"model": str(args.model), "threshold": threshold, "outputs": written}
         if len(card.classes) > 1:
