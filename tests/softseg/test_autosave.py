@@ -557,3 +557,36 @@ def test_one_off_snapshots_without_a_session_are_each_their_own_work(folder, ima
     assert len(recs) == 2 and len({r.session for r in recs}) == 2
     np.testing.assert_array_equal(load_snapshot(recs[0], geometry=geometry), b)
     np.testing.assert_array_equal(load_snapshot(recs[1], geometry=geometry), a)
+
+
+def test_classes_and_preannotation_travel_with_each_snapshot(image, geometry, fallback_root):
+    """A multi-class, pre-annotated layer: the record keeps the class names, the model and the
+    voxels the rater changed, counted in the writer thread against the model's map (plus the
+    count of an earlier session)."""
+    classes = ("grey matter", "white matter")
+    model_map = _levels(geometry, 7)
+    record = {"model": "m.safetensors", "source": "file", "rule": "nearest level",
+              "model_voxels": int(np.count_nonzero(model_map)), "rater_changed_voxels": 0}
+    painted = model_map.copy()
+    painted[0, :2, :3] = 6  # 6 voxels set to class 2 / level 3 (code 6): how many differ?
+    changed = int(np.count_nonzero(painted != model_map))
+    records = []
+    writer = AutosaveWriter(choose_recovery_folder(image), on_saved=lambda p, j: records.append(j.record()))
+    try:
+        writer.submit(SnapshotJob("r1", painted, geometry=geometry, session="sess0pre", classes=classes,
+                                  preannotated_by="m.safetensors", preannotation=record,
+                                  reference=model_map, changed_before=4))
+        assert writer.flush(10)
+    finally:
+        writer.close()
+    assert records[0]["rater_changed_voxels"] == changed + 4 and record["rater_changed_voxels"] == 0
+    (rec,) = list_recoveries(image)
+    assert rec.classes == classes and rec.preannotated_by == "m.safetensors"
+    assert rec.preannotation == {**record, "rater_changed_voxels": changed + 4}
+    side = json.loads(rec.path.with_name(rec.path.name.replace(".nii.gz", ".json")).read_text())
+    assert side["classes"] == list(classes) and side["preannotation"]["rater_changed_voxels"] == changed + 4
+    np.testing.assert_array_equal(load_snapshot(rec, geometry=geometry), painted)
+    # a layer painted by a person: no classes, no pre-annotation
+    write_snapshot(choose_recovery_folder(image).folder, "r2", _levels(geometry, 8), geometry=geometry)
+    plain = [r for r in list_recoveries(image) if r.rater == "r2"][0]
+    assert plain.classes is None and plain.preannotated_by is None and plain.preannotation is None

@@ -73,6 +73,11 @@ class SnapshotMeta(Schema):
     nonzero: int
     confidence_scale: dict[str, Any] | None = None
     color: tuple[float, float, float] | None = None
+    #: Class names (1..K) of a multi-class layer painted with class codes (softseg.class_levels).
+    classes: tuple[str, ...] | None = None
+    #: The model that made a pre-annotated layer, and softseg.preannotate.preannotation_record.
+    preannotated_by: str | None = None
+    preannotation: dict[str, Any] | None = None
 
 
 class _DecisionRecord(Schema):
@@ -120,6 +125,9 @@ def write_snapshot(
     scale: ConfidenceScale | None = None,
     source_image: str | os.PathLike | None = None,
     color: Sequence[float] | None = None,
+    classes: Sequence[str] | None = None,
+    preannotated_by: str | None = None,
+    preannotation: dict[str, Any] | None = None,
     digest: str | None = None,
     now: float | None = None,
     keep: int | None = KEEP,
@@ -134,7 +142,8 @@ def write_snapshot(
     rater : str
         Rater id (exact; see :func:`rater_key`).
     levels : ndarray, shape (S, P, L), integer
-        The level map in napari order (a copy of ``layer.data``).
+        The level map in napari order (a copy of ``layer.data``); for a multi-class layer the
+        painted class codes ``(class - 1) * L + level`` as they are (:mod:`softseg.class_levels`).
     session : str, optional
         The autosave session (:func:`new_session_id`), 4-32 lower-case letters or digits: the
         snapshots of one rater layer share it, and only a session's newest snapshot is offered.
@@ -148,6 +157,12 @@ def write_snapshot(
     source_image : path-like, optional
     color : sequence of 3 float in [0, 1], optional
         The layer's display colour, so a restored layer keeps it.
+    classes : sequence of str, optional
+        Class names 1..K of a multi-class layer (its values are class codes).
+    preannotated_by : str, optional
+        The model that made a pre-annotated layer (:mod:`softseg.preannotate`).
+    preannotation : dict, optional
+        Its :func:`softseg.preannotate.preannotation_record` (``rater_changed_voxels`` ...).
     digest : str, optional
         :func:`content_hash` of *levels*, when already known.
     now : float, optional
@@ -194,6 +209,9 @@ def write_snapshot(
         nonzero=int(np.count_nonzero(levels)),
         confidence_scale=None if scale is None else scale.as_dict(),
         color=None if color is None else tuple(float(c) for c in list(color)[:3]),
+        classes=None if not classes else tuple(str(c) for c in classes),
+        preannotated_by=None if preannotated_by is None else str(preannotated_by),
+        preannotation=None if preannotation is None else dict(preannotation),
     )
     record = meta.model_dump(mode="json")
     if geometry is not None:
@@ -280,6 +298,12 @@ class Recovery:
         The newest snapshot of its session.
     color : tuple of 3 float or None
         The layer's display colour when it was saved.
+    classes : tuple of str or None
+        Class names 1..K of a multi-class layer (the snapshot holds class codes).
+    preannotated_by : str or None
+        The model that made a pre-annotated layer.
+    preannotation : dict or None
+        :func:`softseg.preannotate.preannotation_record` as of this snapshot.
     """
 
     rater: str
@@ -296,6 +320,9 @@ class Recovery:
     exported: bool = False
     is_latest: bool = True
     color: tuple[float, float, float] | None = None
+    classes: tuple[str, ...] | None = None
+    preannotated_by: str | None = None
+    preannotation: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def saved_at_text(self) -> str:
@@ -397,6 +424,9 @@ def _snapshots_in_rater_folder(rater_folder: Path, *, is_fallback: bool) -> list
                 decision=_decision_of(nii),
                 exported=meta.sha1 in exported,
                 color=meta.color,
+                classes=meta.classes,
+                preannotated_by=meta.preannotated_by,
+                preannotation=meta.preannotation,
             )
         )
     latest: dict[str, Recovery] = {}

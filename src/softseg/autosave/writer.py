@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from softseg.autosave.store import KEEP, content_hash, write_snapshot
 from softseg.confidence import ConfidenceScale
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
+from softseg.preannotate import changed_voxels
 
 __all__ = ["AutosaveWriter", "SnapshotJob"]
 
@@ -23,7 +25,12 @@ __all__ = ["AutosaveWriter", "SnapshotJob"]
 class SnapshotJob:
     """One snapshot handed to :class:`AutosaveWriter` (the array is already a private copy).
 
-    ``session`` identifies the rater layer (:func:`new_session_id`); ``color`` its display colour.
+    ``session`` identifies the rater layer (:func:`new_session_id`); ``color`` its display colour;
+    ``classes`` the class names of a layer painted with class codes. A pre-annotated layer
+    (:mod:`softseg.preannotate`) gives ``preannotated_by``, its ``preannotation`` record and the
+    model's map as ``reference`` (read-only; shared, not copied): the writer thread counts the
+    voxels the rater changed (``changed_before`` + voxels differing from ``reference``) into the
+    record's ``rater_changed_voxels``.
     """
 
     rater: str
@@ -33,6 +40,28 @@ class SnapshotJob:
     source_image: str | None = None
     session: str = field(default_factory=new_session_id)
     color: tuple[float, float, float] | None = None
+    classes: tuple[str, ...] | None = None
+    preannotated_by: str | None = None
+    preannotation: dict[str, Any] | None = None
+    reference: np.ndarray | None = None
+    changed_before: int = 0
+
+    def record(self) -> dict[str, Any] | None:
+        """The pre-annotation record with the rater's changes counted (None: not one).
+
+        Counted once (in the writer thread) and kept.
+        """
+        if self.preannotation is None:
+            return None
+        cached = self.__dict__.get("_record")
+        if cached is None:
+            cached = dict(self.preannotation)
+            if self.reference is not None:
+                cached["rater_changed_voxels"] = changed_voxels(
+                    self.levels, self.reference, before=self.changed_before
+                )
+            object.__setattr__(self, "_record", cached)
+        return dict(cached)
 
 
 class AutosaveWriter:
@@ -159,6 +188,9 @@ class AutosaveWriter:
             scale=job.scale,
             source_image=job.source_image,
             color=job.color,
+            classes=job.classes,
+            preannotated_by=job.preannotated_by,
+            preannotation=job.record(),
             digest=digest,
             keep=self._keep,
         )
