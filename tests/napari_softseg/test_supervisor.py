@@ -15,7 +15,14 @@ import time
 
 import pytest
 
-from napari_softseg._supervisor import TrainingProcess, is_alive, supervise, train_argv
+from napari_softseg._supervisor import (
+    DeviceProbe,
+    Prestarter,
+    TrainingProcess,
+    is_alive,
+    supervise,
+    train_argv,
+)
 from softseg import events as ev
 
 CHILD = textwrap.dedent(
@@ -91,6 +98,10 @@ def test_train_argv_hands_the_config_file():
                     "m.safetensors", "--overwrite", "--json-progress"]
     assert train_argv("d", config="c.json", out="m.safetensors", resume=True, python="py")[-2:] == [
         "--resume", "--json-progress"]
+    # fine-tuning and uncorrected pre-annotations (mc-train's flags)
+    assert train_argv("d", config="c.json", out="m.safetensors", init="parent.safetensors",
+                      allow_preannotated=True, python="py")[-4:] == [
+        "--init", "parent.safetensors", "--allow-preannotated", "--json-progress"]
 
 
 def test_widget_config_round_trips_through_the_child_command_line(tmp_path):
@@ -186,3 +197,98 @@ def test_supervise_in_a_thread_worker(child, qtbot):
     assert len(yielded) == 7 and isinstance(yielded[-1], ev.DoneEvent)
     assert returned and returned[0].ok
     assert not is_alive(proc.pid)
+
+
+# ------------------------------------------------------------------------------ prestarted runs
+def test_prestarted_interpreter_runs_the_command_as_python_would(child, tmp_path):
+    """A run handed to a waiting interpreter: same argv, working folder, events, exit status and
+    priority as a fresh ``python`` (the test's child checks its own sys.argv and cwd)."""
+    pre = Prestarter(modules=("json",)).start()
+    try:
+        assert pre.waiting
+        waiting_pid = pre.pid
+        proc = child("ok")
+        proc._prestarter = pre
+        proc.start()
+        assert proc.prestarted and proc.pid == waiting_pid and not pre.waiting
+        if sys.platform.startswith("linux"):
+            own = os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(own + 10, 19)
+        got = list(proc.events())
+        out = proc.outcome()
+        assert [type(e).__name__ for e in got] == (
+            ["StepEvent", "StepEvent", "ValEvent"] * 2 + ["DoneEvent"])
+        assert out.ok and out.returncode == 0 and not is_alive(proc.pid)
+        assert pre.handed_over == 1
+        # nothing waits now: the next run starts a fresh interpreter
+        second = child("ok")
+        second._prestarter = pre
+        second.start()
+        assert not second.prestarted
+        list(second.events())
+        assert second.outcome().ok
+    finally:
+        pre.close()
+
+
+def test_prestarted_run_sees_its_arguments_and_folder(tmp_path):
+    script = tmp_path / "where.py"
+    script.write_text("import os, sys\nprint(repr((sys.argv, os.getcwd())), file=sys.stderr)\n"
+                      "sys.exit(3)\n")
+    pre = Prestarter(modules=()).start()
+    try:
+        proc = TrainingProcess([sys.executable, str(script), "a b", "c"], cwd=tmp_path,
+                               prestarter=pre).start()
+        assert proc.prestarted
+        list(proc.events())
+        out = proc.outcome()
+        assert out.returncode == 3
+        assert out.error_line == repr(([str(script), "a b", "c"], str(tmp_path)))
+    finally:
+        pre.close()
+
+
+def test_prestarted_module_run_and_cancel(tmp_path):
+    """``python -m softseg ...`` through the waiting interpreter: the CLI itself runs (here a
+    bad dataset: exit 2 with its one-line error), and the waiting interpreter is killed by close."""
+    pre = Prestarter(modules=("softseg.cli",)).start()
+    proc = TrainingProcess(train_argv(tmp_path / "missing", config=tmp_path / "c.json",
+                                      out=tmp_path / "m.safetensors"), prestarter=pre).start()
+    assert proc.prestarted
+    list(proc.events())
+    out = proc.outcome()
+    assert out.returncode == 2 and out.error.kind == "input"
+    assert out.error_line.endswith("c.json: training configuration not found")
+    other = Prestarter(modules=()).start()
+    pid = other.pid
+    other.close()
+    assert not other.waiting and not is_alive(pid)
+
+
+def test_prestarter_only_takes_runs_of_its_interpreter(child):
+    pre = Prestarter(modules=(), python=sys.executable).start()
+    try:
+        assert pre.hand_over(["/some/other/python", "-m", "softseg"]) is None
+        assert pre.waiting  # still waiting for a run it can take
+    finally:
+        pre.close()
+
+
+def test_device_probe_in_a_child_process():
+    """The devices come from a child interpreter (this process need not import torch); the
+    answer is what softseg.device says there."""
+    probe = DeviceProbe().start()
+    devices = probe.wait(timeout=300)
+    assert probe.done and probe.error is None
+    assert devices[-1] == "cpu" and all(isinstance(d, str) for d in devices)
+    from softseg.device import available_devices
+
+    assert devices == available_devices()
+
+
+def test_device_probe_failure_falls_back_to_cpu(tmp_path):
+    bad = tmp_path / "python-that-fails"
+    bad.write_text("#!/bin/sh\necho 'torch: broken install' >&2\nexit 1\n")
+    bad.chmod(0o755)
+    probe = DeviceProbe(python=str(bad)).start()
+    assert probe.wait(timeout=60) == ["cpu"] and probe.error == "torch: broken install"
