@@ -345,9 +345,11 @@ def tta_forward(
                 weight = torch.ones((n * b, 1, h, w), dtype=probs.dtype, device=dev)
                 if m and not params.is_identity:
                     back = _inverse(theta.double()).float()
-                    moved = warp(moved, back, padding_mode="zeros")
-                    cover = warp(torch.ones((m, 1, h, w), dtype=probs.dtype, device=dev), back,
-                                 padding_mode="zeros")
+                    # the coverage (a warped constant 1) rides along as one more channel: one
+                    # sampling grid and one grid_sample for both
+                    ones = torch.ones((m, 1, h, w), dtype=probs.dtype, device=dev)
+                    both = warp(torch.cat([moved, ones], dim=1), back, padding_mode="zeros")
+                    moved, cover = both[:, :-1], both[:, -1:]
                     # bilinear coverage: a voxel seen fully counts fully; renormalise the
                     # zero-padded border so a partly covered voxel keeps a probability in [0, 1]
                     moved = torch.where(cover > 1e-6, moved / cover.clamp_min(1e-6), torch.zeros_like(moved))
