@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(p.fraction, f"{p.done}/{p.total} done, {p.message}")
                 return
             what = {"train": f"training, epoch {p.epoch}/{p.epochs}", "evaluate": "evaluating",
-                    "finished": "done", "submitted": f"submitted ({p.message})"}.get(p.stage, p.stage)
+                    "finished": "done",
+                    "submitted": f"submitted ({p.message})"}.get(p.stage, p.stage)
             bar.update(p.fraction, f"{p.done}/{p.total} {unit}: {what}")
 
         try:
@@ -192,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{'--resume' if args.resume else '--executor'} applies to --train (the MODEL "
                 "form evaluates model files in this process)")
         if (out / "index.html").exists() and not args.overwrite:
-            raise InputError(f"{out} already holds a report; add --overwrite or choose another --out")
+            raise InputError(
+                f"{out} already holds a report; add --overwrite or choose another --out")
         seen = []
 
         def on_subject(cand: str, subject: str) -> None:

@@ -135,6 +135,10 @@ class Curves:
     entropy: np.ndarray
     rater_entropy: np.ndarray
     subjects: tuple[str, ...] = ()
+    #: entropy histograms of misclassified / correct voxels (metrics.ErrorDetection), pooled by
+    #: addition; empty when not computed
+    roc_error_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    roc_correct_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (lists)."""
@@ -185,6 +189,9 @@ def _curves(
         entropy=np.array([ev.values["entropy"]]),
         rater_entropy=np.array([ev.values["rater_entropy"]]),
         subjects=(subject,),
+        **({} if ev.errors is None else {
+            "roc_error_counts": ev.errors.error_counts.astype(np.float64),
+            "roc_correct_counts": ev.errors.correct_counts.astype(np.float64)}),
     )
 
 
@@ -338,6 +345,9 @@ def pool_curves(curves: Sequence[Curves]) -> Curves:
         entropy=np.concatenate([c.entropy for c in curves]),
         rater_entropy=np.concatenate([c.rater_entropy for c in curves]),
         subjects=tuple(s for c in curves for s in c.subjects),
+        **({"roc_error_counts": np.sum([c.roc_error_counts for c in curves], axis=0),
+            "roc_correct_counts": np.sum([c.roc_correct_counts for c in curves], axis=0)}
+           if len({c.roc_error_counts.shape for c in curves}) == 1 else {}),
     )
 
 

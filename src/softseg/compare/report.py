@@ -31,6 +31,7 @@ from softseg.palette import candidate_color
 
 __all__ = [
     "FIGURES",
+    "UNCERTAINTY_FIGURES",
     "available_figures",
     "csv_text",
     "draw_figure",
@@ -124,6 +125,23 @@ def _draw_entropy(ax, curves: Mapping[str, Curves], cursor=None, colors=None) ->
     ax.set_title("Prediction vs rater entropy")
 
 
+def _draw_uncertainty_error(ax, curves: Mapping[str, Curves], cursor=None, colors=None) -> None:
+    from softseg.metrics.uncertainty import roc_from_counts
+
+    ax.plot([0, 1], [0, 1], color="k", ls="--", lw=1, label="chance (AUROC 0.5)")
+    for (name, c), col in zip(curves.items(), _colors(curves, colors)):
+        if not c.roc_error_counts.size:
+            continue
+        fpr, tpr = roc_from_counts(c.roc_error_counts, c.roc_correct_counts)
+        ax.plot(fpr, tpr, color=col, lw=2, label=name)  # AUROC: the table's uncertainty_auroc
+    ax.set_xscale("log")
+    ax.set_xlim(1e-5, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("correct voxels flagged (false-positive rate, log)")
+    ax.set_ylabel("misclassified voxels flagged (true-positive rate)")
+    ax.set_title("Entropy as a detector of errors")
+
+
 #: figure name -> (title, draw(ax, curves, **kw), needs raters). Plain dict (STYLE.md 6).
 FIGURES: dict[str, tuple[str, Callable[..., None], bool]] = {
     "reliability": ("Reliability diagram", _draw_reliability, False),
@@ -131,7 +149,10 @@ FIGURES: dict[str, tuple[str, Callable[..., None], bool]] = {
     "dice_threshold": ("Dice vs threshold", _draw_dice, False),
     "volume_threshold": ("Volume vs threshold", _draw_volume, False),
     "entropy": ("Entropy vs rater entropy", _draw_entropy, True),
+    "uncertainty_error": ("Uncertainty vs errors", _draw_uncertainty_error, False),
 }
+#: figures of the report's uncertainty section (label-fusion paper Fig. 1; uncertainty-error ROC)
+UNCERTAINTY_FIGURES = ("entropy", "uncertainty_error")
 
 
 def draw_figure(ax, name: str, curves: Mapping[str, Curves], **kwargs) -> None:
@@ -148,9 +169,12 @@ def draw_figure(ax, name: str, curves: Mapping[str, Curves], **kwargs) -> None:
 
 
 def available_figures(curves: Mapping[str, Curves]) -> list[str]:
-    """Figure names that make sense for these curves (the entropy plot needs raters)."""
+    """Figure names that make sense for these curves (the entropy plot needs raters, the
+    uncertainty-error plot the entropy histograms of :class:`Curves`)."""
     has_raters = any(c.has_raters for c in curves.values())
-    return [name for name, (_, _, needs) in FIGURES.items() if has_raters or not needs]
+    has_roc = any(c.roc_error_counts.size for c in curves.values())
+    return [name for name, (_, _, needs) in FIGURES.items()
+            if (has_raters or not needs) and (has_roc or name != "uncertainty_error")]
 
 
 def render_figures(folder: str | os.PathLike, curves: Mapping[str, Curves], *,
@@ -383,6 +407,31 @@ def _figures_html(figs: Mapping[str, Path], folder: Path) -> str:
         f"<figcaption>{e(FIGURES[k][0])}</figcaption></figure>" for k, p in figs.items())
 
 
+def _uncertainty_html(comparison: Comparison, summary: Summary, figs: Mapping[str, Path],
+                      folder: Path) -> str:
+    """The uncertainty section: entropy vs rater entropy (MAE) and entropy as an error detector."""
+    e = html.escape
+    keys = [k for k in ("entropy_error", "uncertainty_auroc")
+            if any(not math.isnan(summary.mean[c][k]) for c in comparison.rows)]
+    shown = {k: v for k, v in figs.items() if k in UNCERTAINTY_FIGURES}
+    if not keys and not shown:
+        return ""
+    rows = "".join(
+        f"<tr><th>{e(c)}</th>"
+        + "".join(f"<td>{e(summary.cell(c, k))}</td>" for k in keys) + "</tr>"
+        for c in comparison.rows)
+    head = "".join(f"<th>{e(METRICS[k].header)}</th>" for k in keys)
+    text = ("Entropy vs rater entropy: each subject's total predictive entropy against the entropy "
+            "of the rater average (label-fusion paper, Fig. 1); the mean of |ΔEntropy| over "
+            "subjects is the paper's MAE (lower: the prediction's uncertainty matches the raters' "
+            "disagreement). Uncertainty AUROC: the per-voxel entropy used to flag the voxels the "
+            "binarised prediction gets wrong (1 = every error is more uncertain than every correct "
+            "voxel, 0.5 = chance); the ROC pools every subject. Uncertainty maps of MC dropout or "
+            "test-time augmentation are compared the same way through their mean map.")
+    table = f"<table><tr><th>candidate</th>{head}</tr>{rows}</table>" if keys else ""
+    return f"<h2>Uncertainty</h2><p>{e(text)}</p>{table}{_figures_html(shown, folder)}"
+
+
 def _html(title, comparison, summary, figs, folder, notes, meta, sections=()) -> str:
     e = html.escape
     legend = f"Mean ± standard deviation over {summary.unit}. "
@@ -404,7 +453,9 @@ def _html(title, comparison, summary, figs, folder, notes, meta, sections=()) ->
         f"<p>Files: summary_{e(_file_key(cname))}.csv, samples_{e(_file_key(cname))}.csv.</p>"
         f"{_figures_html(sub_figs, folder)}"
         for cname, sub, sub_summary, sub_figs in sections)
-    fig_html = f"<h2>Figures</h2>{_figures_html(figs, folder)}" if figs else ""
+    plain = {k: v for k, v in figs.items() if k not in UNCERTAINTY_FIGURES}
+    fig_html = f"<h2>Figures</h2>{_figures_html(plain, folder)}" if plain else ""
+    unc_html = _uncertainty_html(comparison, summary, figs, folder)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>
@@ -421,6 +472,7 @@ img{{max-width:560px;border:1px solid #ddd}}
 <p>{legend} Files: <a href="summary.csv">summary.csv</a>, <a href="samples.csv">samples.csv</a>,
 <a href="metrics.json">metrics.json</a>.</p>
 {class_html}
+{unc_html}
 {fig_html}
 </body></html>
 """
