@@ -40,14 +40,13 @@ from napari_softseg._raters import is_rater_layer
 from napari_softseg.widgets._candidates import (
     OUTPUT_ROLES,
     Candidate,
-    ReferenceChoice,
     candidates,
-    default_reference,
     reference_choices,
     short_labels,
 )
 from napari_softseg.widgets._common import collapsible, confirm_overwrite, notify, scroll_area
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
+from napari_softseg.widgets._references import ReferenceCombo
 from napari_softseg.widgets._plots import ThemedCanvas
 
 from ._grid import GridView
@@ -58,7 +57,6 @@ __all__ = ["SOURCE", "CompareWidget"]
 
 #: Notification source and dock title.
 SOURCE = "Compare candidates"
-_NONE = "(none)"
 _KEY = Qt.ItemDataRole.UserRole
 _ALL_CLASSES = "all classes (multi-class ECE, accuracy)"
 #: Report files ``compare.write_report`` writes (asked about before replacing).
@@ -82,7 +80,6 @@ class CompareWidget(QWidget):
         self.thresholds_used: dict[str, Any] = {}
         self.columns: list[str] = list(DEFAULT_COLUMNS)
         self._choices: dict[str, Candidate] = {}
-        self._refs: dict[str, ReferenceChoice] = {}
         self._worker = None
         self._pending = False
         self._canvases: dict[str, ThemedCanvas] = {}
@@ -95,8 +92,7 @@ class CompareWidget(QWidget):
         # ---- inputs
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image shown under each candidate in the grid view")
-        self.reference_combo = QComboBox()
-        self.reference_combo.setToolTip("What the overlap metrics are measured against")
+        self.reference_combo = ReferenceCombo()
         self.prediction_list = QListWidget()
         self.prediction_list.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         self.prediction_list.setMaximumHeight(96)
@@ -107,6 +103,9 @@ class CompareWidget(QWidget):
                                    "and of the entropy plot (single-class predictions)")
         self.own_optimum = QCheckBox("each at its model's optimal threshold")
         self.argmax_check = QCheckBox("argmax: each voxel its most probable class")
+        self.argmax_check.setToolTip("K classes: binarise as the label-fusion paper does "
+                                     "(untick: each model's per-class thresholds, or one)")
+        self.argmax_check.setChecked(True)
         self.argmax_check.setVisible(False)
         self.slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0.0, 1.0)
@@ -270,21 +269,12 @@ class CompareWidget(QWidget):
         chosen = self._chosen()
         classes = self._classes()
         exclude = [uid for c in chosen for uid in c.uids]
-        choices = reference_choices(self.viewer.layers, classes=classes, exclude=exclude)
-        current = self.reference_combo.currentData(_KEY)
-        self._refs = {c.key: c for c in choices}
-        self.reference_combo.blockSignals(True)
-        self.reference_combo.clear()
-        self.reference_combo.addItem(_NONE, None)
-        for c in choices:
-            self.reference_combo.addItem(c.title, c.key)
-        key = current if current in self._refs else default_reference(choices)
-        index = self.reference_combo.findData(key, _KEY) if key else 0
-        self.reference_combo.setCurrentIndex(max(index, 0))
-        self.reference_combo.blockSignals(False)
+        self.reference_combo.set_choices(
+            reference_choices(self.viewer.layers, classes=classes, exclude=exclude))
         multi = classes is not None
         self.argmax_check.setVisible(multi)
         self.rater_list.setEnabled(not multi)
+        self.slider.setEnabled(self._mode() == "common")
 
     def _on_predictions(self) -> None:
         self._refresh_references()
@@ -309,7 +299,7 @@ class CompareWidget(QWidget):
 
     # ------------------------------------------------------------------------ inputs
     def _mode(self) -> str:
-        if self.argmax_check.isVisible() and self.argmax_check.isChecked():
+        if self._classes() is not None and self.argmax_check.isChecked():
             return "argmax"
         return "optimal" if self.own_optimum.isChecked() else "common"
 
@@ -317,7 +307,7 @@ class CompareWidget(QWidget):
         """Snapshot the chosen layers' arrays and check them (InputError on bad input)."""
         raters = layers_of(self.viewer.layers, self._selected_raters())
         return collect(self.viewer.layers, self._chosen(),
-                       self._refs.get(self.reference_combo.currentData(_KEY)), mode=self._mode(),
+                       self.reference_combo.choice(), mode=self._mode(),
                        common=float(self.slider.value()),
                        raters=raters if self._classes() is None else ())
 

@@ -38,13 +38,13 @@ from napari_softseg.widgets._candidates import (
     candidates,
     class_color,
     class_info,
-    default_reference,
     read_reference,
     reference_choices,
     threshold_of,
 )
 from napari_softseg.widgets._common import collapsible, confirm_overwrite, notify, scroll_area
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
+from napari_softseg.widgets._references import ReferenceCombo
 from ._layers import (
     THRESHOLD_KEY,
     Entry,
@@ -59,7 +59,6 @@ __all__ = ["SOURCE", "ThresholdWidget"]
 
 #: Notification source and dock title.
 SOURCE = "Threshold"
-_NONE = "(none)"
 _KEY = Qt.ItemDataRole.UserRole
 _CURVE_THRESHOLDS = np.round(np.arange(0.01, 0.995, 0.01), 2)
 
@@ -92,7 +91,6 @@ class ThresholdWidget(QWidget):
         self._entries: dict[str, Entry] = {}  # soft layer uid -> entry (class order)
         self._selection: list[Candidate] = []
         self._choices: dict[str, Candidate] = {}
-        self._refs: dict[str, ReferenceChoice] = {}
         self._ref_arrays: dict[str, np.ndarray] = {}  # entry uid -> its reference (validated)
         self._ref_watch: list[tuple[Any, Callable]] = []
         self._events = Connections(self)
@@ -107,9 +105,7 @@ class ThresholdWidget(QWidget):
         self.layer_list.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         self.layer_list.setMaximumHeight(96)
         self.layer_list.setToolTip("Soft predictions (a K-class prediction is one entry)")
-        self.reference_combo = QComboBox()
-        self.reference_combo.setToolTip(
-            "What Dice, precision and recall are measured against (binarised at 0.5)")
+        self.reference_combo = ReferenceCombo()
         # ---- thresholds
         self.own_optimum = QCheckBox("each at its model's optimal threshold")
         self.range_mode = QCheckBox("band: show only lo ≤ p < hi")
@@ -161,7 +157,7 @@ class ThresholdWidget(QWidget):
         self.own_optimum.toggled.connect(self._on_own_optimum)
         self.style_combo.currentTextChanged.connect(self._on_style)
         self.layer_list.itemSelectionChanged.connect(self._on_selection)
-        self.reference_combo.currentIndexChanged.connect(self._on_reference)
+        self.reference_combo.chosen.connect(self._on_reference)
         self.apply_button.clicked.connect(self.apply)
         self.save_button.clicked.connect(self._save_clicked)
         layers = self.viewer.layers
@@ -222,29 +218,18 @@ class ThresholdWidget(QWidget):
         self.layer_list.blockSignals(False)
         self._refresh_references()
 
-    def _refresh_references(self) -> None:
+    def _refresh_references(self, *, notify: bool = True) -> None:
+        """Offer the references that fit the selection (``notify``: a changed reference is
+        read at once; False when the caller reads it next anyway)."""
         group = self._group()
         exclude = [uid for c in self._selection for uid in c.uids]
-        choices = reference_choices(self.viewer.layers,
-                                    classes=None if group is None else group.classes,
-                                    exclude=exclude)
-        current = self.reference_combo.currentData(_KEY)
-        first = not self._refs and current is None
-        self._refs = {c.key: c for c in choices}
-        self.reference_combo.blockSignals(True)
-        self.reference_combo.clear()
-        self.reference_combo.addItem(_NONE, None)
-        for c in choices:
-            self.reference_combo.addItem(c.title, c.key)
-        if current in self._refs:
-            self.reference_combo.setCurrentIndex(self.reference_combo.findData(current, _KEY))
-        elif first or current not in self._refs:
-            default = default_reference(choices) if (first or current is not None) else None
-            index = self.reference_combo.findData(default, _KEY) if default else 0
-            self.reference_combo.setCurrentIndex(max(index, 0))
-        self.reference_combo.blockSignals(False)
-        if self.reference_combo.currentData(_KEY) != current:
-            self._on_reference()
+        self.reference_combo.blockSignals(not notify)
+        try:
+            self.reference_combo.set_choices(reference_choices(
+                self.viewer.layers, classes=None if group is None else group.classes,
+                exclude=exclude))
+        finally:
+            self.reference_combo.blockSignals(False)
 
     def selected_names(self) -> list[str]:
         """Titles of the selected predictions, in list order."""
@@ -295,7 +280,7 @@ class ThresholdWidget(QWidget):
         if (group is None) != (group_before is None) or (
                 group is not None and group_before is not None and group.key != group_before.key):
             self._build_class_sliders()
-            self._refresh_references()
+            self._refresh_references(notify=False)
         if group is None and self._entries and first_new:
             first = next(iter(self._entries.values()))
             if first.optimum is not None:
@@ -392,7 +377,7 @@ class ThresholdWidget(QWidget):
                             self._entries[u].on_data = None
                     self._drop(cand, removed=True)
                     self._say(f"{cand.title!r}: a layer was removed; its threshold view closed")
-            current = self._refs.get(self.reference_combo.currentData(_KEY))
+            current = self.reference_combo.choice()
             if current is not None and uid in current.uids:
                 self._say(f"the reference {current.title!r} was removed")
         self._refresh_choices()
@@ -404,7 +389,7 @@ class ThresholdWidget(QWidget):
     # ------------------------------------------------------------------------ reference
     def reference_data(self) -> np.ndarray | None:
         """The chosen reference as read for a single-class prediction (None: no reference)."""
-        choice = self._refs.get(self.reference_combo.currentData(_KEY))
+        choice = self.reference_combo.choice()
         return None if choice is None else read_reference(choice, self.viewer.layers)
 
     def _watch_reference(self, choice: ReferenceChoice | None) -> None:
@@ -422,7 +407,7 @@ class ThresholdWidget(QWidget):
 
     def _on_reference(self, *_args: Any) -> None:
         """Read and check the reference for every entry, then readouts and curves."""
-        choice = self._refs.get(self.reference_combo.currentData(_KEY))
+        choice = self.reference_combo.choice()
         self._watch_reference(choice)
         self._ref_arrays = {}
         try:
@@ -430,9 +415,7 @@ class ThresholdWidget(QWidget):
                 self._ref_arrays = self._references(choice)
         except InputError as exc:
             self._say(str(exc))
-            self.reference_combo.blockSignals(True)
-            self.reference_combo.setCurrentIndex(0)
-            self.reference_combo.blockSignals(False)
+            self.reference_combo.drop()
             self._watch_reference(None)
             self._ref_arrays = {}
         for e in self._entries.values():
