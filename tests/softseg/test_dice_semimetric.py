@@ -152,3 +152,25 @@ def test_candidate_builds_validates_and_a_few_steps_reduce_the_loss():
         opt.step()
         values.append(loss.item())
     assert values[-1] < values[0], values
+
+
+def test_softseg_train_with_the_candidate_writes_a_card_that_reads_back(tmp_path, capsys):
+    """One tiny epoch through ``softseg train``: the card records the DML recipe and predicts."""
+    from softseg.cli import main
+    from softseg.modelfile import read_card
+    from softseg.phantom import write_dataset
+
+    ds = tmp_path / "ds"
+    write_dataset(ds, n_subjects=3, shape=(32, 32, 8), n_raters=2, seed=4)
+    model = tmp_path / "dml.safetensors"
+    code = main([str(a) for a in ("train", ds, "--candidate", "soft-relu-dml", "--out", model, "--epochs", 1,
+                                  "--crop", 32, "--width", 4, "--depth", 2, "--batch-size", 4,
+                                  "--val-fraction", 0.34, "--device", "cpu", "--seed", 1)])
+    assert code == 0, capsys.readouterr().err
+    card = read_card(model)
+    assert (card.candidate.name, card.candidate.title, card.candidate.loss) == (
+        "soft-relu-dml", "Soft-ReLU-DML", "dice_semimetric")
+    assert card.candidate.loss_params == {"smooth": 1.0}
+    assert card.training.config.candidate == "soft-relu-dml"
+    assert main(["predict", str(model), str(ds / "sub-01"), "-o", str(tmp_path / "p"), "--device", "cpu"]) == 0
+    assert (tmp_path / "p" / "sub-01_pred.nii.gz").is_file()
