@@ -13,6 +13,8 @@ from napari_softseg._metadata import CLASS_KEY, GROUP_KEY, PREDICTION_KEY, layer
 from softseg.errors import InputError
 from softseg.modelfile import read_card
 
+from model_support import untrained_model
+
 pytestmark = pytest.mark.slow
 
 
@@ -187,27 +189,6 @@ def test_cancel_adds_nothing(viewer_widget, model_file, qtbot):
     assert len(viewer.layers) == 1
 
 
-def _k_class_model(path, k=3, seed=0):
-    """A 3-class model file (random weights, softmax; no training needed for the layer layout)."""
-    import torch
-
-    from softseg.card import (ActivationCard, ArchitectureCard, CandidateCard, ModelCard,
-                              PreprocessingCard, UNetConfig)
-    from softseg.modelfile import save_model
-    from softseg.models import UNet2D
-
-    torch.manual_seed(seed)
-    net = UNet2D(1, k + 1, depth=2, width=4)
-    card = ModelCard(
-        classes=("grey matter", "white matter", "csf")[:k], thresholds=(0.3, 0.5, 0.7)[:k],
-        channels=("T1w",), preprocessing=PreprocessingCard(spacing=(None, None, None), crop=(16, 16)),
-        candidate=CandidateCard(name="conventional", soft_gt=False,
-                                activation=ActivationCard(name="softmax"), loss="dice"),
-        architecture=ArchitectureCard(config=UNetConfig(**net.config)),
-    )
-    return save_model(path, net, card)
-
-
 def test_k_class_model_gives_class_maps_and_argmax_labels(make_napari_viewer, menu_widget,
                                                           oblique_image, qtbot, tmp_path):
     """Issue 14 / CONTRACTS "K-class predictions in napari": one soft layer per class
@@ -222,7 +203,9 @@ def test_k_class_model_gives_class_maps_and_argmax_labels(make_napari_viewer, me
     viewer = make_napari_viewer()
     widget = menu_widget(viewer, "predict")  # the Plugins-menu path (wrapped viewer)
     [image] = viewer.open(oblique_image, plugin="napari-softseg")
-    model = _k_class_model(tmp_path / "tissues.safetensors")
+    model = untrained_model(tmp_path / "tissues.safetensors",
+                            classes=("grey matter", "white matter", "csf"),
+                            thresholds=(0.3, 0.5, 0.7))
     widget.models.value = (model,)
     assert "classes grey matter, white matter, csf" in widget.model_info.value
     from softseg.card import render_card

@@ -22,6 +22,7 @@ from softseg.config import PRESETS
 from softseg.modelfile import read_card
 
 from annotate_support import Dialogs
+from model_support import untrained_model
 
 SHAPE = (40, 40, 12)  # phantom file order (X, Y, Z) -> display (12, 40, 40)
 SLOW = pytest.mark.slow  # tests that run the training child
@@ -423,8 +424,6 @@ def parent_model(tmp_path_factory):
 
 
 def test_finetune_refuses_bad_choices_in_one_line(make_napari_viewer, menu_widget, tmp_path):
-    from annotate_support import make_model
-
     viewer = make_napari_viewer()
     _add_phantom(viewer)
     widget = menu_widget(viewer, "train")
@@ -432,7 +431,7 @@ def test_finetune_refuses_bad_choices_in_one_line(make_napari_viewer, menu_widge
     widget.finetune_button.clicked.emit()
     assert not widget.running and "choose the model to fine-tune under 'Start from'" in \
         widget.status.value
-    untrained = make_model(tmp_path / "untrained.safetensors")  # a card without settings
+    untrained = untrained_model(tmp_path / "untrained.safetensors")  # a card without settings
     widget.parent_model.value = untrained
     widget.finetune_button.clicked.emit()
     assert not widget.running and "does not record its training settings" in widget.status.value

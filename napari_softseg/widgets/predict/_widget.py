@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, Select
 from psygnal import Signal
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QHBoxLayout, QPlainTextEdit, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QPlainTextEdit, QSizePolicy
 
 from napari_softseg._metadata import find_layer, layer_uid
 from napari_softseg._prediction import (
@@ -20,6 +20,13 @@ from napari_softseg._prediction import (
 )
 from napari_softseg._supervisor import device_probe
 from napari_softseg.widgets._common import collapsible, notify, scroll_area
+from napari_softseg.widgets._dock_parts import (
+    button_row,
+    device_choices,
+    dock_body,
+    labelled,
+    show_devices,
+)
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
 from softseg.errors import InputError
 from softseg.modelfile import read_card
@@ -63,7 +70,7 @@ class PredictWidget(Container):
         self.images = Select(choices=self._image_choices, label="Image channels",
                              tooltip="image layer(s) matching the model's input channels, in order")
         self.images.native.setMaximumHeight(80)
-        self.device = ComboBox(choices=self._device_choices(), value="auto", label="Device")
+        self.device = ComboBox(choices=device_choices(self._probe.devices), value="auto", label="Device")
         self.run_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=100, label="Progress")
@@ -95,23 +102,11 @@ class PredictWidget(Container):
         self.reset_choices()
 
     def _build_layout(self) -> None:
-        def part(*widgets: Any) -> Container:
-            box = Container(widgets=list(widgets), labels=True)
-            box.margins = (0, 0, 0, 0)
-            return box
-
-        top = part(self.models, self.model_info)
-        inputs = part(self.images, self.device)
-        state = part(self.progress, self.status)
-        buttons = QWidget()
-        row = QHBoxLayout(buttons)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.run_button.native)
-        row.addWidget(self.cancel_button.native)
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.setSpacing(4)
+        top = labelled(self.models, self.model_info)
+        inputs = labelled(self.images, self.device)
+        state = labelled(self.progress, self.status)
+        buttons = button_row(self.run_button, self.cancel_button)
+        body, layout = dock_body()
         layout.addWidget(top.native)
         self.card_section = collapsible("Model card", self.card_text, expanded=True)
         layout.addWidget(self.card_section)
@@ -161,20 +156,11 @@ class PredictWidget(Container):
         self.last_layers = [lyr for lyr in self.last_layers
                             if find_layer(self._viewer.layers, layer_uid(lyr)) is not None]
 
-    def _device_choices(self) -> list[tuple[str, str]]:
-        devices = self._probe.devices
-        if devices is None:
-            return [("auto (looking for GPUs…)", "auto"), ("cpu", "cpu")]
-        return [(f"auto ({devices[0]})", "auto")] + [(d, d) for d in devices]
-
     def _tick(self) -> None:
         if self.closed or self._devices_shown or not self._probe.done:
             return
         self._devices_shown = True
-        current = self.device.value
-        self.device.native.clear()  # magicgui keeps old items first; the best device leads
-        self.device.choices = self._device_choices()
-        self.device.value = current if current in self.device.choices else "auto"
+        show_devices(self.device, self._probe.devices)
 
     # ------------------------------------------------------------------ models
     def model_paths(self) -> list[Path]:

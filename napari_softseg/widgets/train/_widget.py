@@ -21,7 +21,7 @@ from magicgui.widgets import (
 )
 from psygnal import Signal
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QHBoxLayout, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout
 
 from napari_softseg._metadata import find_layer
 from napari_softseg._supervisor import (
@@ -32,6 +32,13 @@ from napari_softseg._supervisor import (
     device_probe,
 )
 from napari_softseg.widgets._common import ask, collapsible, confirm_overwrite, notify, scroll_area
+from napari_softseg.widgets._dock_parts import (
+    button_row,
+    device_choices,
+    dock_body,
+    labelled,
+    show_devices,
+)
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
 from napari_softseg.widgets.train._close_guard import CloseGuard
 from napari_softseg.widgets.train._finetune import check_parent, finetune_config, parent_file
@@ -152,7 +159,7 @@ class TrainWidget(Container):
                                          "kept for validation")
         self.test_fraction = FloatSpinBox(min=0.0, max=0.95, step=0.05, label="Test fraction",
                                           tooltip="share of subjects held out for testing")
-        self.device = ComboBox(choices=self._device_choices(), value="auto", label="Device")
+        self.device = ComboBox(choices=device_choices(self._probe.devices), value="auto", label="Device")
         self.resume = CheckBox(value=False, text="Resume from this model file's checkpoint")
         # ---- run
         self.train_button = PushButton(text="Train")
@@ -228,28 +235,17 @@ class TrainWidget(Container):
 
     # ---------------------------------------------------------------- layout
     def _build_layout(self) -> None:
-        def part(*widgets: Any) -> Container:
-            box = Container(widgets=list(widgets), labels=True)
-            box.margins = (0, 0, 0, 0)
-            return box
-
-        data = part(self.source, self.images, self.targets, self.dataset)
-        recipe = part(self.preset, self.candidate, self.candidate_info, self.fusion, self.output)
-        advanced = part(self.epochs, self.patience, self.batch_size, self.lr, self.crop,
-                        self.depth, self.unet_width, self.val_fraction, self.test_fraction,
-                        self.device, self.resume)
-        state = part(self.progress, self.status, self.best, self.note)
-        history = part(self.history_file)
-        finetune = part(self.parent_model)
-        buttons = QWidget()
-        row = QHBoxLayout(buttons)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.train_button.native)
-        row.addWidget(self.cancel_button.native)
-        body = QWidget()
-        layout = QVBoxLayout(body)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.setSpacing(4)
+        data = labelled(self.source, self.images, self.targets, self.dataset)
+        recipe = labelled(self.preset, self.candidate, self.candidate_info, self.fusion,
+                          self.output)
+        advanced = labelled(self.epochs, self.patience, self.batch_size, self.lr, self.crop,
+                            self.depth, self.unet_width, self.val_fraction, self.test_fraction,
+                            self.device, self.resume)
+        state = labelled(self.progress, self.status, self.best, self.note)
+        history = labelled(self.history_file)
+        finetune = labelled(self.parent_model)
+        buttons = button_row(self.train_button, self.cancel_button)
+        body, layout = dock_body()
         for w in (data.native, recipe.native):
             layout.addWidget(w)
         self.advanced_section = collapsible("Settings: epochs, network, split, device",
@@ -317,12 +313,6 @@ class TrainWidget(Container):
         self.images.reset_choices()
         self.targets.reset_choices()
 
-    def _device_choices(self) -> list[tuple[str, str]]:
-        devices = self._probe.devices
-        if devices is None:
-            return [("auto (looking for GPUs…)", "auto"), ("cpu", "cpu")]
-        return [(f"auto ({devices[0]})", "auto")] + [(d, d) for d in devices]
-
     # ---------------------------------------------------------------- presets and candidates
     def _on_source(self, *_: Any) -> None:
         from_layers = self.source.value == _SOURCE_LAYERS
@@ -363,10 +353,7 @@ class TrainWidget(Container):
 
     def _on_devices(self) -> None:
         """The device probe answered: offer the devices, and the preset that fits them."""
-        current = self.device.value
-        self.device.native.clear()  # magicgui keeps old items first; the best device leads
-        self.device.choices = self._device_choices()
-        self.device.value = current if current in self.device.choices else "auto"
+        show_devices(self.device, self._probe.devices)
         if self._preset_auto and not self.running:
             wanted = default_preset(self._probe.devices)
             if wanted != self.preset.value:
