@@ -10,6 +10,12 @@ Colours: every rater gets one hue of :data:`PALETTE`, stored as a palette index 
 metadata (:data:`~napari_softseg._metadata.HUE_KEY`); :func:`next_free_hue` picks the first hue
 no open rater layer uses, so raters opened from disk get distinct colours, and a restored rater
 gets its old hue back when it is free.
+
+Multi-class rater layers (one layer per rater painted with class codes ``(class - 1) * L +
+level``, :mod:`softseg.class_levels`; the class names under
+:data:`~napari_softseg._metadata.CLASS_KEY`) are drawn in **class** colours, as ITK-SNAP and
+3D Slicer draw label maps: :func:`class_hues` (the tissues' conventional colours, others from
+the palette), strength by level as for one class (:func:`code_color_dict`).
 """
 
 from __future__ import annotations
@@ -26,10 +32,16 @@ from softseg.geometry import DisplayGeometry
 
 from napari_softseg._layers import geometry_from_layer_scale
 from napari_softseg._layers import geometry_of as _stored_geometry
-from napari_softseg._metadata import HUE_KEY, KIND_KEY, RATER_KEY
+from napari_softseg._metadata import CLASS_KEY, HUE_KEY, KIND_KEY, RATER_KEY
 
 __all__ = [
+    "CLASS_HUES",
     "PALETTE",
+    "class_hues",
+    "code_color_dict",
+    "code_colormap",
+    "code_features",
+    "layer_classes",
     "geometry_of",
     "hue_for_rater_id",
     "hue_index_of_color",
@@ -58,6 +70,16 @@ PALETTE: tuple[tuple[float, float, float], ...] = (
     (0.00, 0.85, 0.85),  # cyan
     (1.00, 0.25, 0.25),  # red
 )
+
+
+#: Colours of well-known classes (RGB in [0, 1]): the MNI sample's tissues (grey matter orange,
+#: white matter blue, CSF yellow, as the sample's soft truth layers) and lesions (red).
+CLASS_HUES: dict[str, tuple[float, float, float]] = {
+    "grey matter": (1.00, 0.62, 0.18),
+    "white matter": (0.24, 0.62, 0.95),
+    "csf": (0.96, 0.90, 0.26),
+    "lesion": (1.00, 0.18, 0.39),
+}
 
 
 # ------------------------------------------------------------------------------------ kinds
@@ -90,6 +112,18 @@ def is_level_layer(layer: Any) -> bool:
 def rater_id(layer: Any) -> str:
     """The layer's rater id (``softseg_rater``), else its name."""
     return str(layer.metadata.get(RATER_KEY) or layer.name)
+
+
+def layer_classes(layer: Any) -> tuple[str, ...] | None:
+    """Class names (1..K) of a rater layer painted with class codes, None for a one-class layer.
+
+    The list under :data:`~napari_softseg._metadata.CLASS_KEY`; a per-class layer of earlier
+    releases (``{"index": k, "name": ...}``) holds one class's levels and gives None.
+    """
+    names = (getattr(layer, "metadata", None) or {}).get(CLASS_KEY)
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
 
 
 def layer_scale(layer: Any) -> ConfidenceScale | None:
@@ -189,6 +223,60 @@ def level_features(scale: ConfidenceScale) -> dict[str, list]:
         "index": list(range(scale.n_levels + 1)),
         "confidence": ["background", *scale.names],
         "soft value": [float(v) for v in scale.lut],
+    }
+
+
+def class_hues(classes: Sequence[str]) -> list[tuple[float, float, float]]:
+    """One colour per class (index 0 = class 1): :data:`CLASS_HUES` for the names it knows
+    (case-insensitive), palette colours not taken yet for the others, in order."""
+    known = {k.lower(): v for k, v in CLASS_HUES.items()}
+    out: list[tuple[float, float, float] | None] = [known.get(str(c).strip().lower()) for c in classes]
+    taken = [h for h in out if h is not None]
+    free = [p for p in PALETTE if not any(np.allclose(p, t, atol=0.2) for t in taken)] or list(PALETTE)
+    i = 0
+    for j, hue in enumerate(out):
+        if hue is None:
+            out[j] = free[i % len(free)]
+            i += 1
+    return [tuple(float(c) for c in h) for h in out]  # type: ignore[union-attr]
+
+
+def code_color_dict(scale: ConfidenceScale, classes: Sequence[str]) -> dict[int | None, np.ndarray]:
+    """``{code: RGBA}`` of a layer painted with class codes ``(c - 1) * L + level``: class *c*'s
+    colour (:func:`class_hues`) at the strength of the level's value (:func:`level_rgba`);
+    0 and unknown values transparent."""
+    colors: dict[int | None, np.ndarray] = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
+    n = scale.n_levels
+    for c, hue in enumerate(class_hues(classes), start=1):
+        for lv, value in enumerate(scale.values, start=1):
+            colors[(c - 1) * n + lv] = level_rgba(hue, value)
+    return colors
+
+
+def code_colormap(scale: ConfidenceScale, classes: Sequence[str]) -> Any:
+    """napari ``DirectLabelColormap`` over the ``K x L`` class codes (:func:`code_color_dict`)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=code_color_dict(scale, classes))
+
+
+def code_features(scale: ConfidenceScale, classes: Sequence[str]) -> dict[str, list]:
+    """Features table of a class-code layer for napari's status bar:
+    ``5; class: white matter, confidence: medium, soft value: 0.667``."""
+    n = scale.n_levels
+    names: list[str] = ["background"]
+    levels: list[str] = ["background"]
+    values: list[float] = [0.0]
+    for c in classes:
+        for lv_name, value in zip(scale.names, scale.values):
+            names.append(str(c))
+            levels.append(lv_name)
+            values.append(float(value))
+    return {
+        "index": list(range(len(classes) * n + 1)),
+        "class": names,
+        "confidence": levels,
+        "soft value": values,
     }
 
 

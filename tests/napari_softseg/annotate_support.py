@@ -76,13 +76,45 @@ def stroke(viewer, canvas, layer, z, y, x0, x1, steps=10):
     QApplication.processEvents()
 
 
-def key(canvas, qt_key, times=1):
-    """Real key presses on the canvas."""
+def key(canvas, qt_key, times=1, modifier=Qt.KeyboardModifier.NoModifier):
+    """Real key presses on the canvas (with a modifier: Alt, Shift, Control)."""
     canvas.native.setFocus()
     QApplication.processEvents()
     for _ in range(times):
-        QTest.keyClick(canvas.native, qt_key)
+        QTest.keyClick(canvas.native, qt_key, modifier)
         QApplication.processEvents()
+
+
+def row_strokes(viewer, canvas, layer, z, mask):
+    """Paint the True voxels of a 2D *mask* on slice *z* with one real stroke per row run
+    (brush size 1): what a rater does with a small brush, voxel for voxel."""
+    layer.brush_size = 1
+    for y in np.flatnonzero(mask.any(axis=1)):
+        cols = np.flatnonzero(mask[y])
+        runs = np.split(cols, np.flatnonzero(np.diff(cols) > 1) + 1)
+        for run in runs:
+            stroke(viewer, canvas, layer, z, int(y), int(run[0]), int(run[-1]), steps=3)
+
+
+def make_model(path, *, channels=("image",), n_classes=1, seed=0):
+    """A softseg model file with a random (untrained) network: enough to run a prediction."""
+    import torch
+
+    from softseg.card import ActivationCard, ArchitectureCard, CandidateCard, ModelCard, PreprocessingCard, UNetConfig
+    from softseg.modelfile import save_model
+    from softseg.models import UNet2D
+
+    torch.manual_seed(seed)
+    out = 1 if n_classes == 1 else n_classes + 1
+    net = UNet2D(len(channels), out, depth=2, width=4)
+    classes = ("foreground",) if n_classes == 1 else tuple(f"class{k}" for k in range(1, n_classes + 1))
+    card = ModelCard(
+        classes=classes, thresholds=tuple(0.5 for _ in classes), channels=tuple(channels),
+        preprocessing=PreprocessingCard(spacing=(None, None, None), crop=(16, 16)),
+        candidate=CandidateCard(name="softseg", activation=ActivationCard(name="normalized_relu")),
+        architecture=ArchitectureCard(config=UNetConfig(**net.config)),
+    )
+    return save_model(path, net, card)
 
 
 def type_text(widget, text):

@@ -200,7 +200,7 @@ def test_export_never_overwrites_without_an_explicit_replace(
     target = folder / "rater-alice.nii.gz"
     side = folder / "rater-alice.json"
     # yesterday's export
-    assert widget._export_clicked() == target  # nothing there: no question
+    assert widget.files._export_clicked() == target  # nothing there: no question
     old_img, old_side = _file_state(target), _file_state(side)
     layer.paint((9, 10, 10), 2)
 
@@ -241,7 +241,7 @@ def test_export_never_overwrites_without_an_explicit_replace(
 
     # switching to levels changes the name: a new file, no question
     widget._export_kind.value = "levels (integer)"
-    assert widget._export_clicked() == folder / "rater-alice_levels.nii.gz"
+    assert widget.files._export_clicked() == folder / "rater-alice_levels.nii.gz"
     assert nib.load(folder / "rater-alice_levels.nii.gz").get_data_dtype() == np.uint8
     assert _file_state(target) is not None  # the soft map is still there
     widget.close_autosave()

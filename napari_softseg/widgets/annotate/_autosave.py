@@ -33,8 +33,8 @@ from softseg.autosave import (
 )
 from softseg.errors import InputError
 
-from napari_softseg._metadata import layer_uid
-from napari_softseg._raters import geometry_of, hue_of, layer_scale, rater_id
+from napari_softseg._metadata import PREANNOTATION_KEY, layer_uid
+from napari_softseg._raters import geometry_of, hue_of, layer_classes, layer_scale, rater_id
 
 __all__ = [
     "AUTOSAVE_DELAY_MS",
@@ -64,6 +64,16 @@ class RaterAutosave(QObject):
         ``kind`` is ``"fallback"``, ``"error"`` or ``"info"``; called in the main thread.
     parent : QObject, optional
         Qt parent (the dock widget): Qt, not Python's garbage collector, decides when the timer dies.
+    reference_of : callable() -> (ndarray, int) or None, optional
+        For a pre-annotated layer: the model's map and the voxels counted as changed before
+        (restored work); the writer thread counts the rater's changes against it.
+
+    Signals
+    -------
+    saved(path)
+    recorded(uid, record)
+        The pre-annotation record written with a snapshot (main thread: the widget keeps the
+        layer metadata's ``rater_changed_voxels`` up to date with it).
 
     Raises
     ------
@@ -74,6 +84,7 @@ class RaterAutosave(QObject):
     saved = Signal(str)
     failed = Signal(str)
     fell_back = Signal(str)
+    recorded = Signal(str, object)
 
     def __init__(
         self,
@@ -85,9 +96,11 @@ class RaterAutosave(QObject):
         max_delay_s: float = AUTOSAVE_MAX_DELAY_S,
         on_message: Callable[[str, str], None] | None = None,
         parent: QObject | None = None,
+        reference_of: Callable[[], tuple[np.ndarray, int] | None] | None = None,
     ) -> None:
         super().__init__(parent)
         self.layer = layer
+        self._reference_of = reference_of
         self.uid = layer_uid(layer)
         self.session = new_session_id()
         self.image_path = image_path
@@ -97,7 +110,7 @@ class RaterAutosave(QObject):
         self.writer = AutosaveWriter(
             target,
             fallback=fallback,
-            on_saved=lambda path, job: self.saved.emit(str(path)),
+            on_saved=self._written,
             on_error=self.failed.emit,
             on_fallback=self.fell_back.emit,
             name=f"softseg-autosave-{self.uid[:8]}",
@@ -116,6 +129,13 @@ class RaterAutosave(QObject):
         self.timer.timeout.connect(self.snapshot_now)
         for name in _EVENTS:
             getattr(layer.events, name).connect(self._changed)
+
+    def _written(self, path: Path, job: SnapshotJob) -> None:
+        """Writer thread: a snapshot was written (signals cross to the main thread)."""
+        self.saved.emit(str(path))
+        record = job.record()
+        if record is not None:
+            self.recorded.emit(self.uid, record)
 
     @property
     def folder(self) -> Path:
@@ -153,6 +173,8 @@ class RaterAutosave(QObject):
             geometry = geometry_of(layer)
         except InputError:
             geometry = None
+        record = layer.metadata.get(PREANNOTATION_KEY)
+        reference = self._reference_of() if self._reference_of is not None else None
         self.writer.submit(
             SnapshotJob(
                 rater=rater_id(layer),
@@ -162,6 +184,11 @@ class RaterAutosave(QObject):
                 source_image=None if self.image_path is None else str(self.image_path),
                 session=self.session,
                 color=hue_of(layer),
+                classes=layer_classes(layer),
+                preannotated_by=None if not isinstance(record, dict) else str(record.get("model")),
+                preannotation=dict(record) if isinstance(record, dict) else None,
+                reference=None if reference is None else reference[0],
+                changed_before=0 if reference is None else int(reference[1]),
             )
         )
 
@@ -197,6 +224,10 @@ class AutosaveController(QObject):
     on_closed : callable(uid), optional
         After a session of a removed layer was closed (its work is on disk).
     on_message : callable(kind, text), optional
+    reference_of : callable(uid) -> (ndarray, int) or None, optional
+        A pre-annotated layer's model map and earlier change count (see :class:`RaterAutosave`).
+    on_record : callable(uid, record), optional
+        A pre-annotation record was written with a snapshot (main thread).
     """
 
     def __init__(
@@ -208,9 +239,13 @@ class AutosaveController(QObject):
         on_closed: Callable[[str], None] | None = None,
         on_message: Callable[[str, str], None] | None = None,
         delay_ms: int = AUTOSAVE_DELAY_MS,
+        reference_of: Callable[[str], tuple[np.ndarray, int] | None] | None = None,
+        on_record: Callable[[str, dict], None] | None = None,
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer
+        self._reference_of = reference_of
+        self._on_record = on_record
         self.sessions: dict[str, RaterAutosave] = {}
         self._on_saved = on_saved
         self._on_closed = on_closed
@@ -241,7 +276,10 @@ class AutosaveController(QObject):
             delay_ms=self.delay_ms,
             on_message=self._on_message,
             parent=self,
+            reference_of=None if self._reference_of is None else (lambda uid=uid: self._reference_of(uid)),
         )
+        if self._on_record is not None:
+            session.recorded.connect(self._on_record)
         if self._on_saved is not None:
             session.saved.connect(lambda path, uid=uid: self._on_saved(uid, path))
         self.sessions[uid] = session

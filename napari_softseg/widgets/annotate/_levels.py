@@ -1,7 +1,8 @@
 """Confidence levels on a rater layer: the level bar, the keys 0..9, and levels off the scale refused.
 
 * :class:`LevelBar` — legend and picker at once: one coloured button per level (0 = eraser).
-* :func:`bind_level_keys` — keys ``1..K`` pick a level and ``0`` the eraser, on that layer only.
+* :func:`bind_level_keys` — keys ``1..K`` pick a level and ``0`` the eraser, on that layer only
+  (on a multi-class layer the level of the class being painted, :mod:`._classes`).
 * :class:`LevelGuard` — napari lets a rater pick any label (its spin box, the *new label* button,
   ``M``, ``+``/``=``), but a label the confidence scale does not know paints invisible strokes
   that only an export would refuse. The guard sets such a pick back to the top level at once, and
@@ -15,11 +16,12 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QPushButton, QSizePolicy, QWidget
 
 from softseg.confidence import MAX_LEVELS, ConfidenceScale
 
-from napari_softseg._raters import layer_scale, level_rgba
+from napari_softseg._raters import layer_classes, layer_scale, level_rgba
+from napari_softseg.widgets.annotate._buttons import ButtonBar, ButtonSpec
+from napari_softseg.widgets.annotate._classes import current_class, top_code
 
 __all__ = ["LevelBar", "LevelGuard", "bind_level_keys", "set_level"]
 
@@ -29,9 +31,18 @@ def _top_level(layer: Any) -> int:
     return scale.n_levels if scale is not None else 1
 
 
+def _allowed(layer: Any) -> str:
+    """``levels 1..3`` or, on a class-code layer, ``3 classes x 3 levels (codes 1..9)``."""
+    classes, n = layer_classes(layer), _top_level(layer)
+    if classes:
+        return f"{len(classes)} classes x {n} levels (codes 1..{len(classes) * n})"
+    return f"levels 1..{n}"
+
+
 def set_level(layer: Any, level: int, *, on_message: Callable[[str], None] | None = None) -> bool:
     """Select a confidence level on a rater layer (0 = eraser); False when the scale lacks it.
 
+    On a multi-class layer the class being painted is kept (code ``(class - 1) * L + level``).
     The brush comes on unless fill or polygon is active.
     """
     n = _top_level(layer)
@@ -44,7 +55,8 @@ def set_level(layer: Any, level: int, *, on_message: Callable[[str], None] | Non
                 f"{layer.name}: no level {level}; this scale has levels 1..{n} (0 or E erases)"
             )
         return False
-    layer.selected_label = level
+    classes = layer_classes(layer)
+    layer.selected_label = (current_class(layer) - 1) * n + level if classes else level
     if str(layer.mode) not in ("paint", "fill", "polygon"):
         layer.mode = "paint"
     return True
@@ -83,20 +95,23 @@ class LevelGuard:
 
     def _on_selected(self, event: Any = None) -> None:
         layer = self.layer
-        label, n = int(layer.selected_label), _top_level(layer)
-        if 0 < label <= n or label == 0:
+        label, top = int(layer.selected_label), top_code(layer)
+        if 0 <= label <= top:
             return
         self.refused += 1
-        layer.selected_label = n
+        n = _top_level(layer)
+        layer.selected_label = top
         scale = layer_scale(layer)
         name = scale.names[n - 1] if scale is not None else str(n)
+        classes = layer_classes(layer)
+        what = f"class {classes[-1]}, level {n} ({name})" if classes else f"level {n} ({name})"
         self._on_message(
-            f"{layer.name}: label {label} is not on the confidence scale (levels 1..{n}); "
-            f"painting with level {n} ({name}). Add levels under Confidence scale to use more."
+            f"{layer.name}: label {label} is not on the confidence scale ({_allowed(layer)}); "
+            f"painting with {what}. Add levels under Confidence scale to use more."
         )
 
     def _on_paint(self, event: Any = None) -> None:
-        layer, n = self.layer, _top_level(self.layer)
+        layer, n = self.layer, top_code(self.layer)
         atoms = getattr(event, "value", None) or []
         bad = set()
         for atom in atoms:
@@ -121,7 +136,7 @@ class LevelGuard:
         QTimer.singleShot(0, layer.undo)
         self._on_message(
             f"{layer.name}: a stroke painted label {max(bad)}, which is not on the confidence scale "
-            f"(levels 1..{n}); the stroke was undone"
+            f"({_allowed(layer)}); the stroke was undone"
         )
 
     def close(self) -> None:
@@ -135,59 +150,25 @@ class LevelGuard:
                 pass
 
 
-class LevelBar(QWidget):
+class LevelBar(ButtonBar):
     """Legend + picker: one coloured button per level (0 = eraser), ``on_pick(level)`` on click."""
-
-    def __init__(self, on_pick: Callable[[int], None]) -> None:
-        super().__init__()
-        self._on_pick = on_pick
-        self._layout = QHBoxLayout(self)
-        self._layout.setContentsMargins(0, 0, 0, 0)
-        self._layout.setSpacing(3)
-        self._group = QButtonGroup(self)
-        self._group.setExclusive(True)
-        self._group.idClicked.connect(self._on_pick)
-        self.buttons: list[QPushButton] = []
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
 
     def rebuild(self, scale: ConfidenceScale | None, hue: Sequence[float]) -> None:
         """One button per level of *scale* in the rater's *hue* (none without a scale)."""
-        for b in self.buttons:
-            self._group.removeButton(b)
-            self._layout.removeWidget(b)
-            b.setParent(None)  # gone now, not at the next turn of the event loop
-            b.deleteLater()
-        self.buttons = []
         if scale is None:
+            self.set_buttons([])
             return
-        items = [(0, "0 erase", None)] + [
-            (k, f"{k} {name}\n{value:.2g}", level_rgba(hue, value))
-            for k, (name, value) in enumerate(zip(scale.names, scale.values), start=1)
-        ]
-        for k, text, rgba in items:
-            btn = QPushButton(text)
-            btn.setCheckable(True)
-            btn.setMinimumWidth(10)
-            btn.setToolTip(
-                "eraser (keys 0 or E)"
-                if k == 0
-                else f"level {k}: {scale.names[k - 1]}, soft value {scale.values[k - 1]:.3g} (key {k})"
-            )
-            if rgba is not None:
-                # the swatch is the level's colour composited over a mid-grey image
-                a = float(rgba[3])
-                rgb = [int(255 * (a * c + (1 - a) * 0.35)) for c in rgba[:3]]
-                fg = "black" if sum(rgb) > 380 else "white"
-                btn.setStyleSheet(
-                    f"QPushButton {{ background-color: rgb({rgb[0]},{rgb[1]},{rgb[2]}); color: {fg}; padding: 2px; }}"
-                    "QPushButton:checked { border: 3px solid white; }"
-                )
-            self._group.addButton(btn, k)
-            self._layout.addWidget(btn)
-            self.buttons.append(btn)
+        specs = [ButtonSpec(0, "0 erase", "eraser (keys 0 or E)")]
+        for k, (name, value) in enumerate(zip(scale.names, scale.values), start=1):
+            # the swatch is the level's colour composited over a mid-grey image
+            rgba = level_rgba(hue, value)
+            a = float(rgba[3])
+            specs.append(ButtonSpec(
+                k, f"{k} {name}\n{value:.2g}", f"level {k}: {name}, soft value {value:.3g} (key {k})",
+                [a * c + (1 - a) * 0.35 for c in rgba[:3]],
+            ))
+        self.set_buttons(specs)
 
     def show_level(self, level: int) -> None:
         """Check the button of *level* (without calling ``on_pick``)."""
-        btn = self._group.button(level)
-        if btn is not None:
-            btn.setChecked(True)
+        self.check(level)

@@ -4,12 +4,13 @@
   canvas, following napari's displayed axes (transpose, roll) and its 2D camera orientation.
 * :func:`bind_slice_keys` — Up/Down step one slice, PageUp/PageDown :data:`PAGE_STEP` slices.
 * :class:`SliceNavigator` — the slices a rater annotated, as a clickable bar under the level
-  picker with *previous* / *next annotated slice* buttons.
+  picker with *previous* / *next annotated slice* buttons (keys ``N`` / ``Shift-N``).
 
-Slice kinds are a small registry so other ways of filling a slice can be shown apart later
-(issue 17: interpolated vs painted slices): :data:`SLICE_KINDS` maps a kind to its bar colour and
-:data:`SLICE_SOURCES` maps a kind to a function ``(layer, axis) -> sorted slice indices``; the
-bar draws every kind, later sources overriding earlier ones on a slice.
+Slice kinds (issue 17): :data:`SLICE_KINDS` maps a kind to its bar colour — slices the rater
+**painted**, slices a fill **interpolated**, slices holding a model's **pre-annotation** nobody
+changed. The navigator asks a ``kinds_of(layer, axis) -> {slice: kind}`` function (the widget
+knows which slices it filled and what the model made); without one, every slice holding paint is
+"painted" (:data:`SLICE_SOURCES`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from softseg.geometry import DISPLAY_AXCODES
 from napari_softseg.widgets._common import canvas_widget
 
 __all__ = [
+    "NAVIGATION_KEYS",
     "PAGE_STEP",
     "SLICE_KINDS",
     "SLICE_SOURCES",
@@ -226,10 +228,13 @@ def step_slice(viewer: Any, steps: int) -> int | None:
 
 
 _SLICE_KEYS = {"Up": 1, "Down": -1, "PageUp": PAGE_STEP, "PageDown": -PAGE_STEP}
+#: Next / previous annotated slice (viewer keys; napari uses neither).
+NAVIGATION_KEYS = ("N", "Shift-N")
 
 
-def bind_slice_keys(viewer: Any) -> None:
-    """Up/Down: next/previous slice; PageUp/PageDown: :data:`PAGE_STEP` slices (this viewer only)."""
+def bind_slice_keys(viewer: Any, navigator: SliceNavigator | None = None) -> None:
+    """Up/Down: next/previous slice; PageUp/PageDown: :data:`PAGE_STEP` slices (this viewer
+    only); with a *navigator*, ``N`` / ``Shift-N``: next / previous annotated slice."""
     for key, steps in _SLICE_KEYS.items():
 
         def move(v: Any, steps: int = steps) -> None:
@@ -237,10 +242,27 @@ def bind_slice_keys(viewer: Any) -> None:
 
         move.__doc__ = f"Move {abs(steps)} slice{'s' if abs(steps) > 1 else ''} {'up' if steps > 0 else 'down'}"
         viewer.bind_key(key, move, overwrite=True)
+    if navigator is not None:
+        ref = weakref.ref(navigator)
+
+        def next_annotated(v: Any) -> None:
+            nav = ref()
+            if nav is not None:
+                nav.next_annotated()
+
+        def previous_annotated(v: Any) -> None:
+            nav = ref()
+            if nav is not None:
+                nav.previous_annotated()
+
+        next_annotated.__doc__ = "Go to the next annotated slice"
+        previous_annotated.__doc__ = "Go to the previous annotated slice"
+        viewer.bind_key(NAVIGATION_KEYS[0], next_annotated, overwrite=True)
+        viewer.bind_key(NAVIGATION_KEYS[1], previous_annotated, overwrite=True)
 
 
 def unbind_slice_keys(viewer: Any) -> None:
-    for key in _SLICE_KEYS:
+    for key in (*_SLICE_KEYS, *NAVIGATION_KEYS):
         try:
             viewer.bind_key(key, None)
         except (KeyError, ValueError, TypeError):
@@ -264,7 +286,11 @@ def painted_slices(layer: Any, axis: int) -> np.ndarray:
 
 
 #: Slice kind -> colour of its tick on the bar (later kinds drawn on top).
-SLICE_KINDS: dict[str, str] = {"painted": "#ffb000"}
+SLICE_KINDS: dict[str, str] = {
+    "painted": "#ffb000",  # the rater painted (or corrected) this slice
+    "preannotated": "#8c8c8c",  # holds a model's pre-annotation nobody changed
+    "interpolated": "#5ab4ff",  # filled between painted slices
+}
 #: Slice kind -> function (layer, axis) -> sorted slice indices of that kind.
 SLICE_SOURCES: dict[str, Callable[[Any, int], np.ndarray]] = {"painted": painted_slices}
 
@@ -326,11 +352,20 @@ class SliceNavigator(QWidget):
 
     ``set_layer(layer)`` follows one rater layer (None: nothing shown). The list is recomputed
     ``delay_ms`` after the layer's last change (a cheap ``any`` over the volume).
+    ``kinds_of(layer, axis) -> {slice: kind}`` says which slices are annotated and how
+    (default: every slice holding paint is "painted").
     """
 
-    def __init__(self, viewer: Any, *, delay_ms: int = 250) -> None:
+    def __init__(
+        self,
+        viewer: Any,
+        *,
+        delay_ms: int = 250,
+        kinds_of: Callable[[Any, int], dict[int, str]] | None = None,
+    ) -> None:
         super().__init__()
         self.viewer = viewer
+        self.kinds_of = kinds_of
         self._layer: Any = None
         self.kinds: dict[int, str] = {}
         self.bar = SliceBar()
@@ -395,10 +430,13 @@ class SliceNavigator(QWidget):
             self.bar.set_state(0, {}, 0)
             self._update_summary()
             return
-        kinds: dict[int, str] = {}
-        for kind, source in SLICE_SOURCES.items():
-            for i in source(layer, axis):
-                kinds[int(i)] = kind
+        if self.kinds_of is not None:
+            kinds = {int(i): k for i, k in self.kinds_of(layer, axis).items()}
+        else:
+            kinds = {}
+            for kind, source in SLICE_SOURCES.items():
+                for i in source(layer, axis):
+                    kinds[int(i)] = kind
         self.kinds = kinds
         self.bar.set_state(
             int(np.shape(layer.data)[axis]), kinds, int(self.viewer.dims.current_step[axis])
@@ -420,9 +458,13 @@ class SliceNavigator(QWidget):
             self.summary.setText(f"{label} slice {current}: no slice annotated yet")
             return
         idx = sorted(self.kinds)
+        counts = {k: sum(1 for v in self.kinds.values() if v == k) for k in SLICE_KINDS}
+        detail = ", ".join(f"{counts[k]} {k}" for k in SLICE_KINDS if counts[k] and k != "painted")
+        here = self.kinds.get(current)
         self.summary.setText(
             f"{label} slice {current} · {n} annotated ({idx[0]}–{idx[-1]})"
-            + (" · this one" if current in self.kinds else "")
+            + (f": {detail}" if detail else "")
+            + (f" · this one{'' if here == 'painted' else ' ' + here}" if here else "")
         )
 
     # ---------------------------------------------------------------- moving

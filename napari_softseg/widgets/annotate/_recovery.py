@@ -11,26 +11,36 @@ or *Discard* (asks again; nothing is deleted, see :func:`softseg.autosave.prune_
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import QMessageBox, QWidget
 
-from softseg.autosave import Recovery, load_snapshot
+from softseg.autosave import (
+    Recovery,
+    discard_recovery,
+    list_recoveries,
+    load_snapshot,
+    mark_recovery,
+)
 from softseg.confidence import MAX_LEVELS, ConfidenceScale
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry
 
-from napari_softseg._raters import hue_index_of_color
+from napari_softseg._metadata import RATER_KEY, find_layer, layer_uid
+from napari_softseg._raters import geometry_of, hue_index_of_color, next_free_hue
 
-from napari_softseg.widgets._common import ask, banner
+from napari_softseg.widgets._common import ask, banner, notify
 
 __all__ = [
     "RESTORE",
     "KEEP_BOTH",
     "DISCARD",
     "RecoveryBanner",
+    "RecoveryController",
     "ask_pending",
     "confirm_discard",
     "describe",
@@ -40,9 +50,14 @@ RESTORE, KEEP_BOTH, DISCARD = "Restore", "Keep both", "Discard"
 
 
 def describe(rec: Recovery) -> str:
-    """``alice — saved 2025-05-02 14:03:12, 1234 voxels painted``."""
+    """``alice — saved 2025-05-02 14:03:12, 1234 voxels painted`` (+ classes, pre-annotation)."""
     voxels = f", {rec.nonzero} voxels painted" if rec.nonzero and rec.session != "legacy" else ""
-    return f"{rec.rater} — saved {rec.saved_at_text}{voxels}"
+    classes = f", {len(rec.classes)} classes" if rec.classes else ""
+    pre = ""
+    if rec.preannotated_by:
+        changed = (rec.preannotation or {}).get("rater_changed_voxels")
+        pre = f", pre-annotated by a model ({changed if changed is not None else '?'} voxels corrected)"
+    return f"{rec.rater} — saved {rec.saved_at_text}{voxels}{classes}{pre}"
 
 
 def ask_pending(parent: QWidget | None, rater: str, recs: Sequence[Recovery]) -> str | None:
@@ -132,6 +147,8 @@ class Restoration:
     scale: ConfidenceScale
     as_copy: bool
     hue: int | None
+    classes: tuple[str, ...] | None = None
+    preannotation: dict | None = None
 
 
 def plan_restore(
@@ -159,7 +176,10 @@ def plan_restore(
             f"snapshot {rec.path.name} has shape {levels.shape}, {image_name} has {tuple(shape)}; "
             "it belongs to another image"
         )
-    scale = rec.scale or ConfidenceScale.linear(max(1, min(MAX_LEVELS, int(levels.max()))))
+    if rec.classes:
+        scale = rec.scale or ConfidenceScale.binary()
+    else:
+        scale = rec.scale or ConfidenceScale.linear(max(1, min(MAX_LEVELS, int(levels.max()))))
     copy = as_copy or rec.rater in taken
     name = rec.rater
     if copy:
@@ -170,11 +190,170 @@ def plan_restore(
         name, k = f"{rec.rater} (recovered {stamp})", 2
         while name in taken:
             name, k = f"{rec.rater} (recovered {stamp}, {k})", k + 1
+    pre = None
+    if rec.preannotated_by:
+        pre = dict(rec.preannotation or {"model": rec.preannotated_by})
+        pre.setdefault("rater_changed_voxels", 0)
     return Restoration(
         recovery=rec,
-        levels=levels.astype(np.uint8),
+        levels=levels.astype(np.uint8 if int(levels.max(initial=0)) <= 255 else np.uint16),
         rater=name,
         scale=scale,
         as_copy=copy,
         hue=hue_index_of_color(rec.color),
+        classes=rec.classes,
+        preannotation=pre,
     )
+
+
+class RecoveryController:
+    """The dock's recovery logic: what is pending for an image, restore, discard.
+
+    Parameters
+    ----------
+    dock : AnnotateWidget
+        Its viewer, autosave sessions, banner, layer factory and messages.
+    source : str
+        Names the notifications' source ("Soft annotation").
+    """
+
+    def __init__(self, dock: Any, *, source: str) -> None:
+        self.dock = dock
+        self.source = source
+        self.offered: set[str] = set()
+
+    def _place(self, image: Any) -> tuple[Any, str]:
+        from napari_softseg.widgets.annotate._export import source_of
+
+        return source_of(image), image.name
+
+    def pending(self, image: Any) -> list[Recovery]:
+        src, name = self._place(image)
+        return list_recoveries(src, name=name, exclude_sessions=self.dock.autosave.live_sessions())
+
+    def settle_pending(self, rater: str, image: Any, on_pending: str = "ask") -> tuple[bool, Any]:
+        """Before a new layer for *rater*: what to do with their pending work on *image*.
+
+        ``on_pending="ask"`` asks (:func:`ask_pending`); ``"Restore"``, ``"Keep both"`` or
+        ``"Discard"`` answer from code. Returns ``(go_on, restored)``: go on adding an empty
+        layer, or stop and return ``restored`` (the restored layer, or None when cancelled).
+        """
+        dock = self.dock
+        pending = [r for r in self.pending(image) if r.rater == rater]
+        if not pending:
+            return True, None
+        choice = ask_pending(dock.native, rater, pending) if on_pending == "ask" else on_pending
+        if choice not in (RESTORE, KEEP_BOTH, DISCARD):
+            dock._set_status(f"Nothing added: {rater}'s unsaved work is still offered above")
+            return False, None
+        if choice == RESTORE:
+            return False, self.restore(pending, image=image)[0]
+        if choice == KEEP_BOTH:
+            self.restore(pending, image=image, as_copies=True)
+        if choice == DISCARD:
+            if on_pending == "ask" and not confirm_discard(dock.native, pending, str(pending[0].path.parent)):
+                dock._set_status(f"Nothing added: {rater}'s unsaved work is still offered above")
+                return False, None
+            self.discard(pending)
+        return True, None
+
+    def check(self, image: Any = None, *, notify_user: bool = True) -> list[Recovery]:
+        """Pending work of *image*'s raters (newest first); shows the banner (and once per image
+        a notification with a *Restore* button) when there is any, hides it otherwise."""
+        dock = self.dock
+        banner_ = dock._banner
+        image = image or dock.image_layer
+        if image is None:
+            banner_.hide()
+            return []
+        found = self.pending(image)
+        if not found:
+            banner_.hide()
+            return []
+        banner_.show(image.name, found)
+        src, _name = self._place(image)
+        key = f"offer:{src or image.name}"
+        if notify_user and key not in self.offered:
+            self.offered.add(key)
+            what = "; ".join(describe(r) for r in found)
+            uid, me = layer_uid(image), weakref.ref(dock)  # napari keeps notifications forever
+
+            def restore_from_notification(*_args: Any) -> None:
+                widget = me()
+                if widget is not None and not widget._closed:
+                    widget._guard(lambda: widget.restore(image=find_layer(widget.viewer.layers, uid)))
+
+            notify(
+                f"Unsaved rater work found for {image.name}: {what}",
+                severity="warning",
+                source=self.source,
+                actions=[(RESTORE, restore_from_notification)],
+            )
+        return found
+
+    def restore(
+        self, recoveries: Sequence[Recovery] | None = None, *, image: Any = None, as_copies: bool = False
+    ) -> list[Any]:
+        """Bring pending work back as rater layers, each in its rater's colour when that is free,
+        with its classes, scale and pre-annotation record.
+
+        A rater without an open layer gets it back as their layer; otherwise (or with
+        ``as_copies``, "keep both") the work comes back beside it as ``"<rater> (recovered
+        HH:MM)"``. An existing layer's data is never replaced. The restored layers autosave at
+        once, then the snapshots are marked restored (or kept), so the work is never unaccounted
+        for.
+
+        Raises
+        ------
+        InputError
+            No image, or a snapshot of another image.
+        """
+        dock = self.dock
+        image = image or dock.image_layer
+        if image is None:
+            raise InputError("pick the image whose work should be restored")
+        recs = list(recoveries) if recoveries is not None else self.pending(image)
+        geom = geometry_of(image)
+        out: list[Any] = []
+        for rec in sorted(recs, key=lambda r: r.saved_at, reverse=True):
+            taken = {str(lyr.metadata.get(RATER_KEY)) for lyr in dock.viewer.layers if RATER_KEY in lyr.metadata}
+            plan = plan_restore(
+                rec, geometry=geom, shape=tuple(np.shape(image.data)), taken=taken,
+                as_copy=as_copies, image_name=f"image {image.name!r}",
+            )
+            layer = dock.raters.add(
+                plan.levels, rater=plan.rater, scale=plan.scale, geometry=geom, image=image,
+                hue=next_free_hue(dock.viewer.layers, prefer=plan.hue), classes=plan.classes,
+                preannotation=plan.preannotation,
+            )
+            session = dock.autosave.for_layer(layer)
+            if session is not None:  # the work now lives in the new layer's session
+                session.snapshot_now()
+                session.flush()
+            mark_recovery(rec, "kept" if plan.as_copy else "restored")
+            out.append(layer)
+        self.check(image, notify_user=False)
+        if out:
+            dock._message(f"Restored {', '.join(lyr.name for lyr in out)}")
+        return out
+
+    def discard(self, recoveries: Sequence[Recovery] | None = None, *, image: Any = None) -> None:
+        """Set pending work aside (marked discarded, never deleted; no question asked)."""
+        dock = self.dock
+        image = image or dock.image_layer
+        recs = list(recoveries) if recoveries is not None else (self.pending(image) if image is not None else [])
+        for rec in recs:
+            discard_recovery(rec)
+        if recs:
+            dock._message(
+                f"Set aside {', '.join(r.rater for r in recs)}'s unsaved work; it stays on disk for "
+                f"a while in {recs[0].path.parent.parent}"
+            )
+        self.check(image, notify_user=False)
+
+    def discard_clicked(self) -> None:
+        dock = self.dock
+        image = dock.image_layer
+        recs = self.pending(image) if image is not None else []
+        if recs and confirm_discard(dock.native, recs, str(recs[0].path.parent.parent)):
+            self.discard(recs, image=image)
