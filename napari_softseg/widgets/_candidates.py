@@ -200,7 +200,9 @@ def candidates(layers: Iterable[Any]) -> list[Candidate]:
     """Every candidate among ``layers`` (``viewer.layers``), in layer order.
 
     Single-class: 2D+ floating-point Image layers whose role is not one of
-    :data:`NOT_PREDICTIONS` and that are not part of a K-class group. K-class: one candidate per ``GROUP_KEY`` of role
+    :data:`NOT_PREDICTIONS`, that are not part of a K-class group and not one class of a
+    reference set (a ``CLASS_KEY`` layer without the ``prediction`` role, e.g. the MNI
+    sample's ``truth · <class>``). K-class: one candidate per ``GROUP_KEY`` of role
     ``prediction`` layers with ``CLASS_KEY``; its classes come from ``CLASS_KEY["classes"]``
     (else the model card), each class's layer is found by its index.
     """
@@ -227,6 +229,8 @@ def candidates(layers: Iterable[Any]) -> list[Candidate]:
             continue
         if getattr(layer, "rgb", False) or np.dtype(getattr(layer.data, "dtype", "f4")).kind != "f":
             continue  # colour pictures and integer images or masks are no probability maps
+        if class_info(layer) is not None and role(layer) != "prediction":
+            continue  # one class of a reference set (truth · <class>): offered as a reference
         out.append(Candidate(key=layer_uid(layer), title=str(layer.name),
                              name=candidate_name(layer), uids=(layer_uid(layer),)))
     result = []

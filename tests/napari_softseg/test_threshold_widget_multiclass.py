@@ -141,6 +141,9 @@ def test_references_painted_codes_and_per_class_truth_layers(setup, arrays):
     for k, cname in enumerate(CLASSES, start=1):
         viewer.add_image(soft_truth[k], name=f"truth · {cname}", scale=SCALE,
                          metadata={CLASS_KEY: {"index": k, "name": cname}})
+    # the per-class truth maps are a reference, not single-class predictions
+    offered = [widget.layer_list.item(i).text() for i in range(widget.layer_list.count())]
+    assert offered == [GROUP]
     widget.select_layers([GROUP])
     refs = [widget.reference_combo.itemText(i) for i in range(widget.reference_combo.count())]
     assert {"labels", "rater-1", "truth (3 classes)"} <= set(refs)
