@@ -201,13 +201,12 @@ def main() -> None:
 
     # --- training from layers ----------------------------------------------------------------
     tmp = Path(tempfile.mkdtemp(prefix="softseg-bench-"))
-    train.images.value = [viewer.layers["phantom image"]]
-    train.targets.value = [viewer.layers[f"rater-{i}"] for i in (1, 2, 3)]
+    train.set_layers([viewer.layers["phantom image"]],
+                     [viewer.layers[f"rater-{i}"] for i in (1, 2, 3)])
     train.epochs.value = args.epochs
     train.crop.value = 64
     train.device.value = "cpu"
     train.output.value = tmp / "bench.safetensors"
-    train.curves.draws = 0
     t0 = time.perf_counter()
     probe.start(lambda: train.status.value)
     train.train_button.clicked.emit()
@@ -241,7 +240,7 @@ def main() -> None:
     image = viewer.add_image(geo.to_display(vol), name="big", **{
         k: v for k, v in geo.layer_kwargs().items()})
     predict.models.value = (train.model_path,)
-    predict.images.value = [image]
+    predict.set_images([image])
     predict.device.value = "cpu"
     run_loop_until(timeout_s=1.0)
     t0 = time.perf_counter()
