@@ -166,3 +166,27 @@ def test_from_a_model_file_in_a_worker(setup, image_file, tmp_path, qtbot):
     record = layer.metadata[PREANNOTATION_KEY]
     assert record["source"] == "file" and record["model"] == str(model.resolve())
     assert not widget.preannotate.busy
+
+
+def test_from_a_k_class_model_file(setup, image_file, tmp_path, qtbot):
+    viewer, widget = setup
+    model = make_model(tmp_path / "tissue.safetensors", n_classes=2, seed=5)
+    type_text(widget._rater_id, "GH")
+    _choose(widget, MODEL_FILE)
+    widget.preannotate.model_file.value = model
+    click(widget.preannotate.start)
+    qtbot.waitUntil(lambda: "GH" in viewer.layers, timeout=120_000)
+    layer = viewer.layers["GH"]
+    assert layer.metadata[CLASS_KEY] == ["class1", "class2"]
+    from softseg.confidence import ConfidenceScale
+    from softseg.geometry import DisplayGeometry
+    from softseg.predict import predict_volume
+
+    native = np.asarray(predict_volume(model, load_volume(image_file), device="cpu"), dtype=np.float32)
+    assert native.shape[0] == 3  # background first
+    geom = DisplayGeometry.from_metadata(layer.metadata)
+    classes = np.stack([geom.to_display(c) for c in native[1:]])
+    want = prediction_to_codes(classes, scale=ConfidenceScale.default(), n_classes=2)
+    np.testing.assert_array_equal(layer.data, want)
+    assert set(np.unique(layer.data).tolist()) <= set(range(7))
+    assert layer.metadata[PREANNOTATION_KEY]["model_voxels"] == int(np.count_nonzero(want))
