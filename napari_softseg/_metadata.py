@@ -41,6 +41,7 @@ __all__ = [
     "ROLE_KEY",
     "SIDECAR_KEY",
     "SOURCE_KEY",
+    "UNCERTAINTY_KEY",
     "find_layer",
     "has_role",
     "layer_uid",
@@ -74,6 +75,9 @@ HUE_KEY = "softseg_hue"
 #: A rater layer started from a model's prediction (issue 17): ``softseg.preannotate.
 #: preannotation_record`` (model, source, rule, model_voxels, rater_changed_voxels).
 PREANNOTATION_KEY = "softseg_preannotation"
+#: An uncertainty map of a prediction (role ``"uncertainty"``, issue 15 #3): ``{"map": "entropy" |
+#: "variance", "method", "passes", "seed", "unit", "index": class index or None, "class"}``.
+UNCERTAINTY_KEY = "softseg_uncertainty"
 
 # --- identity ---------------------------------------------------------------------------------
 #: What a layer is, for widgets (see :data:`ROLES`).
