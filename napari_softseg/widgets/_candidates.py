@@ -328,12 +328,13 @@ def reference_choices(layers: Iterable[Any], *, classes: Sequence[str] | None = 
     """What a single-class (``classes=None``) or K-class prediction can be measured against.
 
     Never offered: the docks' outputs, MR images (role ``image``), K-class prediction layers,
+    uncertainty maps (role ``uncertainty``),
     and the uids in ``exclude`` (the candidates being measured).
     """
     layers = list(layers)
     skip = set(exclude)
     usable = [ly for ly in layers if (_is_image(ly) or _is_labels(ly))
-              and role(ly) not in (*OUTPUT_ROLES, "image", "prediction_labels")
+              and role(ly) not in (*OUTPUT_ROLES, "image", "prediction_labels", "uncertainty")
               and not (GROUP_KEY in (ly.metadata or {}) and role(ly) == "prediction")
               and layer_uid(ly) not in skip and np.ndim(ly.data) >= 2
               and not getattr(ly, "rgb", False)]
