@@ -9,10 +9,11 @@ from pathlib import Path
 
 def untrained_model(path: str | Path, *, classes: Sequence[str] = ("foreground",),
                     thresholds: Sequence[float] | None = None,
-                    channels: Sequence[str] = ("image",), seed: int = 0) -> Path:
+                    channels: Sequence[str] = ("image",), seed: int = 0,
+                    dropout: float = 0.3) -> Path:
     """Write a model file: UNet2D depth 2 width 4, softmax for K > 1 classes (K + 1 outputs,
     background first) else sigmoid, native spacing, crop 16; its card records no training
-    settings. Returns the path."""
+    settings; ``dropout`` 0 builds it without dropout layers. Returns the path."""
     import torch
 
     from softseg.card import (ActivationCard, ArchitectureCard, CandidateCard, ModelCard,
@@ -22,7 +23,7 @@ def untrained_model(path: str | Path, *, classes: Sequence[str] = ("foreground",
 
     torch.manual_seed(seed)
     k = len(classes)
-    net = UNet2D(len(channels), 1 if k == 1 else k + 1, depth=2, width=4)
+    net = UNet2D(len(channels), 1 if k == 1 else k + 1, depth=2, width=4, dropout=dropout)
     card = ModelCard(
         classes=tuple(classes), thresholds=tuple(thresholds or (0.5,) * k),
         channels=tuple(channels),
