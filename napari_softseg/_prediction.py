@@ -23,6 +23,13 @@ colours (:func:`napari_softseg._raters.class_hues`); each colormap is **transpar
 small** (alpha 0 up to :data:`TRANSPARENT_BELOW`, then rising to 1 at p = 1), contrast 0..1, so
 the anatomy stays visible.
 
+With ``uncertainty=(method, n)`` (MC dropout or test-time augmentation,
+:func:`softseg.uncertainty.predict_with_uncertainty`, the function ``softseg predict --mc-dropout
+/ --tta`` calls) the prediction layers show the mean of the ``n`` passes, plus role
+``"uncertainty"`` layers ``"<image> · <candidate> · entropy"`` (predictive entropy in nats, one per
+run, K classes included) and ``"… · variance"`` (per class for K classes, hidden), carrying
+:data:`~napari_softseg._metadata.UNCERTAINTY_KEY`; Threshold and Compare never offer them.
+
 **Predicting again updates the layers in place** (no ``"… [1]"`` copies): a layer whose metadata
 names the same model file and the same image layers (their uids) gets the new data.
 :func:`refresh_predictions` re-predicts the layers of one model with another (fine-tuning, issue
@@ -50,6 +57,7 @@ from napari_softseg._metadata import (
     KIND_KEY,
     PREDICTION_KEY,
     SOURCE_KEY,
+    UNCERTAINTY_KEY,
     find_layer,
     layer_uid,
     role,
@@ -198,12 +206,14 @@ def model_tooltip(card: ModelCard, path: str | Path) -> str:
     return render_card(card, path=str(path))
 
 
-def prediction_layers(layers: Any, *, model: str | Path, image_uids: Sequence[str]) -> list[Any]:
-    """The prediction layers (soft maps and argmax) of ``model`` on these image layers."""
+def prediction_layers(layers: Any, *, model: str | Path, image_uids: Sequence[str],
+                      roles: Sequence[str] = ("prediction", "prediction_labels")) -> list[Any]:
+    """The prediction layers (soft maps and argmax; ``roles`` may add ``"uncertainty"``) of
+    ``model`` on these image layers."""
     want_model = str(Path(model).resolve())
     found = []
     for lyr in layers:
-        if role(lyr) not in ("prediction", "prediction_labels"):
+        if role(lyr) not in roles:
             continue
         info = lyr.metadata.get(PREDICTION_KEY)
         if not isinstance(info, dict) or info.get("model") != want_model:
@@ -217,6 +227,9 @@ def _slot(layer: Any) -> Any:
     """Which output of a run a layer shows: ``None`` (single class), class index, "labels"."""
     if role(layer) == "prediction_labels":
         return "labels"
+    if role(layer) == "uncertainty":
+        info = layer.metadata.get(UNCERTAINTY_KEY) or {}
+        return (info.get("map"), info.get("index"))
     cls = layer.metadata.get(CLASS_KEY)
     return cls.get("index") if isinstance(cls, dict) else None
 
@@ -232,6 +245,7 @@ def start_prediction(
     start: bool = True,
     replaces: str | Path | None = None,
     source: str = "Predict",
+    uncertainty: tuple[str, int] | None = None,
 ) -> Any:
     """Check inputs, snapshot the images and run the models in a worker.
 
@@ -256,6 +270,12 @@ def start_prediction(
         instead of the model's own.
     source : str
         The dock named as the source of notifications.
+    uncertainty : (method, n), optional
+        ``("mc_dropout" | "tta", passes)``: predict with
+        :func:`softseg.uncertainty.predict_with_uncertainty` (seed 0, as the CLI); the
+        prediction is the mean of the passes, plus entropy and variance layers (see the module
+        docstring). The engine's refusals (no dropout layers, n < 1) end the run with its
+        one-line message.
 
     Returns
     -------
@@ -331,7 +351,8 @@ def start_prediction(
             name = f"{image_name} · {card.candidate.name} ({stem})"
         return name
 
-    def add_result(index: int, display: np.ndarray, labels: Any, card: ModelCard) -> None:
+    def add_result(index: int, display: np.ndarray, labels: Any, card: ModelCard,
+                   extra: dict[str, Any] | None = None) -> None:
         if any(find_layer(viewer.layers, u) is None for u in image_uids):
             text = f"{image_name} was removed while it was being predicted; nothing added"
             errors.append(text)
@@ -339,8 +360,11 @@ def start_prediction(
             return
         model = Path(model_paths[index])
         meta_pred = prediction_metadata(card, model=model, image=image_name, image_uids=image_uids)
+        if extra is not None:
+            meta_pred["uncertainty"] = dict(extra["info"])
         old = {_slot(lyr): lyr for lyr in prediction_layers(
-            viewer.layers, model=replaces if replaces is not None else model, image_uids=image_uids)}
+            viewer.layers, model=replaces if replaces is not None else model, image_uids=image_uids,
+            roles=("prediction", "prediction_labels", "uncertainty"))}
         name = base_name(card, index)
         common = {**extra_meta, PREDICTION_KEY: meta_pred}
         if len(card.classes) == 1:
@@ -356,6 +380,8 @@ def start_prediction(
             ]
             specs.append(("labels", labels, f"{name} · labels", None, "prediction_labels",
                           {CLASS_KEY: list(card.classes), GROUP_KEY: group}))
+        if extra is not None:
+            specs += _uncertainty_specs(card, extra, name, group if len(card.classes) > 1 else None)
         for slot, data, lname, cmap, rl, meta in specs:
             metadata = set_role({**geometry.as_metadata(), **common, **meta}, rl)
             layer = old.get(slot)
@@ -364,6 +390,13 @@ def start_prediction(
                 layer.data = data
                 if cmap is not None:
                     layer.colormap = cmap
+            elif rl == "uncertainty":
+                metadata[KIND_KEY] = "image"
+                layer = viewer.add_image(
+                    data, name=lname, scale=scale, translate=translate, colormap=cmap,
+                    contrast_limits=_uncertainty_limits(card, slot[0]), blending="additive",
+                    metadata=metadata, visible=slot[0] == "entropy", **axes,
+                )
             elif slot == "labels":
                 metadata[KIND_KEY] = "labels"
                 layer = viewer.add_labels(
@@ -393,7 +426,7 @@ def start_prediction(
             on_done(layers, error)
 
     worker = GeneratorWorker(_predict_models, [str(p) for p in model_paths], snapshots, geometry,
-                             device, cancel)
+                             device, cancel, uncertainty)
     worker.yielded.connect(on_item)
     worker.errored.connect(failed)
     worker.finished.connect(finished)
@@ -432,6 +465,39 @@ def refresh_predictions(viewer: Any, old_model: str | Path, new_model: str | Pat
         if worker is not None:
             workers.append(worker)
     return workers
+
+
+#: Colormap of the uncertainty layers (black = certain, so additive blending keeps the anatomy).
+UNCERTAINTY_COLORMAP = "inferno"
+
+
+def _uncertainty_limits(card: ModelCard, which: str) -> tuple[float, float]:
+    """Contrast limits of an uncertainty map: entropy 0..ln(classes incl. background), variance
+    0..0.25 (the largest variance of values in [0, 1])."""
+    if which == "entropy":
+        return 0.0, float(np.log(max(len(card.classes) + 1, 2)))
+    return 0.0, 0.25
+
+
+def _uncertainty_specs(card: ModelCard, extra: dict[str, Any], name: str, group: str | None) -> list[Any]:
+    """Layer specs ``(slot, data, name, colormap, role, metadata)`` of the entropy and variance
+    maps of one run (``extra``: ``entropy`` (S, P, L), ``variance`` (S, P, L) or (K+1, S, P, L),
+    ``info``: method, passes, seed)."""
+    info = dict(extra["info"])
+    grouped = {GROUP_KEY: group} if group is not None else {}
+    ent = {**info, "map": "entropy", "unit": "nats", "index": None, "class": None}
+    specs = [(("entropy", None), extra["entropy"], f"{name} · entropy", UNCERTAINTY_COLORMAP,
+              "uncertainty", {UNCERTAINTY_KEY: ent, **grouped})]
+    var = {**info, "map": "variance", "unit": "probability squared"}
+    if len(card.classes) == 1:
+        specs.append((("variance", None), extra["variance"], f"{name} · variance", UNCERTAINTY_COLORMAP,
+                      "uncertainty", {UNCERTAINTY_KEY: {**var, "index": None, "class": None}}))
+    else:
+        for k, cname in enumerate(card.classes, start=1):
+            specs.append((("variance", k), extra["variance"][k], f"{name} · {cname} · variance",
+                          UNCERTAINTY_COLORMAP, "uncertainty",
+                          {UNCERTAINTY_KEY: {**var, "index": k, "class": cname}, **grouped}))
+    return specs
 
 
 def _candidate_colormap(card: ModelCard) -> Any:
@@ -475,7 +541,7 @@ def _lower_this_thread_priority(nice: int = COMPUTE_NICE) -> None:
         pass
 
 
-def _compute(paths, display_images, geometry, device, cancel, out: queue.Queue) -> None:
+def _compute(paths, display_images, geometry, device, cancel, out: queue.Queue, uncertainty=None) -> None:
     """Body of the dedicated compute thread: load, predict, reorient; results into *out*."""
     from softseg.modelfile import load_model
     from softseg.predict import PredictionCancelled, predict_volume
@@ -495,9 +561,21 @@ def _compute(paths, display_images, geometry, device, cancel, out: queue.Queue) 
             def progress(done: int, total: int, _i: int = index, _n: str = name) -> None:
                 out.put(("progress", _i, done / max(total, 1), f"{_n}: slices {done}/{total}"))
 
+            extra = None
             try:
-                native = predict_volume(loaded, volumes, device=device, progress=progress,
-                                        cancel=cancel)
+                if uncertainty is None:
+                    native = predict_volume(loaded, volumes, device=device, progress=progress,
+                                            cancel=cancel)
+                else:  # the CLI's function (softseg predict --mc-dropout / --tta), same numbers
+                    from softseg.uncertainty import predict_with_uncertainty
+
+                    method, n = uncertainty
+                    maps = predict_with_uncertainty(loaded, volumes, method=method, n=n, seed=0,
+                                                    device=device, progress=progress, cancel=cancel)
+                    native = maps.mean
+                    extra = {"entropy": geometry.to_display(maps.entropy),
+                             "variance": geometry.to_display(maps.variance),
+                             "info": {"method": method, "passes": int(n), "seed": 0}}
             except PredictionCancelled:
                 break
             if cancel.is_set():
@@ -509,20 +587,20 @@ def _compute(paths, display_images, geometry, device, cancel, out: queue.Queue) 
 
                 labels = class_labels(display)
             out.put(("progress", index, 1.0, f"{name}: done"))
-            out.put(("result", index, display, labels, loaded.card))
+            out.put(("result", index, display, labels, loaded.card, extra))
     except BaseException as exc:  # handed to the worker, which re-raises it in its thread
         out.put(("error", exc))
     finally:
         out.put(("end",))
 
 
-def _predict_models(paths, display_images, geometry, device, cancel):
+def _predict_models(paths, display_images, geometry, device, cancel, uncertainty=None):
     """Worker generator: runs :func:`_compute` in a dedicated low-priority thread and yields
-    its ``("progress", i, fraction, message)`` and ``("result", i, display, labels, card)``
+    its ``("progress", i, fraction, message)`` and ``("result", i, display, labels, card, extra)``
     items to the main thread."""
     items: queue.Queue = queue.Queue()
     thread = threading.Thread(target=_compute, name="softseg-predict", daemon=True,
-                              args=(paths, display_images, geometry, device, cancel, items))
+                              args=(paths, display_images, geometry, device, cancel, items, uncertainty))
     del display_images
     thread.start()
     ended = False

@@ -34,18 +34,23 @@ def model_file(tmp_path_factory):
     return root / "softseg.safetensors"
 
 
+def write_oblique_image(path, shape=(36, 36, 10)):
+    """Write a phantom image stored sagittal-first with flipped axes (file order != display
+    order) to ``path`` (``shape`` = the phantom's X, Y, Z); returns the path."""
+    from softseg.phantom import phantom
+
+    ph = phantom(shape, n_raters=1, seed=5)
+    data = np.transpose(ph.image, (2, 0, 1))[::-1]  # file axes: (Z flipped, X, Y)
+    aff = ph.affine @ np.array([[0, 1, 0, 0], [0, 0, 1, 0], [-1, 0, 0, shape[2] - 1], [0, 0, 0, 1.0]])
+    aff[:3, 3] += (12.5, -30.0, 7.0)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), aff), path)
+    return path
+
+
 @pytest.fixture
 def oblique_image(tmp_path):
     """An image stored sagittal-first with flipped axes (file order != display order)."""
-    from softseg.phantom import phantom
-
-    ph = phantom((36, 36, 10), n_raters=1, seed=5)
-    data = np.transpose(ph.image, (2, 0, 1))[::-1]  # file axes: (Z flipped, X, Y)
-    aff = ph.affine @ np.array([[0, 1, 0, 0], [0, 0, 1, 0], [-1, 0, 0, 9], [0, 0, 0, 1.0]])
-    aff[:3, 3] += (12.5, -30.0, 7.0)
-    path = tmp_path / "sag.nii.gz"
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), aff), path)
-    return path
+    return write_oblique_image(tmp_path / "sag.nii.gz")
 
 
 @pytest.fixture

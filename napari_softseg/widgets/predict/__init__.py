@@ -10,6 +10,16 @@ worker with progress and cancel.
 Results follow :mod:`napari_softseg._prediction`: ``"<image> · <candidate>"`` in the
 candidate's colour, transparent where p is small; a K-class model gives one soft layer per class
 plus an argmax Labels layer, grouped (CONTRACTS.md); predicting again updates the layers in place.
+
+*Uncertainty* (issue 15 #3): ``none``, ``MC dropout`` or ``test-time augmentation`` with N
+passes runs :func:`softseg.uncertainty.predict_with_uncertainty` (what ``softseg predict
+--mc-dropout / --tta`` runs, seed 0, so the dock and the command line show the same numbers): the
+prediction layers show the mean of the passes, plus ``"<image> · <candidate> · entropy"``
+(predictive entropy in nats, over the K + 1 classes of a K-class model) and the variance layer(s),
+hidden, role ``"uncertainty"`` (Threshold and Compare never offer them). MC dropout is greyed out,
+with the reason as its tooltip, when a chosen model's card records dropout 0 (no dropout layers);
+a run asked for anyway is refused by the engine with one line.
+
 When the Train dock fine-tunes a model whose prediction is shown, the prediction is refreshed
 with the new model and this dock switches its model list to it
 (:data:`napari_softseg._prediction.prediction_events`).

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, Select
+from magicgui.widgets import (ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, Select,
+                              SpinBox)
 from psygnal import Signal
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QPlainTextEdit, QSizePolicy
@@ -30,16 +31,20 @@ from napari_softseg.widgets._dock_parts import (
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
 from softseg.errors import InputError
 from softseg.modelfile import read_card
+from softseg.uncertainty import METHODS as UNCERTAINTY_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["SOURCE", "PredictWidget"]
+__all__ = ["SOURCE", "UNCERTAINTY_CHOICES", "PredictWidget"]
 
 #: Notification source (the dock's name in the Plugins menu).
 SOURCE = "Predict"
 _UI_INTERVAL_MS = 250
 _ERROR_STYLE = "color: #ff8080;"
+#: (label, value) of the Uncertainty combo; values are softseg.uncertainty.METHODS keys.
+UNCERTAINTY_CHOICES = [("none", "none"), ("MC dropout", "mc_dropout"),
+                       ("test-time augmentation", "tta")]
 
 
 class PredictWidget(Container):
@@ -71,6 +76,15 @@ class PredictWidget(Container):
                              tooltip="image layer(s) matching the model's input channels, in order")
         self.images.native.setMaximumHeight(80)
         self.device = ComboBox(choices=device_choices(self._probe.devices), value="auto", label="Device")
+        self.uncertainty = ComboBox(
+            choices=UNCERTAINTY_CHOICES, value="none", label="Uncertainty",
+            tooltip="predict N times and show the mean, plus per-voxel entropy (nats) and variance "
+                    "layers: MC dropout (dropout kept on) or test-time augmentation (flips and the "
+                    "model's training affine family, mapped back)")
+        for i, (_label, value) in enumerate(UNCERTAINTY_CHOICES[1:], start=1):
+            self.uncertainty.native.model().item(i).setToolTip(UNCERTAINTY_METHODS[value])
+        self.passes = SpinBox(value=10, min=1, max=200, label="Passes", enabled=False,
+                              tooltip="number of passes N (the time is about N single predictions)")
         self.run_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=100, label="Progress")
@@ -81,6 +95,7 @@ class PredictWidget(Container):
             label.native.setMinimumWidth(60)
         self._build_layout()
         self.models.changed.connect(self._on_models)
+        self.uncertainty.changed.connect(self._on_uncertainty)
         self.run_button.changed.connect(lambda: self.run())
         self.cancel_button.changed.connect(lambda: self.cancel())
         self.worker: Any = None
@@ -103,7 +118,7 @@ class PredictWidget(Container):
 
     def _build_layout(self) -> None:
         top = labelled(self.models, self.model_info)
-        inputs = labelled(self.images, self.device)
+        inputs = labelled(self.images, self.device, self.uncertainty, self.passes)
         state = labelled(self.progress, self.status)
         buttons = button_row(self.run_button, self.cancel_button)
         body, layout = dock_body()
@@ -172,7 +187,7 @@ class PredictWidget(Container):
         return [Path(v) for v in value if str(v).strip() and str(v) != "."]
 
     def _on_models(self, *_: Any) -> None:
-        lines, cards = [], []
+        lines, cards, no_dropout = [], [], []
         for path in self.model_paths():
             try:
                 card = read_card(path)
@@ -180,9 +195,41 @@ class PredictWidget(Container):
                 lines.append(f"{path.name}: ✗ {exc}")
                 continue
             lines.append(f"{path.name}: {describe_model(card)}")
+            if card.architecture.config.dropout == 0:
+                no_dropout.append(path.name)
             cards.append(model_tooltip(card, path))
         self.model_info.value = "\n".join(lines) if lines else "no model chosen"
         self.card_text.setPlainText(("\n\n" + "─" * 40 + "\n\n").join(cards))
+        self._offer_mc_dropout(no_dropout)
+
+    def _offer_mc_dropout(self, no_dropout: list[str]) -> None:
+        """Grey out "MC dropout" when a chosen model was built without dropout layers (its card's
+        dropout is 0); the engine refuses such a run anyway (softseg.uncertainty)."""
+        index = [v for _, v in UNCERTAINTY_CHOICES].index("mc_dropout")
+        item = self.uncertainty.native.model().item(index)
+        item.setEnabled(not no_dropout)
+        if no_dropout:
+            reason = (f"{', '.join(no_dropout)} has no dropout layers (dropout 0): every pass would "
+                      "be the same; use test-time augmentation")
+            item.setToolTip(reason)
+            if self.uncertainty.value == "mc_dropout":
+                self.uncertainty.value = "none"
+                self._say(f"MC dropout is not offered: {reason}")
+        else:
+            item.setToolTip(UNCERTAINTY_METHODS["mc_dropout"])
+
+    def mc_dropout_offered(self) -> bool:
+        """Whether "MC dropout" can be chosen for the chosen models."""
+        index = [v for _, v in UNCERTAINTY_CHOICES].index("mc_dropout")
+        return bool(self.uncertainty.native.model().item(index).isEnabled())
+
+    def _on_uncertainty(self, *_: Any) -> None:
+        self.passes.enabled = self.uncertainty.value != "none"
+
+    def uncertainty_option(self) -> tuple[str, int] | None:
+        """``(method, passes)`` chosen in the dock, ``None`` for a plain prediction."""
+        method = self.uncertainty.value
+        return None if method == "none" else (str(method), int(self.passes.value))
 
     def card_texts(self) -> str:
         """The model card text shown in the dock (what ``softseg info`` prints per model)."""
@@ -214,6 +261,7 @@ class PredictWidget(Container):
         worker = start_prediction(
             self._viewer, self.model_paths(), images, device=str(self.device.value),
             on_progress=self._on_progress, on_done=self._on_done, source=SOURCE,
+            uncertainty=self.uncertainty_option(),
         )
         if worker is None:
             return None
