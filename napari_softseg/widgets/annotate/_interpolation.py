@@ -192,14 +192,20 @@ class SliceTracker:
 
     def record_fill(self, result: SliceInterpolation, shape: tuple[int, ...]) -> None:
         """Remember a fill the widget applied (the oldest of more than 8 are forgotten)."""
+        axis = result.axis
+        # the layer holds exactly what this fill wrote, and the fill wrote only its own slices:
+        # the interpolated slices are the earlier fills' (checked now) plus this fill's
+        before = self._live.get(axis)
+        if before is None:
+            before = _interpolated(self.fills, np.asarray(self.layer.data), axis)
         flat = np.ravel_multi_index(result.changed, shape) if result.n_changed else np.zeros(0, np.intp)
         self.fills.append(
-            FillRecord(result.axis, tuple(shape), set(result.interpolated), flat, result.values)
+            FillRecord(axis, tuple(shape), set(result.interpolated), flat, result.values)
         )
         del self.fills[:-_MAX_FILLS]
         for s in result.interpolated:  # filled slices are not "painted empty" any more
-            self.erased.get(result.axis, set()).discard(int(s))
-        self._live.clear()
+            self.erased.get(axis, set()).discard(int(s))
+        self._live = {axis: set(before) | {int(s) for s in result.interpolated}}
 
     def close(self) -> None:
         for emitter, cb in (
@@ -428,6 +434,7 @@ class Interpolator(QObject):
         uid = layer_uid(layer)
 
         def finish(ok: bool) -> None:
+            t0 = time.perf_counter()
             try:
                 history.__exit__(None, None, None)  # commits the staged atoms as ONE undo step
             finally:
@@ -437,11 +444,12 @@ class Interpolator(QObject):
                         canvas.removeEventFilter(self._blocker)
                     except RuntimeError:
                         pass
-            self.busy = False
             self.timings["applied"] = time.perf_counter()
             if not ok:
+                self.busy = False
                 return
             tracker.record_fill(result, tuple(np.shape(layer.data)))
+            self.main_thread_ms.append(("commit", (time.perf_counter() - t0) * 1000.0))
             self.last = result
             self._on_message(
                 f"{layer.name}: filled {len(result.interpolated)} slices "
@@ -449,8 +457,18 @@ class Interpolator(QObject):
                 f"{n} voxels; Ctrl+Z undoes the whole fill",
                 "status",
             )
-            if self._on_done is not None:
-                self._on_done(layer, result)
+            # the overview (annotated-slice bar) follows in the next event-loop turn: committing
+            # and redrawing are two short main-thread steps, not one long one; busy until both
+            QTimer.singleShot(0, overview)
+
+        def overview() -> None:
+            t1 = time.perf_counter()
+            try:
+                if self._on_done is not None:
+                    self._on_done(layer, result)
+            finally:
+                self.busy = False
+                self.main_thread_ms.append(("overview", (time.perf_counter() - t1) * 1000.0))
 
         def step() -> None:
             if self._layer(uid) is None:
