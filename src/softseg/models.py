@@ -18,6 +18,7 @@ up-sampling an exact, deterministic transposed convolution.)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -158,6 +159,20 @@ class UNet2D(nn.Module):
             raise InputError("UNet2D.from_config: missing key 'in_channels'")
         options = {k: v for k, v in config.items() if k != "in_channels"}
         return cls(config["in_channels"], **options)
+
+    @torch.no_grad()
+    def init_output_bias(self, value: float) -> None:
+        """Set the bias of every output channel (the final 1x1 convolution) to ``value``, in
+        place; for a new network before training (:meth:`softseg.candidates.Candidate.init_network`).
+
+        Raises
+        ------
+        InputError
+            ``value`` is not a finite number.
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"UNet2D: the output bias must be a finite number; got {value!r}")
+        self.head.bias.fill_(float(value))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.items())
