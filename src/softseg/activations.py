@@ -42,6 +42,40 @@ convolution absorbs any constant factor), so ``fixed`` with ``tau = 1`` loses no
 
 Multi-class forms use the same window (classes and space of a sample) followed by the per-voxel
 division by the class sum, which needs no window.
+
+Starting a K-class network (:data:`MULTICLASS_RELU_INITIAL_BIAS`)
+-----------------------------------------------------------------
+The multi-class normalized ReLU of Lemay et al. 2022 (label-fusion paper, section 2.3) is, at a
+voxel, ``p_c = r_c / sum_k r_k`` with ``r = relu(x)`` (any window maximum cancels in the class
+sum). Its gradient vanishes wherever *at most one* class logit is positive: with none, every
+``r_c`` is 0 and so is every derivative; with exactly one, ``p`` is one-hot whatever that logit
+is. A class whose logit is <= 0 at every voxel therefore never receives a gradient again.
+
+That is how a new network starts with PyTorch's default initialisation: the U-Net's last
+features are rectified (>= 0) and the output convolution's bias is drawn around 0, so each class
+logit is positive at about half the voxels and whole classes can start dead. Measured on random
+inputs (U-Net depth 2, 4 output channels, widths 4-32): 32-37 % of the voxels had at most one
+positive class, hence no gradient (10 seeds); 5 of 80 class channels (20 seeds) were <= 0
+everywhere at width 4, 31 of 80 without batch normalisation; in ``test_a_few_k_class_training_steps_reduce_the_loss`` (seed
+0) both foreground classes were dead from the first step and the Dice-type candidates' loss
+stayed at 0.9923 for every step. Neither the background channel nor ``eps`` is the cause (the
+background was the one live class; ``eps`` only guards 0/0).
+
+The fix changes how a *new* network starts, not what the activation computes: for the
+multi-class normalized ReLU the output layer's bias starts at
+:data:`MULTICLASS_RELU_INITIAL_BIAS` = 0.5 for every channel (background included), about one
+standard deviation of the initial logits with batch normalisation (0.34-0.49). Every class is
+then alive nearly everywhere and the first prediction is close to uniform, ``p_c ~ 1/(K+1)``,
+the uninformative start a softmax network gets from zero logits (the same idea as the prior
+bias of the output layer of Lin et al. 2017, focal loss, section 3.3). Measured with it: at most
+1.9 % of the voxels without gradient at the start; 150 Adam steps (lr 1e-3, width 8, 3
+classes, 3 seeds): Soft-ReLU-Wing loss 0.44-0.46 against 0.49-0.72 with the default start, every
+class learned. A larger bias is slower (1.0: 0.61-0.70), as the logits must travel further before
+a wrong class reaches 0. :func:`initial_output_bias` gives the value per activation;
+:meth:`softseg.candidates.Candidate.init_network` applies it when the trainer builds a new
+network. Weights loaded from a model file, a checkpoint or ``--init`` replace it, so every
+existing model predicts exactly as before; single-class activations keep PyTorch's default
+start (every single-class training is unchanged).
 """
 
 from __future__ import annotations
@@ -57,11 +91,13 @@ from softseg.errors import InputError
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_EPS",
+    "MULTICLASS_RELU_INITIAL_BIAS",
     "NORMALIZATIONS",
     "RunningMax",
     "check_normalization",
     "get_activation",
     "inference_window",
+    "initial_output_bias",
     "multiclass_normalized_relu",
     "normalized_relu",
     "sigmoid",
@@ -70,6 +106,10 @@ __all__ = [
 
 #: Default guard of the normalized ReLU denominators (see :func:`normalized_relu`).
 DEFAULT_EPS = 1e-6
+
+#: Bias every output channel of a new network starts with when it is trained with the multi-class
+#: normalized ReLU (module docstring, "Starting a K-class network").
+MULTICLASS_RELU_INITIAL_BIAS = 0.5
 
 #: Normalisation option of the normalized ReLU -> one-line description (a plain dict, STYLE.md 6).
 NORMALIZATIONS: dict[str, str] = {
@@ -308,6 +348,22 @@ ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
     "multiclass_normalized_relu": multiclass_normalized_relu,
     "softmax": softmax,
 }
+
+
+def initial_output_bias(name: str) -> float | None:
+    """Bias of every output channel of a *new* network trained with activation *name*.
+
+    :data:`MULTICLASS_RELU_INITIAL_BIAS` for ``"multiclass_normalized_relu"`` (see the module
+    docstring: without it whole classes can start with no gradient); ``None`` for every other
+    activation (keep PyTorch's default initialisation).
+
+    Raises
+    ------
+    InputError
+        If ``name`` is unknown (:func:`get_activation`).
+    """
+    get_activation(name)
+    return MULTICLASS_RELU_INITIAL_BIAS if name == "multiclass_normalized_relu" else None
 
 
 def get_activation(name: str) -> Callable[..., torch.Tensor]:

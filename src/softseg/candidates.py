@@ -30,7 +30,7 @@ With K = 1 every candidate is exactly the single-class recipe (``for_classes(1)`
 The trainer is then candidate-agnostic::
 
     candidate = get_candidate(name).for_classes(K)
-    network = UNet2D(channels, candidate.out_channels, ...)
+    network = candidate.init_network(UNet2D(channels, candidate.out_channels, ...))
     target = candidate.prepare_target(augmented_labels)
     probs = candidate.activate(model(images))
     loss = candidate.compute_loss(probs, target, epoch=epoch, spacing=pixel_spacing)
@@ -215,6 +215,27 @@ class Candidate:
             loss_params={**self.loss_params, **params},
             n_classes=k,
         )
+
+    @property
+    def initial_output_bias(self) -> float | None:
+        """Bias every output channel of a new network starts with, or None for PyTorch's default
+        (:func:`softseg.activations.initial_output_bias`: 0.5 for the multi-class normalized
+        ReLU, whose classes otherwise can start with no gradient; None for every single-class
+        recipe)."""
+        from softseg.activations import initial_output_bias
+
+        return initial_output_bias(self.activation)
+
+    def init_network(self, network: Any) -> Any:
+        """Prepare a *new* network for this recipe (the trainer calls it when it builds one):
+        sets its output bias to :attr:`initial_output_bias` when that is not None, through
+        ``network.init_output_bias`` (:meth:`softseg.models.UNet2D.init_output_bias`); nothing
+        else changes and no random number is drawn. Returns ``network``. Weights loaded
+        afterwards (model file, checkpoint, ``--init``) replace it."""
+        bias = self.initial_output_bias
+        if bias is not None:
+            network.init_output_bias(bias)
+        return network
 
     @property
     def needs_distance_map(self) -> bool:

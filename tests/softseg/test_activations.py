@@ -247,3 +247,26 @@ def test_running_max_hand_computed_and_state():
     assert floor.update(-torch.ones(1, 1, 2, 2)) == 0.01  # a network predicting nothing
     with pytest.raises(InputError, match="momentum must lie in"):
         RunningMax(momentum=0)
+
+
+# ------------------------------------------- starting a K-class network (initial output bias)
+def test_multiclass_gradient_vanishes_with_at_most_one_positive_class():
+    """p_c = r_c / sum_k r_k (Lemay et al. 2022): d p_0 / d x_0 = r_1 / (r_0 + r_1)^2 with two
+    positive classes (hand-computed 1/9 at r = (2, 1)); exactly 0 with one or none."""
+    x = torch.tensor([[2.0, 1.0, -3.0], [2.0, -1.0, -3.0], [-2.0, -1.0, -3.0]]).reshape(3, 3, 1, 1)
+    x.requires_grad_(True)
+    multiclass_normalized_relu(x)[:, 0].sum().backward()
+    grad = x.grad.reshape(3, 3)
+    torch.testing.assert_close(grad[0], torch.tensor([1 / 9, -2 / 9, 0.0]))
+    assert torch.equal(grad[1:], torch.zeros(2, 3))
+
+
+def test_initial_output_bias_only_for_the_multiclass_normalized_relu():
+    from softseg.activations import MULTICLASS_RELU_INITIAL_BIAS, initial_output_bias
+
+    assert MULTICLASS_RELU_INITIAL_BIAS == 0.5
+    assert {name: initial_output_bias(name) for name in ACTIVATIONS} == {
+        "sigmoid": None, "normalized_relu": None, "multiclass_normalized_relu": 0.5, "softmax": None,
+    }
+    with pytest.raises(InputError, match="unknown activation 'tanh'"):
+        initial_output_bias("tanh")

@@ -339,26 +339,16 @@ def test_k_class_activation_and_loss_are_the_named_ones():
                                  include_background=False))
 
 
-_DEAD_RELU = pytest.mark.xfail(
-    strict=True,
-    reason="multi-class normalized ReLU as it is (softseg.activations): a voxel whose every class "
-    "logit is <= 0 outputs 0 with zero gradient, and x/max cancels in the class sum, so these "
-    "steps stall; the science engineer changes the normalisation (issue 15) - then drop this mark",
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=_DEAD_RELU) if TABLE[n][2] == "normalized_relu" else n for n in TABLE],
-)
+@pytest.mark.parametrize("name", list(TABLE))
 def test_a_few_k_class_training_steps_reduce_the_loss(name):
+    """The trainer's start (``candidate.init_network``) then a few Adam steps."""
     torch.manual_seed(0)
     c = get_candidate(name).for_classes(2)
     img, lab = _batch(n=4, size=16)
     second = torch.zeros_like(lab)
     second[:, :, 1:5, 1:6] = 1.0
     target = c.prepare_target(torch.cat([lab, second], dim=1))
-    model = UNet2D(1, c.out_channels, width=4, depth=2, dropout=0.0)
+    model = c.init_network(UNet2D(1, c.out_channels, width=4, depth=2, dropout=0.0))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     values = []
     for _ in range(8):
@@ -369,6 +359,57 @@ def test_a_few_k_class_training_steps_reduce_the_loss(name):
         opt.step()
         values.append(loss.item())
     assert values[-1] < values[0]
+
+
+def test_k_class_relu_starts_with_every_class_alive():
+    """The cause of the stall and its fix (softseg.activations, "Starting a K-class network"):
+    with PyTorch's default start both foreground logits of the steps test above are <= 0 at
+    every voxel and the Soft-ReLU-Dice loss has an exactly zero gradient; with the initial
+    output bias no voxel is without a positive class, most (80 % here) have >= 2 (a gradient)
+    and every parameter gets a gradient."""
+    img, lab = _batch(n=4, size=16)
+    second = torch.zeros_like(lab)
+    second[:, :, 1:5, 1:6] = 1.0
+    c = get_candidate("soft-relu-dice").for_classes(2)
+    target = c.prepare_target(torch.cat([lab, second], dim=1))
+    for fixed in (False, True):
+        torch.manual_seed(0)
+        model = UNet2D(1, c.out_channels, width=4, depth=2, dropout=0.0)
+        if fixed:
+            c.init_network(model)
+        logits = model(img)
+        c.compute_loss(c.activate(logits), target, epoch=0).backward()
+        grads = [p.grad.abs().max().item() for p in model.parameters()]
+        live = (logits > 0).sum(dim=1)
+        if fixed:
+            assert (live >= 1).all() and (live >= 2).float().mean() > 0.5
+            assert min(grads) > 0
+        else:
+            assert not (live >= 2).any()
+            assert (logits[:, 1:] <= 0).all()
+            assert max(grads) == 0.0
+
+
+def test_init_network_sets_only_the_k_class_relu_output_bias():
+    for name in TABLE:
+        for k in (1, 3):
+            c = get_candidate(name).for_classes(k)
+            torch.manual_seed(4)
+            plain = UNet2D(1, c.out_channels, width=4, depth=2)
+            torch.manual_seed(4)
+            started = UNet2D(1, c.out_channels, width=4, depth=2)
+            assert c.init_network(started) is started
+            relu = k > 1 and c.activation == "multiclass_normalized_relu"
+            assert c.initial_output_bias == (0.5 if relu else None)
+            a, b = plain.state_dict(), started.state_dict()
+            for key in a:
+                if relu and key == "head.bias":
+                    assert torch.equal(b[key], torch.full((c.out_channels,), 0.5))
+                else:
+                    assert torch.equal(a[key], b[key]), (name, k, key)
+    with pytest.raises(InputError, match="output bias must be a finite number; got nan"):
+        UNet2D(1, 3, width=4, depth=2).init_output_bias(float("nan"))
+
 
 # ----------------------------------------------------------------------------------------- CLI
 def test_cli_lists_candidates_and_fusions(capsys):
