@@ -288,10 +288,11 @@ class Trainer:
         from softseg.models import UNet2D
 
         m = self.config.model
-        return UNet2D(
+        net = UNet2D(
             len(self.prepared.preprocessing.channels), self.candidate.out_channels,
             depth=m.depth, width=m.width, dropout=m.dropout, batch_norm=m.batch_norm,
         )
+        return self.candidate.init_network(net)  # K-class normalized ReLU: output bias (activations)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=self.config.optim.lr)
