@@ -190,15 +190,21 @@ class SliceTracker:
             self._live[axis] = _interpolated(self.fills, np.asarray(self.layer.data), axis)
         return set(self._live[axis])
 
-    def record_fill(self, result: SliceInterpolation, shape: tuple[int, ...]) -> None:
-        """Remember a fill the widget applied (the oldest of more than 8 are forgotten)."""
+    def record_fill(
+        self, result: SliceInterpolation, shape: tuple[int, ...], flat: np.ndarray | None = None
+    ) -> None:
+        """Remember a fill the widget applied (the oldest of more than 8 are forgotten).
+
+        *flat*: ``result.changed`` as raveled indices, when the worker computed them already.
+        """
         axis = result.axis
         # the layer holds exactly what this fill wrote, and the fill wrote only its own slices:
         # the interpolated slices are the earlier fills' (checked now) plus this fill's
         before = self._live.get(axis)
         if before is None:
             before = _interpolated(self.fills, np.asarray(self.layer.data), axis)
-        flat = np.ravel_multi_index(result.changed, shape) if result.n_changed else np.zeros(0, np.intp)
+        if flat is None:
+            flat = _flat_changed(result, shape)
         self.fills.append(
             FillRecord(axis, tuple(shape), set(result.interpolated), flat, result.values)
         )
@@ -240,6 +246,11 @@ def _atom_box(atom: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...] | No
 
 
 # --------------------------------------------------------------------------- the fill itself
+def _flat_changed(result: SliceInterpolation, shape: tuple[int, ...]) -> np.ndarray:
+    """The fill's changed voxels as raveled indices into *shape*."""
+    return np.ravel_multi_index(result.changed, shape) if result.n_changed else np.zeros(0, np.intp)
+
+
 def run_fill(
     data: np.ndarray,
     *,
@@ -360,15 +371,17 @@ class Interpolator(QObject):
         from napari.qt.threading import thread_worker
 
         uid, version = layer_uid(layer), job.pop("version")
+        shape = tuple(np.shape(job["data"]))
         self.busy = True
         self.timings = {"started": time.perf_counter()}
         me = weakref.ref(self)
 
         @thread_worker(ignore_errors=True)
-        def work() -> SliceInterpolation:
+        def work() -> tuple[SliceInterpolation, float, np.ndarray]:
             t = time.perf_counter()
             res = run_fill(**job)
-            return res, time.perf_counter() - t
+            flat = _flat_changed(res, shape)  # off the main thread, for the slice bookkeeping
+            return res, time.perf_counter() - t, flat
 
         worker = work()
         worker.returned.connect(lambda out: me() and me()._on_result(uid, version, *out))
@@ -394,7 +407,9 @@ class Interpolator(QObject):
         if self._on_done is not None:
             self._on_done(layer, None)
 
-    def _on_result(self, uid: str, version: int, result: SliceInterpolation, compute_s: float) -> None:
+    def _on_result(
+        self, uid: str, version: int, result: SliceInterpolation, compute_s: float, flat: np.ndarray
+    ) -> None:
         self.timings["compute_s"] = compute_s
         layer = self._layer(uid)
         if layer is None:
@@ -419,9 +434,9 @@ class Interpolator(QObject):
             if self._on_done is not None:
                 self._on_done(layer, result)
             return
-        self._apply(layer, tracker, result)
+        self._apply(layer, tracker, result, flat)
 
-    def _apply(self, layer: Any, tracker: SliceTracker, result: SliceInterpolation) -> None:
+    def _apply(self, layer: Any, tracker: SliceTracker, result: SliceInterpolation, flat: np.ndarray) -> None:
         """``data_setitem`` in chunks inside one ``block_history`` (one undo step)."""
         n = result.n_changed
         history = layer.block_history()
@@ -448,7 +463,8 @@ class Interpolator(QObject):
             if not ok:
                 self.busy = False
                 return
-            tracker.record_fill(result, tuple(np.shape(layer.data)))
+            shape = tuple(np.shape(layer.data))
+            tracker.record_fill(result, shape, flat)
             self.main_thread_ms.append(("commit", (time.perf_counter() - t0) * 1000.0))
             self.last = result
             self._on_message(
