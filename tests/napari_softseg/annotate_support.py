@@ -1,6 +1,6 @@
 """What the Soft annotation tests share: an image on disk, real mouse and key input, dialogs.
 
-Fixtures ``recovery_root`` and ``image_file`` are imported by the test modules.
+Fixtures ``recovery_root``, ``image_file`` and ``setup`` are imported by the test modules.
 
 Dialogs (``QMessageBox.exec``) are answered as a person would: a timer finds the modal box that
 opened and clicks the button with the given text; the box's text is recorded for assertions.
@@ -33,6 +33,17 @@ def recovery_root(tmp_path, monkeypatch):
 def image_file(tmp_path):
     """The phantom image at ``<tmp>/sub-01/image.nii.gz``."""
     return write_image(tmp_path / "sub-01")
+
+
+@pytest.fixture
+def setup(make_napari_viewer, image_file, recovery_root, open_widget):
+    """A viewer with the phantom image opened by the plugin's reader and the Soft annotation
+    dock (both ways of opening it: ``open_widget``); yields ``(viewer, widget)``."""
+    viewer = make_napari_viewer()
+    viewer.open(str(image_file), plugin=PLUGIN)
+    widget = open_widget(viewer, "annotate")
+    yield viewer, widget
+    widget.close_autosave()
 
 
 def write_image(folder, name="image.nii.gz", seed=1):

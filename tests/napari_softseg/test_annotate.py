@@ -20,16 +20,8 @@ from softseg.geometry import DisplayGeometry
 from softseg.io import save_volume
 
 from annotate_support import PLUGIN, SHAPE, click, key, show, stroke, type_text
-from annotate_support import image_file, recovery_root  # noqa: F401 (pytest fixtures)
+from annotate_support import image_file, recovery_root, setup  # noqa: F401 (pytest fixtures)
 
-
-@pytest.fixture
-def setup(make_napari_viewer, image_file, recovery_root, open_widget):
-    viewer = make_napari_viewer()
-    viewer.open(str(image_file), plugin=PLUGIN)
-    widget = open_widget(viewer, "annotate")
-    yield viewer, widget
-    widget.close_autosave()
 
 
 def _centre(layer):

@@ -22,20 +22,12 @@ from softseg.sidecar import read_rater_sidecar
 
 from napari_softseg._metadata import CLASS_KEY, layer_uid
 from annotate_support import PLUGIN, SHAPE, Dialogs, click, key, show, stroke, type_text
-from annotate_support import image_file, recovery_root  # noqa: F401 (pytest fixtures)
+from annotate_support import image_file, recovery_root, setup  # noqa: F401 (pytest fixtures)
 
 CLASSES = ("grey matter", "white matter", "csf")
 ALT = Qt.KeyboardModifier.AltModifier
 SHIFT = Qt.KeyboardModifier.ShiftModifier
 
-
-@pytest.fixture
-def setup(make_napari_viewer, image_file, recovery_root, open_widget):
-    viewer = make_napari_viewer()
-    viewer.open(str(image_file), plugin=PLUGIN)
-    widget = open_widget(viewer, "annotate")
-    yield viewer, widget
-    widget.close_autosave()
 
 
 def _code(c, level, n_levels=3):

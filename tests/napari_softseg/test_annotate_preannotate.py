@@ -8,7 +8,6 @@ The mapping is checked by hand: default scale 1/3, 2/3, 1 -> level boundaries 1/
 """
 
 import numpy as np
-import pytest
 
 from softseg.autosave import list_recoveries
 from softseg.io import load_volume
@@ -17,21 +16,13 @@ from softseg.sidecar import read_rater_sidecar
 
 from napari_softseg._metadata import CLASS_KEY, GROUP_KEY, PREANNOTATION_KEY, PREDICTION_KEY, set_role
 from napari_softseg.widgets.annotate._preannotate import MODEL_FILE
-from annotate_support import PLUGIN, click, make_model, type_text
-from annotate_support import image_file, recovery_root  # noqa: F401 (pytest fixtures)
+from annotate_support import click, make_model, type_text
+from annotate_support import image_file, recovery_root, setup  # noqa: F401 (pytest fixtures)
 
 #: prediction values and their levels on the default scale (boundaries 1/6, 1/2, 5/6)
 VALUES = (0.0, 0.1, 0.3, 0.45, 0.6, 0.8, 0.9, 1.0)
 LEVELS = (0, 0, 1, 1, 2, 2, 3, 3)
 
-
-@pytest.fixture
-def setup(make_napari_viewer, image_file, recovery_root, open_widget):
-    viewer = make_napari_viewer()
-    viewer.open(str(image_file), plugin=PLUGIN)
-    widget = open_widget(viewer, "annotate")
-    yield viewer, widget
-    widget.close_autosave()
 
 
 def _grid(shape, values, seed=0):
