@@ -112,8 +112,9 @@ def subject_layers(
             labels_colour, soft_colormap = CLASS_COLOURS.get(name, _FALLBACK_COLOURS)
             meta[CLASS_KEY] = {"index": k, "name": name}
             if kind == "truth":
+                # translucent, so the T1 stays readable under the partial-volume map
                 kwargs.update(name=f"truth{_SEPARATOR}{name}", colormap=soft_colormap,
-                              visible=k == 1)
+                              opacity=0.55, visible=k == 1)
             else:
                 meta[RATER_KEY] = rater
                 kwargs.update(

@@ -64,6 +64,7 @@ from napari_softseg.widgets.annotate._preannotate import PreannotatePanel, start
 from napari_softseg.widgets.annotate._rater_layers import RaterLayers, style_rater_layer
 from napari_softseg.widgets.annotate._recovery import RecoveryBanner, RecoveryController
 from napari_softseg.widgets.annotate._scale_editor import ScaleEditor
+from napari_softseg.widgets._docking import dock_as_tab
 
 __all__ = ["SOURCE", "AnnotateWidget", "export_path_for"]
 
@@ -150,6 +151,7 @@ class AnnotateWidget(Container):
         layout.addStretch(1)
         self._body_parts = (top,)  # keep the magicgui containers alive
         super().__init__(widgets=[], labels=False)
+        dock_as_tab(self.native)  # joins the other SoftSeg docks as a tab
         self.margins = (0, 0, 0, 0)
         self.native.layout().addWidget(scroll_area(body))
 

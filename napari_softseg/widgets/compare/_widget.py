@@ -48,6 +48,7 @@ from napari_softseg.widgets._common import collapsible, confirm_overwrite, notif
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
 from napari_softseg.widgets._references import ReferenceCombo
 from napari_softseg.widgets._plots import ThemedCanvas
+from napari_softseg.widgets._docking import dock_as_tab
 
 from ._grid import GridView
 from ._inputs import BadInput, Job, collect, layers_of, run_job
@@ -74,6 +75,7 @@ class CompareWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        dock_as_tab(self)  # joins the other SoftSeg docks as a tab
         self.viewer = napari_viewer
         self.comparison: compare.Comparison | None = None
         self.job: Job | None = None

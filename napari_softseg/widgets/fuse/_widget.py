@@ -49,6 +49,7 @@ from napari_softseg.widgets.fuse._save import (
     suggested_path,
     write_fusion,
 )
+from napari_softseg.widgets._docking import dock_as_tab
 
 __all__ = ["SOURCE", "FuseWidget"]
 
@@ -214,6 +215,7 @@ class FuseWidget(Container):
             combo.native.setMinimumContentsLength(8)
         self._parts = parts  # keep the magicgui containers alive
         super().__init__(widgets=[], labels=False)
+        dock_as_tab(self.native)  # joins the other SoftSeg docks as a tab
         self.margins = (0, 0, 0, 0)
         self.native.layout().addWidget(scroll_area(body))
         self._confusion_box = confusion

@@ -29,6 +29,7 @@ from napari_softseg.widgets._dock_parts import (
     show_devices,
 )
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
+from napari_softseg.widgets._docking import dock_as_tab
 from softseg.errors import InputError
 from softseg.modelfile import read_card
 from softseg.uncertainty import METHODS as UNCERTAINTY_METHODS
@@ -131,6 +132,7 @@ class PredictWidget(Container):
         layout.addStretch(1)
         self._parts = (top, inputs, state)
         super().__init__(widgets=[], labels=False)
+        dock_as_tab(self.native)  # joins the other SoftSeg docks as a tab
         self.margins = (0, 0, 0, 0)
         self.native.layout().addWidget(scroll_area(body))
 

@@ -45,6 +45,7 @@ from napari_softseg.widgets._candidates import (
 from napari_softseg.widgets._common import collapsible, confirm_overwrite, notify, scroll_area
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
 from napari_softseg.widgets._references import ReferenceCombo
+from napari_softseg.widgets._docking import dock_as_tab
 from ._layers import (
     THRESHOLD_KEY,
     Entry,
@@ -87,6 +88,7 @@ class ThresholdWidget(QWidget):
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        dock_as_tab(self)  # joins the other SoftSeg docks as a tab
         self.viewer = napari_viewer
         self._entries: dict[str, Entry] = {}  # soft layer uid -> entry (class order)
         self._selection: list[Candidate] = []

@@ -52,6 +52,7 @@ from napari_softseg.widgets.train._run import (
     training_data_folder,
 )
 from napari_softseg.widgets.train._wording import gui_message
+from napari_softseg.widgets._docking import dock_as_tab
 from softseg import events as ev
 from softseg.config import PRESETS, TrainConfig, merge
 from softseg.errors import InputError
@@ -266,6 +267,7 @@ class TrainWidget(Container):
         layout.addStretch(1)
         self._parts = (data, recipe, advanced, state, history, finetune)  # keep them alive
         super().__init__(widgets=[], labels=False)
+        dock_as_tab(self.native)  # joins the other SoftSeg docks as a tab
         self.margins = (0, 0, 0, 0)
         self.native.layout().addWidget(scroll_area(body))
 
