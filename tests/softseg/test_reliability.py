@@ -378,3 +378,20 @@ def test_train_on_a_dataset_of_2d_files(tmp_path, capsys):
 
     sub = load_subject(scan_dataset(tmp_path / "ds").subjects[0])
     assert sub.images.shape == (1, 1, 32, 32) and sub.spacing == pytest.approx((3.0, 0.8, 0.8), rel=1e-6)
+
+
+def test_predict_names_the_image_with_nan_and_writes_nothing_for_earlier_inputs(tmp_path, capsys, model):
+    """issue 13 #10/#11: a later input with a NaN voxel: one line naming that file, exit 2, and
+    the earlier input's prediction is not written either (one output set)."""
+    rng = np.random.default_rng(0)
+    good = cases.save(tmp_path / "a.nii.gz", rng.random((32, 32, 8)).astype(np.float32))
+    bad_values = rng.random((32, 32, 8)).astype(np.float32)
+    bad_values[0, 0, 0] = np.nan
+    bad = cases.save(tmp_path / "b.nii.gz", bad_values)
+    out = tmp_path / "out"
+    rc, err, _ = _run(["predict", str(model), str(good), str(bad), "-o", str(out), "--device", "cpu"], capsys)
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("softseg predict: error: ")
+    assert str(bad) in err[0] and "NaN/Inf" in err[0] and str(good) not in err[0]
+    assert not out.exists()
+    assert _temps(tmp_path) == []

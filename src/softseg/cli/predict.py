@@ -209,12 +209,17 @@ def run(args: argparse.Namespace) -> int:
     with outs:
         for (name, files), target, extra in zip(jobs, targets, extras):
             vols = [load_volume(f) for f in files]
-            if uncertainty:
-                maps = predict_with_uncertainty(loaded, vols, method=uncertainty[0], n=uncertainty[1],
-                                                device=args.device, batch_size=args.batch_size)
-                prob = maps.mean
-            else:
-                prob = predict_volume(loaded, vols, device=args.device, batch_size=args.batch_size)
+            try:
+                if uncertainty:
+                    maps = predict_with_uncertainty(loaded, vols, method=uncertainty[0],
+                                                    n=uncertainty[1], device=args.device,
+                                                    batch_size=args.batch_size)
+                    prob = maps.mean
+                else:
+                    prob = predict_volume(loaded, vols, device=args.device,
+                                          batch_size=args.batch_size)
+            except InputError as exc:  # the engine sees arrays: name the file(s) here
+                raise InputError(f"{', '.join(str(f) for f in files)}: {exc}") from None
             side = {
                 "model": str(Path(args.model).resolve()),
                 "candidate": card.candidate.name,
