@@ -40,6 +40,24 @@ Writes ``benchmarks/results/softseg_claims.json`` (+ ``.csv`` and ``.md`` tables
 ``softseg_claims_BUDGET.*``) and the figures ``docs/claims-{reliability,histogram,overlay}.png``
 (other budgets: ``docs/claims-BUDGET-*.png``). Models, datasets and run states live in
 ``build/softseg_claims/BUDGET`` (git-ignored).
+
+Real anatomy (``--study mni-tissue``; the phantom study above stays the default, its files
+untouched): a dataset from :func:`softseg.anatomy.write_dataset` (= ``softseg sample-data mni``:
+MNI ICBM152 subjects, 3 tissue classes grey matter / white matter / csf, 4 raters per class,
+partial-volume truth per class), the K-class candidates ``conventional`` and ``softseg``, each
+trained on the multi-label STAPLE and on the per-class rater average, on paired random splits.
+The engine's K-class record (:func:`softseg.protocol.run_protocol`, reference = the truth's
+argmax) gives per class Dice, RVD, soft RVD, ECE (one-vs-rest) and the reliability data, and per
+subject the multi-class ECE (confidence = max class probability) and accuracy; a second pass
+calls the same engine (:func:`softseg.compare.evaluate_subject_classes`) with the partial-volume
+class maps as reference for the soft-volume error per tissue (``pv_*`` keys). p-values: SoftSeg
+vs conventional with the same fusion, two-sided Wilcoxon signed-rank paired by repeat::
+
+    .venv/bin/python benchmarks/softseg_claims.py --study mni-tissue            # cpu, <= 30 min
+    .venv/bin/python benchmarks/softseg_claims.py --study mni-tissue --budget paper   # GPU
+
+Writes ``benchmarks/results/softseg_claims_mni-tissue.{json,csv,md}`` and
+``docs/claims-mni-tissue-reliability.png`` (work folder ``build/softseg_claims/mni-tissue``).
 """
 
 from __future__ import annotations
@@ -70,6 +88,12 @@ FUSION = ("conventional:staple", "conventional", "conventional:random",
 #: how the fusion table names the two default-fusion (average) candidates
 FUSION_ALIAS = {"conventional": "conventional:average", "softseg": "softseg:average"}
 ALL = ABLATION + tuple(c for c in FUSION if c not in ABLATION)
+#: the real-anatomy study (--study mni-tissue): conventional vs SoftSeg, STAPLE and average fusion
+MNI_CANDIDATES = ("conventional:staple", "conventional", "softseg:staple", "softseg")
+#: each shard one conventional and one SoftSeg candidate (similar cost)
+MNI_SHARDS = (("conventional:staple", "softseg"), ("softseg:staple", "conventional"))
+MNI_CLASSES = ("grey matter", "white matter", "csf")
+EPOCHS_MNI_CPU = 70
 #: two shards of similar cost (gdl-boundary computes distance maps every step)
 SHARDS = {
     1: (ALL,),
@@ -103,9 +127,12 @@ class Budget:
     val_fraction: float = 0.2
     candidates: tuple[str, ...] = ALL
     why: str = ""
+    study: str = "phantom"
 
     def shard_lists(self) -> tuple[tuple[str, ...], ...]:
         """The candidates of each parallel shard."""
+        if self.study == "mni-tissue" and self.shards == 2 and self.candidates == MNI_CANDIDATES:
+            return MNI_SHARDS
         if self.candidates == ALL:
             return SHARDS[self.shards]
         if self.shards == 1:
@@ -145,6 +172,32 @@ BUDGETS = {
              "cosine annealing, at most 200 epochs with early stopping (patience 50, 0.001), "
              "128x128 crops (the 96x96 phantom slices are padded), 10 repeats (MS lesions: 10 "
              "trainings per candidate), 20 subjects")),
+}
+
+#: budgets of the real-anatomy study (--study mni-tissue); ``shape`` is unused there (the grid is
+#: the MNI head's bounding box + 12 mm at ``spacing``)
+MNI_BUDGETS = {
+    # 12 trainings (4 candidates x 3 repeats) in <= 30 min wall on 2 shared CPU cores
+    "cpu": Budget(
+        n_subjects=8, shape=(0, 0, 0), spacing=(4.0, 4.0, 4.0), repeats=3, epochs=EPOCHS_MNI_CPU,
+        patience=EPOCHS_MNI_CPU, batch_size=8, lr=1e-3, crop=(48, 48), width=8, depth=3,
+        fusion="average", device="cpu", shards=2, candidates=MNI_CANDIDATES, study="mni-tissue",
+        why=("2 shared CPU cores, <= 30 min wall: 8 MNI subjects (softseg sample-data mni, seed 0, "
+             "4 raters per class) at 4 mm isotropic (the head's 52x43 axial slices; the 2-4 mm "
+             "cortex becomes mostly partial volume) -> 4 train / 2 val / 2 test per split; "
+             "3 repeats (too few for a Wilcoxon test to reach p < 0.05: the smallest two-sided "
+             "p with 3 pairs is 0.25); U-Net depth 3, width 8 (paper 32); 48x48 crops (the whole "
+             "slice is predicted at test time); 70 epochs without early stopping (the best "
+             "validation-loss epoch is kept); batch 8, Adam 1e-3 + cosine annealing, paper "
+             "augmentation; two single-threaded shards")),
+    # The papers' settings for a GPU, on the default 2 mm grid (not run here).
+    "paper": Budget(
+        n_subjects=20, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=10, epochs=200,
+        patience=50, batch_size=8, lr=1e-3, crop=(128, 128), width=32, depth=3,
+        fusion="average", device="auto", shards=1, candidates=MNI_CANDIDATES, study="mni-tissue",
+        why=("papers' protocol on the default 2 mm MNI grid (103x85 axial slices, padded to "
+             "128x128 crops): U-Net depth 3, width 32, batch 8, Adam 1e-3 + cosine annealing, at "
+             "most 200 epochs with early stopping (patience 50), 10 repeats, 20 subjects")),
 }
 
 # ------------------------------------------------------------------------------ the papers
@@ -716,7 +769,305 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+# ------------------------------------------------------------------------------ real anatomy
+def make_dataset_mni(folder: Path, b: Budget) -> Path:
+    """Write the MNI tissue dataset once (:func:`softseg.anatomy.write_dataset`; reused when its
+    subjects, seed and spacing match)."""
+    from softseg.anatomy import write_dataset
+
+    meta_path = folder / "dataset.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        gen = meta.get("generator", {})
+        spacing = gen.get("spacing")
+        spacing = [float(spacing)] * 3 if isinstance(spacing, (int, float)) else spacing
+        if (len(meta.get("subjects", [])) == b.n_subjects and gen.get("seed") == b.seed
+                and spacing is not None and [float(v) for v in spacing] == list(b.spacing)
+                and tuple(meta.get("classes", ())) == MNI_CLASSES):
+            return folder
+        raise SystemExit(f"{folder} holds another dataset; remove it or use another --work")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return write_dataset(folder, n_subjects=b.n_subjects, target="tissue", n_raters=4,
+                         seed=b.seed, spacing=b.spacing)
+
+
+def class_repeat_rows(units, cands, repeats, cname: str | None):
+    """One sample per repeat for class ``cname`` (None: the multi-class row), the mean over the
+    repeat's test subjects of the engine's record (``softseg.protocol``'s per-class table)."""
+    from softseg import compare
+
+    rows: dict[str, list[dict[str, float]]] = {c: [] for c in cands}
+    for k in repeats:
+        for c in cands:
+            unit = units[f"{c}/r{k}"]
+            part = unit["subjects"] if cname is None else unit["classes"][cname]["subjects"]
+            extra = {} if cname is None else {
+                s: e.get(cname, {}) for s, e in unit.get("extra", {}).items()}
+            mean = {}
+            for m in compare.METRICS:
+                vals = np.array([math.nan if r.get(m) is None else r[m] for r in part.values()],
+                                float)
+                vals = vals[np.isfinite(vals)]
+                mean[m] = float(vals.mean()) if vals.size else math.nan
+            for m in sorted({m for e in extra.values() for m in e}):
+                vals = np.array([e.get(m, math.nan) for e in extra.values()], float)
+                vals = vals[np.isfinite(vals)]
+                mean[m] = float(vals.mean()) if vals.size else math.nan
+            mean["train_seconds"] = float(unit.get("train_seconds", math.nan))
+            rows[c].append(mean)
+    return rows
+
+
+#: the engine's per-class keys recomputed against the partial-volume truth (extra pass)
+PV_KEYS = ("soft_rvd", "mse", "soft_dice", "soft_volume_ml", "reference_volume_ml", "brier")
+
+
+def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) -> None:
+    """Per-class metrics against the **partial-volume** truth (the soft class maps).
+
+    The protocol evaluates K-class models against the truth's argmax (integer labels); the
+    soft-volume error of a tissue needs its partial-volume fractions. Each unit's test subjects
+    are predicted again and :func:`softseg.compare.evaluate_subject_classes` (the same engine)
+    is called with the soft class maps as reference; ``pv_<key>`` for :data:`PV_KEYS`.
+    Cached in ``cache_path`` (resumable), merged into ``units[uid]["extra"]``.
+    """
+    from softseg import compare
+    from softseg.data import load_subject, scan_dataset
+    from softseg.modelfile import load_model
+    from softseg.protocol import predict_subject
+    from softseg.protocol.models import _class_truth
+
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    info = scan_dataset(dataset)
+    subjects: dict[str, Any] = {}
+
+    def key(uid: str) -> str:
+        st = (Path(units[uid]["folder"]) / units[uid]["model"]).stat()
+        return f"mni1:{uid}@{st.st_size}:{st.st_mtime_ns}"
+
+    todo = [u for u in units if key(u) not in cache]
+    for i, uid in enumerate(sorted(todo, key=lambda u: (int(u.rsplit("/r", 1)[1]), u))):
+        unit = units[uid]
+        loaded = load_model(Path(unit["folder"]) / unit["model"])
+        classes = tuple(loaded.card.classes)
+        res = {}
+        for name in unit["subjects"]:
+            if name not in subjects:
+                sub = info.subject(name)
+                data = load_subject(sub)
+                subjects[name] = (data, _class_truth(sub, data, classes, info))
+            data, soft = subjects[name]
+            pred = predict_subject(loaded, data)
+            ce, _ = compare.evaluate_subject_classes(
+                pred, soft, classes=classes, thresholds=unit["thresholds"], spacing=data.spacing,
+                subject=name)
+            res[name] = {c: {f"pv_{m}": ce.per_class[c].get(m) for m in PV_KEYS}
+                         for c in classes}
+        cache[key(uid)] = res
+        tmp = cache_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(compare.json_safe(cache)))
+        tmp.replace(cache_path)
+        print(f"[claims] partial-volume metrics {i + 1}/{len(todo)}: {uid}", flush=True)
+    for uid in units:
+        units[uid]["extra"] = cache.get(key(uid), {})
+
+
+#: alias of the average-fusion candidates, and the pairs tested (SoftSeg vs conventional)
+MNI_ALIAS = {"conventional": "conventional:average", "softseg": "softseg:average"}
+MNI_PAIRS = (("softseg:staple", "conventional:staple"), ("softseg", "conventional"))
+MNI_TABLE_KEYS = ("dice", "precision", "recall", "rvd", "soft_rvd", "ece", "brier", "soft_dice",
+                  "hausdorff_mm", "soft_volume_ml", "binary_volume_ml", "reference_volume_ml",
+                  "pv_soft_rvd", "pv_mse", "pv_soft_dice", "pv_soft_volume_ml",
+                  "pv_reference_volume_ml", "threshold", "accuracy", "train_seconds")
+
+
+def mni_table(rows: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Mean ± std over repeats per candidate, and the two-sided Wilcoxon signed-rank p of SoftSeg
+    against conventional with the same fusion (:func:`softseg.compare.wilcoxon_pvalues`)."""
+    from softseg import compare
+
+    out: dict[str, Any] = {"n_repeats": None, "candidates": {}}
+    keys = [m for m in MNI_TABLE_KEYS if any(m in r for rs in rows.values() for r in rs)]
+    partner = {a: b for a, b in MNI_PAIRS}
+    for cand, rs in rows.items():
+        entry: dict[str, Any] = {"mean": {}, "std": {}, "p": {}, "values": {}}
+        for m in keys:
+            vals = np.array([r.get(m, math.nan) for r in rs], float)
+            fin = vals[np.isfinite(vals)]
+            entry["mean"][m] = float(fin.mean()) if fin.size else math.nan
+            entry["std"][m] = float(fin.std(ddof=1)) if fin.size > 1 else math.nan
+            entry["values"][m] = [r.get(m) for r in rs]
+            if cand in partner:
+                ref = partner[cand]
+                entry["p"][m] = compare.wilcoxon_pvalues(
+                    {cand: vals, ref: [r.get(m, math.nan) for r in rows[ref]]}, ref)[cand]
+        if cand in partner:
+            entry["p_versus"] = MNI_ALIAS.get(partner[cand], partner[cand])
+        out["candidates"][MNI_ALIAS.get(cand, cand)] = entry
+        out["n_repeats"] = len(rs)
+    return out
+
+
+#: conventional blue, SoftSeg orange; STAPLE dark, average light
+MNI_COLORS = {"conventional:staple": "#1f4e9c", "conventional:average": "#7fb2e5",
+              "softseg:staple": "#c0500a", "softseg:average": "#f5a55a"}
+
+
+def figure_mni(units, repeats, cands, path: Path) -> str:
+    """Per-class reliability diagrams, repeats pooled: the engine's one-vs-rest diagram of each
+    class against the truth's argmax (predicted = p >= 0.5, confidence = max(p, 1 - p))."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from softseg import compare
+
+    fig = Figure(figsize=(16, 4.4), dpi=90, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, cname in enumerate(MNI_CLASSES):
+        curves = {}
+        for c in cands:
+            pooled = [compare.Curves.from_dict(units[f"{c}/r{k}"]["classes"][cname]["curves"])
+                      for k in repeats]
+            curves[MNI_ALIAS.get(c, c)] = compare.pool_curves(pooled)
+        ax = fig.add_subplot(1, len(MNI_CLASSES), i + 1)
+        compare.draw_figure(ax, "reliability", curves, colors=MNI_COLORS)
+        ax.set_title(f"{cname}: reliability vs truth argmax ({len(repeats)} repeats pooled)",
+                     fontsize=10)
+    fig.suptitle("MNI tissues, held-out test subjects: one-vs-rest reliability per class",
+                 fontsize=10)
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path)
+    return str(path.relative_to(ROOT))
+
+
+def build_results_mni(work: Path, dataset: Path, b: Budget, budget_name: str, shard_info,
+                      wall_s: float | None, *, out_json: Path) -> dict[str, Any]:
+    units = load_units(work)
+    cands = b.candidates
+    reps = complete_repeats(units, cands, b.repeats)
+    extra_metrics_mni({u: units[u] for u in units}, dataset, work / "extra_metrics_mni.json")
+    per_class = ({c: mni_table(class_repeat_rows(units, cands, reps, c)) for c in MNI_CLASSES}
+                 if len(reps) >= 2 else {})
+    overall = mni_table(class_repeat_rows(units, cands, reps, None)) if len(reps) >= 2 else {}
+    prefix = "claims-mni-tissue-" if budget_name == "cpu" else f"claims-mni-tissue-{budget_name}-"
+    figs = ({"reliability": figure_mni(units, reps, cands, DOCS / f"{prefix}reliability.png")}
+            if reps else {})
+    meta = json.loads((dataset / "dataset.json").read_text())
+    first = next(iter(units.values()), {})
+    result = {
+        "benchmark": "softseg_claims", "study": "mni-tissue", "budget": budget_name,
+        "settings": asdict(b),
+        "dataset": {"generator": "softseg.anatomy.write_dataset (softseg sample-data mni)",
+                    "classes": meta.get("classes"), "subjects": meta.get("subjects"),
+                    "raters_per_class": 4, "seed": b.seed, "spacing_mm": list(b.spacing)},
+        "split": first.get("split"),
+        "complete": len(reps) == b.repeats,
+        "repeats_done": reps, "units_done": len(units),
+        "units_total": len(cands) * b.repeats,
+        "evaluation": {
+            "reference": "the truth's argmax (partial-volume class maps truth_label-<class>"
+                         ".nii.gz -> integer labels; softseg.protocol.class_reference 'truth'): "
+                         "Dice, precision, recall, RVD, soft RVD, ECE per class (one-vs-rest), "
+                         "multi-class ECE (confidence = max class probability) and accuracy",
+            "pv_": "pv_* keys: the same engine (softseg.compare.evaluate_subject_classes) with "
+                   "the partial-volume class maps as reference: pv_soft_rvd = soft-volume error "
+                   "per tissue against the partial volume, (V_pv - sum p) / V_pv",
+            "binarisation": "each class at its model's optimal threshold (card), as the protocol",
+            "rvd_sign": "RVD = (V_truth - V_pred) / V_truth: negative = over-segmentation",
+            "repeat_value": "mean over the repeat's test subjects; tables: mean ± std over "
+                            "repeats; p: two-sided Wilcoxon signed-rank, paired by repeat, "
+                            "SoftSeg vs conventional with the same fusion (3 repeats: smallest "
+                            "possible p = 0.25)",
+        },
+        "multiclass": overall, "per_class": per_class, "figures": figs,
+        **run_record(dataset, work, b, units, shard_info, wall_s),
+    }
+    write_json_result(out_json, result)
+    with open(out_json.with_suffix(".csv.tmp"), "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "candidate", "p_versus"] + [f"{m}_{s}" for m in MNI_TABLE_KEYS
+                                                          for s in ("mean", "std", "p")])
+        for cname, tab in [("multi-class", overall), *per_class.items()]:
+            for cand, e in (tab.get("candidates") or {}).items():
+                w.writerow([cname, cand, e.get("p_versus", "")] + [
+                    e[s].get(m) for m in MNI_TABLE_KEYS for s in ("mean", "std", "p")])
+    out_json.with_suffix(".csv.tmp").replace(out_json.with_suffix(".csv"))
+    return result
+
+
+MNI_MD_COLUMNS = (("dice", "Dice %", 100, 1), ("ece", "ECE %", 100, 2),
+                  ("pv_soft_rvd", "soft-volume error vs PV %", 100, 1),
+                  ("soft_rvd", "soft RVD vs argmax %", 100, 1), ("rvd", "RVD %", 100, 1),
+                  ("pv_mse", "MSE vs PV ×1e-3", 1e3, 2), ("threshold", "threshold", 1, 2))
+
+
+def _cell(e: dict[str, Any], key: str, scale: float, digits: int) -> str:
+    m, sd, p = e["mean"].get(key), e["std"].get(key), e["p"].get(key)
+    if m is None or not math.isfinite(m):
+        return "n/a"
+    cell = f"{m * scale:.{digits}f}"
+    if sd is not None and math.isfinite(sd):
+        cell += f" ± {sd * scale:.{digits}f}"
+    if p is not None and math.isfinite(p):
+        cell += f" (p {p:.2f})"
+    return cell
+
+
+def markdown_mni(result: dict[str, Any]) -> str:
+    """The per-class table and the multi-class row as GitHub markdown."""
+    lines = []
+    overall, per_class = result.get("multiclass") or {}, result.get("per_class") or {}
+    if not per_class:
+        return "(fewer than 2 complete repeats)\n"
+    n = overall.get("n_repeats")
+    lines.append(f"\n**per class** — n = {n} repeats (mean ± std; p: two-sided Wilcoxon "
+                 "signed-rank, SoftSeg vs conventional with the same fusion; with 3 repeats the "
+                 "smallest possible p is 0.25)\n")
+    lines.append("| class | candidate | " + " | ".join(c[1] for c in MNI_MD_COLUMNS) + " |")
+    lines.append("|---|---|" + "---:|" * len(MNI_MD_COLUMNS))
+    for cname, tab in per_class.items():
+        for cand, e in tab["candidates"].items():
+            lines.append(f"| {cname} | `{cand}` | "
+                         + " | ".join(_cell(e, c[0], c[2], c[3]) for c in MNI_MD_COLUMNS)
+                         + " |")
+    lines.append("\n**multi-class** (confidence = max class probability, label-fusion paper)\n")
+    lines.append("| candidate | multi-class ECE % | accuracy % |")
+    lines.append("|---|---:|---:|")
+    for cand, e in overall["candidates"].items():
+        lines.append(f"| `{cand}` | {_cell(e, 'ece', 100, 2)} | {_cell(e, 'accuracy', 100, 1)} |")
+    return "\n".join(lines) + "\n"
+
+
+def print_summary_mni(result: dict[str, Any]) -> None:
+    print(markdown_mni(result))
+
+
 # ------------------------------------------------------------------------------ main
+def run_record(dataset: Path, work: Path, b: Budget, units, shard_info,
+               wall_s: float | None) -> dict[str, Any]:
+    """The result's ``cli_equivalent``, ``timing`` and ``machine`` entries (every study)."""
+    train_s = [u.get("train_seconds", 0.0) for u in units.values()]
+    return {
+        "cli_equivalent": [" ".join(shard_command(dataset, work / f"shard-{i}", c, b))
+                           for i, c in enumerate(b.shard_lists())],
+        "timing": {"wall_s": wall_s, "train_seconds_total": round(float(np.sum(train_s)), 1),
+                   "train_seconds_mean": round(float(np.mean(train_s)), 1) if train_s else None,
+                   "shards": shard_info},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+    }
+
+
+def write_json_result(out_json: Path, result: dict[str, Any]) -> None:
+    """Write the result JSON atomically (NaN/inf as null: softseg.compare.json_safe)."""
+    from softseg.compare import json_safe
+
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(json_safe(result), indent=1))
+    tmp.replace(out_json)
+
+
 def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_info,
                   wall_s: float | None, *, out_json: Path) -> dict[str, Any]:
     guard = modelfile_header_guard()
@@ -732,7 +1083,6 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
     claims = judge(abl, fus) if abl else []
     prefix = "claims-" if budget_name == "cpu" else f"claims-{budget_name}-"
     figs = figures(units, abl_reps, fus_reps, dataset, ablation=ablation, prefix=prefix)
-    train_s = [u.get("train_seconds", 0.0) for u in units.values()]
     result = {
         "benchmark": "softseg_claims",
         "budget": budget_name,
@@ -770,20 +1120,9 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         "papers": PAPERS,
         "figures": figs,
         "modelfile_header_guard": guard,
-        "cli_equivalent": [" ".join(shard_command(dataset, work / f"shard-{i}", c, b))
-                           for i, c in enumerate(b.shard_lists())],
-        "timing": {"wall_s": wall_s, "train_seconds_total": round(float(np.sum(train_s)), 1),
-                   "train_seconds_mean": round(float(np.mean(train_s)), 1) if train_s else None,
-                   "shards": shard_info},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
+        **run_record(dataset, work, b, units, shard_info, wall_s),
     }
-    from softseg.compare import json_safe
-
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(json_safe(result), indent=1))
-    tmp.replace(out_json)
+    write_json_result(out_json, result)
     write_csv(out_json.with_suffix(".csv"), abl, fus)
     return result
 
@@ -866,46 +1205,69 @@ def markdown_tables(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--study", choices=("phantom", "mni-tissue"), default="phantom",
+                    help="phantom (default): the partial-volume phantom, every candidate; "
+                         "mni-tissue: 3 MNI tissue classes, conventional vs SoftSeg")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     ap.add_argument("--work", type=Path, default=None,
-                    help="dataset, models and run states (default: build/softseg_claims/BUDGET)")
+                    help="dataset, models and run states (default: build/softseg_claims/BUDGET; "
+                         "mni-tissue: build/softseg_claims/mni-tissue[-BUDGET])")
     ap.add_argument("--out", type=Path, default=None,
                     help="result JSON (default: benchmarks/results/softseg_claims.json for the "
-                         "cpu budget, softseg_claims_BUDGET.json otherwise)")
+                         "cpu budget, softseg_claims_BUDGET.json otherwise; mni-tissue: "
+                         "softseg_claims_mni-tissue[_BUDGET].json)")
     ap.add_argument("--report-only", action="store_true",
                     help="build the JSON and figures from the repeats finished so far")
     for key in ("repeats", "epochs", "n_subjects", "width", "shards"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
                         help=f"override the budget's {key} (smoke runs)")
     ap.add_argument("--crop", type=int, default=None, help="override the square crop size")
+    ap.add_argument("--spacing", type=float, default=None,
+                    help="mni-tissue: override the isotropic voxel size (mm)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    b = BUDGETS[args.budget]
+    mni = args.study == "mni-tissue"
+    budgets = MNI_BUDGETS if mni else BUDGETS
+    if args.budget not in budgets:
+        ap.error(f"--budget {args.budget} is not defined for --study {args.study}; choose one of "
+                 f"{', '.join(sorted(budgets))}")
+    if args.spacing is not None and not mni:
+        ap.error("--spacing applies to --study mni-tissue only (the phantom's grid is fixed)")
+    b = budgets[args.budget]
     if args.out is None:
-        args.out = RESULTS / ("softseg_claims.json" if args.budget == "cpu"
-                              else f"softseg_claims_{args.budget}.json")
+        if mni:
+            args.out = RESULTS / ("softseg_claims_mni-tissue.json" if args.budget == "cpu"
+                                  else f"softseg_claims_mni-tissue_{args.budget}.json")
+        else:
+            args.out = RESULTS / ("softseg_claims.json" if args.budget == "cpu"
+                                  else f"softseg_claims_{args.budget}.json")
     over = {k: getattr(args, k) for k in ("repeats", "epochs", "n_subjects", "width", "shards",
                                           "device") if getattr(args, k) is not None}
     if "epochs" in over:
         over["patience"] = over["epochs"]
     if args.crop:
         over["crop"] = (args.crop, args.crop)
+    if args.spacing is not None:
+        over["spacing"] = (args.spacing,) * 3
     b = replace(b, **over)
     if b.shards not in SHARDS:
         ap.error(f"--shards must be one of {sorted(SHARDS)}")
-    work = args.work or ROOT / "build" / "softseg_claims" / args.budget
+    default_work = (("mni-tissue" if args.budget == "cpu" else f"mni-tissue-{args.budget}")
+                    if mni else args.budget)
+    work = args.work or ROOT / "build" / "softseg_claims" / default_work
     work.mkdir(parents=True, exist_ok=True)
     if args._worker is not None:
         return worker(work / "dataset", work / f"shard-{args._worker}",
                       b.shard_lists()[args._worker], b)
-    dataset = make_dataset(work / "dataset", b)
+    dataset = (make_dataset_mni if mni else make_dataset)(work / "dataset", b)
     t0 = time.perf_counter()
     shard_info = None
     if not args.report_only:
-        overrides = []
-        for key in ("repeats", "epochs", "n_subjects", "width", "shards", "crop", "device"):
+        overrides = ["--study", args.study]
+        for key in ("repeats", "epochs", "n_subjects", "width", "shards", "crop", "spacing",
+                    "device"):
             if getattr(args, key) is not None:
                 overrides += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
         shard_info = run_shards(dataset, work, b, args.budget, overrides)
@@ -920,10 +1282,18 @@ def main(argv: list[str] | None = None) -> int:
     elif info_path.exists():  # --report-only: keep the timing of the run that trained
         saved = json.loads(info_path.read_text())
         wall, shard_info = saved.get("wall_s"), saved.get("shards")
-    result = build_results(work, dataset, b, args.budget, shard_info, wall, out_json=args.out)
-    print_summary(result)
+    if mni:
+        result = build_results_mni(work, dataset, b, args.budget, shard_info, wall,
+                                   out_json=args.out)
+        print_summary_mni(result)
+        md_text = markdown_mni(result)
+    else:
+        result = build_results(work, dataset, b, args.budget, shard_info, wall,
+                               out_json=args.out)
+        print_summary(result)
+        md_text = markdown_tables(result)
     md = args.out.with_suffix(".md")
-    md.write_text(markdown_tables(result), encoding="utf-8")
+    md.write_text(md_text, encoding="utf-8")
     print(f"\n[claims] wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}"
           f" ({result['units_done']}/{result['units_total']} units)")
     return 0 if shard_info is None or all(s["rc"] == 0 for s in shard_info) else 1
