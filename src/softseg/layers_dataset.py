@@ -10,6 +10,11 @@ FOLDER/<subject>/image.nii.gz              one input channel, or
 FOLDER/<subject>/image_<k>-<name>.nii.gz   several channels (the index keeps the user's order,
                                            since the loader sorts channel files by name)
 FOLDER/<subject>/rater-<name>.nii.gz       one file per target (raters, or one fused/soft map)
+FOLDER/<subject>/rater-<name>_label-<key>.nii.gz
+                                           K >= 2 classes: one file per target and class (the
+                                           multi-class contract of DESIGN decision 11, what
+                                           softseg.data.scan_dataset reads; dataset.json then
+                                           lists the "classes")
 ```
 
 Arrays come in napari display order and are written back in their native file orientation,
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from softseg.dataset_json import class_file_path, class_key
 from softseg.errors import InputError
 from softseg.geometry import DisplayGeometry, save_display_array
 from softseg.io import write_json
@@ -93,6 +99,54 @@ def _as_3d(name: str, array: np.ndarray, shape: tuple[int, ...] | None) -> np.nd
     return array
 
 
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def _class_entries(classes: Sequence[str]) -> tuple[list[str | dict[str, str]], list[str]]:
+    """``dataset.json`` entries and file keys of K class names (a short key where the name's own
+    key, :func:`~softseg.dataset_json.class_key`, holds characters a file name may not)."""
+    names = [str(c).strip() for c in classes]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise InputError(f"class names must be unique and not empty; got {list(classes)}")
+    entries: list[str | dict[str, str]] = []
+    keys: list[str] = []
+    for name in names:
+        key = class_key(name)
+        if _KEY_UNSAFE.search(key) or not key[:1].isalnum():
+            key = _KEY_UNSAFE.sub("-", key).strip("-.") or "class"
+            entries.append({"name": name, "key": key})
+        else:
+            entries.append(name)
+        keys.append(key)
+    if len(set(keys)) != len(keys):
+        raise InputError(f"class names {names} give the same file name; rename the classes")
+    return entries, keys
+
+
+def _check_class_target(name: str, maps: np.ndarray, k: int, shape: tuple[int, ...],
+                        sidecar: Mapping[str, object] | None) -> None:
+    """Refuse one rater's per-class maps ``(K, S, P, L)`` that the data loader would refuse."""
+    from softseg.confidence import as_rater_values
+    from softseg.fusion import class_probabilities
+    from softseg.sidecar import parse_rater_sidecar
+
+    if maps.ndim != 4 or maps.shape[0] != k or maps.shape[1:] != shape:
+        raise InputError(
+            f"target {name!r}: expected {k} class maps of shape {shape} (K, S, P, L), got shape "
+            f"{maps.shape}"
+        )
+    if maps.dtype != bool and not np.issubdtype(maps.dtype, np.number):
+        raise InputError(f"target {name!r} is not numeric")
+    if not maps.any():
+        raise InputError(f"target {name!r} is empty (no class painted)")
+    scale = None
+    if sidecar:
+        scale = parse_rater_sidecar(dict(sidecar), source=f"target {name!r}").scale
+    values = [as_rater_values(maps[c], scale=scale, name=f"target {name!r} class {c + 1}")[0]
+              for c in range(k)]
+    class_probabilities(values, name=f"target {name!r}")  # [0, 1], classes summing to <= 1
+
+
 def write_layers_dataset(
     folder: str | os.PathLike,
     channels: Mapping[str, np.ndarray],
@@ -114,9 +168,12 @@ def write_layers_dataset(
         Dataset folder to create (may exist and be empty).
     channels : mapping of str to ndarray, shape (S, P, L)
         Input contrasts in napari display order, in the model's channel order.
-    targets : mapping of str to ndarray, shape (S, P, L)
+    targets : mapping of str to ndarray, shape (S, P, L), or (K, S, P, L) with K classes
         Rater maps (binary, confidence levels or soft in [0, 1]) or a single fused/soft map.
-        Floating-point targets must lie in [0, 1].
+        Floating-point targets must lie in [0, 1]. With ``K >= 2`` classes, each target is one
+        rater's per-class maps (``[c - 1]`` = class ``c``: binary, levels through the rater's
+        sidecar scale, or soft), e.g. :func:`softseg.class_levels.class_level_maps` of a painted
+        code layer; the classes of a voxel must sum to at most 1 (after the scale).
     geometry : DisplayGeometry
         Geometry shared by all arrays (e.g. of the first image layer).
     subject : str
@@ -130,14 +187,27 @@ def write_layers_dataset(
         Provenance stored in ``dataset.json`` (layer names, source files).
     overwrite : bool
         Replace existing files.
-    classes : sequence of one str, optional
-        The structure's class name in ``dataset.json`` (e.g. the parent model's when the layers
-        fine-tune it); default none (one class, ``"foreground"``).
+    classes : sequence of str, optional
+        Class names, index 1..K, written as ``dataset.json`` ``"classes"``. One name: the
+        structure's name (e.g. the parent model's when the layers fine-tune it); default none
+        (one class, ``"foreground"``). ``K >= 2`` names: every target is ``(K, S, P, L)`` and is
+        written as one file per class, ``rater-<name>_label-<key>.nii.gz``
+        (:func:`softseg.dataset_json.class_file_path`, key
+        :func:`softseg.dataset_json.class_key`; a short key in ``dataset.json`` when a name
+        holds characters a file name may not), each with the target's sidecar.
 
     Returns
     -------
     Path
         The dataset folder.
+
+    Raises
+    ------
+    InputError
+        No channel or target; a shape other than the image's; NaN/Inf images; targets outside
+        [0, 1], negative, empty; K-class targets not ``(K, S, P, L)``, summing above 1 over the
+        classes, levels without a scale in their sidecar; duplicate class names or file names.
+        Raised before anything is written.
     """
     if not channels:
         raise InputError("choose at least one image layer as input channel")
@@ -147,12 +217,24 @@ def write_layers_dataset(
             "trains from labels)"
         )
     shape = tuple(geometry.display_shape)
+    if classes is not None and len(classes) == 0:
+        raise InputError("classes must name at least one class")
+    n_classes = len(classes) if classes is not None else 1
+    entries: list[str | dict[str, str]] = [str(c) for c in classes] if classes else []
+    keys: list[str] = []
+    if n_classes >= 2:
+        entries, keys = _class_entries(classes)  # type: ignore[arg-type]
     chans = {name: _as_3d(name, arr, shape) for name, arr in channels.items()}
-    tgts = {name: _as_3d(name, arr, shape) for name, arr in targets.items()}
+    if n_classes >= 2:
+        for name, arr in targets.items():
+            _check_class_target(name, np.asarray(arr), n_classes, shape, (sidecars or {}).get(name))
+        tgts = {name: np.asarray(arr) for name, arr in targets.items()}
+    else:
+        tgts = {name: _as_3d(name, arr, shape) for name, arr in targets.items()}
     for name, arr in chans.items():
         if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
             raise InputError(f"image layer {name!r} has NaN/Inf or non-numeric values")
-    for name, arr in tgts.items():
+    for name, arr in tgts.items() if n_classes == 1 else ():
         if arr.dtype == bool:
             continue
         if not np.issubdtype(arr.dtype, np.number):
@@ -168,8 +250,6 @@ def write_layers_dataset(
             raise InputError(f"target layer {name!r} has negative labels")
         if not arr.any():
             raise InputError(f"target layer {name!r} is empty (nothing painted)")
-    if classes is not None and len(classes) != 1:
-        raise InputError(f"layers are written as one structure; got classes {list(classes)}")
     n_subjects = int(n_subjects)
     if n_subjects < 1:
         raise InputError(f"n_subjects must be >= 1, got {n_subjects}")
@@ -198,12 +278,15 @@ def write_layers_dataset(
             save_display_array(sub_dir / fname, np.asarray(arr[start:stop], dtype=np.float32),
                                geo, overwrite=overwrite)
         for fname, (tname, arr) in zip(tgt_files, tgts.items()):
-            part = arr[start:stop]
-            if part.dtype == bool:
-                part = part.astype(np.uint8)
             side = (sidecars or {}).get(tname)
-            save_display_array(sub_dir / fname, part, geo, overwrite=overwrite,
-                               sidecar=None if side is None else dict(side))
+            files = ([(sub_dir / fname, arr[start:stop])] if n_classes == 1 else
+                     [(class_file_path(sub_dir / fname, key), arr[c, start:stop])
+                      for c, key in enumerate(keys)])
+            for path, part in files:
+                if part.dtype == bool:
+                    part = part.astype(np.uint8)
+                save_display_array(path, part, geo, overwrite=overwrite,
+                                   sidecar=None if side is None else dict(side))
         subjects.append({"subject": sub, "axial_slices": [start, stop]})
     write_json(
         folder / "dataset.json",
@@ -212,7 +295,7 @@ def write_layers_dataset(
             "targets": list(tgts),
             "subjects": subjects,
             "source": dict(source or {}),
-            **({"classes": [str(c) for c in classes]} if classes else {}),
+            **({"classes": entries} if entries else {}),
         },
         overwrite=True,
     )
