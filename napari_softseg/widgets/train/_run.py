@@ -102,7 +102,7 @@ def _write_layers(run: TrainRun) -> Path:
     target = root / safe_name(lay.image_name)  # its name is shown as "trained on" in Predict
     if run.resume and target.is_dir() and (target / "dataset.json").is_file():
         return target  # continue on the data the checkpoint was trained on
-    channels, classes = lay.channels, None
+    channels, classes = lay.channels, getattr(lay, "classes", None)  # K >= 2 classes, or None
     if run.init is not None:
         # fine-tuning: the image layers are the parent's channels and the targets its structure
         # (the dock checked their numbers), written under the parent's names as --init requires
@@ -111,7 +111,8 @@ def _write_layers(run: TrainRun) -> Path:
         parent = read_card(run.init)
         if len(parent.channels) == len(channels):
             channels = dict(zip(parent.channels, channels.values()))
-        classes = parent.classes if len(parent.classes) == 1 else None
+        if len(parent.classes) == 1:  # K classes: the dock checked they are the parent's
+            classes = parent.classes
     if root.exists():
         shutil.rmtree(root)  # the user confirmed replacing this model (and its data)
     try:
