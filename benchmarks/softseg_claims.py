@@ -820,6 +820,8 @@ def class_repeat_rows(units, cands, repeats, cname: str | None):
 
 #: the engine's per-class keys recomputed against the partial-volume truth (extra pass)
 PV_KEYS = ("soft_rvd", "mse", "soft_dice", "soft_volume_ml", "reference_volume_ml", "brier")
+#: the engine's per-class keys with argmax binarisation (no thresholds), truth's argmax reference
+ARGMAX_KEYS = ("dice", "rvd", "binary_volume_ml")
 
 
 def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) -> None:
@@ -828,13 +830,15 @@ def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) ->
     The protocol evaluates K-class models against the truth's argmax (integer labels); the
     soft-volume error of a tissue needs its partial-volume fractions. Each unit's test subjects
     are predicted again and :func:`softseg.compare.evaluate_subject_classes` (the same engine)
-    is called with the soft class maps as reference; ``pv_<key>`` for :data:`PV_KEYS`.
-    Cached in ``cache_path`` (resumable), merged into ``units[uid]["extra"]``.
+    is called with the soft class maps as reference; ``pv_<key>`` for :data:`PV_KEYS`. And
+    :func:`softseg.metrics.evaluate_classes` without thresholds (each voxel in its argmax class,
+    the label-fusion paper's SCGM rule) against the truth's argmax: ``argmax_<key>`` for
+    :data:`ARGMAX_KEYS`. Cached in ``cache_path`` (resumable), merged into ``units[uid]["extra"]``.
     """
-    from softseg import compare
+    from softseg import compare, metrics
     from softseg.data import load_subject, scan_dataset
     from softseg.modelfile import load_model
-    from softseg.protocol import predict_subject
+    from softseg.protocol import class_reference, predict_subject
     from softseg.protocol.models import _class_truth
 
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
@@ -843,7 +847,7 @@ def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) ->
 
     def key(uid: str) -> str:
         st = (Path(units[uid]["folder"]) / units[uid]["model"]).stat()
-        return f"mni1:{uid}@{st.st_size}:{st.st_mtime_ns}"
+        return f"mni2:{uid}@{st.st_size}:{st.st_mtime_ns}"
 
     todo = [u for u in units if key(u) not in cache]
     for i, uid in enumerate(sorted(todo, key=lambda u: (int(u.rsplit("/r", 1)[1]), u))):
@@ -855,13 +859,17 @@ def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) ->
             if name not in subjects:
                 sub = info.subject(name)
                 data = load_subject(sub)
-                subjects[name] = (data, _class_truth(sub, data, classes, info))
-            data, soft = subjects[name]
+                subjects[name] = (data, _class_truth(sub, data, classes, info),
+                                  class_reference(sub, data, "truth", classes, info=info))
+            data, soft, labels = subjects[name]
             pred = predict_subject(loaded, data)
             ce, _ = compare.evaluate_subject_classes(
                 pred, soft, classes=classes, thresholds=unit["thresholds"], spacing=data.spacing,
                 subject=name)
-            res[name] = {c: {f"pv_{m}": ce.per_class[c].get(m) for m in PV_KEYS}
+            am = metrics.evaluate_classes(pred, labels, classes=classes, thresholds=None,
+                                          spacing=data.spacing)
+            res[name] = {c: {**{f"pv_{m}": ce.per_class[c].get(m) for m in PV_KEYS},
+                             **{f"argmax_{m}": am.per_class[c].get(m) for m in ARGMAX_KEYS}}
                          for c in classes}
         cache[key(uid)] = res
         tmp = cache_path.with_suffix(".tmp")
@@ -878,7 +886,8 @@ MNI_PAIRS = (("softseg:staple", "conventional:staple"), ("softseg", "conventiona
 MNI_TABLE_KEYS = ("dice", "precision", "recall", "rvd", "soft_rvd", "ece", "brier", "soft_dice",
                   "hausdorff_mm", "soft_volume_ml", "binary_volume_ml", "reference_volume_ml",
                   "pv_soft_rvd", "pv_mse", "pv_soft_dice", "pv_soft_volume_ml",
-                  "pv_reference_volume_ml", "threshold", "accuracy", "train_seconds")
+                  "pv_reference_volume_ml", "argmax_dice", "argmax_rvd",
+                  "argmax_binary_volume_ml", "threshold", "accuracy", "train_seconds")
 
 
 def mni_table(rows: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
@@ -972,7 +981,8 @@ def build_results_mni(work: Path, dataset: Path, b: Budget, budget_name: str, sh
             "pv_": "pv_* keys: the same engine (softseg.compare.evaluate_subject_classes) with "
                    "the partial-volume class maps as reference: pv_soft_rvd = soft-volume error "
                    "per tissue against the partial volume, (V_pv - sum p) / V_pv",
-            "binarisation": "each class at its model's optimal threshold (card), as the protocol",
+            "binarisation": "each class at its model's optimal threshold (card), as the protocol; "
+                            "argmax_* keys: each voxel in its most probable class (no thresholds)",
             "rvd_sign": "RVD = (V_truth - V_pred) / V_truth: negative = over-segmentation",
             "repeat_value": "mean over the repeat's test subjects; tables: mean ± std over "
                             "repeats; p: two-sided Wilcoxon signed-rank, paired by repeat, "
@@ -995,7 +1005,8 @@ def build_results_mni(work: Path, dataset: Path, b: Budget, budget_name: str, sh
     return result
 
 
-MNI_MD_COLUMNS = (("dice", "Dice %", 100, 1), ("ece", "ECE %", 100, 2),
+MNI_MD_COLUMNS = (("dice", "Dice %", 100, 1), ("argmax_dice", "Dice (argmax) %", 100, 1),
+                  ("ece", "ECE %", 100, 2),
                   ("pv_soft_rvd", "soft-volume error vs PV %", 100, 1),
                   ("soft_rvd", "soft RVD vs argmax %", 100, 1), ("rvd", "RVD %", 100, 1),
                   ("pv_mse", "MSE vs PV ×1e-3", 1e3, 2), ("threshold", "threshold", 1, 2))
