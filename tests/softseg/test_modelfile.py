@@ -199,8 +199,8 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
         (lambda d: d.update(classes=5), "classes: Input should be a valid"),
         (lambda d: d.update(surprise=1), "surprise: unknown key"),
         (lambda d: d["architecture"]["config"].update(width="4"), "architecture.config.width"),
-        (lambda d: d["candidate"]["activation"].update(normalization="volume_max"),
-         "candidate.activation.normalization"),
+        (lambda d: d["candidate"]["activation"].update(normalization="median_max"),  # not an option (yet)
+         "candidate.activation: normalized ReLU normalisation 'median_max' is unknown"),
     ],
 )
 def test_bad_cards_are_one_line_errors_naming_the_key(model_file, tmp_path, mutate, message):
