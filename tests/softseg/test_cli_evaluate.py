@@ -207,3 +207,27 @@ def test_class_files_are_found_by_the_one_class_key_rule(class_files, capsys):
     ds.write_text(json.dumps({"classes": 5}))
     assert main(["evaluate", str(folder / "sub"), truth, "--dataset-json", str(ds)]) == 2
     assert "dataset.json: classes" in one_line_error(capsys)
+
+
+def test_k_class_raters_as_per_class_files_are_refused_not_mismeasured(class_files, capsys):
+    """Per-class rater files read as label maps would all count as class 1 (wrong Brier and rater
+    entropy with exit 0, seen by a new user): refused in one line naming the file."""
+    folder, _probs, labels = class_files
+    raters = []
+    for rater in ("rater-1", "rater-2"):
+        for k, key in ((1, "grey-matter"), (2, "white-matter")):
+            path = folder / f"{rater}_label-{key}.nii.gz"
+            save_volume(path, (labels == k).astype(np.uint8), affine=AFFINE)
+            raters.append(str(path))
+    assert main(["evaluate", str(folder / "sub"), str(folder / "truth.nii.gz"), "--classes",
+                 "grey matter", "white matter", "--raters", *raters]) == 2
+    line = one_line_error(capsys)
+    assert raters[0] in line and "one integer label map per rater" in line
+    # the label maps of the same raters are accepted
+    maps = []
+    for rater in ("rater-1", "rater-2"):
+        path = folder / f"{rater}.nii.gz"
+        save_volume(path, labels, affine=AFFINE)
+        maps.append(str(path))
+    assert main(["evaluate", str(folder / "sub"), str(folder / "truth.nii.gz"), "--classes",
+                 "grey matter", "white matter", "--raters", *maps, "--json"]) == 0

@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------- inputs
+#: A per-class rater file ``<rater>_label-<class>.nii[.gz]`` (the multi-class contract).
+_PER_CLASS_FILE = re.compile(r"^.+_label-[^_/]+\.nii(?:\.gz)?$")
+
+
 def _check_options(args: argparse.Namespace) -> None:
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         raise InputError(f"--threshold must lie in (0, 1]; got {args.threshold:g}")
@@ -278,6 +282,13 @@ def _run_classes(args: argparse.Namespace, classes: ClassList) -> dict[str, Any]
     from softseg.io import load_volume
 
     names, keys = list(classes.names), list(classes.keys)
+    per_class = [r for r in (args.raters or []) if _PER_CLASS_FILE.match(Path(r).name)]
+    if per_class:  # each would be read as a label map of class 1: refuse, never mis-measure
+        raise InputError(
+            f"{per_class[0]}: --raters with several classes takes one integer label map per rater "
+            "(0 = background, 1..K), not per-class files <rater>_label-<class>.nii.gz; make the "
+            "label maps with softseg fuse, or leave --raters out"
+        )
     files, background = class_prediction_paths(str(args.prediction), keys)
     _check_inputs([args.truth, *files.values(), *([background] if background else []),
                    *(args.raters or [])], factor=4)
