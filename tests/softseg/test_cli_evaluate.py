@@ -231,3 +231,17 @@ def test_k_class_raters_as_per_class_files_are_refused_not_mismeasured(class_fil
         maps.append(str(path))
     assert main(["evaluate", str(folder / "sub"), str(folder / "truth.nii.gz"), "--classes",
                  "grey matter", "white matter", "--raters", *maps, "--json"]) == 0
+
+
+def test_a_mistyped_option_value_is_one_line(tmp_path, capsys):
+    """argparse's own errors (a typo in a choice, an unknown option) are one line, exit 2."""
+    for argv, needle in ((["fuse", "a.nii.gz", "b.nii.gz", "--method", "stapel", "-o", "f.nii.gz"],
+                          "invalid choice: 'stapel'"),
+                         (["evaluate", "p.nii.gz", "t.nii.gz", "--optimall"], "--optimall")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], lines
+        assert lines[0].startswith("softseg") and ": error: " in lines[0] and "--help" in lines[0]
+    assert list(tmp_path.iterdir()) == []

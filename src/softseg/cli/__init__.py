@@ -66,8 +66,16 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the product's one-line errors (an unknown option or choice: one line, exit 2,
+    instead of argparse's usage block before the error)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="softseg",
         description="Soft segmentation of medical images: fuse raters, train SoftSeg models, "
         "predict and compare soft segmentations. The napari plugin calls the same engine.",
