@@ -565,11 +565,17 @@ class CompareWidget(QWidget):
         removed = getattr(event, "value", None)
         uid = layer_uid(removed) if removed is not None else None
         if uid is not None and self.grid.on and uid in self.grid.depends_on:
-            self.grid.clear()
-            self.grid_check.blockSignals(True)
-            self.grid_check.setChecked(False)
-            self.grid_check.blockSignals(False)
-            self._say(f"{removed.name!r} was removed: the grid view closed")
+            self._close_grid(f"{removed.name!r} was removed: the grid view closed")
         elif uid is not None and uid in self.grid.uids:
             self.grid.uids.remove(uid)
+            if not self.grid.uids:  # every view deleted (select all + delete removes views in
+                # any order, maybe before the image they show): leave the grid as well
+                self._close_grid("the grid view's layers were removed: the grid view closed")
         self.refresh_choices()
+
+    def _close_grid(self, message: str) -> None:
+        self.grid.clear()
+        self.grid_check.blockSignals(True)
+        self.grid_check.setChecked(False)
+        self.grid_check.blockSignals(False)
+        self._say(message)
