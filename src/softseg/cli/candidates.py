@@ -20,12 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from softseg.candidates import CANDIDATES, FUSION_DESCRIPTIONS, FUSIONS, get_candidate
+    from softseg.protocol.ensemble import DESCRIPTION as ENSEMBLE_DESCRIPTION
+    from softseg.protocol.ensemble import ENSEMBLE
 
     chosen = [get_candidate(n) for n in args.names] if args.names else list(CANDIDATES.values())
     if args.json:
         payload = {
             "candidates": [c.as_dict() for c in chosen],
             "fusions": [{"name": f, "description": FUSION_DESCRIPTIONS[f]} for f in FUSIONS],
+            "protocol_fusions": [{"name": ENSEMBLE, "description": ENSEMBLE_DESCRIPTION}],
         }
         json.dump(payload, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -46,4 +49,7 @@ def run(args: argparse.Namespace) -> int:
         width = max(len(f) for f in FUSIONS)
         for f in FUSIONS:
             print(f"  {f:<{width}}  {FUSION_DESCRIPTIONS[f]}")
+        print()
+        print("Rater ensemble (softseg compare --train NAME:ensemble, e.g. conventional:ensemble):")
+        print(f"  {ENSEMBLE:<{width}}  {ENSEMBLE_DESCRIPTION}")
     return 0

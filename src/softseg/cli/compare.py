@@ -13,6 +13,8 @@ The first evaluates trained models on the dataset's test subjects (mean ± std o
 the second runs the papers' protocol: N trainings per candidate on paired random (or
 leave-one-group-out) splits, mean ± std over repeats and a two-sided Wilcoxon signed-rank test
 against a reference candidate. ``--resume`` continues an interrupted protocol run.
+``NAME:ensemble`` (e.g. ``conventional:ensemble``) trains one model per rater and evaluates the
+mean of their predictions (:mod:`softseg.protocol.ensemble`).
 ``--executor local|slurm`` runs each training as a submitit job (docs/cluster.md); Ctrl-C
 cancels the jobs in flight.
 """
@@ -35,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="two or more model files (.safetensors) to evaluate")
     parser.add_argument("--train", nargs="+", metavar="CANDIDATE",
                         help="train these candidates (NAME or NAME:FUSION, e.g. softseg:staple) "
-                             "--repeats times each instead of evaluating model files")
+                             "--repeats times each instead of evaluating model files; "
+                             "NAME:ensemble is a rater ensemble: one NAME model per rater, "
+                             "predictions averaged (conventional:ensemble = the label-fusion "
+                             "paper's Conv-STAPLE-QUBIQ baseline; needs >= 2 raters)")
     parser.add_argument("--dataset", required=True, help="dataset folder (DESIGN.md layout)")
     parser.add_argument("--out", default="compare-report", metavar="REPORT_DIR",
                         help="report folder (default: %(default)s)")

@@ -9,6 +9,14 @@ candidate. Its units (candidate, repeat) run one after another in this process, 
 jobs on this machine or a Slurm cluster (:class:`ExecutorConfig`); every executor gives the
 same table, and every run is resumable.
 
+A candidate is ``NAME`` or ``NAME:FUSION``: the fusion says how the raters become the training
+target (``softseg:staple``, ``conventional:average``, ``softseg:random``), and
+``NAME:ensemble`` makes a **rater ensemble**: one model of the NAME recipe per rater, each
+trained on that rater's labels alone, the unit's prediction the mean of their probability maps
+(``conventional:ensemble`` is the label-fusion paper's Conv-STAPLE-QUBIQ baseline, Ma 2020's
+loss ensemble). It needs at least two raters, every subject labelled by every rater; its record
+counts the members (``members``, ``member_raters``).
+
 Modules (one concept each):
 
 ===================  ==========================================================================
@@ -16,6 +24,7 @@ Modules (one concept each):
 ``models``           :func:`evaluate_models`, the K-class reference :func:`class_reference`
 ``config``           :class:`ProtocolConfig`, :class:`Progress`, :class:`ProtocolResult`
 ``units``            :class:`UnitPlan`, :func:`run_unit` (train, evaluate, record: what a job runs)
+``ensemble``         ``NAME:ensemble``: one member per rater, their mean, its optimal threshold
 ``records``          the unit record and the error record (JSON files the parent reads)
 ``executors``        :class:`ExecutorConfig`: serial, submitit local or Slurm; their parameters
 ``running``          running units serially, or as jobs the parent watches (Ctrl-C cancels them)

@@ -25,7 +25,9 @@ class ProtocolConfig:
     Attributes
     ----------
     candidates : tuple of str
-        ``NAME`` or ``NAME:FUSION`` (fusion of the raters for training, e.g. ``softseg:staple``).
+        ``NAME`` or ``NAME:FUSION`` (fusion of the raters for training, e.g. ``softseg:staple``;
+        ``NAME:ensemble``: one model per rater, predictions averaged — a rater ensemble,
+        :mod:`softseg.protocol.ensemble`).
     repeats : int
         Trainings per candidate (one split each).
     groups : bool
@@ -101,15 +103,25 @@ class ProtocolConfig:
         d["crop"] = list(self.crop)
         return d
 
-    def train_config(self, candidate: str, repeat: int, *, test_group: str | None) -> Any:
-        from softseg.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    def fusion_of(self, candidate: str) -> str:
+        """The candidate's fusion: its ``:FUSION``, else :attr:`fusion`; ``ensemble`` for a rater
+        ensemble (:mod:`softseg.protocol.ensemble`)."""
+        return parse_candidate(candidate)[1] or self.fusion
 
-        name, fusion = parse_candidate(candidate)
+    def train_config(self, candidate: str, repeat: int, *, test_group: str | None) -> Any:
+        """The :class:`softseg.config.TrainConfig` of one repeat of ``candidate`` (for a rater
+        ensemble: of each member, whose one rater is its target)."""
+        from softseg.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+        from softseg.protocol.ensemble import ENSEMBLE, MEMBER_FUSION
+
+        name, _ = parse_candidate(candidate)
+        fusion = self.fusion_of(candidate)
         return TrainConfig(
             candidate=name,
             seed=self.seed + repeat,
             device=self.device,
-            data=DataConfig(crop=tuple(self.crop), fusion=fusion or self.fusion,
+            data=DataConfig(crop=tuple(self.crop),
+                            fusion=MEMBER_FUSION if fusion == ENSEMBLE else fusion,
                             val_fraction=self.val_fraction,
                             test_fraction=0.0 if test_group else self.test_fraction,
                             test_group=test_group),

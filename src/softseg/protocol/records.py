@@ -31,7 +31,9 @@ class UnitRecord(Schema):
     (:meth:`softseg.compare.Curves.as_dict`; None for K-class); ``classes``: K-class models,
     per class ``{"subjects": ..., "curves": ...}``; ``plan``: :meth:`UnitPlan.as_dict`;
     ``torch_threads``: the CPU threads the unit ran with (CPU results are bit-identical only
-    for equal thread counts).
+    for equal thread counts); ``members``: the number of models whose mean is the unit's
+    prediction (1; a rater ensemble: one per rater, ``member_raters`` their rater ids, and
+    ``thresholds`` the averaged map's own optimum, :mod:`softseg.protocol.ensemble`).
     Numbers are JSON-safe (:func:`softseg.compare.json_safe`: NaN as null, infinities as
     ``"inf"``/``"-inf"``).
     """
@@ -50,6 +52,8 @@ class UnitRecord(Schema):
     classes: dict[str, dict[str, Any]] = {}
     plan: dict[str, Any]
     torch_threads: int | None = None
+    members: int = 1
+    member_raters: tuple[str, ...] = ()
 
 
 def read_record(path: str | os.PathLike, plan: UnitPlan | None = None) -> dict[str, Any] | None:

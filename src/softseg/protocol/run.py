@@ -30,6 +30,7 @@ from softseg import compare
 from softseg.errors import InputError
 from softseg.io import write_json
 from softseg.protocol.config import Progress, ProtocolConfig, ProtocolResult
+from softseg.protocol.ensemble import ENSEMBLE
 from softseg.protocol.executors import ExecutorConfig, job_threads
 from softseg.protocol.reference import GROUND_TRUTHS, parse_candidate
 from softseg.protocol.running import Failure, run_jobs, run_serial
@@ -91,11 +92,12 @@ def run_protocol(
 
     executor = executor or ExecutorConfig()
     for spec in config.candidates:  # every name checked before the first training starts
-        name, fusion = parse_candidate(spec)
+        name, _ = parse_candidate(spec)
         get_candidate(name)
-        if (fusion or config.fusion) not in FUSIONS:
-            raise InputError(f"unknown fusion {fusion or config.fusion!r} in {spec!r}; choose "
-                             f"one of {', '.join(FUSIONS)}")
+        fusion = config.fusion_of(spec)
+        if fusion not in FUSIONS and fusion != ENSEMBLE:
+            raise InputError(f"unknown fusion {fusion!r} in {spec!r}; choose one of "
+                             f"{', '.join(FUSIONS)}, or {ENSEMBLE} (one model per rater)")
     executor.check_available()
     out = Path(out)
     info = scan_dataset(dataset)
@@ -312,7 +314,7 @@ def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any],
     ]
     if not config.stats:
         notes.append("Statistics disabled (--no-stats): no Wilcoxon test was run.")
-    notes.extend(_candidate_notes(config.candidates))
+    notes.extend(_candidate_notes(config, state))
     meta = {"dataset": state["dataset"], "candidates": ", ".join(config.candidates),
             "repeats": config.repeats, "ground truth": reference_name,
             "epochs (max)": config.epochs, "crop": tuple(config.crop)}
@@ -322,15 +324,25 @@ def _finish(out: Path, config: ProtocolConfig, state: Mapping[str, Any],
     return ProtocolResult(comparison=comparison, summary=summary, report=report, state=dict(state))
 
 
-def _candidate_notes(specs: Sequence[str]) -> list[str]:
-    """One line per candidate: its paper name and what it changes (from the registry)."""
+def _candidate_notes(config: ProtocolConfig, state: Mapping[str, Any]) -> list[str]:
+    """One line per candidate: its paper name and what it changes (from the registry); a rater
+    ensemble says how many models it averages and on which raters they trained."""
     from softseg.candidates import CANDIDATES
 
     lines = []
-    for spec in specs:
+    for spec in config.candidates:
         name, fusion = parse_candidate(spec)
         cand = CANDIDATES.get(name)
-        if cand is not None:
+        if cand is None:
+            continue
+        if config.fusion_of(spec) == ENSEMBLE:
+            unit = state["units"].get(f"{spec}/r0", {})
+            raters = list(unit.get("member_raters") or [])
+            extra = (f"; a rater ensemble of {len(raters)} models per repeat (raters "
+                     f"{', '.join(raters)}), each trained on one rater's labels alone, their "
+                     "probability maps averaged (the label-fusion paper's Conv-STAPLE-QUBIQ, "
+                     "Ma 2020) and binarised at the averaged map's optimal threshold")
+        else:
             extra = f", trained on the {fusion} fusion of the raters" if fusion else ""
-            lines.append(f"{spec} = {cand.title}: {cand.description}{extra}")
+        lines.append(f"{spec} = {cand.title}: {cand.description}{extra}")
     return lines

@@ -16,9 +16,13 @@ exists (for the same plan) is done: :func:`run_unit` returns it at once. A lock 
 ``OUT/units/<candidate>-r<k>.lock`` makes a second process on the same unit (a job of an
 interrupted run still running when the run is resumed) wait for the first and reuse its record.
 
-A unit holds a *tuple* of trainings so that a candidate that trains several models (one per
-rater, for a rater ensemble) fits the same scheme; today every candidate trains one model and
-:func:`unit_prediction` evaluates one model per unit.
+A unit holds a *tuple* of trainings: one model for a plain candidate, one per rater for a rater
+ensemble (``NAME:ensemble``, :mod:`softseg.protocol.ensemble`: each member trains on one rater's
+view of the dataset). Members train one after another; a member whose model file exists is kept,
+so a unit interrupted after some members resumes with the rest. :func:`unit_prediction` is the
+mean of the unit's models' predictions, and a unit of several models is binarised at the
+averaged map's own optimal threshold (:func:`softseg.protocol.ensemble.ensemble_thresholds`).
+The record lists the models and says how many members (``members``) and which raters.
 """
 
 from __future__ import annotations
@@ -68,15 +72,24 @@ class TrainingPlan:
     Attributes
     ----------
     model : str
-        Model file, relative to the protocol folder (``models/<candidate>-r<k>.safetensors``).
+        Model file, relative to the protocol folder (``models/<candidate>-r<k>.safetensors``;
+        an ensemble member ``models/<candidate>-r<k>-rater-<id>.safetensors``).
     config : softseg.config.TrainConfig
+    rater : str or None
+        An ensemble member: the one rater it trains on
+        (:func:`softseg.protocol.ensemble.rater_view`); None trains on every rater (the
+        configuration's fusion).
     """
 
     model: str
     config: Any
+    rater: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "config": self.config.as_dict()}
+        out = {"model": self.model, "config": self.config.as_dict()}
+        if self.rater is not None:  # records of single-model units keep their shape
+            out["rater"] = self.rater
+        return out
 
 
 @dataclass(frozen=True)
@@ -174,9 +187,12 @@ def plan_units(info: Any, config: Any, *, out: str | os.PathLike,
     Raises
     ------
     InputError
-        A split without test subject, fewer than two groups with ``groups``.
+        A split without test subject, fewer than two groups with ``groups``; a rater ensemble
+        on a dataset with fewer than two raters or a subject lacking a rater
+        (:func:`softseg.protocol.ensemble.ensemble_raters`).
     """
     from softseg.data import split_subjects
+    from softseg.protocol.ensemble import ENSEMBLE, ensemble_raters, member_model
 
     groups = {s.name: s.group for s in info.subjects}
     group_names = sorted({g for g in groups.values() if g is not None})
@@ -198,12 +214,17 @@ def plan_units(info: Any, config: Any, *, out: str | os.PathLike,
                     f"split {repeat} has no test subject ({len(info.names)} subjects, test "
                     f"fraction {config.test_fraction}); add subjects or raise --test-fraction")
             stem = f"{_safe(cand)}-r{repeat}"
+            if config.fusion_of(cand) == ENSEMBLE:
+                trainings = tuple(
+                    TrainingPlan(model=member_model(MODELS, stem, r), config=tcfg, rater=r)
+                    for r in ensemble_raters(info, cand))
+            else:
+                trainings = (TrainingPlan(model=f"{MODELS}/{stem}.safetensors", config=tcfg),)
             plans.append(UnitPlan(
                 candidate=cand, repeat=repeat, dataset=str(Path(info.root).resolve()),
                 out=str(out), split={"train": split.train, "val": split.val, "test": split.test},
                 test_group=test_group, ground_truth=config.ground_truth,
-                trainings=(TrainingPlan(model=f"{MODELS}/{stem}.safetensors", config=tcfg),),
-                threads=threads))
+                trainings=trainings, threads=threads))
     return plans
 
 
@@ -229,13 +250,14 @@ def _unit_lock(plan: UnitPlan) -> Iterator[None]:
         lock.release()
 
 
-def _check_model(path: Path, config: Any) -> None:
+def _check_model(path: Path, config: Any, rater: str | None = None) -> None:
     """Refuse a model file left by a run with other settings (it would be evaluated as ours)."""
     from softseg.modelfile import read_card
 
     card = read_card(path)
     saved = card.training.config
-    if saved is None or saved.as_dict() != config.as_dict():
+    if (saved is None or saved.as_dict() != config.as_dict()
+            or (rater is not None and tuple(card.raters) != (rater,))):
         raise InputError(
             f"{path} was trained with other settings than this run's (an earlier run in this "
             "folder); use --overwrite to start over, or another --out")
@@ -288,6 +310,7 @@ def run_unit(
     from softseg.data import scan_dataset
     from softseg.events import EpochEvent
     from softseg.io import write_json
+    from softseg.protocol.ensemble import rater_view
     from softseg.training import checkpoint_path, fit
 
     plan.record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +328,7 @@ def run_unit(
             path.parent.mkdir(parents=True, exist_ok=True)
             epochs = int(training.config.optim.epochs)
             if path.exists():
-                _check_model(path, training.config)
+                _check_model(path, training.config, training.rater)
             else:
                 resume = checkpoint_path(path).exists()
 
@@ -313,7 +336,8 @@ def run_unit(
                     if on_stage is not None and isinstance(event, EpochEvent):
                         on_stage("train", _offset + int(event.epoch), total)
 
-                fit(info, training.config, out=path, resume=resume, overwrite=not resume,
+                data = info if training.rater is None else rater_view(info, training.rater)
+                fit(data, training.config, out=path, resume=resume, overwrite=not resume,
                     on_event=on_event, cancel=cancel)
             offset += epochs
         train_s = time.perf_counter() - t0
@@ -332,14 +356,24 @@ def run_unit(
 def unit_prediction(loaded: Sequence[Any], data: Any) -> np.ndarray:
     """The unit's soft prediction of one subject (display order).
 
-    One model per unit today: its prediction. (A unit with one model per rater would combine
-    its models' predictions here.)
+    Parameters
+    ----------
+    loaded : sequence of softseg.modelfile.LoadedModel
+        The unit's models (one; a rater ensemble: one per rater).
+    data : softseg.data.SubjectData
+
+    Returns
+    -------
+    ndarray, float32
+        One model: its prediction (:func:`softseg.protocol.predict_subject`); several: the
+        voxel-wise mean of theirs (:func:`softseg.protocol.ensemble.mean_prediction`).
+        ``(S, H, W)`` or ``(K+1, S, H, W)``.
     """
-    if len(loaded) != 1:
-        raise InputError(
-            f"a unit with {len(loaded)} models has no evaluation rule yet; one model per unit "
-            "is supported")
-    return predict_subject(loaded[0], data)
+    from softseg.protocol.ensemble import mean_prediction
+
+    if len(loaded) == 1:
+        return predict_subject(loaded[0], data)
+    return mean_prediction([predict_subject(m, data) for m in loaded])
 
 
 class UnitEvaluation:
@@ -417,7 +451,13 @@ def _evaluate(plan: UnitPlan, info: Any) -> dict[str, Any]:
     loaded = [load_model(p) for p in plan.model_paths()]
     card = loaded[0].card
     classes = tuple(card.classes)
-    ev = UnitEvaluation(plan.candidate, classes, card.thresholds)
+    others = [m.path for m in loaded if tuple(m.card.classes) != classes]
+    if others:
+        raise InputError(f"the models of {plan.uid} predict different classes ({others[0]} vs "
+                         f"{loaded[0].path}); use --overwrite to start over")
+    thresholds = (tuple(card.thresholds) if len(loaded) == 1
+                  else _ensemble_thresholds(plan, info, loaded, len(classes)))
+    ev = UnitEvaluation(plan.candidate, classes, thresholds)
     for name in plan.split["test"]:
         subject = info.subject(name)
         data = load_subject(subject)
@@ -433,8 +473,24 @@ def _evaluate(plan: UnitPlan, info: Any) -> dict[str, Any]:
     return {
         "candidate": plan.candidate, "repeat": plan.repeat,
         "model": plan.trainings[0].model, "models": [t.model for t in plan.trainings],
-        "threshold": float(card.thresholds[0]) if len(classes) == 1 else None,
-        "thresholds": [float(t) for t in card.thresholds],
+        "threshold": float(thresholds[0]) if len(classes) == 1 else None,
+        "thresholds": [float(t) for t in thresholds],
+        "members": len(loaded),
+        "member_raters": [t.rater for t in plan.trainings if t.rater is not None],
         "split": {k: list(v) for k, v in plan.split.items()}, "test_group": plan.test_group,
         "train_seconds": 0.0, **ev.record(), "plan": plan.as_dict(),
     }
+
+
+def _ensemble_thresholds(plan: UnitPlan, info: Any, loaded: Sequence[Any],
+                         n_classes: int) -> tuple[float, ...]:
+    """The averaged map's optimal threshold(s) on the unit's training + validation subjects."""
+    from softseg.data import load_subject
+    from softseg.protocol.ensemble import ensemble_thresholds
+
+    preds, raters = [], []
+    for name in (*plan.split["train"], *plan.split["val"]):
+        data = load_subject(info.subject(name))
+        preds.append(unit_prediction(loaded, data))
+        raters.append(data.raters)
+    return ensemble_thresholds(preds, raters, n_classes=n_classes)
