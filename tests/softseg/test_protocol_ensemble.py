@@ -271,3 +271,15 @@ def test_k_class_ensemble_averages_the_class_maps(tmp_path):
     assert pred.shape[0] == 3  # background + 2 classes
     np.testing.assert_allclose(pred, by_hand, atol=1e-6, rtol=0)
     np.testing.assert_allclose(pred.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_candidates_and_compare_help_describe_the_ensemble(capsys):
+    assert main(["candidates"]) == 0
+    text = capsys.readouterr().out
+    assert "NAME:ensemble" in text and "Conv-STAPLE-QUBIQ" in text
+    assert main(["candidates", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [f["name"] for f in payload["protocol_fusions"]] == ["ensemble"]
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "NAME:ensemble is a rater ensemble" in " ".join(capsys.readouterr().out.split())

@@ -44,7 +44,7 @@ from softseg.protocol.reference import (
     predict_subject,
 )
 from softseg.protocol.run import STATE_FILE, run_protocol
-from softseg.protocol.units import UnitPlan, plan_units, run_unit
+from softseg.protocol.units import UnitPlan, plan_units, run_unit, unit_prediction
 
 __all__ = [
     "EXECUTORS",
@@ -64,4 +64,5 @@ __all__ = [
     "predict_subject",
     "run_protocol",
     "run_unit",
+    "unit_prediction",
 ]

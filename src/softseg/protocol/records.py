@@ -30,8 +30,9 @@ class UnitRecord(Schema):
     multi-class ``ece``/``accuracy``); ``curves``: the pooled plot data
     (:meth:`softseg.compare.Curves.as_dict`; None for K-class); ``classes``: K-class models,
     per class ``{"subjects": ..., "curves": ...}``; ``plan``: :meth:`UnitPlan.as_dict`;
-    ``torch_threads``: the CPU threads the unit ran with (CPU results are bit-identical only
-    for equal thread counts); ``members``: the number of models whose mean is the unit's
+    ``model``: the unit's (first) model file, ``models``: all of them; ``torch_threads``: the
+    CPU threads the unit ran with (CPU results are bit-identical only for equal thread
+    counts); ``members``: the number of models whose mean is the unit's
     prediction (1; a rater ensemble: one per rater, ``member_raters`` their rater ids, and
     ``thresholds`` the averaged map's own optimum, :mod:`softseg.protocol.ensemble`).
     Numbers are JSON-safe (:func:`softseg.compare.json_safe`: NaN as null, infinities as
