@@ -32,6 +32,15 @@ The forward functions built here have the signature of :func:`softseg.predict.pr
 ``forward=`` hook (preprocessed slices ``(B, C, H, W)`` float32 -> ``(B, M, H, W)`` float32), where
 ``M = K + K + 1`` channels: the ``K`` mean probabilities, their ``K`` variances and the entropy
 (:func:`split_maps` separates them).
+
+**Model ensembles** (Lakshminarayanan et al. 2017, "Simple and scalable predictive uncertainty
+estimation using deep ensembles"; the label-fusion paper's Conv-STAPLE-QUBIQ rater ensemble, Ma
+2020): several model files predict the same volume, each in the volume's native geometry
+(:func:`softseg.predict.predict_volume`), and the members' probability maps are summarised as the
+passes above (unweighted): :func:`summarize_members` (the mean is :func:`mean_prediction`, the one
+ensemble mean of the product, which :mod:`softseg.protocol.ensemble` uses too),
+:func:`predict_ensemble` for model files (what ``softseg predict -m A -m B`` and the Predict
+dock's "ensemble" option run).
 """
 
 from __future__ import annotations
@@ -45,12 +54,19 @@ import numpy as np
 from softseg.errors import InputError
 
 __all__ = [
+    "ENSEMBLE",
+    "ENSEMBLE_DESCRIPTION",
     "METHODS",
     "UncertaintyMaps",
+    "check_members",
     "check_passes",
+    "ensemble_threshold",
     "has_dropout",
     "mc_dropout_forward",
+    "mean_prediction",
+    "predict_ensemble",
     "predict_with_uncertainty",
+    "summarize_members",
     "split_maps",
     "summarize_passes",
     "tta_forward",
@@ -63,6 +79,13 @@ METHODS: dict[str, str] = {
     "mc_dropout": "MC dropout (Gal & Ghahramani 2016): dropout kept on, N passes",
     "tta": "test-time augmentation (Wang et al. 2019): N flips/affines, mapped back",
 }
+
+#: The method name of a model ensemble in sidecars and layer metadata (not a key of
+#: :data:`METHODS`: an ensemble is several model files, not a forward hook of one).
+ENSEMBLE = "ensemble"
+#: One line about it (CLI help, sidecars, the Predict dock's tooltip).
+ENSEMBLE_DESCRIPTION = ("model ensemble (Lakshminarayanan et al. 2017; the label-fusion paper's "
+                        "rater ensemble): the mean of several models' probability maps")
 
 
 @dataclass(frozen=True, eq=False)
@@ -530,3 +553,226 @@ def predict_with_uncertainty(
     return UncertaintyMaps(mean=mean.astype(np.float32, copy=False),
                            variance=variance.astype(np.float32, copy=False),
                            entropy=entropy.astype(np.float32, copy=False))
+
+
+# ------------------------------------------------------------------------------ model ensembles
+#: Voxels x members x classes summarised per step by :func:`summarize_members` (bounds the float64
+#: temporaries to a few tens of MB whatever the volume).
+_MEMBER_CHUNK = 1 << 21
+
+
+def summarize_members(predictions: Any, *, multiclass: bool | None = None) -> UncertaintyMaps:
+    """Mean, variance and predictive entropy over the members of an ensemble.
+
+    The members' maps are the passes of :func:`summarize_passes` (unweighted; population
+    variance), summarised block by block so the temporaries stay small.
+
+    Parameters
+    ----------
+    predictions : sequence of ndarray, one per member, equal shapes, values in [0, 1]
+        Single-class probability maps of any shape (e.g. ``(X, Y, Z)``), or with ``multiclass``
+        class maps ``(K+1, ...)``, background first, summing to 1 over axis 0.
+    multiclass : bool, optional
+        Whether axis 0 holds classes (entropy over classes, variance per class). Default: maps
+        of 4 or more dimensions.
+
+    Returns
+    -------
+    UncertaintyMaps
+        ``mean`` and ``variance`` of the members' shape, float32 (the mean in [0, 1], K classes
+        still summing to 1 within float32 rounding; the variance in [0, 0.25]); ``entropy`` the
+        spatial shape, float32 nats ([0, ln 2] for one class, [0, ln(K+1)] for K classes).
+
+    Raises
+    ------
+    InputError
+        No member; shapes that differ; a mean outside [0, 1] (members that are not
+        probabilities).
+    """
+    preds = [np.asarray(p) for p in predictions]
+    if not preds:
+        raise InputError("an ensemble needs at least one member's prediction")
+    shapes = {p.shape for p in preds}
+    if len(shapes) > 1:
+        raise InputError(f"the members' predictions have different shapes: "
+                         f"{', '.join(str(s) for s in sorted(shapes))}")
+    shape = preds[0].shape
+    multiclass = len(shape) >= 4 if multiclass is None else bool(multiclass)
+    if multiclass and len(shape) < 2:
+        raise InputError(f"class maps need a class axis and a spatial shape; got shape {shape}")
+    c = shape[0] if multiclass else 1
+    spatial = shape[1:] if multiclass else shape
+    voxels = int(np.prod(spatial, dtype=np.int64))
+    flat = [p.reshape(c, voxels) for p in preds]
+    mean = np.empty((c, voxels), dtype=np.float32)
+    variance = np.empty((c, voxels), dtype=np.float32)
+    ent = np.empty(voxels, dtype=np.float32)
+    step = max(1, _MEMBER_CHUNK // (len(preds) * c))
+    for a in range(0, voxels, step):
+        b = min(voxels, a + step)
+        # passes (n, B, K, H, W) = (members, voxels of the block, classes, 1, 1)
+        block = np.stack([f[:, a:b] for f in flat]).transpose(0, 2, 1)[:, :, :, None, None]
+        maps = summarize_passes(block, multiclass=multiclass)
+        mean[:, a:b] = maps.mean[:, :, 0, 0].T
+        variance[:, a:b] = maps.variance[:, :, 0, 0].T
+        ent[a:b] = maps.entropy[:, 0, 0]
+    out_shape = shape if multiclass else spatial
+    return UncertaintyMaps(mean=mean.reshape(out_shape), variance=variance.reshape(out_shape),
+                           entropy=ent.reshape(spatial))
+
+
+def mean_prediction(predictions: Any) -> np.ndarray:
+    """An ensemble's prediction: the voxel-wise mean of its members' probability maps.
+
+    The one ensemble mean of the product (the protocol's ``NAME:ensemble`` units,
+    :func:`softseg.protocol.unit_prediction`, and ``softseg predict -m A -m B``): the ``mean`` of
+    :func:`summarize_members`.
+
+    Parameters
+    ----------
+    predictions : sequence of ndarray, one per member, equal shapes
+        ``(S, H, W)`` probabilities in [0, 1], or ``(K+1, S, H, W)`` class probabilities
+        (background first, summing to 1 over the class axis).
+
+    Returns
+    -------
+    ndarray, float32, the members' shape
+        The mean (accumulated in float64); K classes still sum to 1 per voxel (within float32
+        rounding).
+
+    Raises
+    ------
+    InputError
+        No prediction, or shapes that differ.
+    """
+    return summarize_members(predictions).mean
+
+
+def _member_name(path: Any, index: int) -> str:
+    return str(path) if path is not None else f"member {index + 1}"
+
+
+def check_members(cards: Any, paths: Any = None) -> None:
+    """Refuse members that cannot be averaged, in one line naming two files and what differs.
+
+    Members must predict the same maps of the same inputs: the same class names in the same
+    order (and file keys), the same input channels in the same order, and the same output
+    channels (a K-class network with or without its background channel). Their preprocessing
+    (training spacing, crop) may differ: every member predicts in the input's native geometry
+    (:func:`softseg.predict.predict_volume`), so the maps are voxel-aligned; their candidates
+    (activations, losses) may differ too (the ensemble averages probabilities).
+
+    Parameters
+    ----------
+    cards : sequence of softseg.card.ModelCard
+    paths : sequence of path-like, optional
+        The members' files, for the message (default ``member 1``, ``member 2``, ...).
+
+    Raises
+    ------
+    InputError
+        Fewer than two members; two members that differ as above.
+    """
+    cards = list(cards)
+    paths = list(paths) if paths is not None else [None] * len(cards)
+    if len(cards) < 2:
+        raise InputError(f"an ensemble needs at least 2 model files; got {len(cards)}")
+    first = cards[0]
+    for i, card in enumerate(cards[1:], start=1):
+        a, b = _member_name(paths[0], 0), _member_name(paths[i], i)
+        for what, x, y in (
+            ("classes", first.classes, card.classes),
+            ("input channels", first.channels, card.channels),
+            ("class file keys", first.class_keys, card.class_keys),
+            ("network outputs", first.architecture.config.out_channels,
+             card.architecture.config.out_channels),
+        ):
+            if x != y:
+                show = (lambda v: ", ".join(v) if isinstance(v, tuple) else str(v))  # noqa: E731
+                raise InputError(
+                    f"{a} and {b} cannot be averaged: their {what} differ ({show(x) or 'none'} vs "
+                    f"{show(y) or 'none'}); ensemble models trained on the same classes and channels")
+
+
+def ensemble_threshold(cards: Any) -> tuple[float, ...]:
+    """The binarisation threshold(s) of an ensemble: the mean of its members' optimal thresholds.
+
+    Per class (``card.thresholds``); a choice, since no data are at hand when predicting (the
+    protocol's ``NAME:ensemble`` units search the averaged map's own optimum on their training
+    subjects instead, :func:`softseg.protocol.ensemble.ensemble_thresholds`). Give an explicit
+    threshold (``softseg predict --threshold``) to override it.
+
+    Returns
+    -------
+    tuple of float in [0, 1], one per class
+    """
+    cards = list(cards)
+    if not cards:
+        raise InputError("an ensemble needs at least one member")
+    table = np.asarray([[float(t) for t in c.thresholds] for c in cards], dtype=np.float64)
+    return tuple(float(t) for t in table.mean(axis=0))
+
+
+def predict_ensemble(
+    models: Any,
+    volume: Any,
+    *,
+    device: Any = None,
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Any = None,
+) -> UncertaintyMaps:
+    """Predict a volume with every model of an ensemble and summarise the members.
+
+    Each member is :func:`softseg.predict.predict_volume` (native geometry, its own
+    preprocessing); the maps are :func:`summarize_members`: the mean is the prediction,
+    ``variance`` the between-member (population) variance, ``entropy`` the predictive entropy of
+    the mean in nats. The members' maps are held until all are predicted (memory about
+    ``members x`` one prediction).
+
+    Parameters
+    ----------
+    models : sequence of LoadedModel or path-like, at least 2
+        Checked with :func:`check_members` before any prediction.
+    volume : Volume, sequence of Volume (one per channel)
+    device, batch_size, cancel
+        As :func:`softseg.predict.predict_volume`.
+    progress : callable(done, total), optional
+        Slices done over all members (``total`` = members x slices).
+
+    Returns
+    -------
+    UncertaintyMaps
+        As :func:`predict_with_uncertainty`: single class ``mean``, ``variance``, ``entropy``
+        (X, Y, Z); K classes ``mean`` and ``variance`` (K+1, X, Y, Z), background first,
+        ``entropy`` (X, Y, Z); float32.
+
+    Raises
+    ------
+    InputError
+        As :func:`check_members` and :func:`~softseg.predict.predict_volume`.
+    PredictionCancelled
+    """
+    from softseg.modelfile import LoadedModel, load_model
+    from softseg.predict import predict_volume
+
+    members = list(models)
+    if len(members) < 2:
+        raise InputError(f"an ensemble needs at least 2 model files; got {len(members)}")
+    cards = [m.card if isinstance(m, LoadedModel) else None for m in members]
+    if any(c is None for c in cards):
+        from softseg.modelfile import read_card
+
+        cards = [c if c is not None else read_card(m) for c, m in zip(cards, members)]
+    check_members(cards, [getattr(m, "path", m) for m in members])
+    preds = []
+    for i, member in enumerate(members):
+        loaded = member if isinstance(member, LoadedModel) else load_model(member)
+
+        def each(done: int, total: int, _i: int = i) -> None:
+            if progress is not None:
+                progress(_i * total + done, len(members) * total)
+
+        preds.append(predict_volume(loaded, volume, device=device, batch_size=batch_size,
+                                    progress=each, cancel=cancel))
+    return summarize_members(preds, multiclass=len(cards[0].classes) > 1)

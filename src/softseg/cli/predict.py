@@ -24,6 +24,20 @@ K+1 classes of a K-class model, in [0, ln(K+1)]), and ``<name>_variance.nii.gz``
 variance of the N passes' probabilities (K classes: ``<name>_label-<class>_variance.nii.gz`` per
 class). The two options exclude each other.
 
+With several model files given as ``-m/--model MODEL`` (repeated: ``softseg predict -m A -m B
+IMAGE... -o OUTDIR``; one ``-m`` is the same as the plain ``softseg predict MODEL IMAGE...``), the
+models are an **ensemble** (Lakshminarayanan et al. 2017; the label-fusion paper's rater ensemble,
+one model per rater): every member predicts each input in its native geometry and the prediction
+is the **mean** of their probability maps (:func:`softseg.uncertainty.predict_ensemble`, the
+mean the protocol's ``NAME:ensemble`` candidates use), written with the same ``_entropy`` (nats,
+of the mean) and ``_variance`` (between-member population variance) files as above, all in the
+same output set. The members must have the same classes, input channels and network outputs
+(otherwise one line naming two files and what differs, exit 2, nothing written); their training
+spacing may differ (each predicts in native geometry). The ensemble's threshold (``--binarize``,
+sidecars) is the **mean of the members' optimal thresholds** (per class), unless ``--threshold``
+gives one. ``--mc-dropout`` / ``--tta`` are refused with an ensemble (its uncertainty is the
+members' spread).
+
 Every input and output is checked before the first prediction, and all the outputs of a run are
 one :class:`softseg.outputs.OutputSet`: they appear together at the end, or not at all.
 """
@@ -48,8 +62,10 @@ _IMAGE_RE = re.compile(r"^image(?:_(?P<contrast>.+))?\.nii(?:\.gz)?$", re.IGNORE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model file written by softseg train (.safetensors)")
+    # MODEL is optional so that `-m A -m B IMAGE...` reads its first positional as an image
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="model file written by softseg train (.safetensors); leave it out when the models are given with -m")
     parser.add_argument("inputs", metavar="IMAGE_OR_FOLDER", nargs="+", help="NIfTI image, subject folder or dataset folder")
+    parser.add_argument("-m", "--model", dest="models", action="append", metavar="MODEL", help="a model file; repeat for an ensemble (-m A -m B IMAGE...): the prediction is the mean of the models' probability maps, written with <name>_entropy (nats) and <name>_variance (between models) maps; threshold: the mean of the models' thresholds unless --threshold")
     parser.add_argument("-o", "--outdir", required=True, metavar="OUTDIR", help="output folder (created if its parent exists)")
     parser.add_argument("--binarize", action="store_true", help="write 0/1 masks at the model's optimal threshold instead of probabilities (K classes: each class at its own threshold; the argmax label map is always written)")
     parser.add_argument("--threshold", type=float, help="binarisation threshold (default: the model's optimal threshold; K classes: for every class)")
@@ -155,6 +171,29 @@ def _uncertainty_option(args: argparse.Namespace) -> tuple[str, int] | None:
     return method, n
 
 
+def model_arguments(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """``(model files, inputs)`` from the positional MODEL and the repeated ``-m/--model``.
+
+    Without ``-m`` the first positional is the model (``softseg predict MODEL IMAGE...``); with
+    ``-m`` every positional is an input. One-line refusals: no model, no input, a model file
+    among the inputs when ``-m`` is used.
+    """
+    inputs = ([args.model] if args.model is not None else []) + list(args.inputs or [])
+    models = list(getattr(args, "models", None) or [])
+    if not models:
+        if len(inputs) < 2:
+            raise InputError("give a model file and the image(s) to predict: softseg predict MODEL "
+                             "IMAGE... (or -m MODEL [-m MODEL ...] IMAGE...)")
+        return [inputs[0]], inputs[1:]
+    for text in inputs:
+        if str(text).lower().endswith(".safetensors"):
+            raise InputError(f"{text}: a model file among the images; with -m give every model "
+                             f"with its own -m (-m {text})")
+    if not inputs:
+        raise InputError("give the image(s) to predict after the -m models")
+    return models, inputs
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -163,13 +202,20 @@ def run(args: argparse.Namespace) -> int:
     from softseg.modelfile import load_model, read_card
     from softseg.outputs import OutputSet
     from softseg.predict import class_labels, predict_volume
+    from softseg.uncertainty import ENSEMBLE, ENSEMBLE_DESCRIPTION, check_members, ensemble_threshold
     from softseg.uncertainty import METHODS as UNCERTAINTY_METHODS
-    from softseg.uncertainty import predict_with_uncertainty, uncertainty_forward
+    from softseg.uncertainty import predict_ensemble, predict_with_uncertainty, uncertainty_forward
 
-    card = read_card(args.model)  # refuses pickles / foreign files / bad cards before anything else
+    models, inputs = model_arguments(args)
+    # refuses pickles / foreign files / bad cards before anything else
+    cards = [read_card(m) for m in models]
+    card = cards[0]
+    ensemble = len(models) > 1
+    if ensemble:
+        check_members(cards, models)
     channels = list(card.channels)
     if args.threshold is None:
-        thresholds = [float(t) for t in card.thresholds]
+        thresholds = [float(t) for t in (ensemble_threshold(cards) if ensemble else card.thresholds)]
     else:
         value = float(args.threshold)
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -177,9 +223,13 @@ def run(args: argparse.Namespace) -> int:
         thresholds = [value] * len(card.classes)
     threshold = thresholds[0]
     uncertainty = _uncertainty_option(args)
+    if ensemble and uncertainty:
+        flag = "--mc-dropout" if uncertainty[0] == "mc_dropout" else "--tta"
+        raise InputError(f"{flag} and an ensemble of {len(models)} models exclude each other: the "
+                         f"ensemble's uncertainty is the spread of its models; use {flag} with one model")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1; got {args.batch_size}")
-    jobs = collect_inputs(args.inputs)
+    jobs = collect_inputs(inputs)
     for name, files in jobs:
         if len(files) != len(channels):
             raise InputError(
@@ -197,10 +247,12 @@ def run(args: argparse.Namespace) -> int:
         if not parent.is_dir():
             raise InputError(f"{outdir}: parent folder {parent} does not exist; create it first")
     targets = [output_files(outdir, name, card) for name, _ in jobs]
-    extras = [uncertainty_files(outdir, name, card) if uncertainty else {} for name, _ in jobs]
-    loaded = load_model(args.model)
+    extras = [uncertainty_files(outdir, name, card) if uncertainty or ensemble else {} for name, _ in jobs]
+    members = [load_model(m) for m in models]
+    loaded = members[0]
     if uncertainty:  # refused here (no dropout layers, ...) before anything is written
         uncertainty_forward(loaded, *uncertainty)
+    model_paths = [str(Path(m).resolve()) for m in models]
     # one output set over every prediction and its sidecar: all appear, or none (a bad later
     # input, Ctrl-C or a full disk leave nothing, not even the output folder)
     paths = [f for t in (*targets, *extras) for p in t.values() for f in (p, sidecar_path(p))]
@@ -210,7 +262,11 @@ def run(args: argparse.Namespace) -> int:
         for (name, files), target, extra in zip(jobs, targets, extras):
             vols = [load_volume(f) for f in files]
             try:
-                if uncertainty:
+                if ensemble:
+                    maps = predict_ensemble(members, vols, device=args.device,
+                                            batch_size=args.batch_size)
+                    prob = maps.mean
+                elif uncertainty:
                     maps = predict_with_uncertainty(loaded, vols, method=uncertainty[0],
                                                     n=uncertainty[1], device=args.device,
                                                     batch_size=args.batch_size)
@@ -221,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
             except InputError as exc:  # the engine sees arrays: name the file(s) here
                 raise InputError(f"{', '.join(str(f) for f in files)}: {exc}") from None
             side = {
-                "model": str(Path(args.model).resolve()),
+                "model": " + ".join(model_paths),
                 "candidate": card.candidate.name,
                 "candidate_title": card.candidate.title,
                 "threshold": threshold,
@@ -230,10 +286,18 @@ def run(args: argparse.Namespace) -> int:
                 "sources": [str(f.resolve()) for f in files],
                 "softseg_version": __version__,
             }
+            if ensemble:
+                side.update(_ensemble_names(cards), models=model_paths)
             unc_items: dict[str, str] = {}
-            if uncertainty:
-                method, n = uncertainty
-                info = {"method": method, "passes": n, "seed": 0, "description": UNCERTAINTY_METHODS[method]}
+            if uncertainty or ensemble:
+                if ensemble:
+                    info = {"method": ENSEMBLE, "passes": len(models), "seed": None,
+                            "description": ENSEMBLE_DESCRIPTION,
+                            "threshold_rule": ("--threshold" if args.threshold is not None
+                                               else "mean of the models' optimal thresholds")}
+                else:
+                    method, n = uncertainty
+                    info = {"method": method, "passes": n, "seed": 0, "description": UNCERTAINTY_METHODS[method]}
                 side["uncertainty"] = {**info, **{key: str(p) for key, p in extra.items()}}
                 base = {k: v for k, v in side.items() if k not in ("threshold", "binarized", "uncertainty")}
                 ent_side = {**base, **info, "kind": "entropy", "unit": "nats",
@@ -241,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
                 unc_items["entropy"] = _save(outs, extra["entropy"], maps.entropy, None, False, ent_side,
                                              like=vols[0])["path"]
                 var_side = {**base, **info, "kind": "variance", "unit": "probability squared",
-                            "definition": "population variance of the passes' probabilities"}
+                            "definition": ("population variance of the models' probabilities" if ensemble
+                                           else "population variance of the passes' probabilities")}
                 if len(card.classes) == 1:
                     unc_items["variance"] = _save(outs, extra["variance"], maps.variance, None, False, var_side,
                                                   like=vols[0])["path"]
@@ -271,11 +336,25 @@ def run(args: argparse.Namespace) -> int:
                 if key == "entropy" or key.startswith("variance"):
                     print(item[key], file=sys.stderr)
     if args.json:
-        doc = {"model": str(args.model), "threshold": threshold, "outputs": written}
+        doc = {"model": str(models[0]) if not ensemble else None, "threshold": threshold, "outputs": written}
+        if ensemble:
+            doc["models"] = [str(m) for m in models]
         if len(card.classes) > 1:
             doc.update(threshold=None, thresholds=dict(zip(card.classes, thresholds)))
         print(json.dumps(doc))
     return 0
+
+
+def _ensemble_names(cards: list[Any]) -> dict[str, str]:
+    """``candidate`` / ``candidate_title`` of an ensemble's files: the members' common candidate
+    (e.g. ``conventional``), else ``ensemble``; the title says how many models."""
+    names = {c.candidate.name for c in cards}
+    title = cards[0].candidate.title or cards[0].candidate.name
+    if len(names) == 1:
+        return {"candidate": cards[0].candidate.name,
+                "candidate_title": f"ensemble of {len(cards)} {title} models"}
+    return {"candidate": "ensemble",
+            "candidate_title": f"ensemble of {len(cards)} models ({', '.join(sorted(names))})"}
 
 
 def _save(outs: Any, target: Path, data: Any, threshold: float | None, binarize: bool,

@@ -17,8 +17,9 @@ What a unit of an ensemble candidate does (:mod:`softseg.protocol.units`):
   unit's seed, hence the unit's split (paired with the other candidates) and the same
   initialisation for every member: the members differ by their rater's labels only. Its model
   card records ``raters = (id,)`` and fusion ``average`` (the mean of one rater is the rater).
-* **prediction** — :func:`mean_prediction`: the voxel-wise mean of the members' probability
-  maps (K classes: of their class maps, which still sum to 1).
+* **prediction** — :func:`mean_prediction` (:func:`softseg.uncertainty.mean_prediction`, the
+  same function ``softseg predict -m A -m B`` uses): the voxel-wise mean of the members'
+  probability maps (K classes: of their class maps, which still sum to 1).
 * **threshold** — :func:`ensemble_thresholds`: the protocol's rule for every candidate (the
   threshold among 0.05 … 0.95 that maximises the mean Dice on the training + validation
   subjects), applied to the averaged map against every member's own reference (each rater
@@ -40,6 +41,8 @@ from typing import Any
 import numpy as np
 
 from softseg.errors import InputError
+# the one ensemble mean (also softseg predict -m A -m B), re-exported here for the protocol
+from softseg.uncertainty import mean_prediction
 
 __all__ = [
     "DESCRIPTION",
@@ -145,38 +148,6 @@ def rater_view(info: Any, rater: str) -> Any:
         subjects.append(replace(s, raters=tuple(s.rater_files[i]), rater_ids=(rater,),
                                 rater_kinds=(s.kinds[i],) if s.rater_kinds else ()))
     return replace(info, subjects=tuple(subjects))
-
-
-def mean_prediction(predictions: Sequence[np.ndarray]) -> np.ndarray:
-    """The ensemble's prediction: the voxel-wise mean of its members' probability maps.
-
-    Parameters
-    ----------
-    predictions : sequence of ndarray, one per member, equal shapes
-        ``(S, H, W)`` probabilities in [0, 1], or ``(K+1, S, H, W)`` class probabilities
-        (background first, summing to 1 over the class axis).
-
-    Returns
-    -------
-    ndarray, float32, the members' shape
-        The mean (accumulated in float64); K classes still sum to 1 per voxel (within float32
-        rounding).
-
-    Raises
-    ------
-    InputError
-        No prediction, or shapes that differ.
-    """
-    if not predictions:
-        raise InputError("an ensemble needs at least one member's prediction")
-    shapes = {tuple(np.shape(p)) for p in predictions}
-    if len(shapes) > 1:
-        raise InputError(f"the members' predictions have different shapes: "
-                         f"{', '.join(str(s) for s in sorted(shapes))}")
-    total = np.zeros(next(iter(shapes)), dtype=np.float64)
-    for p in predictions:
-        total += np.asarray(p, dtype=np.float64)
-    return (total / len(predictions)).astype(np.float32)
 
 
 def ensemble_thresholds(
