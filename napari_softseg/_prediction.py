@@ -30,6 +30,14 @@ With ``uncertainty=(method, n)`` (MC dropout or test-time augmentation,
 run, K classes included) and ``"… · variance"`` (per class for K classes, hidden), carrying
 :data:`~napari_softseg._metadata.UNCERTAINTY_KEY`; Threshold and Compare never offer them.
 
+With ``uncertainty=("ensemble", n)`` and ``n`` model files, the models are one **ensemble**
+(:func:`softseg.uncertainty.predict_ensemble`, what ``softseg predict -m A -m B`` runs): one set
+of layers named by :func:`softseg.uncertainty.ensemble_card` (``"<image> ·
+conventional:ensemble"``; its card has the mean of the members' thresholds) showing the members'
+mean, plus the same entropy and variance layers (between-member variance), with
+``PREDICTION_KEY["model"]`` = :func:`model_key` of the members and ``["models"]`` their paths
+(fine-tuning a member does not refresh an ensemble's layers).
+
 **Predicting again updates the layers in place** (no ``"… [1]"`` copies): a layer whose metadata
 names the same model file and the same image layers (their uids) gets the new data.
 :func:`refresh_predictions` re-predicts the layers of one model with another (fine-tuning, issue
@@ -66,6 +74,7 @@ from napari_softseg._metadata import (
 from softseg.card import ModelCard, render_card
 from softseg.errors import InputError
 from softseg.modelfile import read_card
+from softseg.uncertainty import ENSEMBLE, check_members, ensemble_card
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -76,6 +85,7 @@ __all__ = [
     "check_channels",
     "describe_model",
     "is_input_image",
+    "model_key",
     "model_tooltip",
     "prediction_colormap",
     "prediction_events",
@@ -206,11 +216,21 @@ def model_tooltip(card: ModelCard, path: str | Path) -> str:
     return render_card(card, path=str(path))
 
 
-def prediction_layers(layers: Any, *, model: str | Path, image_uids: Sequence[str],
+def model_key(model: str | Path | Sequence[str | Path]) -> str:
+    """What ``PREDICTION_KEY["model"]`` holds: a model file's absolute path; for an ensemble (a
+    sequence of files) the members' absolute paths joined by ``" + "`` (as ``softseg predict``'s
+    sidecars write it)."""
+    if isinstance(model, (str, Path)):
+        return str(Path(model).resolve())
+    return " + ".join(str(Path(m).resolve()) for m in model)
+
+
+def prediction_layers(layers: Any, *, model: str | Path | Sequence[str | Path],
+                      image_uids: Sequence[str],
                       roles: Sequence[str] = ("prediction", "prediction_labels")) -> list[Any]:
     """The prediction layers (soft maps and argmax; ``roles`` may add ``"uncertainty"``) of
-    ``model`` on these image layers."""
-    want_model = str(Path(model).resolve())
+    ``model`` (a file, or an ensemble's files) on these image layers."""
+    want_model = model_key(model)
     found = []
     for lyr in layers:
         if role(lyr) not in roles:
@@ -271,6 +291,7 @@ def start_prediction(
     source : str
         The dock named as the source of notifications.
     uncertainty : (method, n), optional
+        ``("ensemble", len(model_paths))``: the models are one ensemble (module docstring).
         ``("mc_dropout" | "tta", passes)``: predict with
         :func:`softseg.uncertainty.predict_with_uncertainty` (seed 0, as the CLI); the
         prediction is the mean of the passes, plus entropy and variance layers (see the module
@@ -299,8 +320,12 @@ def start_prediction(
             raise InputError("choose the image layer(s) to segment")
         if replaces is not None and len(model_paths) != 1:
             raise InputError("one model replaces another model's prediction at a time")
-        for path in model_paths:
-            check_channels(read_card(path), image_layers, model=Path(path).name)
+        cards = [read_card(path) for path in model_paths]
+        for path, card in zip(model_paths, cards):
+            check_channels(card, image_layers, model=Path(path).name)
+        ensemble = uncertainty is not None and uncertainty[0] == ENSEMBLE
+        if ensemble:
+            check_members(cards, [Path(p).name for p in model_paths])
         geometry = layer_geometry(image_layers[0])
         # Snapshot (plain copies) in the main thread: the user may edit layers while this runs.
         # The reorientation to file order happens in the worker.
@@ -358,8 +383,11 @@ def start_prediction(
             errors.append(text)
             notify_error(text)
             return
-        model = Path(model_paths[index])
-        meta_pred = prediction_metadata(card, model=model, image=image_name, image_uids=image_uids)
+        model: Any = list(model_paths) if ensemble else Path(model_paths[index])
+        meta_pred = prediction_metadata(card, model=model_paths[index], image=image_name,
+                                        image_uids=image_uids)
+        if ensemble:
+            meta_pred.update(model=model_key(model), models=[model_key(m) for m in model])
         if extra is not None:
             meta_pred["uncertainty"] = dict(extra["info"])
         old = {_slot(lyr): lyr for lyr in prediction_layers(
@@ -541,6 +569,35 @@ def _lower_this_thread_priority(nice: int = COMPUTE_NICE) -> None:
         pass
 
 
+def _compute_ensemble(paths, volumes, geometry, device, cancel, out: queue.Queue) -> None:
+    """The ensemble of ``paths`` (:func:`softseg.uncertainty.predict_ensemble`, the CLI's
+    function): one ``("result", 0, ...)`` item with the members' mean, entropy and variance."""
+    from softseg.predict import PredictionCancelled, class_labels
+    from softseg.uncertainty import predict_ensemble
+
+    n = len(paths)
+    card = ensemble_card([read_card(p) for p in paths])
+
+    def progress(done: int, total: int) -> None:
+        member = min(int(done * n // max(total, 1)), n - 1)
+        out.put(("progress", member, done * n / max(total, 1) - member,
+                 f"{card.candidate.name}: slices {done}/{total}"))
+
+    try:
+        maps = predict_ensemble(paths, volumes, device=device, progress=progress, cancel=cancel)
+    except PredictionCancelled:
+        return
+    if cancel.is_set():
+        return
+    display = geometry.to_display(np.asarray(maps.mean, dtype=np.float32))
+    labels = class_labels(display) if len(card.classes) > 1 else None
+    extra = {"entropy": geometry.to_display(maps.entropy),
+             "variance": geometry.to_display(maps.variance),
+             "info": {"method": ENSEMBLE, "passes": n, "seed": None}}
+    out.put(("progress", n - 1, 1.0, f"{card.candidate.name}: done"))
+    out.put(("result", 0, display, labels, card, extra))
+
+
 def _compute(paths, display_images, geometry, device, cancel, out: queue.Queue, uncertainty=None) -> None:
     """Body of the dedicated compute thread: load, predict, reorient; results into *out*."""
     from softseg.modelfile import load_model
@@ -551,6 +608,9 @@ def _compute(paths, display_images, geometry, device, cancel, out: queue.Queue, 
         volumes = [geometry.volume(geometry.from_display(np.asarray(a, dtype=np.float32)))
                    for a in display_images]
         del display_images
+        if uncertainty is not None and uncertainty[0] == ENSEMBLE:
+            _compute_ensemble(paths, volumes, geometry, device, cancel, out)
+            return
         for index, path in enumerate(paths):
             if cancel.is_set():
                 break

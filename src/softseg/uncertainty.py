@@ -60,6 +60,7 @@ __all__ = [
     "UncertaintyMaps",
     "check_members",
     "check_passes",
+    "ensemble_card",
     "ensemble_threshold",
     "has_dropout",
     "mc_dropout_forward",
@@ -711,6 +712,32 @@ def ensemble_threshold(cards: Any) -> tuple[float, ...]:
         raise InputError("an ensemble needs at least one member")
     table = np.asarray([[float(t) for t in c.thresholds] for c in cards], dtype=np.float64)
     return tuple(float(t) for t in table.mean(axis=0))
+
+
+def ensemble_card(cards: Any) -> Any:
+    """The model card that describes an ensemble's prediction (sidecars, prediction layers).
+
+    The first member's card with :func:`ensemble_threshold` as its thresholds and the candidate
+    renamed: ``<name>:ensemble`` when every member is the same candidate (the protocol's spec for
+    a rater ensemble, e.g. ``conventional:ensemble``; its own colour and label in Compare), else
+    ``ensemble``; title ``ensemble of N <title> models``. Nothing else is changed (classes,
+    channels, class keys are the members' common ones, :func:`check_members`).
+
+    Returns
+    -------
+    softseg.card.ModelCard
+    """
+    cards = list(cards)
+    first = cards[0]
+    names = sorted({c.candidate.name for c in cards})
+    if len(names) == 1:
+        name = f"{first.candidate.name}:{ENSEMBLE}"
+        title = f"ensemble of {len(cards)} {first.candidate.title or first.candidate.name} models"
+    else:
+        name, title = ENSEMBLE, f"ensemble of {len(cards)} models ({', '.join(names)})"
+    candidate = first.candidate.model_copy(update={"name": name, "title": title,
+                                                   "description": ENSEMBLE_DESCRIPTION})
+    return first.model_copy(update={"thresholds": ensemble_threshold(cards), "candidate": candidate})
 
 
 def predict_ensemble(

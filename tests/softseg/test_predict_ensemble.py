@@ -93,7 +93,7 @@ def test_ensemble_writes_mean_entropy_variance_of_the_members_by_numpy(files, tm
     assert side["models"] == [str(m.resolve()) for m in members]
     assert side["model"] == " + ".join(side["models"])
     assert side["threshold"] == pytest.approx(0.5)
-    assert side["candidate"] == "conventional" and side["candidate_title"].startswith("ensemble of 3")
+    assert side["candidate"] == "conventional:ensemble" and side["candidate_title"] == "ensemble of 3 conventional models"
     assert side["uncertainty"]["method"] == "ensemble" and side["uncertainty"]["passes"] == 3
     assert side["uncertainty"]["threshold_rule"] == "mean of the models' optimal thresholds"
     ent_side = json.loads((out / "img_entropy.json").read_text())

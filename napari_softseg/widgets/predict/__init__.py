@@ -18,7 +18,12 @@ prediction layers show the mean of the passes, plus ``"<image> · <candidate> ·
 (predictive entropy in nats, over the K + 1 classes of a K-class model) and the variance layer(s),
 hidden, role ``"uncertainty"`` (Threshold and Compare never offer them). MC dropout is greyed out,
 with the reason as its tooltip, when a chosen model's card records dropout 0 (no dropout layers);
-a run asked for anyway is refused by the engine with one line.
+a run asked for anyway is refused by the engine with one line. ``ensemble (mean of the models)``
+(offered with 2 or more model files) makes the chosen models one ensemble
+(:func:`softseg.uncertainty.predict_ensemble`, what ``softseg predict -m A -m B`` runs): one
+prediction ``"<image> · <candidate>:ensemble"`` showing the members' mean (its threshold: the mean
+of theirs), with the same entropy and variance (between the models) layers; members with other
+classes or channels are refused in one line naming the two files.
 
 When the Train dock fine-tunes a model whose prediction is shown, the prediction is refreshed
 with the new model and this dock switches its model list to it

@@ -32,6 +32,7 @@ from napari_softseg.widgets._gl_context import Connections, install_removal_guar
 from napari_softseg.widgets._docking import dock_as_tab
 from softseg.errors import InputError
 from softseg.modelfile import read_card
+from softseg.uncertainty import ENSEMBLE, ENSEMBLE_DESCRIPTION
 from softseg.uncertainty import METHODS as UNCERTAINTY_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,9 +44,13 @@ __all__ = ["SOURCE", "UNCERTAINTY_CHOICES", "PredictWidget"]
 SOURCE = "Predict"
 _UI_INTERVAL_MS = 250
 _ERROR_STYLE = "color: #ff8080;"
-#: (label, value) of the Uncertainty combo; values are softseg.uncertainty.METHODS keys.
+#: (label, value) of the Uncertainty combo; values are softseg.uncertainty.METHODS keys and
+#: softseg.uncertainty.ENSEMBLE (the chosen model files as one ensemble).
 UNCERTAINTY_CHOICES = [("none", "none"), ("MC dropout", "mc_dropout"),
-                       ("test-time augmentation", "tta")]
+                       ("test-time augmentation", "tta"),
+                       ("ensemble (mean of the models)", ENSEMBLE)]
+_TIPS = {**UNCERTAINTY_METHODS, ENSEMBLE: ENSEMBLE_DESCRIPTION + "; needs 2 or more model files "
+         "with the same classes and channels"}
 
 
 class PredictWidget(Container):
@@ -80,10 +85,11 @@ class PredictWidget(Container):
         self.uncertainty = ComboBox(
             choices=UNCERTAINTY_CHOICES, value="none", label="Uncertainty",
             tooltip="predict N times and show the mean, plus per-voxel entropy (nats) and variance "
-                    "layers: MC dropout (dropout kept on) or test-time augmentation (flips and the "
-                    "model's training affine family, mapped back)")
+                    "layers: MC dropout (dropout kept on), test-time augmentation (flips and the "
+                    "model's training affine family, mapped back), or an ensemble (the mean of "
+                    "the chosen models, variance between them)")
         for i, (_label, value) in enumerate(UNCERTAINTY_CHOICES[1:], start=1):
-            self.uncertainty.native.model().item(i).setToolTip(UNCERTAINTY_METHODS[value])
+            self.uncertainty.native.model().item(i).setToolTip(_TIPS[value])
         self.passes = SpinBox(value=10, min=1, max=200, label="Passes", enabled=False,
                               tooltip="number of passes N (the time is about N single predictions)")
         self.run_button = PushButton(text="Predict")
@@ -116,6 +122,7 @@ class PredictWidget(Container):
         self._timer.timeout.connect(self._tick)
         self._timer.start()
         self.reset_choices()
+        self._offer_ensemble(len(self.model_paths()))
 
     def _build_layout(self) -> None:
         top = labelled(self.models, self.model_info)
@@ -203,6 +210,7 @@ class PredictWidget(Container):
         self.model_info.value = "\n".join(lines) if lines else "no model chosen"
         self.card_text.setPlainText(("\n\n" + "─" * 40 + "\n\n").join(cards))
         self._offer_mc_dropout(no_dropout)
+        self._offer_ensemble(len(self.model_paths()))
 
     def _offer_mc_dropout(self, no_dropout: list[str]) -> None:
         """Grey out "MC dropout" when a chosen model was built without dropout layers (its card's
@@ -220,17 +228,40 @@ class PredictWidget(Container):
         else:
             item.setToolTip(UNCERTAINTY_METHODS["mc_dropout"])
 
+    def _offer_ensemble(self, n_models: int) -> None:
+        """Offer "ensemble" only with 2 or more model files (the members' classes and channels
+        are checked when the run starts, with one line naming the two files that differ)."""
+        index = [v for _, v in UNCERTAINTY_CHOICES].index(ENSEMBLE)
+        item = self.uncertainty.native.model().item(index)
+        item.setEnabled(n_models >= 2)
+        if n_models >= 2:
+            item.setToolTip(_TIPS[ENSEMBLE])
+            return
+        item.setToolTip(f"an ensemble averages 2 or more models; {n_models} model file(s) chosen")
+        if self.uncertainty.value == ENSEMBLE:
+            self.uncertainty.value = "none"
+            self._say("ensemble is not offered: choose 2 or more model files")
+
+    def ensemble_offered(self) -> bool:
+        """Whether "ensemble (mean of the models)" can be chosen (2 or more model files)."""
+        index = [v for _, v in UNCERTAINTY_CHOICES].index(ENSEMBLE)
+        return bool(self.uncertainty.native.model().item(index).isEnabled())
+
     def mc_dropout_offered(self) -> bool:
         """Whether "MC dropout" can be chosen for the chosen models."""
         index = [v for _, v in UNCERTAINTY_CHOICES].index("mc_dropout")
         return bool(self.uncertainty.native.model().item(index).isEnabled())
 
     def _on_uncertainty(self, *_: Any) -> None:
-        self.passes.enabled = self.uncertainty.value != "none"
+        # an ensemble's "passes" are its models
+        self.passes.enabled = self.uncertainty.value not in ("none", ENSEMBLE)
 
     def uncertainty_option(self) -> tuple[str, int] | None:
-        """``(method, passes)`` chosen in the dock, ``None`` for a plain prediction."""
+        """``(method, passes)`` chosen in the dock (``("ensemble", number of model files)``),
+        ``None`` for a plain prediction."""
         method = self.uncertainty.value
+        if method == ENSEMBLE:
+            return ENSEMBLE, len(self.model_paths())
         return None if method == "none" else (str(method), int(self.passes.value))
 
     def card_texts(self) -> str:

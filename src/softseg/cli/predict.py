@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     from softseg.modelfile import load_model, read_card
     from softseg.outputs import OutputSet
     from softseg.predict import class_labels, predict_volume
-    from softseg.uncertainty import ENSEMBLE, ENSEMBLE_DESCRIPTION, check_members, ensemble_threshold
+    from softseg.uncertainty import ENSEMBLE, ENSEMBLE_DESCRIPTION, check_members, ensemble_card
     from softseg.uncertainty import METHODS as UNCERTAINTY_METHODS
     from softseg.uncertainty import predict_ensemble, predict_with_uncertainty, uncertainty_forward
 
@@ -213,9 +213,10 @@ def run(args: argparse.Namespace) -> int:
     ensemble = len(models) > 1
     if ensemble:
         check_members(cards, models)
+    card_out = ensemble_card(cards) if ensemble else card  # the ensemble's name and thresholds
     channels = list(card.channels)
     if args.threshold is None:
-        thresholds = [float(t) for t in (ensemble_threshold(cards) if ensemble else card.thresholds)]
+        thresholds = [float(t) for t in card_out.thresholds]
     else:
         value = float(args.threshold)
         if not (math.isfinite(value) and 0.0 <= value <= 1.0):
@@ -287,7 +288,8 @@ def run(args: argparse.Namespace) -> int:
                 "softseg_version": __version__,
             }
             if ensemble:
-                side.update(_ensemble_names(cards), models=model_paths)
+                side.update(candidate=card_out.candidate.name, candidate_title=card_out.candidate.title,
+                            models=model_paths)
             unc_items: dict[str, str] = {}
             if uncertainty or ensemble:
                 if ensemble:
@@ -343,18 +345,6 @@ def run(args: argparse.Namespace) -> int:
             doc.update(threshold=None, thresholds=dict(zip(card.classes, thresholds)))
         print(json.dumps(doc))
     return 0
-
-
-def _ensemble_names(cards: list[Any]) -> dict[str, str]:
-    """``candidate`` / ``candidate_title`` of an ensemble's files: the members' common candidate
-    (e.g. ``conventional``), else ``ensemble``; the title says how many models."""
-    names = {c.candidate.name for c in cards}
-    title = cards[0].candidate.title or cards[0].candidate.name
-    if len(names) == 1:
-        return {"candidate": cards[0].candidate.name,
-                "candidate_title": f"ensemble of {len(cards)} {title} models"}
-    return {"candidate": "ensemble",
-            "candidate_title": f"ensemble of {len(cards)} models ({', '.join(sorted(names))})"}
 
 
 def _save(outs: Any, target: Path, data: Any, threshold: float | None, binarize: bool,
