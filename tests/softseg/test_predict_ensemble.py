@@ -224,3 +224,18 @@ def test_engine_refusals_and_threshold_rule(files):
         check_members([cards[0], read_card(files["k2a"])])
     with pytest.raises(InputError, match="at least 2 model files"):
         predict_ensemble([files["a"]], load_volume(files["image"]))
+
+
+def test_ensemble_card_names_and_thresholds(files, tmp_path):
+    from softseg.modelfile import read_card
+    from softseg.uncertainty import ensemble_card
+
+    same = ensemble_card([read_card(files[m]) for m in ("a", "b", "c")])
+    assert (same.candidate.name, same.candidate.title) == ("conventional:ensemble",
+                                                          "ensemble of 3 conventional models")
+    assert same.thresholds == pytest.approx((0.5,)) and same.classes == ("foreground",)
+    other = _model_file(tmp_path / "soft.safetensors", candidate="softseg", thresholds=(0.6,))
+    mixed = ensemble_card([read_card(files["a"]), read_card(other)])
+    assert (mixed.candidate.name, mixed.candidate.title) == ("ensemble",
+                                                            "ensemble of 2 models (conventional, softseg)")
+    assert mixed.thresholds == pytest.approx((0.4,))
