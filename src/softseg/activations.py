@@ -43,6 +43,18 @@ convolution absorbs any constant factor), so ``fixed`` with ``tau = 1`` loses no
 Multi-class forms use the same window (classes and space of a sample) followed by the per-voxel
 division by the class sum, which needs no window.
 
+Training through dead units (``negative_slope``)
+------------------------------------------------
+The ReLU passes no gradient where a logit is <= 0. A voxel of a rare structure whose logit has
+gone below 0 (and the regression loss pulls every logit of a tiny foreground there within the
+first epochs: the background outnumbers it by 10^3-10^4) is then 0 for the rest of training,
+whatever its target: the cause of SoftSeg learning no small lesion (issue 15). With
+``negative_slope = a > 0`` the *backward* pass takes the slope ``a`` below 0, the gradient of a
+leaky ReLU (Maas et al. 2013), while the forward value stays exactly ``relu(x)`` (a
+straight-through estimator in the sense of Bengio et al. 2013): the trained network, its
+probabilities and the model file are those of the normalized ReLU, only the training signal
+reaches units that are off. Prediction never uses it.
+
 Starting a K-class network (:data:`MULTICLASS_RELU_INITIAL_BIAS`)
 -----------------------------------------------------------------
 The multi-class normalized ReLU of Lemay et al. 2022 (label-fusion paper, section 2.3) is, at a
@@ -87,6 +99,13 @@ import torch
 import torch.nn.functional as F
 
 from softseg.errors import InputError
+from softseg.normalization import (
+    _NEEDS_TAU,
+    NORMALIZATIONS,
+    check_negative_slope,
+    check_normalization,
+    inference_window,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -94,6 +113,7 @@ __all__ = [
     "MULTICLASS_RELU_INITIAL_BIAS",
     "NORMALIZATIONS",
     "RunningMax",
+    "check_negative_slope",
     "check_normalization",
     "get_activation",
     "inference_window",
@@ -111,66 +131,6 @@ DEFAULT_EPS = 1e-6
 #: normalized ReLU (module docstring, "Starting a K-class network").
 MULTICLASS_RELU_INITIAL_BIAS = 0.5
 
-#: Normalisation option of the normalized ReLU -> one-line description (a plain dict, STYLE.md 6).
-NORMALIZATIONS: dict[str, str] = {
-    "sample_max": "divide by the maximum of each slice (the SoftSeg paper's formula per sample)",
-    "batch_max": "divide by the maximum of the batch (ivadomed); prediction: of the volume",
-    "volume_max": "train as sample_max; prediction divides by the maximum of the whole volume",
-    "floor": "divide by max(maximum of the slice, tau)",
-    "fixed": "min(relu / tau, 1): no window, a voxel's value depends on its own logit only",
-    "running_max": "min(relu / c, 1), c = running mean of the training batch maximum, stored",
-}
-
-#: Options whose divisor needs ``tau`` (a positive number).
-_NEEDS_TAU = ("floor", "fixed", "running_max")
-#: Window of each option at prediction (see :func:`inference_window`).
-_INFERENCE_WINDOW = {
-    "sample_max": "sample",
-    "floor": "sample",
-    "batch_max": "volume",
-    "volume_max": "volume",
-    "fixed": "none",
-    "running_max": "none",
-}
-
-
-def check_normalization(normalization: str, tau: float | None = None) -> str:
-    """Validate a normalisation option and its ``tau``; returns the option.
-
-    Raises
-    ------
-    InputError
-        Unknown option (the message lists them), or ``tau`` missing, not finite or <= 0 for an
-        option that divides by it.
-    """
-    if not isinstance(normalization, str) or normalization not in NORMALIZATIONS:
-        raise InputError(
-            f"unknown normalized ReLU normalisation {normalization!r}; choose one of: "
-            f"{', '.join(NORMALIZATIONS)}"
-        )
-    if normalization in _NEEDS_TAU:
-        if (tau is None or isinstance(tau, bool) or not isinstance(tau, (int, float))
-                or not math.isfinite(tau) or tau <= 0):
-            raise InputError(
-                f"normalisation {normalization!r} divides by tau; give a finite tau > 0 "
-                f"(got {tau!r})"
-            )
-    return normalization
-
-
-def inference_window(normalization: str) -> str:
-    """What prediction must look at to normalise: ``"sample"`` (each slice on its own),
-    ``"volume"`` (the maximum over every slice of the volume first: pass it as ``divisor``) or
-    ``"none"`` (each voxel on its own).
-
-    Raises
-    ------
-    InputError
-        Unknown option.
-    """
-    return _INFERENCE_WINDOW[check_normalization(normalization, tau=1.0)]
-
-
 def _check_dim(x: torch.Tensor, dim: int, what: str) -> int:
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{what}: expected a torch.Tensor of logits; got {type(x).__name__}")
@@ -182,6 +142,16 @@ def _check_dim(x: torch.Tensor, dim: int, what: str) -> int:
             f"use 0 <= dim < {x.ndim} (dim=1 is the channel axis of (N, C, H, W))"
         )
     return dim % x.ndim
+
+
+def _relu(x: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """``relu(x)`` whose backward pass has slope ``negative_slope`` below 0 (module docstring,
+    "Training through dead units"); the forward value is exactly ``relu(x)``."""
+    r = F.relu(x)
+    if negative_slope and x.requires_grad:
+        below = x.clamp_max(0.0)
+        r = r + negative_slope * (below - below.detach())  # adds exactly 0; gradient a below 0
+    return r
 
 
 def _window_max(r: torch.Tensor, dim: int) -> torch.Tensor:
@@ -198,6 +168,7 @@ def normalized_relu(
     normalization: str = "sample_max",
     tau: float | None = None,
     divisor: torch.Tensor | float | None = None,
+    negative_slope: float = 0.0,
 ) -> torch.Tensor:
     """Normalized ReLU with a selectable normalisation (module docstring, :data:`NORMALIZATIONS`).
 
@@ -222,6 +193,9 @@ def normalized_relu(
     divisor : tensor or float, keyword-only
         A window maximum computed elsewhere (``volume_max`` / ``batch_max`` at prediction: the
         maximum of ``relu`` over the whole volume); replaces the window's own maximum.
+    negative_slope : float in [0, 1), keyword-only
+        Training only: slope of the ReLU's *backward* pass below 0 (module docstring, "Training
+        through dead units"); the values returned do not depend on it. Default 0 (the paper).
 
     Returns
     -------
@@ -231,14 +205,15 @@ def normalized_relu(
     Raises
     ------
     InputError
-        Not a float tensor, ``dim`` out of range, ``eps <= 0``, an unknown normalisation or a
-        missing/invalid ``tau`` (:func:`check_normalization`).
+        Not a float tensor, ``dim`` out of range, ``eps <= 0``, an unknown normalisation, a
+        missing/invalid ``tau`` (:func:`check_normalization`) or a ``negative_slope`` outside
+        [0, 1).
     """
     dim = _check_dim(x, dim, "normalized_relu")
     if not eps > 0:
         raise InputError(f"normalized_relu: eps must be > 0; got {eps}")
     check_normalization(normalization, tau)
-    r = F.relu(x)
+    r = _relu(x, check_negative_slope(negative_slope))
     if normalization in ("fixed", "running_max"):
         return (r / tau).clamp_max(1.0)
     if divisor is not None:
@@ -259,6 +234,7 @@ def multiclass_normalized_relu(
     normalization: str = "sample_max",
     tau: float | None = None,
     divisor: torch.Tensor | float | None = None,
+    negative_slope: float = 0.0,
 ) -> torch.Tensor:
     """Multi-class normalized ReLU: normalized ReLU divided by its sum over the classes.
 
@@ -270,7 +246,7 @@ def multiclass_normalized_relu(
         The class axis; axes before it index samples (as in :func:`normalized_relu`).
     eps : float, keyword-only
         Floor of both denominators (the window maximum and the per-voxel class sum).
-    normalization, tau, divisor : keyword-only
+    normalization, tau, divisor, negative_slope : keyword-only
         As in :func:`normalized_relu` (the window spans classes and space of a sample).
 
     Returns
@@ -281,7 +257,8 @@ def multiclass_normalized_relu(
         no evidence for any class there).
     """
     dim = _check_dim(x, dim, "multiclass_normalized_relu")
-    p = normalized_relu(x, dim=dim, eps=eps, normalization=normalization, tau=tau, divisor=divisor)
+    p = normalized_relu(x, dim=dim, eps=eps, normalization=normalization, tau=tau, divisor=divisor,
+                        negative_slope=negative_slope)
     total = p.sum(dim=dim, keepdim=True)
     # total is either 0 (all classes 0) or >= the largest class value; the floor only guards 0/0.
     return p / total.clamp_min(eps)

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from softseg.errors import InputError
 from softseg.fusion.engine import METHODS as _FUSION_METHODS
 from softseg.fusion.engine import training_fusions as _training_fusions
+from softseg.normalization import _NEEDS_TAU, check_negative_slope, check_normalization
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -88,6 +89,7 @@ _LOSS_NAMES = (
     "gdl_boundary",
 )
 _DISTANCE_MAP_LOSSES = ("boundary", "gdl_boundary")
+_RELU_NAMES = ("normalized_relu", "multiclass_normalized_relu")
 
 #: Single-class activation -> its K-class form (channels = K classes + background).
 MULTICLASS_ACTIVATIONS: dict[str, str] = {
@@ -141,6 +143,16 @@ class Candidate:
     n_classes : int
         K, the foreground classes the recipe trains (1: one output channel; K >= 2: K+1
         channels, background first). Make K-class recipes with :meth:`for_classes`.
+    normalization : str
+        What the normalized ReLU divides by (:data:`softseg.activations.NORMALIZATIONS`;
+        default ``"sample_max"``, the paper's per-slice maximum). Stored in the model card,
+        which prediction follows. Only for the normalized ReLU activations.
+    tau : float > 0 or None
+        The divisor of ``fixed`` / floor of ``floor`` (required by those options, else None).
+    negative_slope : float in [0, 1)
+        Training only: slope of the ReLU's backward pass below 0, so that units that are off
+        still learn (:mod:`softseg.activations`, "Training through dead units"); 0 is the
+        paper. The model's outputs never depend on it.
     """
 
     name: str
@@ -153,6 +165,9 @@ class Candidate:
     boundary_schedule: tuple[float, float, float] | None = None
     reference: str = ""
     n_classes: int = 1
+    normalization: str = "sample_max"
+    tau: float | None = None
+    negative_slope: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or self.n_classes < 1:
@@ -175,6 +190,22 @@ class Candidate:
             raise InputError(
                 f"candidate {self.name!r}: boundary_schedule (start, step, floor) is required for "
                 "the gdl_boundary loss and meaningless for any other"
+            )
+        if self.activation in _RELU_NAMES:
+            try:
+                check_normalization(self.normalization, self.tau)
+                if self.normalization not in _NEEDS_TAU and self.tau is not None:
+                    raise InputError(f"normalisation {self.normalization!r} takes no tau (got {self.tau!r})")
+                check_negative_slope(self.negative_slope)
+                if self.normalization == "running_max":
+                    raise InputError("running_max's divisor is a statistic of a finished training, "
+                                     "not a recipe option; train with 'fixed' (a constant tau)")
+            except InputError as exc:
+                raise InputError(f"candidate {self.name!r}: {exc}") from None
+        elif self.normalization != "sample_max" or self.tau is not None or self.negative_slope:
+            raise InputError(
+                f"candidate {self.name!r}: {self.activation} has no normalisation options "
+                "(normalization, tau and negative_slope are for the normalized ReLU)"
             )
         # a private copy so that the registry's presets cannot be changed through a caller's dict
         object.__setattr__(self, "loss_params", dict(self.loss_params))
@@ -256,6 +287,9 @@ class Candidate:
             "needs_distance_map": self.needs_distance_map,
             "reference": self.reference,
             "n_classes": self.n_classes,
+            "normalization": self.normalization,
+            "tau": self.tau,
+            "negative_slope": self.negative_slope,
         }
 
     def boundary_weight(self, epoch: int) -> float:
@@ -295,11 +329,17 @@ class Candidate:
             return class_target(target, self.n_classes, name=f"candidate {self.name!r}")
         return hard_target(target, self.n_classes, name=f"candidate {self.name!r}")
 
-    def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        """Final activation: logits (N, C, H, W) -> probabilities in [0, 1] (C = :attr:`out_channels`)."""
+    def activate(self, logits: torch.Tensor, *, training: bool = False) -> torch.Tensor:
+        """Final activation: logits (N, C, H, W) -> probabilities in [0, 1] (C = :attr:`out_channels`),
+        with this recipe's :attr:`normalization` and :attr:`tau`. ``training=True`` (the
+        trainer's loss) adds the :attr:`negative_slope` backward pass; values are the same."""
         from softseg.activations import get_activation
 
-        return get_activation(self.activation)(logits)
+        fn = get_activation(self.activation)
+        if self.activation not in _RELU_NAMES:
+            return fn(logits)
+        return fn(logits, normalization=self.normalization, tau=self.tau,
+                  negative_slope=self.negative_slope if training else 0.0)
 
     def compute_loss(
         self,

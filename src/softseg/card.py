@@ -41,6 +41,8 @@ from pydantic_core import PydanticCustomError
 from softseg.config import MAX_SPACING_MM, MIN_SPACING_MM, TrainConfig
 from softseg.events import format_seconds
 from softseg.errors import InputError
+from softseg.normalization import _NEEDS_TAU, inference_window
+from softseg.normalization import NORMALIZATIONS as _NORMALIZATIONS
 from softseg.schema import Schema, parse
 
 __all__ = [
@@ -92,10 +94,9 @@ class PreprocessingCard(Schema):
     orientation: Literal["SPL"] = "SPL"
 
 
-#: Normalisation options of the normalized ReLU (:data:`softseg.activations.NORMALIZATIONS`),
-#: repeated here so that reading a card does not import torch; a test checks that they match.
-NORMALIZATIONS = ("sample_max", "batch_max", "volume_max", "floor", "fixed", "running_max")
-_NEEDS_TAU = ("floor", "fixed", "running_max")
+#: Normalisation options of the normalized ReLU (:data:`softseg.normalization.NORMALIZATIONS`;
+#: that module does not import torch).
+NORMALIZATIONS = tuple(_NORMALIZATIONS)
 _RELU = ("normalized_relu", "multiclass_normalized_relu")
 
 
@@ -142,11 +143,9 @@ class ActivationCard(Schema):
     @property
     def window(self) -> str:
         """What prediction normalises over (:func:`softseg.activations.inference_window`):
-        ``"sample"``, ``"volume"`` or ``"none"``; ``"none"`` for sigmoid/softmax. Imports torch."""
+        ``"sample"``, ``"volume"`` or ``"none"``; ``"none"`` for sigmoid/softmax."""
         if self.name not in _RELU:
             return "none"
-        from softseg.activations import inference_window
-
         return inference_window(self.normalization)
 
     def function(self) -> Any:
@@ -180,6 +179,8 @@ class CandidateCard(Schema):
     loss: str | None = None
     loss_params: dict[str, float | int | bool | str] = {}
     boundary_schedule: tuple[_Finite, _Finite, _Finite] | None = None
+    #: training only: the ReLU's backward slope below 0 (softseg.activations; 0 = the paper)
+    negative_slope: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
 class UNetConfig(Schema):

@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from scipy import ndimage
+import torch.nn.functional as F
 from torch import nn
 
 from softseg.errors import InputError
@@ -163,6 +164,7 @@ def adaptive_wing_loss(
     omega: float = 8.0,
     epsilon: float = 1.0,
     theta: float = 0.5,
+    weight_map: float = 0.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
     r"""Adaptive Wing loss (Wang et al. 2019, eq. 6-7), the SoftSeg regression loss.
@@ -184,10 +186,23 @@ def adaptive_wing_loss(
     alpha, omega, epsilon, theta : float, keyword-only
         Defaults are the SoftSeg configuration (alpha=2.1, omega=8, epsilon=1, theta=0.5).
         ``alpha`` must exceed 1 + max(target) for the loss to be smooth at ``d = 0``.
+    weight_map : float >= 0, keyword-only
+        ``W`` of the *weighted loss map* of Wang et al. 2019 (section 4.2; they use 10): every
+        voxel's loss is multiplied by ``1 + W * M``, ``M`` = the target binarised at 0.2 and
+        dilated by a 3x3 square (3x3x3 for 3D) in each channel, so that the structure and its
+        border are not outweighed by the background; ``'mean'`` then divides by the sum of the
+        weights. 0 (default) is the unweighted loss. ivadomed meant to apply this map (weight
+        ``1 + omega``) but its ``binary_opening`` returns booleans, so its map is 1 everywhere.
     reduction : {'mean', 'sum', 'none'}
         ``'none'`` returns the per-voxel loss, shape (N, C, *spatial). ``'mean'`` averages over
         every voxel. (ivadomed returns the plain *sum* over the batch, which ties the loss scale
         to the slice size; the mean does not.)
+
+    Raises
+    ------
+    InputError
+        omega, epsilon or theta <= 0, ``weight_map`` < 0 or not finite, a weight map on a tensor
+        that is not (N, C, H, W) or (N, C, D, H, W), mismatched shapes.
     """
     _check_reduction(reduction, "adaptive_wing_loss")
     if not (omega > 0 and epsilon > 0 and theta > 0):
@@ -205,7 +220,44 @@ def adaptive_wing_loss(
     d = (target - probs).abs()
     nonlinear = omega * torch.log1p(torch.pow(d / epsilon, power))
     linear = a * d - c
-    return reduce_loss(torch.where(d < theta, nonlinear, linear), reduction)
+    loss = torch.where(d < theta, nonlinear, linear)
+    if not weight_map:
+        return reduce_loss(loss, reduction)
+    weights = wing_weight_map(target, weight_map)
+    if reduction == "mean":
+        return (loss * weights).sum() / weights.sum()
+    return reduce_loss(loss * weights, reduction)
+
+
+def wing_weight_map(target: torch.Tensor, weight: float) -> torch.Tensor:
+    """``1 + weight * M`` of the Adaptive Wing loss's weighted loss map (Wang et al. 2019,
+    section 4.2): ``M`` = ``target >= 0.2`` dilated by a 3x3 (3x3x3) square per channel.
+
+    Parameters
+    ----------
+    target : torch.Tensor, float, (N, C, H, W) or (N, C, D, H, W), values in [0, 1]
+    weight : float >= 0
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape and dtype, values 1 or ``1 + weight``; no gradient.
+
+    Raises
+    ------
+    InputError
+        ``weight`` < 0 or not finite; ``target`` not 4D/5D.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise InputError(f"adaptive_wing_loss: weight_map must be a finite number >= 0; got {weight!r}")
+    if target.ndim not in (4, 5):
+        raise InputError(
+            "adaptive_wing_loss: the weighted loss map needs (N, C, H, W) or (N, C, D, H, W) "
+            f"tensors; got shape {tuple(target.shape)}"
+        )
+    pool = F.max_pool2d if target.ndim == 4 else F.max_pool3d
+    mask = pool((target.detach() >= 0.2).to(target.dtype), kernel_size=3, stride=1, padding=1)
+    return 1.0 + weight * mask
 
 
 # ------------------------------------------------------------------------------------------ Dice
@@ -670,8 +722,6 @@ def signed_distance_map_2d(
     ``2**24`` elements, about 64 MiB). Float32 arithmetic: relative differences to the float64
     scipy map are below 1e-6.
     """
-    import torch.nn.functional as F
-
     if not isinstance(mask, torch.Tensor):
         raise InputError(f"signed_distance_map_2d: expected a torch.Tensor; got {type(mask).__name__}")
     if method not in ("auto", "torch", "scipy"):
@@ -748,6 +798,7 @@ class AdaptiveWingLoss(_Loss):
         omega: float = 8.0,
         epsilon: float = 1.0,
         theta: float = 0.5,
+        weight_map: float = 0.0,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
@@ -757,6 +808,7 @@ class AdaptiveWingLoss(_Loss):
                 f"got {omega}, {epsilon}, {theta}"
             )
         self.alpha, self.omega, self.epsilon, self.theta = alpha, omega, epsilon, theta
+        self.weight_map = weight_map
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return adaptive_wing_loss(
@@ -766,6 +818,7 @@ class AdaptiveWingLoss(_Loss):
             omega=self.omega,
             epsilon=self.epsilon,
             theta=self.theta,
+            weight_map=self.weight_map,
             reduction=self.reduction,
         )
 

@@ -270,3 +270,48 @@ def test_initial_output_bias_only_for_the_multiclass_normalized_relu():
     }
     with pytest.raises(InputError, match="unknown activation 'tanh'"):
         initial_output_bias("tanh")
+
+
+# ---------------------------------------------------------------- training through dead units
+from softseg.normalization import check_negative_slope  # noqa: E402
+
+
+@pytest.mark.parametrize("normalization,tau", [("sample_max", None), ("fixed", 1.0), ("floor", 0.5)])
+def test_negative_slope_changes_the_gradient_not_the_values(normalization, tau):
+    x = torch.tensor([[[[-2.0, -0.5, 0.25, 0.5]]]], dtype=torch.float64, requires_grad=True)
+    plain = normalized_relu(x, normalization=normalization, tau=tau)
+    leaky = normalized_relu(x, normalization=normalization, tau=tau, negative_slope=0.1)
+    assert torch.equal(plain, leaky)  # the forward value is exactly relu's
+    (g_plain,) = torch.autograd.grad(plain.sum(), x)
+    (g_leaky,) = torch.autograd.grad(leaky.sum(), x)
+    # above 0 the gradients agree; below 0 the plain ReLU gives none and the leaky one
+    # d/dx of a * x / m (hand-computed): sample_max m = 0.5, fixed m = tau = 1, floor max(0.5, 0.5)
+    m = {"sample_max": 0.5, "fixed": 1.0, "floor": 0.5}[normalization]
+    assert torch.equal(g_plain[..., :2], torch.zeros(1, 1, 1, 2, dtype=torch.float64))
+    assert torch.allclose(g_leaky[..., :2], torch.full((1, 1, 1, 2), 0.1 / m, dtype=torch.float64))
+    assert torch.allclose(g_leaky[..., 2:], g_plain[..., 2:])
+
+
+def test_negative_slope_reaches_a_dead_unit_in_a_training_step():
+    # every logit < 0, target 1: the paper's ReLU gives no gradient, the leaky backward pulls it up
+    x = torch.full((1, 1, 2, 2), -0.3, requires_grad=True)
+    for slope, moves in ((0.0, False), (0.2, True)):
+        p = normalized_relu(x, normalization="fixed", tau=1.0, negative_slope=slope)
+        (g,) = torch.autograd.grad(((p - 1.0) ** 2).mean(), x)
+        assert bool((g < 0).all()) is moves and bool((g == 0).all()) is not moves
+
+
+def test_negative_slope_validated():
+    assert check_negative_slope(0) == 0.0
+    for bad in (-0.1, 1.0, float("nan"), True, "0.1"):
+        with pytest.raises(InputError, match=r"negative_slope .* \[0, 1\)"):
+            check_negative_slope(bad)
+    with pytest.raises(InputError, match="negative_slope"):
+        normalized_relu(torch.zeros(1, 1, 2, 2), negative_slope=2.0)
+
+
+def test_multiclass_negative_slope_same_values():
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    a = multiclass_normalized_relu(x)
+    b = multiclass_normalized_relu(x, negative_slope=0.1)
+    assert torch.equal(a, b)

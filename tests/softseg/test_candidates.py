@@ -437,3 +437,39 @@ def test_cli_unknown_name_exit_2(capsys):
         "softseg candidates: error: unknown candidate 'nope'; choose one of:"
     )
     assert len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------- normalisation options (issue 15 #1)
+def _relu_candidate(**kw):
+    return Candidate(name="x", title="X", description="d", soft_gt=True,
+                     activation="normalized_relu", loss="adaptive_wing", **kw)
+
+
+def test_normalisation_options_are_validated_in_one_line():
+    for kw, message in (
+        ({"normalization": "maxi"}, "candidate 'x': unknown normalized ReLU normalisation 'maxi'"),
+        ({"normalization": "fixed"}, "candidate 'x': normalisation 'fixed' divides by tau"),
+        ({"normalization": "sample_max", "tau": 1.0}, "takes no tau"),
+        ({"normalization": "running_max", "tau": 1.0}, "running_max's divisor is a statistic"),
+        ({"negative_slope": 1.5}, r"negative_slope .* \[0, 1\)"),
+    ):
+        with pytest.raises(InputError, match=message):
+            _relu_candidate(**kw)
+    with pytest.raises(InputError, match="sigmoid has no normalisation options"):
+        Candidate(name="x", title="X", description="d", soft_gt=True, activation="sigmoid",
+                  loss="dice", negative_slope=0.1)
+
+
+def test_activate_applies_the_options_and_the_slope_only_in_training():
+    c = _relu_candidate(normalization="fixed", tau=2.0, negative_slope=0.25)
+    x = torch.tensor([[[[-1.0, 0.5, 1.0, 5.0]]]], requires_grad=True)
+    p = c.activate(x)
+    # fixed, tau 2: min(relu(x) / 2, 1), hand-computed; no window maximum
+    assert torch.equal(p.detach(), torch.tensor([[[[0.0, 0.25, 0.5, 1.0]]]]))
+    (g_eval,) = torch.autograd.grad(c.activate(x).sum(), x)
+    (g_train,) = torch.autograd.grad(c.activate(x, training=True).sum(), x)
+    assert torch.equal(g_eval, torch.tensor([[[[0.0, 0.5, 0.5, 0.0]]]]))
+    assert torch.equal(g_train, torch.tensor([[[[0.125, 0.5, 0.5, 0.0]]]]))  # 0.25 / tau below 0
+    k3 = c.for_classes(3)
+    assert (k3.normalization, k3.tau, k3.negative_slope) == ("fixed", 2.0, 0.25)
+    assert {"normalization": "fixed", "tau": 2.0, "negative_slope": 0.25}.items() <= c.as_dict().items()

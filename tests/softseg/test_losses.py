@@ -555,3 +555,45 @@ def test_multiclass_modules_equal_functions(reduction):
                           include_background=False, reduction=reduction))
     with pytest.raises(InputError, match="cross_entropy: eps must be in"):
         cross_entropy(probs, target, eps=0.0)
+
+
+# ------------------------------------------------ Adaptive Wing's weighted loss map (issue 15)
+from softseg.losses import wing_weight_map  # noqa: E402
+
+
+def test_wing_weight_map_hand_computed():
+    target = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    target[0, 0, 2, 2] = 0.6   # >= 0.2: in M, dilated to the 3x3 around it
+    target[0, 0, 0, 4] = 0.1   # < 0.2: not in M (Wang et al. binarise the heatmap at 0.2)
+    w = wing_weight_map(target, 10.0)
+    expected = torch.ones(1, 1, 5, 5, dtype=torch.float64)
+    expected[0, 0, 1:4, 1:4] = 11.0
+    assert torch.equal(w, expected)
+
+
+def test_weighted_adaptive_wing_is_the_weighted_mean_of_the_per_voxel_loss():
+    g = torch.Generator().manual_seed(1)
+    target = (torch.rand(2, 1, 6, 6, generator=g, dtype=torch.float64) > 0.9).double()
+    probs = torch.rand(2, 1, 6, 6, generator=g, dtype=torch.float64)
+    per_voxel = adaptive_wing_loss(probs, target, reduction="none")
+    w = wing_weight_map(target, 10.0)
+    got = adaptive_wing_loss(probs, target, weight_map=10.0)
+    assert torch.allclose(got, (per_voxel * w).sum() / w.sum())
+    assert torch.allclose(adaptive_wing_loss(probs, target, weight_map=10.0, reduction="sum"), (per_voxel * w).sum())
+    assert torch.equal(adaptive_wing_loss(probs, target, weight_map=0.0), adaptive_wing_loss(probs, target))
+    # the structure's share of the gradient grows with the weight
+    p = probs.clone().requires_grad_(True)
+    (g0,) = torch.autograd.grad(adaptive_wing_loss(p, target), p)
+    (g10,) = torch.autograd.grad(adaptive_wing_loss(p, target, weight_map=10.0), p)
+    fg = target.bool()
+    share = lambda grad: float(grad[fg].abs().sum() / grad.abs().sum())  # noqa: E731
+    assert share(g10) > share(g0)
+    assert torch.autograd.gradcheck(lambda q: adaptive_wing_loss(q, target, weight_map=10.0), (p,))
+
+
+def test_weighted_adaptive_wing_bad_input():
+    t4 = torch.zeros(1, 1, 3, 3)
+    with pytest.raises(InputError, match="weight_map must be a finite number >= 0"):
+        adaptive_wing_loss(t4, t4, weight_map=-1.0)
+    with pytest.raises(InputError, match=r"needs \(N, C, H, W\)"):
+        adaptive_wing_loss(torch.zeros(4), torch.zeros(4), weight_map=10.0)

@@ -438,7 +438,7 @@ class Trainer:
         target = self.candidate.prepare_target(labels)
         with torch.autocast(self.device.type, enabled=self.amp):
             logits = self.model(images)
-        loss = self.loss(self.candidate.activate(logits.float()), target)
+        loss = self.loss(self.candidate.activate(logits.float(), training=True), target)
         bad = not bool(torch.isfinite(loss.detach()))
         if self._any_rank(bad):
             raise _NonFiniteLoss()
@@ -708,7 +708,8 @@ class Trainer:
             ),
             candidate=mc.CandidateCard(
                 name=c.name, title=c.title, description=c.description, soft_gt=bool(c.soft_gt),
-                activation=mc.ActivationCard(name=c.activation), loss=c.loss,
+                activation=mc.ActivationCard(name=c.activation, normalization=c.normalization, tau=c.tau),
+                loss=c.loss, negative_slope=c.negative_slope,
                 loss_params=dict(c.loss_params), boundary_schedule=c.boundary_schedule,
             ),
             architecture=mc.ArchitectureCard(name=type(self.net).__name__,
