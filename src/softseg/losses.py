@@ -165,6 +165,7 @@ def adaptive_wing_loss(
     epsilon: float = 1.0,
     theta: float = 0.5,
     weight_map: float = 0.0,
+    balance: float | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
     r"""Adaptive Wing loss (Wang et al. 2019, eq. 6-7), the SoftSeg regression loss.
@@ -193,6 +194,21 @@ def adaptive_wing_loss(
         border are not outweighed by the background; ``'mean'`` then divides by the sum of the
         weights. 0 (default) is the unweighted loss. ivadomed meant to apply this map (weight
         ``1 + omega``) but its ``binary_opening`` returns booleans, so its map is 1 everywhere.
+    balance : float in (0, 1) or None, keyword-only
+        The structure's share ``q`` of the loss: ``'mean'`` becomes a weighted average of the
+        mean over the structure and the mean over the background, with the soft memberships
+        ``y`` and ``1 - y`` as weights::
+
+            q * sum(y * L) / sum(y) + (1 - q) * sum((1 - y) * L) / sum(1 - y)
+
+        per channel (axis 1; sums over the batch and space), averaged over the channels
+        (inverse-frequency weighting, the regression analogue of a weighted cross-entropy; a
+        channel without any structure in the batch gives its background mean). A structure of a few voxels in
+        10^4 then drives the gradient as much as the background does, as the Dice loss's
+        normalisation by the structure's size does for the conventional pipeline; the plain
+        mean leaves it 10^-4 of the gradient (issue 15: SoftSeg learned no small lesion). The
+        plain mean is ``q = sum(y) / N``; ``q = 0.5`` weighs structure and background equally.
+        Needs ``reduction='mean'`` and excludes ``weight_map``.
     reduction : {'mean', 'sum', 'none'}
         ``'none'`` returns the per-voxel loss, shape (N, C, *spatial). ``'mean'`` averages over
         every voxel. (ivadomed returns the plain *sum* over the batch, which ties the loss scale
@@ -221,6 +237,21 @@ def adaptive_wing_loss(
     nonlinear = omega * torch.log1p(torch.pow(d / epsilon, power))
     linear = a * d - c
     loss = torch.where(d < theta, nonlinear, linear)
+    if balance is not None:
+        if (isinstance(balance, bool) or not isinstance(balance, (int, float))
+                or not 0 < balance < 1):
+            raise InputError(f"adaptive_wing_loss: balance must be a number in (0, 1) (the "
+                             f"structure's share of the loss) or None; got {balance!r}")
+        if reduction != "mean" or weight_map:
+            raise InputError("adaptive_wing_loss: balance is a mean (reduction='mean') and "
+                             "excludes weight_map")
+        y = target.detach()
+        axes = tuple(a for a in range(y.ndim) if a != 1) if y.ndim > 1 else (0,)
+        fg, bg = y.sum(dim=axes), (1.0 - y).sum(dim=axes)
+        background = (loss * (1.0 - y)).sum(dim=axes) / bg.clamp_min(1e-12)
+        structure = (loss * y).sum(dim=axes) / fg.clamp_min(1e-12)
+        return torch.where(fg > 0, balance * structure + (1.0 - balance) * background,
+                           background).mean()
     if not weight_map:
         return reduce_loss(loss, reduction)
     weights = wing_weight_map(target, weight_map)
@@ -799,6 +830,7 @@ class AdaptiveWingLoss(_Loss):
         epsilon: float = 1.0,
         theta: float = 0.5,
         weight_map: float = 0.0,
+        balance: float | None = None,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
@@ -809,6 +841,7 @@ class AdaptiveWingLoss(_Loss):
             )
         self.alpha, self.omega, self.epsilon, self.theta = alpha, omega, epsilon, theta
         self.weight_map = weight_map
+        self.balance = balance
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return adaptive_wing_loss(
@@ -819,6 +852,7 @@ class AdaptiveWingLoss(_Loss):
             epsilon=self.epsilon,
             theta=self.theta,
             weight_map=self.weight_map,
+            balance=self.balance,
             reduction=self.reduction,
         )
 

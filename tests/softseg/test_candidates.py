@@ -32,6 +32,11 @@ TABLE = {
     "soft-sig-wing": ("Soft-Sig-Wing", True, "sigmoid", "adaptive_wing"),
     "soft-relu-dice": ("Soft-ReLU-Dice", True, "normalized_relu", "dice"),
     "softseg": ("Soft-ReLU-Wing", True, "normalized_relu", "adaptive_wing"),
+    # issue 15 #1: the paper's formula, and the normalisations studied beside the new default
+    "softseg-paper": ("Soft-ReLU-Wing (paper)", True, "normalized_relu", "adaptive_wing"),
+    "softseg-floor": ("Soft-ReLU-Wing (floor)", True, "normalized_relu", "adaptive_wing"),
+    "softseg-batch-max": ("Soft-ReLU-Wing (batch max)", True, "normalized_relu", "adaptive_wing"),
+    "softseg-volume-max": ("Soft-ReLU-Wing (volume max)", True, "normalized_relu", "adaptive_wing"),
     "soft-sig-bce": ("Soft-Sig-BCE", True, "sigmoid", "bce"),
     "gdl-boundary": ("Hard-Sig-GDL+Boundary", False, "sigmoid", "gdl_boundary"),
     "soft-relu-dml": ("Soft-ReLU-DML", True, "normalized_relu", "dice_semimetric"),  # issue 15 #2
@@ -59,8 +64,16 @@ def test_registry_matches_the_papers_table():
             loss,
         )
         assert c.description and "\n" not in c.description
-    wing = get_candidate("softseg").loss_params
+    wing = get_candidate("softseg-paper").loss_params
     assert wing == {"alpha": 2.1, "omega": 8.0, "epsilon": 1.0, "theta": 0.5}  # SoftSeg Table 1
+    paper = get_candidate("softseg-paper")
+    assert (paper.normalization, paper.tau, paper.negative_slope) == ("sample_max", None, 0.0)
+    new = get_candidate("softseg")  # issue 15: same loss parameters, balanced; constant divisor
+    assert new.loss_params == {**wing, "balance": 0.05}
+    assert (new.normalization, new.tau, new.negative_slope) == ("fixed", 1.0, 0.1)
+    for key, norm in (("floor", "floor"), ("batch-max", "batch_max"), ("volume-max", "volume_max")):
+        c = get_candidate(f"softseg-{key}")
+        assert (c.normalization, c.negative_slope, c.loss_params) == (norm, 0.1, new.loss_params)
     assert get_candidate("gdl-boundary").needs_distance_map
     assert not any(c.needs_distance_map for n, c in CANDIDATES.items() if n != "gdl-boundary")
 
@@ -132,7 +145,11 @@ def test_after_augmentation_soft_sees_fractions_hard_sees_binary(name):
 def test_activate_uses_the_named_activation():
     logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(
-        get_candidate("softseg").activate(logits), activations.normalized_relu(logits)
+        get_candidate("softseg-paper").activate(logits), activations.normalized_relu(logits)
+    )
+    # the default divides by the constant 1: min(relu(x), 1), hand-computed
+    torch.testing.assert_close(
+        get_candidate("softseg").activate(logits), logits.clamp(0.0, 1.0)
     )
     torch.testing.assert_close(
         get_candidate("conventional").activate(logits), torch.sigmoid(logits)
@@ -142,10 +159,15 @@ def test_activate_uses_the_named_activation():
 def test_compute_loss_is_the_named_loss_with_its_parameters():
     g = torch.Generator().manual_seed(3)
     probs, target = torch.rand(2, 1, 8, 8, generator=g), torch.rand(2, 1, 8, 8, generator=g)
-    c = get_candidate("softseg")
+    c = get_candidate("softseg-paper")
     torch.testing.assert_close(
         c.compute_loss(probs, target, epoch=0),
         losses.adaptive_wing_loss(probs, target, alpha=2.1, omega=8, epsilon=1, theta=0.5),
+    )
+    torch.testing.assert_close(
+        get_candidate("softseg").compute_loss(probs, target, epoch=0),
+        losses.adaptive_wing_loss(probs, target, alpha=2.1, omega=8, epsilon=1, theta=0.5,
+                                  balance=0.05),
     )
     torch.testing.assert_close(
         get_candidate("conventional").compute_loss(probs, target, epoch=5),
@@ -251,6 +273,10 @@ MULTICLASS = {
     "soft-sig-wing": ("softmax", "adaptive_wing", {}),
     "soft-relu-dice": ("multiclass_normalized_relu", "dice", {"include_background": False}),
     "softseg": ("multiclass_normalized_relu", "adaptive_wing", {}),
+    "softseg-paper": ("multiclass_normalized_relu", "adaptive_wing", {}),
+    "softseg-floor": ("multiclass_normalized_relu", "adaptive_wing", {}),
+    "softseg-batch-max": ("multiclass_normalized_relu", "adaptive_wing", {}),
+    "softseg-volume-max": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "soft-sig-bce": ("softmax", "cross_entropy", {}),
     "gdl-boundary": ("softmax", "gdl_boundary", {"add_background": False, "include_background": False}),
     "soft-relu-dml": ("multiclass_normalized_relu", "dice_semimetric", {"include_background": False}),
@@ -323,8 +349,12 @@ def test_k_class_activation_and_loss_are_the_named_ones():
     target = torch.softmax(torch.randn(2, 4, 8, 8, generator=g), dim=1)
     sm = get_candidate("conventional").for_classes(3)
     torch.testing.assert_close(sm.activate(logits), torch.softmax(logits, dim=1))
-    relu = get_candidate("softseg").for_classes(3)
+    relu = get_candidate("softseg-paper").for_classes(3)
     torch.testing.assert_close(relu.activate(logits), activations.multiclass_normalized_relu(logits))
+    # the default: min(relu, 1) per class, then divided by the sum over the classes (by hand)
+    clipped = logits.clamp(0.0, 1.0)
+    torch.testing.assert_close(get_candidate("softseg").for_classes(3).activate(logits),
+                               clipped / clipped.sum(dim=1, keepdim=True).clamp_min(1e-6))
     probs = sm.activate(logits)
     torch.testing.assert_close(sm.compute_loss(probs, target, epoch=0),
                                losses.dice_loss(probs, target, smooth=1.0, include_background=False))
@@ -473,3 +503,14 @@ def test_activate_applies_the_options_and_the_slope_only_in_training():
     k3 = c.for_classes(3)
     assert (k3.normalization, k3.tau, k3.negative_slope) == ("fixed", 2.0, 0.25)
     assert {"normalization": "fixed", "tau": 2.0, "negative_slope": 0.25}.items() <= c.as_dict().items()
+
+
+def test_output_bias_starts_a_single_class_network_where_asked():
+    from softseg.models import UNet2D
+
+    net = _relu_candidate(output_bias=0.5).init_network(UNet2D(1, 1, depth=1, width=4))
+    biases = [m.bias for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert torch.equal(biases[-1].detach(), torch.tensor([0.5]))  # the output convolution
+    assert _relu_candidate().initial_output_bias is None  # PyTorch's start (every earlier model)
+    with pytest.raises(InputError, match="output_bias must be a finite number"):
+        _relu_candidate(output_bias=float("inf"))

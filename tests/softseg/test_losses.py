@@ -597,3 +597,44 @@ def test_weighted_adaptive_wing_bad_input():
         adaptive_wing_loss(t4, t4, weight_map=-1.0)
     with pytest.raises(InputError, match=r"needs \(N, C, H, W\)"):
         adaptive_wing_loss(torch.zeros(4), torch.zeros(4), weight_map=10.0)
+
+
+def test_balanced_adaptive_wing_hand_computed():
+    # soft memberships: the structure's mean and the background's mean, averaged
+    g = torch.Generator().manual_seed(2)
+    target = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    target[0, 0, 1, 1], target[0, 0, 1, 2] = 1.0, 0.5
+    probs = torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64)
+    per = adaptive_wing_loss(probs, target, reduction="none")
+    y = target
+    expected = 0.5 * (per * y).sum() / 1.5 + 0.5 * (per * (1 - y)).sum() / 14.5
+    assert torch.allclose(adaptive_wing_loss(probs, target, balance=0.5), expected)
+    # no structure in the batch: the background mean
+    empty = torch.zeros_like(target)
+    assert torch.allclose(adaptive_wing_loss(probs, empty, balance=0.5),
+                          adaptive_wing_loss(probs, empty))
+    # the structure gets half of the loss whatever its size: its gradient share is about 1/2
+    p = probs.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(adaptive_wing_loss(p, target, balance=0.5), p)
+    assert torch.isfinite(grad).all()
+    assert torch.autograd.gradcheck(lambda q: adaptive_wing_loss(q, target, balance=0.5), (p,))
+    with pytest.raises(InputError, match="balance is a mean"):
+        adaptive_wing_loss(probs, target, balance=0.5, reduction="sum")
+    with pytest.raises(InputError, match="excludes weight_map"):
+        adaptive_wing_loss(probs, target, balance=0.5, weight_map=10.0)
+    for bad in (0.0, 1.0, True, "0.5"):
+        with pytest.raises(InputError, match=r"balance must be a number in \(0, 1\)"):
+            adaptive_wing_loss(probs, target, balance=bad)
+    # another share: q * structure mean + (1 - q) * background mean
+    q = 0.1
+    expected_q = q * (per * y).sum() / 1.5 + (1 - q) * (per * (1 - y)).sum() / 14.5
+    assert torch.allclose(adaptive_wing_loss(probs, target, balance=q), expected_q)
+
+
+def test_balanced_adaptive_wing_is_per_channel():
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64).round()
+    target[:, 2] = 0.0  # a class absent from the batch: its background mean
+    probs = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    per_channel = [adaptive_wing_loss(probs[:, c:c + 1], target[:, c:c + 1], balance=0.5) for c in range(3)]
+    assert torch.allclose(adaptive_wing_loss(probs, target, balance=0.5), torch.stack(per_channel).mean())
