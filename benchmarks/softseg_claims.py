@@ -93,6 +93,8 @@ MNI_CANDIDATES = ("conventional:staple", "conventional", "softseg:staple", "soft
 #: each shard one conventional and one SoftSeg candidate (similar cost)
 MNI_SHARDS = (("conventional:staple", "softseg"), ("softseg:staple", "conventional"))
 MNI_CLASSES = ("grey matter", "white matter", "csf")
+#: the small-lesion study (--study mni-lesion, issue 15): one shard per candidate
+LESION_CANDIDATES = ("conventional", "softseg", "softseg-paper", "softseg-floor")
 EPOCHS_MNI_CPU = 70
 #: two shards of similar cost (gdl-boundary computes distance maps every step)
 SHARDS = {
@@ -133,6 +135,8 @@ class Budget:
         """The candidates of each parallel shard."""
         if self.study == "mni-tissue" and self.shards == 2 and self.candidates == MNI_CANDIDATES:
             return MNI_SHARDS
+        if self.study == "mni-lesion":  # pairs (a comparison needs two): same cost each
+            return tuple(self.candidates[i:i + 2] for i in range(0, len(self.candidates), 2))
         if self.candidates == ALL:
             return SHARDS[self.shards]
         if self.shards == 1:
@@ -198,6 +202,26 @@ MNI_BUDGETS = {
         why=("papers' protocol on the default 2 mm MNI grid (103x85 axial slices, padded to "
              "128x128 crops): U-Net depth 3, width 32, batch 8, Adam 1e-3 + cosine annealing, at "
              "most 200 epochs with early stopping (patience 50), 10 repeats, 20 subjects")),
+}
+
+#: budgets of the small-lesion study (--study mni-lesion, issue 15)
+LESION_BUDGETS = {
+    # 24 trainings (4 candidates x 6 repeats) in ~55 min wall on 2 shared CPU cores
+    "cpu": Budget(
+        n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
+        patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
+        fusion="staple", device="cpu", shards=2, candidates=LESION_CANDIDATES,
+        study="mni-lesion", test_fraction=0.25, val_fraction=0.25,
+        why=("2 shared CPU cores, ~55 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
+             "2-8 mm each (softseg sample-data mni --target lesion --lesion-count 6 12, seed 0, "
+             "4 raters who miss and shift lesions), at 2 mm isotropic (103x85 axial slices; "
+             "about 80 % of the slices hold no lesion); trained on the raters' STAPLE "
+             "probability (hard candidates: its consensus); 4 train / 2 val / 2 test per split; "
+             "6 repeats (the fewest for which a two-sided Wilcoxon test can reach p < 0.05); "
+             "U-Net depth 3, width 8; 64x64 centre crops (they hold every lesion: lesions lie "
+             "in the white matter); 60 epochs without early stopping (the best validation-loss "
+             "epoch is kept); batch 8, Adam 1e-3 + cosine annealing, paper augmentation; two "
+             "single-threaded shards of two candidates")),
 }
 
 # ------------------------------------------------------------------------------ the papers
@@ -469,7 +493,7 @@ def table(rows, reference: str, names: dict[str, str] | None = None) -> dict[str
 
 
 # ------------------------------------------------------------------------------ extra pass
-EXTRA_VERSION = 3
+EXTRA_VERSION = 4
 
 
 def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> None:
@@ -483,7 +507,7 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
     from softseg.data import load_subject, scan_dataset
     from softseg.io import load_volume
     from softseg.modelfile import load_model
-    from softseg.protocol import ground_truth, predict_subject
+    from softseg.protocol import ground_truth, unit_prediction
 
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     info = scan_dataset(dataset)
@@ -510,12 +534,12 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
     todo = [u for u in units if key(u) not in cache]
     for i, uid in enumerate(sorted(todo, key=lambda u: (int(u.rsplit("/r", 1)[1]), u))):
         unit = units[uid]
-        loaded = load_model(Path(unit["folder"]) / unit["model"])
+        loaded = [load_model(Path(unit["folder"]) / m) for m in unit.get("models") or [unit["model"]]]
         t = float(unit["threshold"])
         res = {}
         for name in unit["subjects"]:
             data, truth, staple, lesions, roi = subject(name)
-            pred = predict_subject(loaded, data)
+            pred = unit_prediction(loaded, data)
             pb = pred >= np.float32(t)
             big = pred >= np.float32(0.05)
             tb = truth >= np.float32(0.05)
@@ -544,6 +568,10 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
                 # normalized ReLU: slices without any target whose maximum is normalised to 1
                 "empty_slice_max_p": float(np.mean([pred[z].max() for z in range(pred.shape[0])
                                                     if truth[z].max() == 0] or [math.nan])),
+                # issue 15: share of the slices without the structure where p >= 0.5 somewhere
+                "empty_slice_fp": float(np.mean([pred[z].max() >= np.float32(0.5)
+                                                 for z in range(pred.shape[0])
+                                                 if truth[z].max() == 0] or [math.nan])),
                 "lesion_tpr": float(np.mean(hit)) if hit else math.nan,
                 "soft_volume_ratio": float(pred.sum(dtype=np.float64)
                                            / truth.sum(dtype=np.float64)),
@@ -717,7 +745,7 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
 
     from softseg.data import load_subject, scan_dataset
     from softseg.modelfile import load_model
-    from softseg.protocol import ground_truth, predict_subject
+    from softseg.protocol import ground_truth, unit_prediction
 
     info = scan_dataset(dataset)
     conv, soft = units[f"conventional/r{repeat}"], units[f"softseg/r{repeat}"]
@@ -727,7 +755,7 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
     truth = ground_truth(sub, data, "truth")
     preds = {}
     for key, unit in (("conventional", conv), ("softseg", soft)):
-        preds[key] = (predict_subject(load_model(Path(unit["folder"]) / unit["model"]), data),
+        preds[key] = (unit_prediction([load_model(Path(unit["folder"]) / m) for m in unit.get("models") or [unit["model"]]], data),
                       float(unit["threshold"]))
     # the slice with the most lesion voxels (ties: the largest cross-section), zoomed on the target
     from softseg.io import load_volume
@@ -838,7 +866,7 @@ def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) ->
     from softseg import compare, metrics
     from softseg.data import load_subject, scan_dataset
     from softseg.modelfile import load_model
-    from softseg.protocol import class_reference, predict_subject
+    from softseg.protocol import class_reference, unit_prediction
     from softseg.protocol.models import _class_truth
 
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
@@ -852,8 +880,8 @@ def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) ->
     todo = [u for u in units if key(u) not in cache]
     for i, uid in enumerate(sorted(todo, key=lambda u: (int(u.rsplit("/r", 1)[1]), u))):
         unit = units[uid]
-        loaded = load_model(Path(unit["folder"]) / unit["model"])
-        classes = tuple(loaded.card.classes)
+        loaded = [load_model(Path(unit["folder"]) / m) for m in unit.get("models") or [unit["model"]]]
+        classes = tuple(loaded[0].card.classes)
         res = {}
         for name in unit["subjects"]:
             if name not in subjects:
@@ -862,7 +890,7 @@ def extra_metrics_mni(units: dict[str, Any], dataset: Path, cache_path: Path) ->
                 subjects[name] = (data, _class_truth(sub, data, classes, info),
                                   class_reference(sub, data, "truth", classes, info=info))
             data, soft, labels = subjects[name]
-            pred = predict_subject(loaded, data)
+            pred = unit_prediction(loaded, data)
             ce, _ = compare.evaluate_subject_classes(
                 pred, soft, classes=classes, thresholds=unit["thresholds"], spacing=data.spacing,
                 subject=name)
@@ -1054,6 +1082,118 @@ def print_summary_mni(result: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ main
+# ------------------------------------------------------------------------------ small lesions
+#: (key, label, scale, digits) of the lesion table; ``p`` columns: Wilcoxon vs conventional
+LESION_COLUMNS = (
+    ("dice", "Dice %", 100, 1), ("ltpr", "LTPR %", 100, 1), ("lfdr", "LFDR %", 100, 1),
+    ("lesion_tpr", "lesions found %", 100, 1), ("ece", "ECE %", 100, 2),
+    ("soft_rvd", "soft RVD %", 100, 0), ("empty_slice_max_p", "max p, lesion-free slices", 1, 2),
+    ("empty_slice_fp", "lesion-free slices with p >= 0.5 %", 100, 1),
+)
+
+
+def make_dataset_lesion(folder: Path, b: Budget) -> Path:
+    """Write the MNI small-lesion dataset once (``softseg sample-data mni --target lesion
+    --lesion-count 6 12``; reused when its subjects, seed and spacing match)."""
+    from softseg.anatomy import write_dataset
+
+    meta_path = folder / "dataset.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        gen = meta.get("generator", {})
+        spacing = gen.get("spacing")
+        spacing = [float(spacing)] * 3 if isinstance(spacing, (int, float)) else spacing
+        if (len(meta.get("subjects", [])) == b.n_subjects and gen.get("seed") == b.seed
+                and spacing is not None and [float(v) for v in spacing] == list(b.spacing)):
+            return folder
+        raise SystemExit(f"{folder} holds another dataset; remove it or use another --work")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return write_dataset(folder, n_subjects=b.n_subjects, target="lesion", n_raters=4,
+                         seed=b.seed, spacing=b.spacing, n_lesions=(6, 12))
+
+
+def build_results_lesion(work: Path, dataset: Path, b: Budget, budget_name: str, shard_info,
+                         wall_s: float | None, *, out_json: Path) -> dict[str, Any]:
+    """The small-lesion table: mean +- std over repeats, Wilcoxon vs conventional and
+    softseg vs softseg-paper, and the issue's done-criterion (softseg >= conventional on Dice
+    and LTPR, and no more lesion-free slices with p >= 0.5)."""
+    from softseg import compare
+
+    units = load_units(work)
+    extra_metrics(units, dataset, work / "extra_metrics.json")
+    cands = b.candidates
+    reps = complete_repeats(units, cands, b.repeats)
+    rows = repeat_rows(units, cands, reps)
+    tab = table(rows, reference="conventional") if reps else {"candidates": {}}
+    keys = [k for k, *_ in LESION_COLUMNS]
+    vs_paper = {}
+    if reps and "softseg-paper" in cands and "softseg" in cands:
+        for m in keys:
+            vals = {c: [r.get(m, math.nan) for r in rows[c]] for c in ("softseg", "softseg-paper")}
+            vs_paper[m] = compare.wilcoxon_pvalues(vals, "softseg-paper")["softseg"]
+    c = tab["candidates"]
+    criterion = {}
+    if "softseg" in c and "conventional" in c:
+        s_, k_ = c["softseg"]["mean"], c["conventional"]["mean"]
+        criterion = {
+            "dice": s_.get("dice", math.nan) >= k_.get("dice", math.nan),
+            "ltpr": s_.get("ltpr", math.nan) >= k_.get("ltpr", math.nan),
+            "lesion_free_slices_p_ge_0.5": (s_.get("empty_slice_fp", math.nan)
+                                            <= k_.get("empty_slice_fp", math.nan)),
+        }
+        criterion["met"] = all(criterion.values())
+    result = {
+        "benchmark": "softseg_claims", "study": "mni-lesion", "budget": budget_name,
+        "settings": asdict(b),
+        "dataset": {"generator": "softseg.anatomy.write_dataset (softseg sample-data mni "
+                                 "--target lesion --lesion-count 6 12)",
+                    "subjects": b.n_subjects, "raters": 4, "seed": b.seed,
+                    "spacing_mm": list(b.spacing)},
+        "complete": len(reps) == b.repeats, "repeats_done": reps, "units_done": len(units),
+        "units_total": len(cands) * b.repeats,
+        "evaluation": {
+            "reference": "the partial-volume truth (truth_soft.nii.gz; binary: >= 0.5) of each "
+                         "test subject, whole volume at native resolution",
+            "lesion_tpr": "share of the generator's lesions (lesions.nii.gz) with >= 3 voxels "
+                          "above the model's threshold",
+            "empty_slice_max_p": "mean over axial slices without the structure of the slice's "
+                                 "largest p",
+            "empty_slice_fp": "share of the slices without the structure holding p >= 0.5",
+            "p": "two-sided Wilcoxon signed-rank test over repeats (paired splits) against "
+                 "conventional; softseg_vs_paper_p: softseg against softseg-paper",
+        },
+        "lesion": tab, "softseg_vs_paper_p": vs_paper, "done_criterion": criterion,
+        **run_record(dataset, work, b, units, shard_info, wall_s),
+    }
+    write_json_result(out_json, result)
+    return result
+
+
+def markdown_lesion(result: dict[str, Any]) -> str:
+    tab = result["lesion"]["candidates"]
+    head = "| candidate | " + " | ".join(label for _, label, *_ in LESION_COLUMNS) + " |"
+    lines = [f"## Small lesions on real anatomy ({len(result['repeats_done'])} repeats, "
+             f"budget {result['budget']})", "", head,
+             "|" + "---|" * (len(LESION_COLUMNS) + 1)]
+    for cand, e in tab.items():
+        cells = []
+        for key, _, scale, digits in LESION_COLUMNS:
+            m, sd = e["mean"].get(key, math.nan), e["std"].get(key, math.nan)
+            p = e["p"].get(key)
+            cell = (f"{m * scale:.{digits}f} ± {sd * scale:.{digits}f}"
+                    if m is not None and math.isfinite(m) else "n/a")
+            if p is not None and isinstance(p, float) and math.isfinite(p):
+                cell += f" (p={p:.3f})"
+            cells.append(cell)
+        lines.append(f"| {cand} | " + " | ".join(cells) + " |")
+    lines += ["", "p: two-sided Wilcoxon signed-rank test over repeats against conventional.",
+              "softseg vs softseg-paper: " + ", ".join(
+                  f"{k} p={v:.3f}" for k, v in result.get("softseg_vs_paper_p", {}).items()
+                  if isinstance(v, float) and math.isfinite(v)),
+              "", f"Done criterion (issue 15): {result.get('done_criterion')}"]
+    return "\n".join(lines) + "\n"
+
+
 def run_record(dataset: Path, work: Path, b: Budget, units, shard_info,
                wall_s: float | None) -> dict[str, Any]:
     """The result's ``cli_equivalent``, ``timing`` and ``machine`` entries (every study)."""
@@ -1216,9 +1356,10 @@ def markdown_tables(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--study", choices=("phantom", "mni-tissue"), default="phantom",
+    ap.add_argument("--study", choices=("phantom", "mni-tissue", "mni-lesion"), default="phantom",
                     help="phantom (default): the partial-volume phantom, every candidate; "
-                         "mni-tissue: 3 MNI tissue classes, conventional vs SoftSeg")
+                         "mni-tissue: 3 MNI tissue classes, conventional vs SoftSeg; "
+                         "mni-lesion: small MS-like lesions on MNI anatomy (issue 15)")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
     ap.add_argument("--work", type=Path, default=None,
                     help="dataset, models and run states (default: build/softseg_claims/BUDGET; "
@@ -1240,15 +1381,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     mni = args.study == "mni-tissue"
-    budgets = MNI_BUDGETS if mni else BUDGETS
+    lesion = args.study == "mni-lesion"
+    budgets = MNI_BUDGETS if mni else LESION_BUDGETS if lesion else BUDGETS
     if args.budget not in budgets:
         ap.error(f"--budget {args.budget} is not defined for --study {args.study}; choose one of "
                  f"{', '.join(sorted(budgets))}")
-    if args.spacing is not None and not mni:
+    if args.spacing is not None and not (mni or lesion):
         ap.error("--spacing applies to --study mni-tissue only (the phantom's grid is fixed)")
     b = budgets[args.budget]
     if args.out is None:
-        if mni:
+        if lesion:
+            args.out = RESULTS / ("softseg_claims_mni-lesion.json" if args.budget == "cpu"
+                                  else f"softseg_claims_mni-lesion_{args.budget}.json")
+        elif mni:
             args.out = RESULTS / ("softseg_claims_mni-tissue.json" if args.budget == "cpu"
                                   else f"softseg_claims_mni-tissue_{args.budget}.json")
         else:
@@ -1263,16 +1408,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.spacing is not None:
         over["spacing"] = (args.spacing,) * 3
     b = replace(b, **over)
-    if b.shards not in SHARDS:
+    if b.shards not in SHARDS and not lesion:
         ap.error(f"--shards must be one of {sorted(SHARDS)}")
     default_work = (("mni-tissue" if args.budget == "cpu" else f"mni-tissue-{args.budget}")
-                    if mni else args.budget)
+                    if mni else (f"mni-lesion-{args.budget}" if lesion else args.budget))
     work = args.work or ROOT / "build" / "softseg_claims" / default_work
     work.mkdir(parents=True, exist_ok=True)
     if args._worker is not None:
         return worker(work / "dataset", work / f"shard-{args._worker}",
                       b.shard_lists()[args._worker], b)
-    dataset = (make_dataset_mni if mni else make_dataset)(work / "dataset", b)
+    dataset = (make_dataset_mni if mni else make_dataset_lesion if lesion else make_dataset)(
+        work / "dataset", b)
     t0 = time.perf_counter()
     shard_info = None
     if not args.report_only:
@@ -1293,7 +1439,12 @@ def main(argv: list[str] | None = None) -> int:
     elif info_path.exists():  # --report-only: keep the timing of the run that trained
         saved = json.loads(info_path.read_text())
         wall, shard_info = saved.get("wall_s"), saved.get("shards")
-    if mni:
+    if lesion:
+        result = build_results_lesion(work, dataset, b, args.budget, shard_info, wall,
+                                      out_json=args.out)
+        md_text = markdown_lesion(result)
+        print(md_text)
+    elif mni:
         result = build_results_mni(work, dataset, b, args.budget, shard_info, wall,
                                    out_json=args.out)
         print_summary_mni(result)
