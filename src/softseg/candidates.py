@@ -58,7 +58,11 @@ measured on one split (80 epochs, 2 test subjects, 145 lesion-free test slices):
   (``softseg-paper``: 145 of 145 lesion-free slices with p >= 0.5 once it learned anything).
   Dividing by the constant 1 (``fixed``) removes it: 3 of 145 (conventional 13).
 
-``softseg`` combines the three; ``softseg-paper`` keeps the published formula, and
+``softseg`` combines the three; for K classes (:meth:`Candidate.for_classes`) only the balance
+applies, per class: the class sum of the multi-class normalized ReLU already has no window, and
+both the constant divisor's clamp and the leaky gradient (divided by ``eps`` where every class
+is <= 0) kept the three-tissue training test below chance. ``softseg-paper`` keeps the
+published formula, and
 ``softseg-floor`` / ``softseg-batch-max`` / ``softseg-volume-max`` differ from ``softseg``
 only in the normalisation. The other ReLU candidates (``hard-relu-wing``, ``soft-relu-dice``,
 ``soft-relu-dml``) are the paper's ablations of its own formula and keep it.
@@ -228,6 +232,11 @@ class Candidate:
                 if self.normalization not in _NEEDS_TAU and self.tau is not None:
                     raise InputError(f"normalisation {self.normalization!r} takes no tau (got {self.tau!r})")
                 check_negative_slope(self.negative_slope)
+                if self.negative_slope and self.normalization not in ("fixed", "floor"):
+                    raise InputError(
+                        f"negative_slope needs a divisor bounded away from 0 ('fixed' or 'floor'); "
+                        f"with {self.normalization!r} a slice whose logits are all <= 0 divides "
+                        "its slope by eps")
                 if self.normalization == "running_max":
                     raise InputError("running_max's divisor is a statistic of a finished training, "
                                      "not a recipe option; train with 'fixed' (a constant tau)")
@@ -275,12 +284,26 @@ class Candidate:
         if k == 1:
             return self
         loss, params = MULTICLASS_LOSSES[self.loss]
+        activation = MULTICLASS_ACTIVATIONS[self.activation]
+        options = {}
+        if activation == "multiclass_normalized_relu":
+            # p_c = r_c / sum_k r_k: a window maximum cancels in the class sum, so no slice is
+            # stretched whatever the window; a constant divisor would only add min(., 1),
+            # whose zero gradient above tau stops a wrong class that went above it from coming
+            # down. The leaky backward pass is dropped too: where every class is <= 0 the sum
+            # is 0 and its slope would be divided by eps (measured: with either, the 3-tissue
+            # training test stayed below chance); the output bias (activations) keeps every
+            # class alive instead.
+            options = {"negative_slope": 0.0}
+            if self.normalization in ("fixed", "floor"):
+                options.update(normalization="sample_max", tau=None)
         return replace(
             self,
-            activation=MULTICLASS_ACTIVATIONS[self.activation],
+            activation=activation,
             loss=loss,
             loss_params={**self.loss_params, **params},
             n_classes=k,
+            **options,
         )
 
     @property
@@ -566,7 +589,9 @@ def _presets() -> dict[str, Candidate]:
                 loss="adaptive_wing",
                 loss_params=dict(_WING, balance=0.05),
                 reference=f"{_ISSUE_15}; {ref}",
-                **{**_SOFTSEG_FIXES, "normalization": norm, "tau": tau},
+                **{**_SOFTSEG_FIXES, "normalization": norm, "tau": tau,
+                   # a window maximum can be 0: no leaky gradient there (Candidate)
+                   "negative_slope": _SOFTSEG_FIXES["negative_slope"] if tau else 0.0},
             )
             for key, title, norm, tau, text, ref in _NORMALISATION_STUDY
         ),

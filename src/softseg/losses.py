@@ -194,16 +194,17 @@ def adaptive_wing_loss(
         border are not outweighed by the background; ``'mean'`` then divides by the sum of the
         weights. 0 (default) is the unweighted loss. ivadomed meant to apply this map (weight
         ``1 + omega``) but its ``binary_opening`` returns booleans, so its map is 1 everywhere.
-    balance : float in (0, 1) or None, keyword-only
-        The structure's share ``q`` of the loss: ``'mean'`` becomes a weighted average of the
-        mean over the structure and the mean over the background, with the soft memberships
-        ``y`` and ``1 - y`` as weights::
+    balance : float in (0, 0.5] or None, keyword-only
+        The smallest share ``q`` of the loss that the rarer side of each channel (the structure,
+        or the background where the structure is the majority) gets: with ``s`` = that side's
+        own share ``sum(y) / N`` (soft memberships ``y`` and ``1 - y``), ``'mean'`` becomes::
 
-            q * sum(y * L) / sum(y) + (1 - q) * sum((1 - y) * L) / sum(1 - y)
+            w * sum(y * L) / sum(y) + (1 - w) * sum((1 - y) * L) / sum(1 - y),  w = max(q, s)
 
-        per channel (axis 1; sums over the batch and space), averaged over the channels
-        (inverse-frequency weighting, the regression analogue of a weighted cross-entropy; a
-        channel without any structure in the batch gives its background mean). A structure of a few voxels in
+        per channel (axis 1; sums over the batch and space), averaged over the channels. When the
+        structure is not rare (``s >= q``: a large organ, a K-class background channel) this *is*
+        the plain mean; a channel without any structure in the batch gives its background mean
+        (inverse-frequency weighting, the regression analogue of a weighted cross-entropy). A structure of a few voxels in
         10^4 then drives the gradient as much as the background does, as the Dice loss's
         normalisation by the structure's size does for the conventional pipeline; the plain
         mean leaves it 10^-4 of the gradient (issue 15: SoftSeg learned no small lesion). The
@@ -239,19 +240,26 @@ def adaptive_wing_loss(
     loss = torch.where(d < theta, nonlinear, linear)
     if balance is not None:
         if (isinstance(balance, bool) or not isinstance(balance, (int, float))
-                or not 0 < balance < 1):
-            raise InputError(f"adaptive_wing_loss: balance must be a number in (0, 1) (the "
-                             f"structure's share of the loss) or None; got {balance!r}")
+                or not 0 < balance <= 0.5):
+            raise InputError(f"adaptive_wing_loss: balance must be a number in (0, 0.5] (the "
+                             f"structure's smallest share of the loss) or None; got {balance!r}")
         if reduction != "mean" or weight_map:
             raise InputError("adaptive_wing_loss: balance is a mean (reduction='mean') and "
                              "excludes weight_map")
         y = target.detach()
         axes = tuple(a for a in range(y.ndim) if a != 1) if y.ndim > 1 else (0,)
         fg, bg = y.sum(dim=axes), (1.0 - y).sum(dim=axes)
-        background = (loss * (1.0 - y)).sum(dim=axes) / bg.clamp_min(1e-12)
-        structure = (loss * y).sum(dim=axes) / fg.clamp_min(1e-12)
-        return torch.where(fg > 0, balance * structure + (1.0 - balance) * background,
-                           background).mean()
+        mean_fg = (loss * y).sum(dim=axes) / fg.clamp_min(1e-12)
+        mean_bg = (loss * (1.0 - y)).sum(dim=axes) / bg.clamp_min(1e-12)
+        # the rarer side of each channel gets max(q, its own share): the plain mean when it is
+        # not rare (a large structure, a K-class background channel), q when it is
+        rare_is_fg = fg <= bg
+        natural = torch.where(rare_is_fg, fg, bg) / (fg + bg).clamp_min(1e-12)
+        share = natural.clamp_min(balance)
+        rare = torch.where(rare_is_fg, mean_fg, mean_bg)
+        common = torch.where(rare_is_fg, mean_bg, mean_fg)
+        present = torch.where(rare_is_fg, fg, bg) > 0
+        return torch.where(present, share * rare + (1.0 - share) * common, common).mean()
     if not weight_map:
         return reduce_loss(loss, reduction)
     weights = wing_weight_map(target, weight_map)

@@ -48,13 +48,18 @@ CANDIDATE_COLORS: dict[str, str] = {
     "soft-sig-bce": "#F0E442",  # yellow
     "gdl-boundary": "#0072B2",  # blue
     "soft-relu-dml": "#999999",  # grey (the palette's black is invisible on napari's dark canvas)
+    # issue 15: the published SoftSeg and the other normalisations (tab20; Okabe-Ito has 8)
+    "softseg-paper": "#FF9896",  # light red: next to softseg's vermillion
+    "softseg-floor": "#C49C94",
+    "softseg-batch-max": "#9467BD",
+    "softseg-volume-max": "#8C564B",
 }
 
 #: Colours of other names (picked by the name's SHA-256): matplotlib's tab20 without the hues
-#: that the fixed colours already use closely.
+#: that the fixed colours already use closely or take.
 EXTRA_COLORS: tuple[str, ...] = (
-    "#17BECF", "#BCBD22", "#E377C2", "#9467BD", "#8C564B",
-    "#AEC7E8", "#98DF8A", "#FF9896", "#C5B0D5", "#C49C94",
+    "#17BECF", "#BCBD22", "#E377C2",
+    "#AEC7E8", "#98DF8A", "#C5B0D5",
     "#F7B6D2", "#DBDB8D", "#9EDAE5", "#7F7F7F", "#C7C7C7",
     "#1F77B4", "#2CA02C", "#D62728", "#FF7F0E", "#393B79",
 )

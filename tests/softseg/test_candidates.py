@@ -71,9 +71,10 @@ def test_registry_matches_the_papers_table():
     new = get_candidate("softseg")  # issue 15: same loss parameters, balanced; constant divisor
     assert new.loss_params == {**wing, "balance": 0.05}
     assert (new.normalization, new.tau, new.negative_slope) == ("fixed", 1.0, 0.1)
-    for key, norm in (("floor", "floor"), ("batch-max", "batch_max"), ("volume-max", "volume_max")):
+    for key, norm, slope in (("floor", "floor", 0.1), ("batch-max", "batch_max", 0.0),
+                             ("volume-max", "volume_max", 0.0)):
         c = get_candidate(f"softseg-{key}")
-        assert (c.normalization, c.negative_slope, c.loss_params) == (norm, 0.1, new.loss_params)
+        assert (c.normalization, c.negative_slope, c.loss_params) == (norm, slope, new.loss_params)
     assert get_candidate("gdl-boundary").needs_distance_map
     assert not any(c.needs_distance_map for n, c in CANDIDATES.items() if n != "gdl-boundary")
 
@@ -351,10 +352,11 @@ def test_k_class_activation_and_loss_are_the_named_ones():
     torch.testing.assert_close(sm.activate(logits), torch.softmax(logits, dim=1))
     relu = get_candidate("softseg-paper").for_classes(3)
     torch.testing.assert_close(relu.activate(logits), activations.multiclass_normalized_relu(logits))
-    # the default: min(relu, 1) per class, then divided by the sum over the classes (by hand)
-    clipped = logits.clamp(0.0, 1.0)
+    # the default for K classes: relu divided by its sum over the classes (by hand; the window
+    # maximum cancels, and the constant divisor's min(., 1) is not used)
+    r = logits.clamp_min(0.0)
     torch.testing.assert_close(get_candidate("softseg").for_classes(3).activate(logits),
-                               clipped / clipped.sum(dim=1, keepdim=True).clamp_min(1e-6))
+                               r / r.sum(dim=1, keepdim=True).clamp_min(1e-6))
     probs = sm.activate(logits)
     torch.testing.assert_close(sm.compute_loss(probs, target, epoch=0),
                                losses.dice_loss(probs, target, smooth=1.0, include_background=False))
@@ -482,6 +484,7 @@ def test_normalisation_options_are_validated_in_one_line():
         ({"normalization": "sample_max", "tau": 1.0}, "takes no tau"),
         ({"normalization": "running_max", "tau": 1.0}, "running_max's divisor is a statistic"),
         ({"negative_slope": 1.5}, r"negative_slope .* \[0, 1\)"),
+        ({"negative_slope": 0.1}, "negative_slope needs a divisor bounded away from 0"),
     ):
         with pytest.raises(InputError, match=message):
             _relu_candidate(**kw)
@@ -500,8 +503,8 @@ def test_activate_applies_the_options_and_the_slope_only_in_training():
     (g_train,) = torch.autograd.grad(c.activate(x, training=True).sum(), x)
     assert torch.equal(g_eval, torch.tensor([[[[0.0, 0.5, 0.5, 0.0]]]]))
     assert torch.equal(g_train, torch.tensor([[[[0.125, 0.5, 0.5, 0.0]]]]))  # 0.25 / tau below 0
-    k3 = c.for_classes(3)
-    assert (k3.normalization, k3.tau, k3.negative_slope) == ("fixed", 2.0, 0.25)
+    k3 = c.for_classes(3)  # the class sum replaces the constant divisor (for_classes)
+    assert (k3.normalization, k3.tau, k3.negative_slope) == ("sample_max", None, 0.0)
     assert {"normalization": "fixed", "tau": 2.0, "negative_slope": 0.25}.items() <= c.as_dict().items()
 
 

@@ -622,13 +622,21 @@ def test_balanced_adaptive_wing_hand_computed():
         adaptive_wing_loss(probs, target, balance=0.5, reduction="sum")
     with pytest.raises(InputError, match="excludes weight_map"):
         adaptive_wing_loss(probs, target, balance=0.5, weight_map=10.0)
-    for bad in (0.0, 1.0, True, "0.5"):
-        with pytest.raises(InputError, match=r"balance must be a number in \(0, 1\)"):
+    for bad in (0.0, 0.6, True, "0.5"):
+        with pytest.raises(InputError, match=r"balance must be a number in \(0, 0.5\]"):
             adaptive_wing_loss(probs, target, balance=bad)
     # another share: q * structure mean + (1 - q) * background mean
     q = 0.1
     expected_q = q * (per * y).sum() / 1.5 + (1 - q) * (per * (1 - y)).sum() / 14.5
     assert torch.allclose(adaptive_wing_loss(probs, target, balance=q), expected_q)
+    # a structure whose own share (1.5 / 16 = 0.094) is above q keeps the plain mean
+    assert torch.allclose(adaptive_wing_loss(probs, target, balance=0.05),
+                          adaptive_wing_loss(probs, target))
+    # where the structure is the majority, the background is the rare side: q for it
+    flipped = 1.0 - target
+    per_f = adaptive_wing_loss(probs, flipped, reduction="none")
+    expected_f = 0.3 * (per_f * y).sum() / 1.5 + 0.7 * (per_f * (1 - y)).sum() / 14.5
+    assert torch.allclose(adaptive_wing_loss(probs, flipped, balance=0.3), expected_f)
 
 
 def test_balanced_adaptive_wing_is_per_channel():
