@@ -798,9 +798,10 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------ real anatomy
-def make_dataset_mni(folder: Path, b: Budget) -> Path:
-    """Write the MNI tissue dataset once (:func:`softseg.anatomy.write_dataset`; reused when its
-    subjects, seed and spacing match)."""
+def make_dataset_mni(folder: Path, b: Budget, *, target: str = "tissue",
+                     classes: tuple[str, ...] | None = MNI_CLASSES, **options: Any) -> Path:
+    """Write an MNI dataset once (:func:`softseg.anatomy.write_dataset`, ``target`` and generator
+    ``options``; reused when its subjects, seed, spacing and, if given, ``classes`` match)."""
     from softseg.anatomy import write_dataset
 
     meta_path = folder / "dataset.json"
@@ -811,12 +812,12 @@ def make_dataset_mni(folder: Path, b: Budget) -> Path:
         spacing = [float(spacing)] * 3 if isinstance(spacing, (int, float)) else spacing
         if (len(meta.get("subjects", [])) == b.n_subjects and gen.get("seed") == b.seed
                 and spacing is not None and [float(v) for v in spacing] == list(b.spacing)
-                and tuple(meta.get("classes", ())) == MNI_CLASSES):
+                and (classes is None or tuple(meta.get("classes", ())) == classes)):
             return folder
         raise SystemExit(f"{folder} holds another dataset; remove it or use another --work")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return write_dataset(folder, n_subjects=b.n_subjects, target="tissue", n_raters=4,
-                         seed=b.seed, spacing=b.spacing)
+    return write_dataset(folder, n_subjects=b.n_subjects, target=target, n_raters=4,
+                         seed=b.seed, spacing=b.spacing, **options)
 
 
 def class_repeat_rows(units, cands, repeats, cname: str | None):
@@ -1095,21 +1096,7 @@ LESION_COLUMNS = (
 def make_dataset_lesion(folder: Path, b: Budget) -> Path:
     """Write the MNI small-lesion dataset once (``softseg sample-data mni --target lesion
     --lesion-count 6 12``; reused when its subjects, seed and spacing match)."""
-    from softseg.anatomy import write_dataset
-
-    meta_path = folder / "dataset.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        gen = meta.get("generator", {})
-        spacing = gen.get("spacing")
-        spacing = [float(spacing)] * 3 if isinstance(spacing, (int, float)) else spacing
-        if (len(meta.get("subjects", [])) == b.n_subjects and gen.get("seed") == b.seed
-                and spacing is not None and [float(v) for v in spacing] == list(b.spacing)):
-            return folder
-        raise SystemExit(f"{folder} holds another dataset; remove it or use another --work")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    return write_dataset(folder, n_subjects=b.n_subjects, target="lesion", n_raters=4,
-                         seed=b.seed, spacing=b.spacing, n_lesions=(6, 12))
+    return make_dataset_mni(folder, b, target="lesion", classes=None, n_lesions=(6, 12))
 
 
 def build_results_lesion(work: Path, dataset: Path, b: Budget, budget_name: str, shard_info,
