@@ -88,6 +88,13 @@ class DataConfig(Schema):
         sum must stay below 1.
     test_group : str, optional
         Hold out this ``dataset.json`` group as the test set.
+    foreground_oversampling : float in [0, 1]
+        Share of each epoch's training samples drawn from the slices that hold the structure
+        (any rater's label of any class >= 0.5 in the cropped slice); the rest are drawn from all
+        slices, with replacement (nnU-Net's ``oversample_foreground_percent``, 0.33 there;
+        Isensee et al. 2021). Default 0: every slice once per epoch, shuffled (the paper's
+        sampling). Small lesions, which leave most slices empty, are seen far more often with
+        0.33 (issue 15).
     """
 
     spacing: tuple[_Spacing | None, _Spacing | None, _Spacing | None] | None = None
@@ -96,6 +103,15 @@ class DataConfig(Schema):
     val_fraction: _Fraction = 0.2
     test_fraction: _Fraction = 0.0
     test_group: Annotated[str, Field(min_length=1)] | None = None
+    foreground_oversampling: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0
+
+    @field_validator("foreground_oversampling", mode="before")
+    @classmethod
+    def _snap_share(cls, value: Any) -> Any:
+        # a share within floating-point rounding of [0, 1] (e.g. 1/3 * 3) is valid: snap it
+        if isinstance(value, float) and (-1e-9 <= value < 0.0 or 1.0 < value <= 1.0 + 1e-9):
+            return min(max(value, 0.0), 1.0)
+        return value
 
     @field_validator("fusion")
     @classmethod

@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fusion", default="average",
                    help="rater fusion for candidates without :FUSION (default: %(default)s)")
     g.add_argument("--device", default="auto")
+    g.add_argument("--foreground-oversampling", type=float, default=0.0, metavar="F",
+                   help="share of training samples drawn from slices that hold the structure "
+                        "(nnU-Net: 0.33; default 0: every slice once per epoch)")
     g.add_argument("--resume", action="store_true", help="continue the run in REPORT_DIR")
     j = parser.add_argument_group(
         "--train executors (docs/cluster.md)",
@@ -168,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
             val_fraction=args.val_fraction, seed=args.seed, ground_truth=args.ground_truth,
             epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
             crop=tuple(args.crop), width=args.width, depth=args.depth, lr=args.lr,
-            fusion=args.fusion, device=args.device)
+            fusion=args.fusion, device=args.device,
+            foreground_oversampling=args.foreground_oversampling)
 
         def on_progress(p: protocol.Progress) -> None:
             unit = f"{p.candidate} repeat {p.repeat}"

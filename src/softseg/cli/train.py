@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, help="fraction of subjects for validation (default 0.2)")
     parser.add_argument("--test-fraction", type=float, help="fraction of subjects held out for testing (default 0)")
     parser.add_argument("--test-group", metavar="GROUP", help="hold out this dataset.json group as the test set")
+    parser.add_argument("--foreground-oversampling", type=float, metavar="F",
+                        help="share of training samples drawn from slices that hold the structure, with "
+                        "replacement (nnU-Net: 0.33; default 0: every slice once per epoch)")
     parser.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     parser.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
@@ -152,6 +155,7 @@ def build_config(args: argparse.Namespace) -> Any:
     put("data", "val_fraction", args.val_fraction)
     put("data", "test_fraction", args.test_fraction)
     put("data", "test_group", args.test_group)
+    put("data", "foreground_oversampling", args.foreground_oversampling)
     put("model", "depth", args.depth)
     put("model", "width", args.width)
     put("model", "dropout", args.dropout)

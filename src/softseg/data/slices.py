@@ -88,6 +88,17 @@ class SliceSet:
         lab = self.labels[0] if self.labels else np.zeros((1, 0, 0, 0))
         return 1 if lab.ndim == 4 else int(lab.shape[1])
 
+    def foreground_slices(self, level: float = 0.5) -> np.ndarray:
+        """(N,) bool: the slices that hold the structure — any rater's label of any foreground
+        class reaches ``level`` somewhere in the slice (the hard reference's ``label >= 0.5``).
+        Used by :attr:`softseg.config.DataConfig.foreground_oversampling`."""
+        parts = []
+        for lab in self.labels:  # (R, S, H, W) or (R, K, S, H, W)
+            hit = lab >= level
+            axes = (0, 2, 3) if lab.ndim == 4 else (0, 1, 3, 4)
+            parts.append(hit.any(axis=axes))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
     def label_array(self, choice: Sequence[int] | None = None) -> np.ndarray:
         """(N, K, H, W) float32 labels (K = 1 for one class): rater ``choice[s]`` of subject
         ``s``, or the mean of each subject's label stack when *choice* is None (the fused label

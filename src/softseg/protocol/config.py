@@ -46,6 +46,9 @@ class ProtocolConfig:
     epochs, patience, batch_size, crop, width, depth, lr, fusion, device
         Training settings (:class:`softseg.config.TrainConfig`); ``fusion`` is the default for
         candidates without ``:FUSION``.
+    foreground_oversampling : float in [0, 1]
+        :attr:`softseg.config.DataConfig.foreground_oversampling` of every training (default 0:
+        every slice once per epoch).
     """
 
     candidates: tuple[str, ...]
@@ -67,8 +70,14 @@ class ProtocolConfig:
     lr: float = 1e-3
     fusion: str = "average"
     device: str = "auto"
+    foreground_oversampling: float = 0.0
 
     def __post_init__(self) -> None:
+        f = self.foreground_oversampling
+        if not (isinstance(f, (int, float)) and -1e-9 <= f <= 1.0 + 1e-9):
+            raise InputError(f"--foreground-oversampling must be a share in [0, 1] (nnU-Net uses "
+                             f"0.33); got {f}")
+        object.__setattr__(self, "foreground_oversampling", min(max(float(f), 0.0), 1.0))
         if len(self.candidates) < 2:
             raise InputError(
                 f"comparing needs at least two candidates; got {len(self.candidates)} "
@@ -101,6 +110,8 @@ class ProtocolConfig:
         d = asdict(self)
         d["candidates"] = list(self.candidates)
         d["crop"] = list(self.crop)
+        if not self.foreground_oversampling:  # runs recorded before the option resume as before
+            del d["foreground_oversampling"]
         return d
 
     def fusion_of(self, candidate: str) -> str:
@@ -124,7 +135,8 @@ class ProtocolConfig:
                             fusion=MEMBER_FUSION if fusion == ENSEMBLE else fusion,
                             val_fraction=self.val_fraction,
                             test_fraction=0.0 if test_group else self.test_fraction,
-                            test_group=test_group),
+                            test_group=test_group,
+                            foreground_oversampling=self.foreground_oversampling),
             model=ModelConfig(depth=self.depth, width=self.width),
             optim=OptimConfig(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
                               patience=self.patience),

@@ -398,15 +398,37 @@ class Trainer:
 
     # ------------------------------------------------------------------ epoch hooks
     def indices(self, epoch: int) -> list[int]:
-        """This rank's shuffled slice indices for *epoch* (a seeded DistributedSampler)."""
+        """This rank's slice indices for *epoch*: every slice once, shuffled (a seeded
+        DistributedSampler), or with ``data.foreground_oversampling`` f > 0, N draws with
+        replacement of which each is a slice holding the structure with probability f and any
+        slice otherwise (nnU-Net's foreground oversampling). Both depend only on the seed and the
+        epoch, so a resumed run draws what the uninterrupted one would."""
         from torch.utils.data import DistributedSampler
 
+        share = float(self.config.data.foreground_oversampling)
+        if share > 0.0:
+            return self._oversampled(epoch, share)
         sampler = DistributedSampler(
             range(len(self.prepared.train)), num_replicas=self.dist.world, rank=self.dist.rank,
             shuffle=True, seed=self.config.seed, drop_last=False,
         )
         sampler.set_epoch(epoch)
         return list(sampler)
+
+    def _oversampled(self, epoch: int, share: float) -> list[int]:
+        n = len(self.prepared.train)
+        if getattr(self, "_foreground", None) is None:
+            self._foreground = np.flatnonzero(self.prepared.train.foreground_slices())
+        fg = self._foreground
+        world = self.dist.world
+        total = -(-n // world) * world  # as DistributedSampler pads: equal shares per rank
+        g = torch.Generator().manual_seed(self.config.seed + 7_919 * (epoch + 1))
+        picks = torch.randint(0, n, (total,), generator=g)
+        if fg.size:
+            from_fg = torch.rand(total, generator=g) < share
+            fg_picks = torch.from_numpy(fg)[torch.randint(0, fg.size, (total,), generator=g)]
+            picks = torch.where(from_fg, fg_picks, picks)
+        return picks[self.dist.rank::world].tolist()
 
     def begin_epoch(self) -> None:
         """Draw the rater of each subject for this epoch (random fusion; a no-op choice else)."""
