@@ -122,6 +122,18 @@ def test_defaults_fit_the_device_and_the_paper_is_one_click_away(make_napari_vie
     assert not widget.predict_button.enabled  # until a run has written a model
 
 
+def test_foreground_oversampling_reaches_the_config(make_napari_viewer, open_widget):
+    """The dock's 'Foreground oversampling' is DataConfig.foreground_oversampling (issue 15)."""
+    viewer = make_napari_viewer()
+    widget = open_widget(viewer, "train")
+    assert widget.oversampling.value == 0.0 == widget.config().data.foreground_oversampling
+    widget.oversampling.value = 0.33
+    assert widget.config().data.foreground_oversampling == 0.33
+    assert widget.config() == PRESETS["quick"].updated({"data": {"foreground_oversampling": 0.33}})
+    widget.preset.value = "paper"  # a preset shows its own value again
+    assert widget.oversampling.value == 0.0
+
+
 def test_target_list_offers_no_image_and_no_output(make_napari_viewer, open_widget):
     viewer = make_napari_viewer()
     _add_phantom(viewer)

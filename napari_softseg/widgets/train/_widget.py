@@ -153,6 +153,11 @@ class TrainWidget(Container):
         self.lr.native.setDecimals(6)
         self.crop = SpinBox(min=8, max=4096, step=16, label="Crop",
                             tooltip="training slices are centre-cropped/padded to this size")
+        self.oversampling = FloatSpinBox(
+            min=0.0, max=1.0, step=0.05, label="Foreground oversampling",
+            tooltip="share of training samples drawn from slices that hold the structure "
+                    "(nnU-Net: 0.33; 0 = every slice once per epoch). Raise it for small lesions, "
+                    "which leave most slices empty")
         self.depth = SpinBox(min=1, max=6, label="U-Net depth")
         self.unet_width = SpinBox(min=1, max=512, label="U-Net width", tooltip="filters of the first level")
         self.val_fraction = FloatSpinBox(min=0.0, max=0.95, step=0.05, label="Validation fraction",
@@ -240,7 +245,7 @@ class TrainWidget(Container):
         recipe = labelled(self.preset, self.candidate, self.candidate_info, self.fusion,
                           self.output)
         advanced = labelled(self.epochs, self.patience, self.batch_size, self.lr, self.crop,
-                            self.depth, self.unet_width, self.val_fraction, self.test_fraction,
+                            self.oversampling, self.depth, self.unet_width, self.val_fraction, self.test_fraction,
                             self.device, self.resume)
         state = labelled(self.progress, self.status, self.best, self.note)
         history = labelled(self.history_file)
@@ -337,6 +342,7 @@ class TrainWidget(Container):
         self.batch_size.value = cfg.optim.batch_size
         self.lr.value = cfg.optim.lr
         self.crop.value = cfg.data.crop[0]
+        self.oversampling.value = cfg.data.foreground_oversampling
         self.depth.value = cfg.model.depth
         self.unet_width.value = cfg.model.width
         self.val_fraction.value = cfg.data.val_fraction
@@ -381,7 +387,8 @@ class TrainWidget(Container):
         with every setting shown in the dock."""
         over = merge(self._optim_overrides(), {
             "candidate": str(self.candidate.value),
-            "data": {"fusion": str(self.fusion.value), "crop": [int(self.crop.value)] * 2},
+            "data": {"fusion": str(self.fusion.value), "crop": [int(self.crop.value)] * 2,
+                     "foreground_oversampling": round(float(self.oversampling.value), 6)},
             "model": {"depth": int(self.depth.value), "width": int(self.unet_width.value)},
         })
         return PRESETS[self.preset.value].updated(over, source="training settings")

@@ -20,6 +20,7 @@ OPTION_WORDS: dict[str, str] = {
     "--epochs": "'Epochs'",
     "--patience": "'Patience'",
     "--crop": "'Crop'",
+    "--foreground-oversampling": "'Foreground oversampling'",
     "--depth": "'U-Net depth'",
     "--width": "'U-Net width'",
     "--val-fraction": "'Validation fraction'",
