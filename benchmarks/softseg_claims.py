@@ -35,6 +35,20 @@ Run::
     .venv/bin/python benchmarks/softseg_claims.py --budget cpu       # < 1 h on 2 CPU cores
     .venv/bin/python benchmarks/softseg_claims.py --budget cpu-long  # convergence check (40 epochs)
     .venv/bin/python benchmarks/softseg_claims.py --budget paper     # the papers' settings, GPU
+    .venv/bin/python benchmarks/softseg_claims.py --budget cpu-issue15  # issue 15, <= 40 min
+
+Issue 15 part 4 (budget ``cpu-issue15``: the cpu budget's settings and splits): ``conventional``,
+the new default ``softseg``, the paper's recipe ``softseg-paper``, ``soft-relu-dice`` (soft
+Dice), ``soft-relu-dml`` (Dice semimetric loss), the rater ensemble ``conventional:ensemble`` (one
+conventional model per rater, predictions averaged) and two evaluation-only rows of each repeat's
+trained ``conventional`` model: ``conventional+mc-dropout`` (10 passes) and ``conventional+tta``
+(8 passes), the mean map of :func:`softseg.uncertainty.predict_with_uncertainty` evaluated at the
+model's threshold like every other row (:func:`uncertainty_units`). Table ``issue15``: mean ± sd
+and the Wilcoxon p against ``conventional`` of Dice, ECE, soft RVD, the entropy-vs-rater-entropy
+error, the entropy-vs-error AUROC (``softseg compare``'s uncertainty section) and the
+target-free-slice metrics. ``--candidates`` replaces any phantom budget's candidates and
+evaluation rows; ``--foreground-oversampling F`` sets
+:attr:`softseg.protocol.ProtocolConfig.foreground_oversampling` (recorded in the settings).
 
 Writes ``benchmarks/results/softseg_claims.json`` (+ ``.csv`` and ``.md`` tables; other budgets:
 ``softseg_claims_BUDGET.*``) and the figures ``docs/claims-{reliability,histogram,overlay}.png``
@@ -96,6 +110,23 @@ MNI_CLASSES = ("grey matter", "white matter", "csf")
 #: the small-lesion study (--study mni-lesion, issue 15): one shard per candidate
 LESION_CANDIDATES = ("conventional", "softseg", "softseg-paper", "softseg-floor")
 EPOCHS_MNI_CPU = 70
+#: issue 15 part 4 on the phantom (budget cpu-issue15): the new default, the paper's recipe, the
+#: Dice semimetric candidate, the rater ensemble (one conventional model per rater) and the
+#: evaluation-only uncertainty rows of each repeat's conventional model; p against conventional
+ISSUE15 = ("conventional", "softseg", "softseg-paper", "soft-relu-dice", "soft-relu-dml",
+           "conventional:ensemble")
+#: two shards of similar cost: the ensemble trains one model per rater (4 on the phantom), so
+#: 1 + 4 = 5 trainings per repeat against 4
+ISSUE15_SHARDS = (("conventional", "conventional:ensemble"),
+                  ("softseg", "softseg-paper", "soft-relu-dice", "soft-relu-dml"))
+#: evaluation-only rows: name -> (trained candidate, softseg.uncertainty method, passes); the
+#: names are the candidate plus the ``softseg predict`` flag (``--mc-dropout N``, ``--tta N``)
+EVALUATION_ROWS = {
+    "conventional+mc-dropout": ("conventional", "mc_dropout", 10),
+    "conventional+tta": ("conventional", "tta", 8),
+}
+#: raters of the phantom dataset (make_dataset): members of a NAME:ensemble candidate
+N_RATERS = 4
 #: two shards of similar cost (gdl-boundary computes distance maps every step)
 SHARDS = {
     1: (ALL,),
@@ -130,6 +161,11 @@ class Budget:
     candidates: tuple[str, ...] = ALL
     why: str = ""
     study: str = "phantom"
+    #: evaluation-only rows (keys of :data:`EVALUATION_ROWS`), computed from trained candidates
+    evaluation_rows: tuple[str, ...] = ()
+    #: share of training samples drawn from slices that hold the structure (nnU-Net-style
+    #: foreground oversampling); 0 = uniform sampling, as every budget measured so far
+    foreground_oversampling: float = 0.0
 
     def shard_lists(self) -> tuple[tuple[str, ...], ...]:
         """The candidates of each parallel shard."""
@@ -141,8 +177,36 @@ class Budget:
             return SHARDS[self.shards]
         if self.shards == 1:
             return (self.candidates,)
+        if self.candidates == ISSUE15:
+            return ISSUE15_SHARDS
+        if any(c.endswith(":ensemble") for c in self.candidates):
+            return balanced_shards(self.candidates)
         half = (len(self.candidates) + 1) // 2
         return (self.candidates[:half], self.candidates[half:])
+
+
+def training_cost(candidate: str) -> int:
+    """Trainings one repeat of ``candidate`` runs (a rater ensemble: one per rater)."""
+    return N_RATERS if candidate.endswith(":ensemble") else 1
+
+
+def balanced_shards(cands: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Two shards of similar :func:`training_cost`, each with at least two candidates (a
+    protocol run compares two or more); candidates keep their order within a shard."""
+    if len(cands) < 4:
+        raise SystemExit(f"two shards need at least 4 candidates; got {len(cands)} "
+                         f"({', '.join(cands)}); use --shards 1")
+    side: dict[str, int] = {}
+    load = [0, 0]
+    for c in sorted(cands, key=lambda c: -training_cost(c)):  # largest first, stable
+        i = int(load[1] < load[0])
+        side[c] = i
+        load[i] += training_cost(c)
+    for i in (0, 1):  # a shard of one candidate takes the other's cheapest
+        if sum(v == i for v in side.values()) < 2:
+            move = min((c for c in cands if side[c] != i), key=training_cost)
+            side[move] = i
+    return (tuple(c for c in cands if side[c] == 0), tuple(c for c in cands if side[c] == 1))
 
 
 BUDGETS = {
@@ -167,6 +231,20 @@ BUDGETS = {
         candidates=("conventional", "soft-sig-bce", "softseg", "soft-relu-dice"),
         why=("convergence check of the cpu budget: identical settings (same splits) but 40 "
              "epochs instead of 12, for conventional, soft-sig-bce, softseg and soft-relu-dice")),
+    # Issue 15 part 4: the cpu budget's settings and splits, the issue's candidates; 54
+    # trainings (9 per repeat: the ensemble trains 4) + MC dropout / TTA evaluation rows.
+    "cpu-issue15": Budget(
+        n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=6, epochs=12,
+        patience=12, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
+        device="cpu", shards=2, candidates=ISSUE15, evaluation_rows=tuple(EVALUATION_ROWS),
+        why=("issue 15 part 4 on 2 shared CPU cores, <= 40 min wall: the cpu budget's settings "
+             "(same dataset, seed and paired splits, 12 epochs, 6 repeats) for conventional, "
+             "the new default softseg, the paper's recipe softseg-paper, soft-relu-dice with "
+             "today's soft Dice, soft-relu-dml with the Dice semimetric loss and the rater "
+             "ensemble conventional:ensemble (one conventional model per rater, 4 trainings); "
+             "MC dropout (10 passes) and TTA (8 passes) of each repeat's conventional model as "
+             "evaluation-only rows at its threshold; p: Wilcoxon against conventional; two "
+             "shards of 5 and 4 trainings per repeat")),
     # The papers' settings (SoftSeg Table 1 / label-fusion Table 5) for a GPU.
     "paper": Budget(
         n_subjects=20, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=10, epochs=200,
@@ -296,19 +374,37 @@ def shard_command(dataset: Path, out: Path, cands: tuple[str, ...], b: Budget) -
         "--depth", str(b.depth), "--fusion", b.fusion, "--device", b.device,
         "--seed", str(b.seed), "--test-fraction", str(b.test_fraction),
         "--val-fraction", str(b.val_fraction), "--resume",
+        *(["--foreground-oversampling", str(b.foreground_oversampling)]
+          if b.foreground_oversampling else []),
     ]
+
+
+def has_foreground_oversampling() -> bool:
+    """Whether the installed :class:`softseg.protocol.ProtocolConfig` takes
+    ``foreground_oversampling`` (nnU-Net-style sampling of slices that hold the structure)."""
+    from dataclasses import fields
+
+    from softseg.protocol import ProtocolConfig
+
+    return "foreground_oversampling" in {f.name for f in fields(ProtocolConfig)}
 
 
 def protocol_config(cands: tuple[str, ...], b: Budget):
     """The :class:`softseg.protocol.ProtocolConfig` of one shard (what the CLI above builds)."""
     from softseg.protocol import ProtocolConfig
 
+    extra: dict[str, Any] = {}
+    if has_foreground_oversampling():
+        extra["foreground_oversampling"] = b.foreground_oversampling
+    elif b.foreground_oversampling:
+        raise SystemExit("--foreground-oversampling: this softseg's ProtocolConfig has no "
+                         "foreground_oversampling field; leave it at 0")
     return ProtocolConfig(
         candidates=tuple(cands), repeats=b.repeats, reference=None, stats=False,
         test_fraction=b.test_fraction, val_fraction=b.val_fraction, seed=b.seed,
         ground_truth="truth", epochs=b.epochs, patience=b.patience, batch_size=b.batch_size,
         crop=tuple(b.crop), width=b.width, depth=b.depth, lr=b.lr, fusion=b.fusion,
-        device=b.device)
+        device=b.device, **extra)
 
 
 def modelfile_header_guard() -> bool:
@@ -486,7 +582,9 @@ def table(rows, reference: str, names: dict[str, str] | None = None) -> dict[str
                 entry["p"][m] = p
         entry["values"] = {m: [r.get(m) for r in rs] for m in
                            ("dice", "ece", "ece_staple", "ece_roi", "soft_rvd", "rvd", "mse",
-                            "soft_fraction", "entropy_error", "lesion_tpr", "background_p")}
+                            "soft_fraction", "entropy_error", "uncertainty_auroc",
+                            "lesion_tpr", "background_p", "empty_slice_max_p",
+                            "empty_slice_fp")}
         out["candidates"][names.get(cand, cand)] = entry
         out["n_repeats"] = len(rs)
     return out
@@ -496,18 +594,82 @@ def table(rows, reference: str, names: dict[str, str] | None = None) -> dict[str
 EXTRA_VERSION = 4
 
 
+def subject_references(info: Any, name: str) -> tuple[Any, ...]:
+    """``(data, truth, staple, lesions, roi)`` of one phantom subject, display order:
+    :class:`softseg.data.SubjectData`, the soft truth, STAPLE >= 0.5, the lesion labels
+    (``lesions.nii.gz``) and the structure's neighbourhood (truth or any rater non-zero, dilated
+    by 2 voxels)."""
+    from scipy import ndimage
+
+    from softseg.data import load_subject
+    from softseg.io import load_volume
+    from softseg.protocol import ground_truth
+
+    sub = info.subject(name)
+    data = load_subject(sub)
+    truth = ground_truth(sub, data, "truth")
+    staple = ground_truth(sub, data, "staple") >= 0.5
+    lesions = np.asarray(data.geometry.to_display(
+        load_volume(Path(sub.images[0]).parent / "lesions.nii.gz", label=True).array))
+    roi = ndimage.binary_dilation((truth > 0) | (data.raters > 0).any(axis=0), iterations=2)
+    return data, truth, staple, lesions, roi
+
+
+def subject_extra(pred: np.ndarray, t: float, truth: np.ndarray, staple: np.ndarray,
+                  lesions: np.ndarray, roi: np.ndarray) -> dict[str, float]:
+    """The metrics the engine's table lacks, for one soft prediction (S, H, W) of one subject
+    binarised at ``t``: ``truth`` its soft truth, ``staple`` the raters' STAPLE >= 0.5,
+    ``lesions`` the phantom's lesion labels and ``roi`` the structure's neighbourhood
+    (:func:`subject_references`)."""
+    from softseg import metrics
+
+    pb = pred >= np.float32(t)
+    big = pred >= np.float32(0.05)
+    inside = truth > 0  # the structure with its partial-volume border
+    mid = (pred >= np.float32(0.05)) & (pred < np.float32(0.95))
+    n_les = int(lesions.max())
+    hit = [int(np.count_nonzero(pb & (lesions == k))) >= 3 for k in range(1, n_les + 1)]
+    # calibration against the soft truth: 10 bins of p, |mean truth - mean p| weighted
+    idx = np.minimum((pred[roi] * 10).astype(np.int64), 9)
+    cnt = np.bincount(idx, minlength=10)
+    sp = np.bincount(idx, weights=pred[roi], minlength=10)
+    st = np.bincount(idx, weights=truth[roi], minlength=10)
+    used = cnt > 0
+    soft_gap = float(np.sum(np.abs(st[used] - sp[used])) / cnt.sum())
+    return {
+        "ece_staple": float(metrics.expected_calibration_error(pred, staple)),
+        "ece_roi": float(metrics.expected_calibration_error(pred[roi], truth[roi])),
+        "soft_calibration_gap": soft_gap,
+        "soft_fraction": float(np.count_nonzero(mid & inside)
+                               / max(1, np.count_nonzero(inside))),
+        "soft_fraction_all": float(np.count_nonzero(big & (pred < np.float32(0.95)))
+                                   / max(1, np.count_nonzero(big))),
+        "truth_soft_fraction": float(np.count_nonzero(
+            inside & (truth >= np.float32(0.05)) & (truth < np.float32(0.95)))
+            / max(1, np.count_nonzero(inside))),
+        # normalized ReLU: slices without any target whose maximum is normalised to 1
+        "empty_slice_max_p": float(np.mean([pred[z].max() for z in range(pred.shape[0])
+                                            if truth[z].max() == 0] or [math.nan])),
+        # issue 15: share of the slices without the structure where p >= 0.5 somewhere
+        "empty_slice_fp": float(np.mean([pred[z].max() >= np.float32(0.5)
+                                         for z in range(pred.shape[0])
+                                         if truth[z].max() == 0] or [math.nan])),
+        "lesion_tpr": float(np.mean(hit)) if hit else math.nan,
+        "soft_volume_ratio": float(pred.sum(dtype=np.float64)
+                                   / truth.sum(dtype=np.float64)),
+        # mean prediction far from the structure (outside the ROI): 0 when converged
+        "background_p": float(pred[~roi].mean(dtype=np.float64)),
+    }
+
+
 def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> None:
     """Re-predict each unit's test subjects and add the metrics the engine's table lacks.
 
     Results are cached in ``cache_path`` (resumable) and merged into ``units[uid]["extra"]``.
     """
-    from scipy import ndimage
-
-    from softseg import metrics
-    from softseg.data import load_subject, scan_dataset
-    from softseg.io import load_volume
+    from softseg.data import scan_dataset
     from softseg.modelfile import load_model
-    from softseg.protocol import ground_truth, unit_prediction
+    from softseg.protocol import unit_prediction
 
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     info = scan_dataset(dataset)
@@ -515,16 +677,7 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
 
     def subject(name):
         if name not in subjects:
-            sub = info.subject(name)
-            data = load_subject(sub)
-            truth = ground_truth(sub, data, "truth")
-            staple = ground_truth(sub, data, "staple") >= 0.5
-            lesions = np.asarray(data.geometry.to_display(
-                load_volume(Path(sub.images[0]).parent / "lesions.nii.gz", label=True).array))
-            # structure neighbourhood: where the truth or a rater is non-zero, dilated 2 voxels
-            roi = ndimage.binary_dilation((truth > 0) | (data.raters > 0).any(axis=0),
-                                          iterations=2)
-            subjects[name] = (data, truth, staple, lesions, roi)
+            subjects[name] = subject_references(info, name)
         return subjects[name]
 
     def key(uid: str) -> str:  # a retrained model (same unit, new file) is evaluated again
@@ -539,45 +692,8 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
         res = {}
         for name in unit["subjects"]:
             data, truth, staple, lesions, roi = subject(name)
-            pred = unit_prediction(loaded, data)
-            pb = pred >= np.float32(t)
-            big = pred >= np.float32(0.05)
-            tb = truth >= np.float32(0.05)
-            inside = truth > 0  # the structure with its partial-volume border
-            mid = (pred >= np.float32(0.05)) & (pred < np.float32(0.95))
-            n_les = int(lesions.max())
-            hit = [int(np.count_nonzero(pb & (lesions == k))) >= 3 for k in range(1, n_les + 1)]
-            # calibration against the soft truth: 10 bins of p, |mean truth - mean p| weighted
-            idx = np.minimum((pred[roi] * 10).astype(np.int64), 9)
-            cnt = np.bincount(idx, minlength=10)
-            sp = np.bincount(idx, weights=pred[roi], minlength=10)
-            st = np.bincount(idx, weights=truth[roi], minlength=10)
-            used = cnt > 0
-            soft_gap = float(np.sum(np.abs(st[used] - sp[used])) / cnt.sum())
-            res[name] = {
-                "ece_staple": float(metrics.expected_calibration_error(pred, staple)),
-                "ece_roi": float(metrics.expected_calibration_error(pred[roi], truth[roi])),
-                "soft_calibration_gap": soft_gap,
-                "soft_fraction": float(np.count_nonzero(mid & inside)
-                                       / max(1, np.count_nonzero(inside))),
-                "soft_fraction_all": float(np.count_nonzero(big & (pred < np.float32(0.95)))
-                                           / max(1, np.count_nonzero(big))),
-                "truth_soft_fraction": float(np.count_nonzero(
-                    inside & (truth >= np.float32(0.05)) & (truth < np.float32(0.95)))
-                    / max(1, np.count_nonzero(inside))),
-                # normalized ReLU: slices without any target whose maximum is normalised to 1
-                "empty_slice_max_p": float(np.mean([pred[z].max() for z in range(pred.shape[0])
-                                                    if truth[z].max() == 0] or [math.nan])),
-                # issue 15: share of the slices without the structure where p >= 0.5 somewhere
-                "empty_slice_fp": float(np.mean([pred[z].max() >= np.float32(0.5)
-                                                 for z in range(pred.shape[0])
-                                                 if truth[z].max() == 0] or [math.nan])),
-                "lesion_tpr": float(np.mean(hit)) if hit else math.nan,
-                "soft_volume_ratio": float(pred.sum(dtype=np.float64)
-                                           / truth.sum(dtype=np.float64)),
-                # mean prediction far from the structure (outside the ROI): 0 when converged
-                "background_p": float(pred[~roi].mean(dtype=np.float64)),
-            }
+            res[name] = subject_extra(unit_prediction(loaded, data), t, truth, staple, lesions,
+                                      roi)
         cache[key(uid)] = res
         tmp = cache_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cache))
@@ -585,6 +701,98 @@ def extra_metrics(units: dict[str, Any], dataset: Path, cache_path: Path) -> Non
         print(f"[claims] extra metrics {i + 1}/{len(todo)}: {uid}", flush=True)
     for uid in units:
         units[uid]["extra"] = cache.get(key(uid), {})
+
+
+# ------------------------------------------------------------------------------ uncertainty rows
+UNCERTAINTY_VERSION = 1
+
+
+def uncertainty_prediction(loaded: Any, data: Any, method: str, n: int, *,
+                           seed: int = 0) -> np.ndarray:
+    """The mean of ``n`` MC-dropout or TTA passes of one model over one subject, display order.
+
+    :func:`softseg.uncertainty.predict_with_uncertainty` (what ``softseg predict --mc-dropout N``
+    / ``--tta N`` writes as the prediction) on the subject's images in file axis order with its
+    affine, as :func:`softseg.protocol.predict_subject` predicts a plain pass.
+
+    Returns
+    -------
+    ndarray (S, H, W) float32 in [0, 1]
+    """
+    import nibabel as nib
+
+    from softseg.io import Volume
+    from softseg.uncertainty import predict_with_uncertainty
+
+    images = np.asarray(data.geometry.from_display(data.images), dtype=np.float32)
+    channels = [Volume(array=images[c], affine=np.asarray(data.geometry.affine, np.float64),
+                       header=nib.Nifti1Header()) for c in range(images.shape[0])]
+    maps = predict_with_uncertainty(loaded, channels if len(channels) > 1 else channels[0],
+                                    method=method, n=n, seed=seed)
+    return np.asarray(data.geometry.to_display(maps.mean), dtype=np.float32)
+
+
+def uncertainty_units(units: dict[str, Any], rows: tuple[str, ...], dataset: Path,
+                      cache_path: Path, *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Evaluation-only units ``ROW/rK`` of :data:`EVALUATION_ROWS` (MC dropout, TTA).
+
+    For every finished unit of the row's trained candidate, its model predicts the unit's test
+    subjects with :func:`uncertainty_prediction` (seed ``seed + K``), and the mean map is
+    evaluated as the protocol evaluates a unit (:class:`softseg.protocol.units.UnitEvaluation`:
+    the engine's metric table against the soft truth, the raters for Brier and the entropy
+    comparison, the entropy-vs-error AUROC) at the trained unit's threshold, plus
+    :func:`subject_extra`. Cached in ``cache_path`` (resumable; a retrained model is evaluated
+    again). Returns units shaped like the protocol's records (``subjects``, ``curves``,
+    ``extra``, ``threshold``), with ``train_seconds`` of the trained model and
+    ``predict_seconds`` of the passes over the test subjects.
+    """
+    from softseg.compare import json_safe
+    from softseg.data import scan_dataset
+    from softseg.modelfile import load_model
+    from softseg.protocol.units import UnitEvaluation
+
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    info = scan_dataset(dataset)
+    subjects: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
+    todo = [(row, uid) for row in rows for uid in sorted(units)
+            if uid.rsplit("/r", 1)[0] == EVALUATION_ROWS[row][0]]
+    for i, (row, uid) in enumerate(todo):
+        base, method, n = EVALUATION_ROWS[row]
+        unit = units[uid]
+        repeat = int(uid.rsplit("/r", 1)[1])
+        model = Path(unit["folder"]) / unit["model"]
+        st = model.stat()
+        key = (f"u{UNCERTAINTY_VERSION}:{row}/r{repeat}:{method}:{n}:{seed + repeat}"
+               f"@{st.st_size}:{st.st_mtime_ns}")
+        if key not in cache:
+            loaded = load_model(model)
+            t = float(unit["threshold"])
+            ev = UnitEvaluation(row, tuple(loaded.card.classes), [t])
+            extra, seconds = {}, 0.0
+            for name in unit["subjects"]:
+                if name not in subjects:
+                    subjects[name] = subject_references(info, name)
+                data, truth, staple, lesions, roi = subjects[name]
+                t0 = time.perf_counter()
+                pred = uncertainty_prediction(loaded, data, method, n, seed=seed + repeat)
+                seconds += time.perf_counter() - t0
+                raters = data.raters if data.raters.shape[0] > 1 else None
+                ev.add(name, pred, truth, spacing=data.spacing, raters=raters,
+                       label=f"{name} (r{repeat})")
+                extra[name] = subject_extra(pred, t, truth, staple, lesions, roi)
+            cache[key] = json_safe({
+                **ev.record(), "extra": extra, "threshold": t, "candidate": row,
+                "repeat": repeat, "trained": base, "method": method, "passes": n,
+                "seed": seed + repeat, "model": unit["model"], "folder": unit["folder"],
+                "train_seconds": unit.get("train_seconds"),
+                "predict_seconds": round(seconds, 2)})
+            tmp = cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache))
+            tmp.replace(cache_path)
+            print(f"[claims] {row} {i + 1}/{len(todo)}: r{repeat} ({seconds:.1f} s)", flush=True)
+        out[f"{row}/r{repeat}"] = cache[key]
+    return out
 
 
 # ------------------------------------------------------------------------------ claims
@@ -695,14 +903,19 @@ def judge(abl: dict[str, Any], fus: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ figures
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (JSON records), else absolute."""
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
 def figures(units, abl_reps, fus_reps, dataset: Path, *, ablation=ABLATION,
-            prefix: str = "claims-") -> dict[str, str]:
+            prefix: str = "claims-", folder: Path = DOCS) -> dict[str, str]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from softseg import compare
 
-    DOCS.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     out = {}
     shown = tuple(c for c in ("conventional", "softseg", "soft-relu-dice", "soft-sig-bce")
                   if c in ablation)
@@ -719,9 +932,9 @@ def figures(units, abl_reps, fus_reps, dataset: Path, *, ablation=ABLATION,
             ax2 = fig.add_subplot(1, 2, 2)
             compare.draw_figure(ax2, "reliability", fc)
             ax2.set_title("Reliability by rater fusion")
-        path = DOCS / f"{prefix}reliability.png"
+        path = folder / f"{prefix}reliability.png"
         fig.savefig(path)
-        out["reliability"] = str(path.relative_to(ROOT))
+        out["reliability"] = _shown(path)
 
         fig = Figure(figsize=(11, 4.2), dpi=90, layout="constrained")
         FigureCanvasAgg(fig)
@@ -731,11 +944,34 @@ def figures(units, abl_reps, fus_reps, dataset: Path, *, ablation=ABLATION,
         ax = fig.add_subplot(1, 2, 2)
         compare.draw_figure(ax, "volume_threshold", curves)
         ax.set_title("Binarised volume vs threshold (dashed: soft truth Σ)")
-        path = DOCS / f"{prefix}histogram.png"
+        path = folder / f"{prefix}histogram.png"
         fig.savefig(path)
-        out["histogram"] = str(path.relative_to(ROOT))
-        out["overlay"] = overlay(units, abl_reps[0], dataset, DOCS / f"{prefix}overlay.png")
+        out["histogram"] = _shown(path)
+        out["overlay"] = overlay(units, abl_reps[0], dataset, folder / f"{prefix}overlay.png")
     return out
+
+
+def figure_issue15(units, reps, cands, path: Path) -> str:
+    """Reliability (vs soft truth >= 0.5) and entropy-vs-error ROC (the uncertainty section of
+    ``softseg compare``) of the issue-15 rows, repeats pooled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from softseg import compare
+
+    curves = {c: curves_of(units, c, reps) for c in cands}
+    fig = Figure(figsize=(11, 4.4), dpi=90, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 2, 1)
+    compare.draw_figure(ax, "reliability", curves)
+    ax.set_title(f"Reliability vs soft truth >= 0.5 ({len(reps)} repeats pooled)", fontsize=10)
+    if "uncertainty_error" in compare.available_figures(curves):
+        ax = fig.add_subplot(1, 2, 2)
+        compare.draw_figure(ax, "uncertainty_error", curves)
+        ax.set_title("Entropy as a detector of misclassified voxels", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return _shown(path)
 
 
 def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
@@ -794,7 +1030,7 @@ def overlay(units, repeat: int, dataset: Path, path: Path) -> str:
     fig.suptitle(f"{name} (test subject of repeat {repeat}), axial slice {z}, zoomed", fontsize=9)
     fig.colorbar(im, ax=fig.axes, shrink=0.8, label="p (cyan: truth 0.5, green: threshold)")
     fig.savefig(path)
-    return str(path.relative_to(ROOT))
+    return _shown(path)
 
 
 # ------------------------------------------------------------------------------ real anatomy
@@ -1041,7 +1277,10 @@ MNI_MD_COLUMNS = (("dice", "Dice %", 100, 1), ("argmax_dice", "Dice (argmax) %",
                   ("pv_mse", "MSE vs PV ×1e-3", 1e3, 2), ("threshold", "threshold", 1, 2))
 
 
-def _cell(e: dict[str, Any], key: str, scale: float, digits: int) -> str:
+def _cell(e: dict[str, Any], key: str, scale: float, digits: int, *, p_digits: int = 2,
+          p_missing: str = "") -> str:
+    """``mean ± sd (p P)`` of one metric; ``p_missing`` stands where p is undefined (the
+    reference row, or all paired differences zero)."""
     m, sd, p = e["mean"].get(key), e["std"].get(key), e["p"].get(key)
     if m is None or not math.isfinite(m):
         return "n/a"
@@ -1049,7 +1288,9 @@ def _cell(e: dict[str, Any], key: str, scale: float, digits: int) -> str:
     if sd is not None and math.isfinite(sd):
         cell += f" ± {sd * scale:.{digits}f}"
     if p is not None and math.isfinite(p):
-        cell += f" (p {p:.2f})"
+        cell += f" (p {p:.{p_digits}f})"
+    elif p_missing:
+        cell += f" ({p_missing})"
     return cell
 
 
@@ -1206,8 +1447,18 @@ def write_json_result(out_json: Path, result: dict[str, Any]) -> None:
     tmp.replace(out_json)
 
 
+def versus_conventional(b: Budget) -> tuple[str, ...]:
+    """The rows of the issue-15 table (p against ``conventional``): every candidate and
+    evaluation row when the budget has a candidate outside the ablation / fusion grid or an
+    evaluation row; none otherwise (the cpu and cpu-long tables stay as they were)."""
+    if not b.evaluation_rows and all(c in ALL for c in b.candidates):
+        return ()
+    return (*b.candidates, *b.evaluation_rows)
+
+
 def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_info,
-                  wall_s: float | None, *, out_json: Path) -> dict[str, Any]:
+                  wall_s: float | None, *, out_json: Path,
+                  fig_dir: Path = DOCS) -> dict[str, Any]:
     guard = modelfile_header_guard()
     units = load_units(work)
     ablation = tuple(c for c in ABLATION if c in b.candidates)
@@ -1215,20 +1466,34 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
     abl_reps = complete_repeats(units, ablation, b.repeats)
     fus_reps = complete_repeats(units, fusion, b.repeats) if fusion else []
     extra_metrics(units, dataset, work / "extra_metrics.json")
+    if b.evaluation_rows:  # after extra_metrics: these units are not plain predictions
+        units.update(uncertainty_units(units, b.evaluation_rows, dataset,
+                                       work / "uncertainty_rows.json", seed=b.seed))
     abl = table(repeat_rows(units, ablation, abl_reps), "softseg") if len(abl_reps) >= 2 else {}
     fus = (table(repeat_rows(units, fusion, fus_reps), "conventional:staple", FUSION_ALIAS)
            if len(fus_reps) >= 2 else {})
+    i15_rows = versus_conventional(b)
+    i15_reps = complete_repeats(units, i15_rows, b.repeats) if i15_rows else []
+    i15 = table(repeat_rows(units, i15_rows, i15_reps), "conventional") if i15_reps else {}
+    if i15:
+        i15["rows"] = {c: row_description(c, units, i15_reps) for c in i15_rows}
     claims = judge(abl, fus) if abl else []
     prefix = "claims-" if budget_name == "cpu" else f"claims-{budget_name}-"
-    figs = figures(units, abl_reps, fus_reps, dataset, ablation=ablation, prefix=prefix)
+    figs = figures(units, abl_reps, fus_reps, dataset, ablation=ablation, prefix=prefix,
+                   folder=fig_dir)
+    if i15_reps:
+        figs["issue15"] = figure_issue15(units, i15_reps, i15_rows,
+                                         fig_dir / f"{prefix}issue15.png")
     result = {
         "benchmark": "softseg_claims",
         "budget": budget_name,
         "settings": asdict(b),
-        "complete": len(abl_reps) == b.repeats and len(fus_reps) == b.repeats,
-        "repeats_done": {"ablation": abl_reps, "fusion": fus_reps},
+        "foreground_oversampling_supported": has_foreground_oversampling(),
+        "complete": (len(abl_reps) == b.repeats and len(fus_reps) == b.repeats
+                     and (not i15_rows or len(i15_reps) == b.repeats)),
+        "repeats_done": {"ablation": abl_reps, "fusion": fus_reps, "issue15": i15_reps},
         "units_done": len(units),
-        "units_total": len(b.candidates) * b.repeats,
+        "units_total": (len(b.candidates) + len(b.evaluation_rows)) * b.repeats,
         "evaluation": {
             "reference": "truth_soft.nii.gz (partial-volume fraction); overlap metrics, ECE and "
                          "LTPR/LFDR against truth >= 0.5; MSE and soft RVD against the soft truth; "
@@ -1254,6 +1519,7 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         },
         "ablation": abl,
         "fusion": fus,
+        "issue15": i15,
         "claims": claims,
         "papers": PAPERS,
         "figures": figs,
@@ -1261,23 +1527,41 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         **run_record(dataset, work, b, units, shard_info, wall_s),
     }
     write_json_result(out_json, result)
-    write_csv(out_json.with_suffix(".csv"), abl, fus)
+    write_csv(out_json.with_suffix(".csv"), {"ablation": abl, "fusion": fus, "issue15": i15})
     return result
 
 
+def row_description(cand: str, units: dict[str, Any], reps: list[int]) -> dict[str, Any]:
+    """What one issue-15 row is and costs: trained models, forward passes per prediction,
+    mean training seconds per repeat (all its models) and, for evaluation rows, the mean
+    seconds of the passes over a repeat's test subjects."""
+    us = [units[f"{cand}/r{k}"] for k in reps]
+    secs = [u.get("train_seconds") for u in us if isinstance(u.get("train_seconds"), (int, float))]
+    if cand in EVALUATION_ROWS:
+        base, method, n = EVALUATION_ROWS[cand]
+        pred = [u.get("predict_seconds") for u in us
+                if isinstance(u.get("predict_seconds"), (int, float))]
+        return {"kind": "evaluation", "trained": base, "method": method, "models": 1,
+                "passes": n, "train_seconds_mean": float(np.mean(secs)) if secs else None,
+                "predict_seconds_mean": float(np.mean(pred)) if pred else None}
+    return {"kind": "trained", "models": training_cost(cand), "passes": 1,
+            "train_seconds_mean": float(np.mean(secs)) if secs else None}
+
+
 CSV_METRICS = ("dice", "precision", "recall", "rvd", "soft_rvd", "mse", "ece", "ece_roi",
-               "ece_staple", "soft_calibration_gap", "brier", "entropy_error", "ltpr", "lfdr",
-               "lesion_tpr", "soft_fraction", "truth_soft_fraction", "soft_volume_ratio",
-               "background_p", "empty_slice_max_p", "threshold",
-               "train_seconds")
+               "ece_staple", "soft_calibration_gap", "brier", "entropy_error",
+               "uncertainty_auroc", "ltpr", "lfdr", "lesion_tpr", "soft_fraction",
+               "truth_soft_fraction", "soft_volume_ratio", "background_p",
+               "empty_slice_max_p", "empty_slice_fp", "threshold", "train_seconds")
 
 
-def write_csv(path: Path, abl, fus) -> None:
+def write_csv(path: Path, tables: dict[str, dict[str, Any]]) -> None:
+    """One row per (table, candidate): mean, std and p of :data:`CSV_METRICS`."""
     with open(path.with_suffix(".tmp"), "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["table", "candidate", "reference"] + [f"{m}_{s}" for m in CSV_METRICS
                                                           for s in ("mean", "std", "p")])
-        for name, tab in (("ablation", abl), ("fusion", fus)):
+        for name, tab in tables.items():
             for cand, e in (tab.get("candidates") or {}).items():
                 w.writerow([name, cand, tab["reference"]] + [
                     e[s].get(m) for m in CSV_METRICS for s in ("mean", "std", "p")])
@@ -1285,6 +1569,8 @@ def write_csv(path: Path, abl, fus) -> None:
 
 
 def print_summary(result: dict[str, Any]) -> None:
+    if result.get("issue15"):
+        print(markdown_issue15(result))
     for tname in ("ablation", "fusion"):
         tab = result.get(tname) or {}
         if not tab:
@@ -1313,9 +1599,44 @@ MD_COLUMNS = (("dice", "Dice %", 100, 1), ("ece", "ECE %", 100, 2), ("ece_roi", 
               ("soft_fraction", "soft share %", 100, 0), ("background_p", "background p", 1, 3))
 
 
+#: (key, label, scale, digits) of the issue-15 table
+ISSUE15_COLUMNS = (
+    ("dice", "Dice %", 100, 1), ("ece", "ECE %", 100, 2), ("soft_rvd", "soft RVD %", 100, 1),
+    ("entropy_error", "ΔH (abs) nats", 1, 0), ("uncertainty_auroc", "uncertainty AUROC %", 100, 1),
+    ("ece_staple", "ECE vs STAPLE %", 100, 2), ("lfdr", "LFDR %", 100, 1),
+    ("lesion_tpr", "lesions found %", 100, 0),
+    ("empty_slice_max_p", "max p, empty slices", 1, 2),
+    ("empty_slice_fp", "empty slices with p >= 0.5 %", 100, 1))
+
+
+def markdown_issue15(result: dict[str, Any]) -> str:
+    """The issue-15 table: every row with mean ± sd over repeats and the two-sided Wilcoxon p
+    against conventional; the cost of each row (models trained x forward passes)."""
+    tab = result.get("issue15") or {}
+    if not tab:
+        return ""
+    desc = tab.get("rows", {})
+    lines = [f"\n**issue 15** — n = {tab['n_repeats']} repeats (mean ± sd; p: two-sided "
+             f"Wilcoxon signed-rank against `{tab['reference']}`, paired by repeat); "
+             "`+mc-dropout` / `+tta`: the repeat's conventional model predicted with N passes "
+             "(mean map), evaluated at its threshold; p n/a: every paired difference is 0 "
+             "or a repeat lacks the value\n",
+             "| candidate | models × passes | " + " | ".join(c[1] for c in ISSUE15_COLUMNS) + " |",
+             "|---|---:|" + "---:|" * len(ISSUE15_COLUMNS)]
+    for cand, e in tab["candidates"].items():
+        d = desc.get(cand, {})
+        cost = f"{d.get('models', '?')} × {d.get('passes', '?')}"
+        missing = "reference" if cand == tab["reference"] else "p n/a"
+        lines.append(f"| `{cand}` | {cost} | " + " | ".join(
+            _cell(e, k, scale, digits, p_digits=3, p_missing=missing)
+            for k, _, scale, digits in ISSUE15_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_tables(result: dict[str, Any]) -> str:
-    """The two tables as GitHub markdown (mean ± std, ** = p < 0.05 vs the reference)."""
-    lines = []
+    """The tables as GitHub markdown: issue 15 (mean ± sd and p vs conventional), ablation and
+    fusion (mean ± std, ** = p < 0.05 vs the reference)."""
+    lines = [markdown_issue15(result)] if result.get("issue15") else []
     for tname in ("ablation", "fusion"):
         tab = result.get(tname) or {}
         if not tab:
@@ -1364,6 +1685,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spacing", type=float, default=None,
                     help="mni-tissue: override the isotropic voxel size (mm)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--candidates", nargs="+", default=None, metavar="NAME",
+                    help="phantom: override the budget's candidates (NAME, NAME:FUSION, "
+                         "NAME:ensemble) and evaluation rows (" + ", ".join(EVALUATION_ROWS)
+                         + "), e.g. --budget cpu-long --candidates conventional softseg "
+                         "soft-relu-dml conventional:ensemble conventional+tta")
+    ap.add_argument("--foreground-oversampling", type=float, default=None, metavar="F",
+                    help="share of training samples drawn from slices that hold the structure "
+                         "(nnU-Net-style, in [0, 1]; default: the budget's, 0)")
     ap.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -1392,11 +1721,32 @@ def main(argv: list[str] | None = None) -> int:
         over["patience"] = over["epochs"]
     if args.crop:
         over["crop"] = (args.crop, args.crop)
+    if args.candidates is not None:
+        if mni or lesion:
+            ap.error("--candidates applies to --study phantom only")
+        names = tuple(dict.fromkeys(args.candidates))
+        over["candidates"] = tuple(c for c in names if c not in EVALUATION_ROWS)
+        over["evaluation_rows"] = tuple(c for c in names if c in EVALUATION_ROWS)
+        if len(over["candidates"]) < 2:
+            ap.error(f"--candidates needs at least two trained candidates; got "
+                     f"{', '.join(over['candidates']) or 'none'}")
+    if args.foreground_oversampling is not None:
+        if not 0.0 <= args.foreground_oversampling <= 1.0:
+            ap.error(f"--foreground-oversampling must be in [0, 1]; got "
+                     f"{args.foreground_oversampling}")
+        if args.foreground_oversampling and not has_foreground_oversampling():
+            ap.error("--foreground-oversampling: this softseg's ProtocolConfig has no "
+                     "foreground_oversampling field; leave it at 0")
+        over["foreground_oversampling"] = args.foreground_oversampling
     if args.spacing is not None:
         over["spacing"] = (args.spacing,) * 3
     b = replace(b, **over)
     if b.shards not in SHARDS and not lesion:
         ap.error(f"--shards must be one of {sorted(SHARDS)}")
+    missing = [r for r in b.evaluation_rows if EVALUATION_ROWS[r][0] not in b.candidates]
+    if missing:
+        ap.error(f"evaluation row {missing[0]} needs the trained candidate "
+                 f"{EVALUATION_ROWS[missing[0]][0]} among --candidates")
     default_work = (("mni-tissue" if args.budget == "cpu" else f"mni-tissue-{args.budget}")
                     if mni else (f"mni-lesion-{args.budget}" if lesion else args.budget))
     work = args.work or ROOT / "build" / "softseg_claims" / default_work
@@ -1411,9 +1761,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         overrides = ["--study", args.study]
         for key in ("repeats", "epochs", "n_subjects", "width", "shards", "crop", "spacing",
-                    "device"):
+                    "device", "foreground_oversampling"):
             if getattr(args, key) is not None:
                 overrides += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+        if args.candidates is not None:
+            overrides += ["--candidates", *args.candidates]
         shard_info = run_shards(dataset, work, b, args.budget, overrides)
         if any(s["rc"] != 0 for s in shard_info):
             print("[claims] a shard failed; see its log. Building results from finished units.",
@@ -1437,8 +1789,10 @@ def main(argv: list[str] | None = None) -> int:
         print_summary_mni(result)
         md_text = markdown_mni(result)
     else:
+        out_dir = args.out.resolve().parent
         result = build_results(work, dataset, b, args.budget, shard_info, wall,
-                               out_json=args.out)
+                               out_json=args.out,
+                               fig_dir=DOCS if out_dir == RESULTS.resolve() else out_dir)
         print_summary(result)
         md_text = markdown_tables(result)
     md = args.out.with_suffix(".md")

@@ -7,30 +7,13 @@ against a valid safetensors header that the loader must accept.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import struct
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "softseg_claims.py"
-
-
-@pytest.fixture(scope="module")
-def claims():
-    spec = importlib.util.spec_from_file_location("softseg_claims", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
+# the ``claims`` fixture (the benchmark as a module) is in conftest.py
 
 
 def _rows(values: dict[str, list[float]], metric: str = "ece") -> dict[str, list[dict]]:
