@@ -1489,7 +1489,7 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         "budget": budget_name,
         "settings": asdict(b),
         "foreground_oversampling_supported": has_foreground_oversampling(),
-        "complete": (len(abl_reps) == b.repeats and len(fus_reps) == b.repeats
+        "complete": (len(abl_reps) == b.repeats and (not fusion or len(fus_reps) == b.repeats)
                      and (not i15_rows or len(i15_reps) == b.repeats)),
         "repeats_done": {"ablation": abl_reps, "fusion": fus_reps, "issue15": i15_reps},
         "units_done": len(units),
