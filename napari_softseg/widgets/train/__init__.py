@@ -19,6 +19,13 @@ built when a run starts or a history is opened, and a background interpreter
 (:class:`~napari_softseg._supervisor.Prestarter`) imports torch and the trainer ahead of the
 first click.
 
+*One model per rater (rater ensemble)* (:mod:`._ensemble`) trains, with 2 or more raters, one
+model per rater one after another (each an ordinary run of the dock on that rater's targets,
+files ``m-rater-<id>.safetensors`` as :func:`softseg.protocol.ensemble.member_model` names
+them); the status says "rater k of R"; Cancel ends the sequence and keeps the finished members;
+*Predict on the training image* then predicts their mean (the Predict dock's ensemble,
+:func:`softseg.uncertainty.predict_ensemble`).
+
 *Training history* draws a finished (or stopped) run's ``<model>.history.csv``. *Fine-tune*
 starts from an existing model file (``softseg train --init``: its candidate, network and
 preprocessing) on the current targets, e.g. raters who corrected the model's pre-annotation;

@@ -41,6 +41,13 @@ from napari_softseg.widgets._dock_parts import (
 )
 from napari_softseg.widgets._gl_context import Connections, install_removal_guard
 from napari_softseg.widgets.train._close_guard import CloseGuard
+from napari_softseg.widgets.train._ensemble import (
+    ENSEMBLE_TEXT,
+    FINETUNE_REFUSAL,
+    EnsembleRun,
+    ensemble_run,
+    run_ensemble,
+)
 from napari_softseg.widgets.train._finetune import check_parent, finetune_config, parent_file
 from napari_softseg.widgets.train._history import checkpoint_of, history_csv_of, read_history
 from napari_softseg.widgets.train._inputs import image_choices, snapshot, target_choices
@@ -142,6 +149,11 @@ class TrainWidget(Container):
         self.candidate_info = Label(label="")
         self.fusion = ComboBox(choices=list(FUSIONS), label="Fusion",
                                tooltip="\n".join(f"{k}: {FUSION_DESCRIPTIONS[k]}" for k in FUSIONS))
+        self.ensemble = CheckBox(
+            value=False, text=ENSEMBLE_TEXT,
+            tooltip="Train one model per chosen rater, one after another, each on that rater's "
+                    "labels alone (no fusion); their predictions are averaged (the label-fusion "
+                    "paper's ensemble baseline). Files: <model file>-rater-<id>.safetensors")
         self.output = FileEdit(mode="w", filter="*.safetensors", label="Model file",
                                value=str(Path.home() / "softseg-model.safetensors"))
         # ---- advanced settings (folded)
@@ -196,6 +208,7 @@ class TrainWidget(Container):
         self.source.changed.connect(self._on_source)
         self.preset.changed.connect(self._on_preset)
         self.candidate.changed.connect(self._on_candidate)
+        self.ensemble.changed.connect(self._on_ensemble)
         self.train_button.changed.connect(lambda: self.start())
         self.cancel_button.changed.connect(lambda: self.cancel())
         self.predict_button.changed.connect(lambda: self.predict_current())
@@ -210,6 +223,11 @@ class TrainWidget(Container):
         self.model_path: Path | None = None
         self.curves: Any = None
         self.last_run: TrainRun | None = None
+        #: The rater ensemble of the last run (None: one model), its member being trained
+        #: ``(k, R, rater)`` and the member model files finished or kept so far.
+        self.last_ensemble: EnsembleRun | None = None
+        self.member: tuple[int, int, str] | None = None
+        self.member_paths: list[Path] = []
         self.predict_worker: Any = None
         #: perf_counter times of the last run: click, data written, process started, first
         #: event, first step, first shown (what benchmarks/train_start.py reports).
@@ -243,7 +261,7 @@ class TrainWidget(Container):
     def _build_layout(self) -> None:
         data = labelled(self.source, self.images, self.targets, self.dataset)
         recipe = labelled(self.preset, self.candidate, self.candidate_info, self.fusion,
-                          self.output)
+                          self.ensemble, self.output)
         advanced = labelled(self.epochs, self.patience, self.batch_size, self.lr, self.crop,
                             self.oversampling, self.depth, self.unet_width, self.val_fraction, self.test_fraction,
                             self.device, self.resume)
@@ -359,6 +377,10 @@ class TrainWidget(Container):
             f"{cand.activation}; loss: {cand.loss}"
         )
 
+    def _on_ensemble(self, *_: Any) -> None:
+        # each member trains on one rater: no fusion to choose
+        self.fusion.enabled = not self.ensemble.value
+
     def _on_devices(self) -> None:
         """The device probe answered: offer the devices, and the preset that fits them."""
         show_devices(self.device, self._probe.devices)
@@ -406,9 +428,13 @@ class TrainWidget(Container):
         files = [out, history_csv_of(out), checkpoint_of(out), training_config_file(out)]
         return files + ([training_data_folder(out)] if from_layers else [])
 
-    def run_request(self, *, finetune: bool = False) -> TrainRun | None:
-        """The run to start (main thread): settings, model file, data snapshot. ``None`` when the
-        user kept existing files. Raises InputError for bad choices."""
+    def run_request(self, *, finetune: bool = False) -> TrainRun | EnsembleRun | None:
+        """The run to start (main thread): settings, model file, data snapshot; with *One model
+        per rater*, the members (:func:`~._ensemble.ensemble_run`). ``None`` when the user kept
+        existing files. Raises InputError for bad choices."""
+        ensemble = bool(self.ensemble.value)
+        if ensemble and finetune:
+            raise InputError(FINETUNE_REFUSAL)
         out = self._model_file()
         resume = bool(self.resume.value) and not finetune
         from_layers = self.source.value == _SOURCE_LAYERS
@@ -418,7 +444,7 @@ class TrainWidget(Container):
         config = (finetune_config(init, self._optim_overrides()) if init is not None
                   else self.config())
         overwrite = False
-        if not resume:
+        if not resume and not ensemble:  # an ensemble asks about its members' files below
             files = self._written_files(out, from_layers=from_layers)
             if not confirm_overwrite(files, parent=self.native, title="Replace the model file?"):
                 return None
@@ -445,8 +471,25 @@ class TrainWidget(Container):
         if init is not None and layers is not None:
             check_parent(init, channels=len(layers.channels),
                          classes=getattr(layers, "classes", None))
-        return TrainRun(config=config, out=out, resume=resume, overwrite=overwrite, init=init,
-                        allow_preannotated=allow, layers=layers, folder=folder)
+        run = TrainRun(config=config, out=out, resume=resume, overwrite=overwrite, init=init,
+                       allow_preannotated=allow, layers=layers, folder=folder)
+        return self._ensemble_request(run) if ensemble else run
+
+    def _ensemble_request(self, base: TrainRun) -> EnsembleRun | None:
+        """The members of ``base``, after asking before replacing any member's files."""
+        from dataclasses import replace
+
+        ens = ensemble_run(base)
+        fresh = {i for i, (m, kept) in enumerate(zip(ens.members, ens.kept))
+                 if not kept and not m.resume}
+        files = [f for i in sorted(fresh)
+                 for f in self._written_files(ens.members[i].out, from_layers=True)]
+        if not confirm_overwrite(files, parent=self.native, title="Replace the members' model files?"):
+            return None
+        if any(p.exists() for p in files):
+            ens = replace(ens, members=tuple(replace(m, overwrite=True) if i in fresh else m
+                                             for i, m in enumerate(ens.members)))
+        return ens
 
     @property
     def running(self) -> bool:
@@ -469,6 +512,11 @@ class TrainWidget(Container):
         from napari.qt.threading import GeneratorWorker
         from napari.utils import progress
 
+        ens = run if isinstance(run, EnsembleRun) else None
+        run = ens.members[0] if ens is not None else run
+        self.last_ensemble = ens
+        self.member = None
+        self.member_paths = []
         self.last_run = run
         self.outcome = None
         self.model_path = None
@@ -484,7 +532,12 @@ class TrainWidget(Container):
         self._say(f"{self._phase}…")
         # Not napari's thread_worker: it would register the run with napari's own close dialog,
         # which names the function; CloseGuard asks in words instead.
-        worker = GeneratorWorker(run_training, run, prestarter=self._prestarter)
+        if ens is None:
+            worker = GeneratorWorker(run_training, run, prestarter=self._prestarter)
+        else:  # the members one after another; Cancel between two members ends the sequence
+            holder = self._holder
+            worker = GeneratorWorker(run_ensemble, ens, prestarter=self._prestarter,
+                                     stop=lambda: bool(holder.get("cancelled")))
         worker.yielded.connect(self._on_item)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
@@ -494,7 +547,8 @@ class TrainWidget(Container):
         self.finetune_button.enabled = False
         self.cancel_button.enabled = True
         worker.start()
-        self._pbar = progress(total=0, desc=f"Training {run.config.candidate}")
+        what = run.config.candidate + (" · rater ensemble" if ens is not None else "")
+        self._pbar = progress(total=0, desc=f"Training {what}")
         self._ensure_curves().clear()
         window = self.native.window()
         if window is not self.native and self._close_guard is None:
@@ -510,6 +564,8 @@ class TrainWidget(Container):
 
     def cancel(self) -> None:
         """Ask the child to stop at its next step and save; kill it after the timeout."""
+        if self.last_ensemble is not None and self.worker is not None:
+            self._holder["cancelled"] = True  # no further member starts
         if self.process is not None and self.process.running:
             self._say("stopping: saving a checkpoint…")
             self.cancel_button.enabled = False
@@ -534,14 +590,21 @@ class TrainWidget(Container):
                 item.stop(timeout=10.0)
                 return
             self.timings["process_started"] = now
-            self._phase = ("loading the data and building the network (torch is loaded)"
-                           if item.prestarted else
-                           "starting Python and loading torch, then the data and the network")
+            self._phase = self._member_prefix() + (
+                "loading the data and building the network (torch is loaded)" if item.prestarted
+                else "starting Python and loading torch, then the data and the network")
+            if self.member is not None:  # later members: no waiting line after the first step
+                self._pending["status"] = f"{self._phase}…"
             return
         if isinstance(item, tuple) and item and item[0] == "stage":
             if item[1] == "data written":
-                self.timings["data_written"] = item[2]
-                self._phase = "starting the training process"
+                self.timings.setdefault("data_written", item[2])
+                self._phase = self._member_prefix() + "starting the training process"
+                if self.member is not None:
+                    self._pending["status"] = f"{self._phase}…"
+            return
+        if isinstance(item, tuple) and item and item[0] in ("member", "member done"):
+            self._on_member(item)
             return
         if self.closed:
             return
@@ -595,9 +658,10 @@ class TrainWidget(Container):
             return
         self.timings.setdefault("first_shown", time.perf_counter())
         if "status" in pending:
-            self._say(pending["status"])
+            text = pending["status"]
+            self._say(text if text.startswith("rater ") else self._member_prefix() + text)
         if "best" in pending:
-            self.best.value = pending["best"]
+            self.best.value = self._member_prefix() + pending["best"]
         if "progress" in pending:
             done, total = pending["progress"]
             if self.progress.max != total:
@@ -608,7 +672,86 @@ class TrainWidget(Container):
                 if self._pbar.total != total:
                     self._pbar.total = total
                 self._pbar.update(done - self._pbar.n)
-                self._pbar.set_description(pending["pbar_desc"])
+                self._pbar.set_description(self._member_prefix() + pending["pbar_desc"])
+
+    # ---------------------------------------------------------------- rater ensemble
+    def _member_prefix(self) -> str:
+        """``"rater k of R (id) · "`` while a rater ensemble trains its member k, else ``""``."""
+        if self.member is None:
+            return ""
+        k, n, rater = self.member
+        return f"rater {k} of {n} ({rater}) · "
+
+    def _on_member(self, item: tuple[Any, ...]) -> None:
+        """A member starts (``("member", k, R, rater, path, kept)``) or ended."""
+        if item[0] == "member done":
+            outcome = item[2]
+            if outcome.ok and outcome.done is not None and outcome.done.path:
+                self.member_paths.append(Path(outcome.done.path))
+            return
+        _, k, n, rater, path, kept = item
+        self.member = (k, n, rater)
+        if kept:
+            self.member_paths.append(Path(path))
+            self._pending["status"] = f"rater {k} of {n} ({rater}): {Path(path).name} kept"
+            return
+        self._phase = self._member_prefix() + ("writing the training data"
+                                               if self.last_run and self.last_run.layers is not None
+                                               else "linking the rater's files")
+        self._pending["status"] = f"{self._phase}…"
+        self._pending["progress"] = (0, 1)
+        self._pending["pbar_desc"] = "starting"
+        if self.curves is not None and k > 1:
+            self.curves.flush()
+            self.curves.clear()  # each member draws its own curves
+
+    def _ensemble_returned(self, outcome: Outcome | None, elapsed: float) -> None:
+        """The sequence ended: all members (offered to prediction), stopped, or failed."""
+        ens = self.last_ensemble
+        assert ens is not None
+        n = len(ens.members)
+        names = ", ".join(p.name for p in self.member_paths) or "none"
+        k = self.member[0] if self.member is not None else 0
+        if len(self.member_paths) == n:
+            self.model_path = self.member_paths[-1]
+            self._say(f"done in {ev.format_seconds(elapsed)}: {n} models, one per rater ({names}); "
+                      "'Predict on the training image' predicts their mean")
+            self.progress.value = self.progress.max
+            self.predict_button.enabled = True
+            self._report_members()
+            return
+        stopped = outcome is None or outcome.ok or (
+            outcome.cancelled and outcome.error is None and not outcome.killed)
+        if not stopped:
+            assert outcome is not None
+            line = gui_message(outcome.error_line or f"exit status {outcome.returncode}")
+            self._say(f"training failed at rater {k} of {n}: {line}; models kept: {names}",
+                      error=True)
+            return
+        ckpt = None
+        if outcome is not None and not outcome.ok:
+            ckpt = outcome.checkpoint or (outcome.done.checkpoint if outcome.done else None)
+        where = f"after rater {k} of {n}" if outcome is not None and outcome.ok else f"at rater {k} of {n}"
+        tail = f"; checkpoint kept: {Path(ckpt).name}" if ckpt else ""
+        self._say(f"stopped {where}; models kept: {names}{tail} ('Resume' continues)")
+
+    def _report_members(self) -> None:
+        """After all members were written: each member's rater, and a too-good validation Dice."""
+        from softseg.modelfile import read_card
+
+        lines, warnings = [], []
+        for path in self.member_paths:
+            try:
+                card = read_card(path)
+            except (InputError, OSError):
+                continue
+            who = ", ".join(r if r.startswith("rater") else f"rater {r}" for r in card.raters)
+            lines.append(f"{path.name}: trained on {who or 'one rater'}'s labels alone")
+            warning = validation_note(card)
+            if warning:
+                warnings.append(f"⚠ {path.name}: {warning}")
+        self.note.value = "\n".join(warnings + lines)
+        self.note.native.setStyleSheet(_WARN_STYLE if warnings else "")
 
     def _on_returned(self, outcome: Outcome) -> None:
         self.outcome = outcome
@@ -617,8 +760,11 @@ class TrainWidget(Container):
         self._apply_pending()
         if self.curves is not None:
             self.curves.flush()
-        done = outcome.done
         elapsed = time.perf_counter() - self.timings.get("click", time.perf_counter())
+        if self.last_ensemble is not None:
+            self._ensemble_returned(outcome, elapsed)
+            return
+        done = outcome.done
         if outcome.ok and done is not None and done.path:
             self.model_path = Path(done.path)
             thr = f", threshold {done.threshold:.2f}" if _finite(done.threshold) else ""
@@ -735,8 +881,12 @@ class TrainWidget(Container):
         if not layers:
             self._say("select the image layer to segment", error=True)
             return None
+        paths, uncertainty = [self.model_path], None
+        if self.last_ensemble is not None and len(self.member_paths) >= 2:
+            # the members as one ensemble: the Predict dock's "ensemble (mean of the models)"
+            paths, uncertainty = list(self.member_paths), ("ensemble", len(self.member_paths))
         self.predict_worker = start_prediction(
-            self._viewer, [self.model_path], layers, device=str(self.device.value)
+            self._viewer, paths, layers, device=str(self.device.value), uncertainty=uncertainty
         )
         return self.predict_worker
 
