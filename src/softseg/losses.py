@@ -166,6 +166,7 @@ def adaptive_wing_loss(
     theta: float = 0.5,
     weight_map: float = 0.0,
     balance: float | None = None,
+    dice_semimetric_weight: float = 0.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
     r"""Adaptive Wing loss (Wang et al. 2019, eq. 6-7), the SoftSeg regression loss.
@@ -210,6 +211,15 @@ def adaptive_wing_loss(
         mean leaves it 10^-4 of the gradient (issue 15: SoftSeg learned no small lesion). The
         plain mean is ``q = sum(y) / N``; ``q = 0.5`` weighs structure and background equally.
         Needs ``reduction='mean'`` and excludes ``weight_map``.
+    dice_semimetric_weight : float >= 0, keyword-only
+        ``lambda`` of a compound loss ``AWing mean + lambda * DML`` with the Dice semimetric loss
+        of :func:`dice_semimetric_loss` (Wang & Blaschko 2023; batch-wise, smooth 1): the
+        regression keeps each voxel's soft value, the DML term is normalised by the structure's
+        size, so a lesion of a few voxels drives the gradient (compound losses such as Dice +
+        cross-entropy are the robust choice across tasks: Ma et al. 2021, "Loss odyssey in
+        medical image segmentation"). Both terms are 0 only at ``probs == target``, so the sum
+        is minimal at the soft target itself. 0 (default) is Adaptive Wing alone. Needs
+        ``reduction='mean'``; combines with ``balance`` and ``weight_map``.
     reduction : {'mean', 'sum', 'none'}
         ``'none'`` returns the per-voxel loss, shape (N, C, *spatial). ``'mean'`` averages over
         every voxel. (ivadomed returns the plain *sum* over the batch, which ties the loss scale
@@ -219,9 +229,21 @@ def adaptive_wing_loss(
     ------
     InputError
         omega, epsilon or theta <= 0, ``weight_map`` < 0 or not finite, a weight map on a tensor
-        that is not (N, C, H, W) or (N, C, D, H, W), mismatched shapes.
+        that is not (N, C, H, W) or (N, C, D, H, W), ``dice_semimetric_weight`` < 0 or not
+        finite or with a reduction other than ``'mean'``, mismatched shapes.
     """
     _check_reduction(reduction, "adaptive_wing_loss")
+    if dice_semimetric_weight:
+        w = dice_semimetric_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w > 0):
+            raise InputError("adaptive_wing_loss: dice_semimetric_weight must be a finite number "
+                             f">= 0; got {w!r}")
+        if reduction != "mean":
+            raise InputError("adaptive_wing_loss: dice_semimetric_weight adds a batch-wise DML term "
+                             f"to the mean (reduction='mean'); got reduction={reduction!r}")
+        wing = adaptive_wing_loss(probs, target, alpha=alpha, omega=omega, epsilon=epsilon,
+                                  theta=theta, weight_map=weight_map, balance=balance)
+        return wing + w * dice_semimetric_loss(probs, target)
     if not (omega > 0 and epsilon > 0 and theta > 0):
         raise InputError(
             "adaptive_wing_loss: omega, epsilon and theta must be > 0; "
@@ -839,6 +861,7 @@ class AdaptiveWingLoss(_Loss):
         theta: float = 0.5,
         weight_map: float = 0.0,
         balance: float | None = None,
+        dice_semimetric_weight: float = 0.0,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
@@ -850,6 +873,7 @@ class AdaptiveWingLoss(_Loss):
         self.alpha, self.omega, self.epsilon, self.theta = alpha, omega, epsilon, theta
         self.weight_map = weight_map
         self.balance = balance
+        self.dice_semimetric_weight = dice_semimetric_weight
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return adaptive_wing_loss(
@@ -861,6 +885,7 @@ class AdaptiveWingLoss(_Loss):
             theta=self.theta,
             weight_map=self.weight_map,
             balance=self.balance,
+            dice_semimetric_weight=self.dice_semimetric_weight,
             reduction=self.reduction,
         )
 

@@ -30,6 +30,7 @@ from softseg.losses import (
     boundary_weight,
     cross_entropy,
     dice_loss,
+    dice_semimetric_loss,
     gdl_boundary_loss,
     generalized_dice_loss,
     mse_loss,
@@ -646,3 +647,45 @@ def test_balanced_adaptive_wing_is_per_channel():
     probs = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64)
     per_channel = [adaptive_wing_loss(probs[:, c:c + 1], target[:, c:c + 1], balance=0.5) for c in range(3)]
     assert torch.allclose(adaptive_wing_loss(probs, target, balance=0.5), torch.stack(per_channel).mean())
+
+
+def test_adaptive_wing_with_dice_semimetric_hand_computed():
+    """AWing mean + lambda * DML (issue 15): the per-voxel Adaptive Wing of eq. 6-7 written with
+    the math module, and DML1 = sum|p - g| / (sum p + sum g + 1) (Wang & Blaschko 2023)."""
+    y = [[1.0, 0.5], [0.0, 0.25]]
+    p = [[0.75, 0.5], [0.125, 0.0]]
+    target = torch.tensor(y, dtype=torch.float64).reshape(1, 1, 2, 2)
+    probs = torch.tensor(p, dtype=torch.float64).reshape(1, 1, 2, 2)
+    wing = sum(_awing_scalar(a, b) for ra, rb in zip(y, p) for a, b in zip(ra, rb)) / 4
+    dml = (0.25 + 0 + 0.125 + 0.25) / (1.375 + 1.75 + 1.0)
+    for lam in (0.5, 1.0, 3.0):
+        got = adaptive_wing_loss(probs, target, dice_semimetric_weight=lam)
+        assert float(got) == pytest.approx(wing + lam * dml, rel=1e-12)
+    assert float(AdaptiveWingLoss(dice_semimetric_weight=2.0)(probs, target)) == pytest.approx(wing + 2 * dml)
+    # 0 (the default) is Adaptive Wing alone
+    assert float(adaptive_wing_loss(probs, target, dice_semimetric_weight=0.0)) == pytest.approx(wing)
+
+
+def test_adaptive_wing_with_dice_semimetric_is_minimal_at_the_soft_target():
+    probs, target = _pair(11, (2, 1, 6, 6))
+    at_target = adaptive_wing_loss(target, target, dice_semimetric_weight=1.0)
+    assert float(at_target) == 0.0
+    g = torch.Generator().manual_seed(5)
+    for _ in range(5):  # any move away from the soft target costs
+        moved = (target + 0.05 * torch.randn(target.shape, generator=g, dtype=target.dtype)).clamp(0, 1)
+        assert float(adaptive_wing_loss(moved, target, dice_semimetric_weight=1.0)) > 0.0
+    q = probs.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: adaptive_wing_loss(x, target, dice_semimetric_weight=0.5), (q,))
+    # with balance: the balanced mean plus the DML term
+    both = adaptive_wing_loss(probs, target, balance=0.3, dice_semimetric_weight=0.5)
+    expected = adaptive_wing_loss(probs, target, balance=0.3) + 0.5 * dice_semimetric_loss(probs, target)
+    assert torch.allclose(both, expected)
+
+
+def test_adaptive_wing_with_dice_semimetric_bad_input():
+    probs, target = _pair(12, (1, 1, 4, 4))
+    for bad in (-0.5, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(InputError, match="dice_semimetric_weight must be a finite number >= 0"):
+            adaptive_wing_loss(probs, target, dice_semimetric_weight=bad)
+    with pytest.raises(InputError, match=r"dice_semimetric_weight adds a batch-wise DML term.*'sum'"):
+        adaptive_wing_loss(probs, target, dice_semimetric_weight=1.0, reduction="sum")
