@@ -620,13 +620,18 @@ def _presets() -> dict[str, Candidate]:
         Candidate(
             name="soft-relu-dml",
             title="Soft-ReLU-DML",
-            description="soft labels, normalized ReLU, Dice semimetric loss (0 only at the soft "
-            "target; the soft Dice on binary labels)",
+            description="soft labels, normalized ReLU with softseg's constant divisor and leaky "
+            "training gradient, Dice semimetric loss (0 only at the soft target; the soft Dice on "
+            "binary labels)",
             soft_gt=True,
             activation="normalized_relu",
             loss="dice_semimetric",
             loss_params={"smooth": 1.0},
-            reference="Wang & Blaschko 2023, Dice semimetric losses (MICCAI), DML1",
+            reference="Wang & Blaschko 2023, Dice semimetric losses (MICCAI), DML1; "
+            "normalisation and gradient: " + _ISSUE_15,
+            # our candidate, not one of the paper's ablations: it takes issue 15's fix (an
+            # output's confidence must not depend on the rest of its slice)
+            **_SOFTSEG_FIXES,
         ),
     ]
     return {c.name: c for c in items}
