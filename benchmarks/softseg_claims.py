@@ -108,7 +108,7 @@ MNI_CANDIDATES = ("conventional:staple", "conventional", "softseg:staple", "soft
 MNI_SHARDS = (("conventional:staple", "softseg"), ("softseg:staple", "conventional"))
 MNI_CLASSES = ("grey matter", "white matter", "csf")
 #: the small-lesion study (--study mni-lesion, issue 15): one shard per candidate
-LESION_CANDIDATES = ("conventional", "softseg", "softseg-paper", "softseg-floor")
+LESION_CANDIDATES = ("conventional", "softseg", "softseg-paper", "soft-relu-dml")
 EPOCHS_MNI_CPU = 70
 #: issue 15 part 4 on the phantom (budget cpu-issue15): the new default, the paper's recipe, the
 #: Dice semimetric candidate, the rater ensemble (one conventional model per rater) and the
@@ -245,6 +245,15 @@ BUDGETS = {
              "MC dropout (10 passes) and TTA (8 passes) of each repeat's conventional model as "
              "evaluation-only rows at its threshold; p: Wilcoxon against conventional; two "
              "shards of 5 and 4 trainings per repeat")),
+    # Convergence check of issue 15's defaults: cpu-long's settings and splits, the new softseg
+    # and soft-relu-dml against conventional (softseg-paper is cpu-long's "softseg" row).
+    "cpu-long-issue15": Budget(
+        n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=6, epochs=40,
+        patience=40, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
+        device="cpu", shards=1, candidates=("conventional", "softseg", "soft-relu-dml"),
+        why=("convergence check of issue 15's candidates: cpu-long's settings and splits (40 "
+             "epochs) for conventional, today's softseg and soft-relu-dml; the published "
+             "SoftSeg is cpu-long's softseg row (measured before issue 15)")),
     # The papers' settings (SoftSeg Table 1 / label-fusion Table 5) for a GPU.
     "paper": Budget(
         n_subjects=20, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=10, epochs=200,
@@ -289,7 +298,7 @@ LESION_BUDGETS = {
         n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
         patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
         fusion="staple", device="cpu", shards=2, candidates=LESION_CANDIDATES,
-        study="mni-lesion", test_fraction=0.25, val_fraction=0.25,
+        study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
         why=("2 shared CPU cores, ~55 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
              "2-8 mm each (softseg sample-data mni --target lesion --lesion-count 6 12, seed 0, "
              "4 raters who miss and shift lesions), at 2 mm isotropic (103x85 axial slices; "
@@ -297,9 +306,19 @@ LESION_BUDGETS = {
              "probability (hard candidates: its consensus); 4 train / 2 val / 2 test per split; "
              "6 repeats (the fewest for which a two-sided Wilcoxon test can reach p < 0.05); "
              "U-Net depth 3, width 8; 64x64 centre crops (they hold every lesion: lesions lie "
-             "in the white matter); 60 epochs without early stopping (the best validation-loss "
-             "epoch is kept); batch 8, Adam 1e-3 + cosine annealing, paper augmentation; two "
-             "single-threaded shards of two candidates")),
+             "in the white matter); nnU-Net's foreground oversampling 0.33 for every candidate "
+             "(a third of the samples from slices that hold a lesion); 60 epochs without early "
+             "stopping (the best validation-loss epoch is kept); batch 8, Adam 1e-3 + cosine "
+             "annealing, paper augmentation; two single-threaded shards of two candidates")),
+    # the first run of the study (issue 15, before foreground oversampling existed)
+    "cpu-no-oversampling": Budget(
+        n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
+        patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
+        fusion="staple", device="cpu", shards=2,
+        candidates=("conventional", "softseg", "softseg-paper", "softseg-floor"),
+        study="mni-lesion", test_fraction=0.25, val_fraction=0.25,
+        why=("the cpu budget with every slice once per epoch (no foreground oversampling), and "
+             "softseg-floor instead of soft-relu-dml: the study's first run")),
 }
 
 # ------------------------------------------------------------------------------ the papers
@@ -1668,7 +1687,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="phantom (default): the partial-volume phantom, every candidate; "
                          "mni-tissue: 3 MNI tissue classes, conventional vs SoftSeg; "
                          "mni-lesion: small MS-like lesions on MNI anatomy (issue 15)")
-    ap.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    ap.add_argument("--budget", choices=sorted({*BUDGETS, *MNI_BUDGETS, *LESION_BUDGETS}), default="cpu")
     ap.add_argument("--work", type=Path, default=None,
                     help="dataset, models and run states (default: build/softseg_claims/BUDGET; "
                          "mni-tissue: build/softseg_claims/mni-tissue[-BUDGET])")
