@@ -123,6 +123,10 @@ def test_model_form_on_the_trained_models(protocol_run, dataset, tmp_path, capsy
         (["--train", "softseg", "--repeats", "6"], "at least two candidates"),
         (["only-one.safetensors"], "at least two candidates"),
         (["--train", "conventional", "softseg"], "--repeats"),
+        (["--train", "conventional", "softseg", "--repeats", "6", "--crop", "64", "64", "64"],
+         "--crop: give one or two whole sizes"),
+        (["--train", "conventional", "softseg", "--repeats", "6", "--crop", "4"],
+         "--crop: give one or two whole sizes >= 8"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(dataset, tmp_path, capsys, extra, message):
@@ -162,3 +166,17 @@ def test_reference_of_another_shape_is_named(protocol_run, dataset, tmp_path, ca
     err = capsys.readouterr().err
     assert "shape (24, 20, 8)" in err and "(24, 24, 8)" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("tokens", "expected"),
+                         [(["64"], (64, 64)), (["160,124"], (160, 124)), (["160", "124"], (160, 124))])
+def test_crop_takes_train_s_form_and_the_older_one(tokens, expected):
+    """``softseg compare --crop`` reads ``softseg train``'s form (128, 160,124) and the older
+    ``160 124``; both commands parse it with the same function."""
+    from softseg.cli import compare, train
+
+    assert compare._crop(tokens) == expected == train.parse_crop(",".join(tokens))
+    parser = __import__("argparse").ArgumentParser()
+    compare.add_arguments(parser)
+    args = parser.parse_args(["--dataset", "d", "--crop", *tokens])
+    assert compare._crop(args.crop) == expected

@@ -32,6 +32,14 @@ HELP = "compare candidates: trained models on a dataset, or the repeated-trainin
 __all__ = ["HELP", "add_arguments", "run"]
 
 
+def _crop(tokens: list[str]) -> tuple[int, int]:
+    """``--crop`` tokens -> (rows, cols): ``128``, ``160,124`` (``softseg train``'s form) or the
+    older ``160 124``; one parser for both commands (:func:`softseg.cli.train.parse_crop`)."""
+    from softseg.cli.train import parse_crop
+
+    return parse_crop(",".join(tokens))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="*", metavar="MODEL",
                         help="two or more model files (.safetensors) to evaluate")
@@ -71,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, default=50)
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--crop", type=int, nargs=2, default=(128, 128), metavar=("ROWS", "COLS"))
+    g.add_argument("--crop", nargs="+", default=["128"], metavar="R[,C]",
+                   help="training slice size as in softseg train: 128 or 160,124 (the older "
+                        "form 160 124 still works; default 128)")
     g.add_argument("--width", type=int, default=32)
     g.add_argument("--depth", type=int, default=3)
     g.add_argument("--fusion", default="average",
@@ -170,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             stats=not args.no_stats, test_fraction=args.test_fraction,
             val_fraction=args.val_fraction, seed=args.seed, ground_truth=args.ground_truth,
             epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
-            crop=tuple(args.crop), width=args.width, depth=args.depth, lr=args.lr,
+            crop=_crop(args.crop), width=args.width, depth=args.depth, lr=args.lr,
             fusion=args.fusion, device=args.device,
             foreground_oversampling=args.foreground_oversampling)
 
