@@ -89,6 +89,7 @@ from softseg.data import (
 from softseg.device import resolve_device
 from softseg.errors import InputError
 from softseg.io import check_writable
+from softseg.metrics.thresholds import DEFAULT_THRESHOLDS
 from softseg.training.callbacks import Callback, HistoryCSV, TensorBoardScalars, history_path, history_row
 from softseg.training.checkpoint import check_resume_config, checkpoint_path, read_checkpoint, write_checkpoint
 from softseg.training.early_stopping import EarlyStopping
@@ -97,8 +98,9 @@ from softseg.training.lock import output_lock
 
 __all__ = ["THRESHOLDS", "CancelFlag", "PreparedData", "Trainer", "fit", "prepare_data", "train"]
 
-#: Thresholds searched at the end of training (paper: 0.05 to 0.95, step 0.05).
-THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+#: Thresholds searched at the end of training (paper: 0.05 to 0.95, step 0.05): the metrics
+#: engine's grid (:data:`softseg.metrics.DEFAULT_THRESHOLDS`), as a tuple of floats.
+THRESHOLDS = tuple(float(t) for t in DEFAULT_THRESHOLDS)
 
 
 class CancelFlag(Protocol):
