@@ -569,6 +569,20 @@ def _presets() -> dict[str, Candidate]:
             **_SOFTSEG_FIXES,
         ),
         Candidate(
+            name="softseg-dml",
+            title="Soft-ReLU-Wing+DML",
+            description="softseg plus the Dice semimetric loss (weight 1): Adaptive Wing keeps each "
+            "voxel's soft value, the DML term (normalised by the structure's size, 0 only at the "
+            "soft target) drives small structures and penalises false positives",
+            soft_gt=True,
+            activation="normalized_relu",
+            loss="adaptive_wing",
+            loss_params=dict(_WING, balance=0.05, dice_semimetric_weight=1.0),
+            reference=_SOFTSEG + "; DML term: Wang & Blaschko 2023 (MICCAI), DML1, as a compound "
+            "loss (Ma et al. 2021, Loss odyssey); " + _ISSUE_15,
+            **_SOFTSEG_FIXES,
+        ),
+        Candidate(
             name="softseg-paper",
             title="Soft-ReLU-Wing (paper)",
             description="SoftSeg exactly as published: divides by each slice's maximum, plain "

@@ -32,6 +32,8 @@ TABLE = {
     "soft-sig-wing": ("Soft-Sig-Wing", True, "sigmoid", "adaptive_wing"),
     "soft-relu-dice": ("Soft-ReLU-Dice", True, "normalized_relu", "dice"),
     "softseg": ("Soft-ReLU-Wing", True, "normalized_relu", "adaptive_wing"),
+    # issue 15 #1: softseg + the Dice semimetric loss (compound, for small lesions)
+    "softseg-dml": ("Soft-ReLU-Wing+DML", True, "normalized_relu", "adaptive_wing"),
     # issue 15 #1: the paper's formula, and the normalisations studied beside the new default
     "softseg-paper": ("Soft-ReLU-Wing (paper)", True, "normalized_relu", "adaptive_wing"),
     "softseg-floor": ("Soft-ReLU-Wing (floor)", True, "normalized_relu", "adaptive_wing"),
@@ -75,6 +77,9 @@ def test_registry_matches_the_papers_table():
                              ("volume-max", "volume_max", 0.0)):
         c = get_candidate(f"softseg-{key}")
         assert (c.normalization, c.negative_slope, c.loss_params) == (norm, slope, new.loss_params)
+    dml = get_candidate("softseg-dml")  # softseg's recipe + 1 x the Dice semimetric loss
+    assert dml.loss_params == {**new.loss_params, "dice_semimetric_weight": 1.0}
+    assert (dml.normalization, dml.tau, dml.negative_slope) == (new.normalization, new.tau, new.negative_slope)
     assert get_candidate("gdl-boundary").needs_distance_map
     assert not any(c.needs_distance_map for n, c in CANDIDATES.items() if n != "gdl-boundary")
 
@@ -274,6 +279,7 @@ MULTICLASS = {
     "soft-sig-wing": ("softmax", "adaptive_wing", {}),
     "soft-relu-dice": ("multiclass_normalized_relu", "dice", {"include_background": False}),
     "softseg": ("multiclass_normalized_relu", "adaptive_wing", {}),
+    "softseg-dml": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "softseg-paper": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "softseg-floor": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "softseg-batch-max": ("multiclass_normalized_relu", "adaptive_wing", {}),
