@@ -166,6 +166,9 @@ class Budget:
     #: share of training samples drawn from slices that hold the structure (nnU-Net-style
     #: foreground oversampling); 0 = uniform sampling, as every budget measured so far
     foreground_oversampling: float = 0.0
+    #: budget whose finished units of the same candidates, seeds and settings this budget reuses
+    #: (copied into its first shard before training: :func:`reuse_units`); None: train them all
+    reuse_units_of: str | None = None
 
     def shard_lists(self) -> tuple[tuple[str, ...], ...]:
         """The candidates of each parallel shard."""
@@ -318,6 +321,7 @@ LESION_BUDGETS = {
         patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
         fusion="staple", device="cpu", shards=1, candidates=("conventional", "softseg-dml"),
         study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
+        reuse_units_of="cpu",
         why=("the cpu budget's settings, seeds and splits for softseg-dml (softseg + 1 x the "
              "Dice semimetric loss) against conventional; the conventional units are the cpu "
              "run's, copied (same dataset, seeds and settings), so one shard trains softseg-dml")),
@@ -506,6 +510,46 @@ def worker(dataset: Path, out: Path, cands: tuple[str, ...], b: Budget) -> int:
 
     run_protocol(dataset, protocol_config(cands, b), out=out, resume=True, on_progress=on_progress)
     return 0
+
+
+def reuse_units(work: Path, source: Path, candidates: tuple[str, ...]) -> list[str]:
+    """Copy the finished units of ``candidates`` from ``source``'s shards into ``work/shard-0``
+    (a one-shard budget whose other settings equal the source's), with a run state that lists
+    them, so that ``--resume`` trains only the rest. Does nothing once ``work/shard-0`` holds a
+    run state or when the source has none of the units; returns the units copied."""
+    import shutil
+
+    shard = work / "shard-0"
+    if (shard / "run_state.json").exists():
+        return []
+    found: dict[str, Path] = {}
+    state: dict[str, Any] | None = None
+    for folder in sorted(source.glob("shard-*")):
+        if not (folder / "run_state.json").is_file():
+            continue
+        saved = json.loads((folder / "run_state.json").read_text())
+        for uid in saved.get("units", {}):
+            if uid.split("/")[0] in candidates:
+                found[uid] = folder
+                state = state or saved
+    if not found or state is None:
+        return []
+    (shard / "units").mkdir(parents=True, exist_ok=True)
+    (shard / "models").mkdir(exist_ok=True)
+    old_ds, new_ds = str((source / "dataset").resolve()), str((work / "dataset").resolve())
+    units = {}
+    for uid, folder in found.items():
+        cand, rep = uid.split("/")
+        saved = json.loads((folder / "run_state.json").read_text())
+        units[uid] = json.loads(json.dumps(saved["units"][uid]).replace(old_ds, new_ds))
+        for f in (folder / "models").glob(f"{cand}-{rep}.*"):
+            shutil.copy2(f, shard / "models" / f.name)
+        text = (folder / "units" / f"{cand}-{rep}.json").read_text().replace(old_ds, new_ds)
+        (shard / "units" / f"{cand}-{rep}.json").write_text(text)
+    state = {**state, "dataset": new_ds, "units": units, "jobs": {}, "failures": {},
+             "config": {**state["config"], "candidates": list(candidates)}}
+    (shard / "run_state.json").write_text(json.dumps(state, indent=1))
+    return sorted(units)
 
 
 def run_shards(dataset: Path, work: Path, b: Budget, budget_name: str,
@@ -1800,6 +1844,12 @@ def main(argv: list[str] | None = None) -> int:
                 overrides += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
         if args.candidates is not None:
             overrides += ["--candidates", *args.candidates]
+        if b.reuse_units_of is not None:
+            source = work.parent / f"mni-lesion-{b.reuse_units_of}" if lesion else None
+            copied = reuse_units(work, source, b.candidates) if source is not None else []
+            if copied:
+                print(f"[claims] reusing {len(copied)} finished units of budget "
+                      f"{b.reuse_units_of} ({source})", flush=True)
         shard_info = run_shards(dataset, work, b, args.budget, overrides)
         if any(s["rc"] != 0 for s in shard_info):
             print("[claims] a shard failed; see its log. Building results from finished units.",

@@ -207,3 +207,41 @@ def test_uncertainty_units_evaluate_at_the_trained_units_threshold(claims, phant
     again = claims.uncertainty_units(units, ("conventional+tta",), dataset, cache, seed=0)
     assert cache.stat().st_mtime_ns == stamp
     assert json.dumps(again, sort_keys=True) == json.dumps(out, sort_keys=True)
+
+
+def test_softseg_dml_budget_reuses_the_cpu_run_s_conventional_units(claims, tmp_path):
+    """budget cpu-softseg-dml: the lesion cpu budget's settings; reuse_units copies only the
+    shared candidate's finished units (models, unit records) into shard-0 with a run state that
+    lists them, the dataset path rewritten; a second call does nothing."""
+    cpu, dml = claims.LESION_BUDGETS["cpu"], claims.LESION_BUDGETS["cpu-softseg-dml"]
+    for f in ("n_subjects", "spacing", "repeats", "epochs", "patience", "batch_size", "lr", "crop",
+              "width", "depth", "fusion", "seed", "test_fraction", "val_fraction",
+              "foreground_oversampling", "study"):
+        assert getattr(dml, f) == getattr(cpu, f), f
+    assert dml.candidates == ("conventional", "softseg-dml") and dml.reuse_units_of == "cpu"
+    assert dml.shard_lists() == (("conventional", "softseg-dml"),)
+
+    source = tmp_path / "mni-lesion-cpu"
+    ds = str((source / "dataset").resolve())
+    for shard, cands in (("shard-0", ("conventional", "softseg")), ("shard-1", ("softseg-paper", "x"))):
+        (source / shard / "units").mkdir(parents=True)
+        (source / shard / "models").mkdir()
+        units = {}
+        for cand in cands:
+            units[f"{cand}/r0"] = {"plan": {"candidate": cand, "dataset": ds}}
+            (source / shard / "units" / f"{cand}-r0.json").write_text(json.dumps({"dataset": ds}))
+            (source / shard / "models" / f"{cand}-r0.safetensors").write_bytes(cand.encode())
+        state = {"version": 1, "dataset": ds, "units": units, "jobs": {"a": 1}, "failures": {},
+                 "config": {"candidates": list(cands), "epochs": 60}}
+        (source / shard / "run_state.json").write_text(json.dumps(state))
+    work = tmp_path / "mni-lesion-cpu-softseg-dml"
+    assert claims.reuse_units(work, source, dml.candidates) == ["conventional/r0"]
+    state = json.loads((work / "shard-0" / "run_state.json").read_text())
+    new_ds = str((work / "dataset").resolve())
+    assert state["dataset"] == new_ds and state["jobs"] == {}
+    assert state["config"] == {"candidates": ["conventional", "softseg-dml"], "epochs": 60}
+    assert state["units"] == {"conventional/r0": {"plan": {"candidate": "conventional", "dataset": new_ds}}}
+    assert json.loads((work / "shard-0" / "units" / "conventional-r0.json").read_text()) == {"dataset": new_ds}
+    assert (work / "shard-0" / "models" / "conventional-r0.safetensors").read_bytes() == b"conventional"
+    assert sorted(p.name for p in (work / "shard-0" / "models").iterdir()) == ["conventional-r0.safetensors"]
+    assert claims.reuse_units(work, source, dml.candidates) == []  # a run state exists: untouched
