@@ -77,8 +77,8 @@ def test_registry_matches_the_papers_table():
                              ("volume-max", "volume_max", 0.0)):
         c = get_candidate(f"softseg-{key}")
         assert (c.normalization, c.negative_slope, c.loss_params) == (norm, slope, new.loss_params)
-    dml = get_candidate("softseg-dml")  # softseg's recipe + 1 x the Dice semimetric loss
-    assert dml.loss_params == {**new.loss_params, "dice_semimetric_weight": 1.0}
+    dml = get_candidate("softseg-dml")  # softseg's recipe, balance 0.1, + 1 x the Dice semimetric
+    assert dml.loss_params == {**wing, "balance": 0.1, "dice_semimetric_weight": 1.0}
     assert (dml.normalization, dml.tau, dml.negative_slope) == (new.normalization, new.tau, new.negative_slope)
     assert get_candidate("gdl-boundary").needs_distance_map
     assert not any(c.needs_distance_map for n, c in CANDIDATES.items() if n != "gdl-boundary")
