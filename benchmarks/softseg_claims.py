@@ -315,15 +315,15 @@ LESION_BUDGETS = {
              "annealing, paper augmentation; two single-threaded shards of two candidates")),
     # softseg-dml against the cpu run's conventional models (issue 15, stop 22): the cpu
     # budget's settings, seeds and splits; the conventional units are the cpu run's (copied
-    # into this budget's shard with its run state), so only softseg-dml trains (~27 min)
+    # into this budget's shard with its run state), so only softseg-dml trains (~19 min)
     "cpu-softseg-dml": Budget(
         n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
         patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
         fusion="staple", device="cpu", shards=1, candidates=("conventional", "softseg-dml"),
         study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
         reuse_units_of="cpu",
-        why=("the cpu budget's settings, seeds and splits for softseg-dml (softseg + 1 x the "
-             "Dice semimetric loss) against conventional; the conventional units are the cpu "
+        why=("the cpu budget's settings, seeds and splits for softseg-dml (softseg with a "
+             "balance of 0.1 + 1 x the Dice semimetric loss) against conventional; the conventional units are the cpu "
              "run's, copied (same dataset, seeds and settings), so one shard trains softseg-dml")),
     # the first run of the study (issue 15, before foreground oversampling existed)
     "cpu-no-oversampling": Budget(
