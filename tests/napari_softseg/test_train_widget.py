@@ -383,6 +383,9 @@ def test_closing_napari_while_training_asks_first(menu_setup, qtbot):
     # (it holds the reaping lock), so the exit status can lag the process's end by a moment
     qtbot.waitUntil(lambda: proc.returncode is not None, timeout=30_000)
     assert proc.stop_requested
+    # the dock takes the run's end from the supervisor's signal; until it has, closing the
+    # viewer (the fixture's teardown) would ask again, with no one there to answer
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
 
 
 @SLOW
