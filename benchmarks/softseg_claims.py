@@ -522,7 +522,7 @@ def reuse_units(work: Path, source: Path, candidates: tuple[str, ...]) -> list[s
     shard = work / "shard-0"
     if (shard / "run_state.json").exists():
         return []
-    found: dict[str, Path] = {}
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}  # unit -> (its shard, that run state)
     state: dict[str, Any] | None = None
     for folder in sorted(source.glob("shard-*")):
         if not (folder / "run_state.json").is_file():
@@ -530,7 +530,7 @@ def reuse_units(work: Path, source: Path, candidates: tuple[str, ...]) -> list[s
         saved = json.loads((folder / "run_state.json").read_text())
         for uid in saved.get("units", {}):
             if uid.split("/")[0] in candidates:
-                found[uid] = folder
+                found[uid] = (folder, saved)
                 state = state or saved
     if not found or state is None:
         return []
@@ -538,9 +538,8 @@ def reuse_units(work: Path, source: Path, candidates: tuple[str, ...]) -> list[s
     (shard / "models").mkdir(exist_ok=True)
     old_ds, new_ds = str((source / "dataset").resolve()), str((work / "dataset").resolve())
     units = {}
-    for uid, folder in found.items():
+    for uid, (folder, saved) in found.items():
         cand, rep = uid.split("/")
-        saved = json.loads((folder / "run_state.json").read_text())
         units[uid] = json.loads(json.dumps(saved["units"][uid]).replace(old_ds, new_ds))
         for f in (folder / "models").glob(f"{cand}-{rep}.*"):
             shutil.copy2(f, shard / "models" / f.name)
