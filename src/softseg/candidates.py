@@ -20,7 +20,8 @@ the targets are class maps; each part of the recipe becomes its multi-class form
     dice           -> soft Dice of each foreground class, averaged (background excluded)
     dice_semimetric-> Dice semimetric loss of each foreground class, averaged (same)
     bce            -> cross_entropy with soft targets (-sum_c g_c ln p_c)
-    adaptive_wing, mse -> the same element-wise loss on every channel (background included)
+    adaptive_wing, mse -> the same element-wise loss on every channel (background included);
+                   adaptive_wing's DML term (softseg) scores the foreground classes only
     generalized_dice   -> Sudre's GDL over the K+1 channels (add_background=False)
     boundary, gdl_boundary -> boundary term of each foreground class (include_background=False),
                    GDL over the K+1 channels
@@ -51,27 +52,28 @@ measured on one split (80 epochs, 2 test subjects, 145 lesion-free test slices):
   x11 on the dilated structure) did not change that. A fixed share ``q`` of the loss for the
   structure (``balance``) did: Dice / LTPR 0.31 / 0.30 at q = 0.05 (conventional 0.35 / 0.31),
   0.25 / 0.54 at 0.1, 0.16 / 0.68 at 0.2, 0.04 / 0.68 at 0.5 (over-segmentation grows with q:
-  the optimum of a weighted regression moves towards the structure); q = 0.05 is the default;
+  the optimum of a weighted regression moves towards the structure); q = 0.05 is
+  ``softseg-wing``'s, 0.1 with the DML term ``softseg``'s;
 * the ReLU's zero gradient below 0: a unit that went negative never comes back
   (``negative_slope`` 0.1 keeps a training signal there; the outputs are the paper's);
 * the per-slice maximum stretches a lesion-free slice until its largest logit reads 1.0
   (``softseg-paper``: 145 of 145 lesion-free slices with p >= 0.5 once it learned anything).
   Dividing by the constant 1 (``fixed``) removes it: 3 of 145 (conventional 13).
 
-``softseg-dml`` adds the Dice semimetric loss (weight 1) to ``softseg``'s Adaptive Wing, with
-the structure's share at 0.1: the DML term, normalised by the structure's size, drives a small
-lesion and through its denominator penalises false positives, which the balance alone does not
-(``softseg``: p >= 0.5 in 67 % of the study's lesion-free slices). Without the balance the same
-compound learned no lesion (one split each).
-
-``softseg`` combines the three; for K classes (:meth:`Candidate.for_classes`) only the balance
-applies, per class: the class sum of the multi-class normalized ReLU already has no window, and
+``softseg`` combines the three and adds the Dice semimetric loss (weight 1) to the Adaptive
+Wing, with the structure's share at 0.1: the DML term, normalised by the structure's size, drives
+a small lesion and through its denominator penalises false positives, which the balance alone
+does not (``softseg-wing``, the balance alone at 0.05 and the previous default ``softseg``:
+p >= 0.5 in 67 % of the lesion study's lesion-free slices against 15 % with the DML term and
+21 % for the conventional model). Without the balance the same compound learned no lesion (one
+split each). For K classes (:meth:`Candidate.for_classes`) only the balance and the DML term
+apply, per class: the class sum of the multi-class normalized ReLU already has no window, and
 both the constant divisor's clamp and the leaky gradient (divided by ``eps`` where every class
 is <= 0) kept the three-tissue training test below chance. ``softseg-paper`` keeps the
-published formula, and
-``softseg-floor`` / ``softseg-batch-max`` / ``softseg-volume-max`` differ from ``softseg``
-only in the normalisation. The other ReLU candidates (``hard-relu-wing``, ``soft-relu-dice``,
-``soft-relu-dml``) are the paper's ablations of its own formula and keep it.
+published formula, and ``softseg-floor`` / ``softseg-batch-max`` / ``softseg-volume-max``
+differ from ``softseg-wing`` only in the normalisation. The other ReLU candidates
+(``hard-relu-wing``, ``soft-relu-dice``, ``soft-relu-dml``) are the paper's ablations of its
+own formula and keep it.
 
 Multi-rater datasets also pick a *fusion* per run (:data:`FUSIONS`, implemented by the trainer
 with :mod:`softseg.fusion`).
@@ -99,8 +101,13 @@ __all__ = [
     "FUSION_DESCRIPTIONS",
     "MULTICLASS_ACTIVATIONS",
     "MULTICLASS_LOSSES",
+    "RECIPES_BEFORE_RENAMES",
+    "RENAMED",
     "Candidate",
+    "card_recipe_key",
     "check_fusion",
+    "checkpoint_recipe",
+    "trained_with_current_recipe",
     "class_target",
     "get_candidate",
     "hard_target",
@@ -290,6 +297,9 @@ class Candidate:
         if k == 1:
             return self
         loss, params = MULTICLASS_LOSSES[self.loss]
+        if loss == "adaptive_wing" and self.loss_params.get("dice_semimetric_weight"):
+            # the compound's DML term scores the foreground classes, as the DML loss does
+            params = {**params, "dice_semimetric_include_background": False}
         activation = MULTICLASS_ACTIVATIONS[self.activation]
         options = {}
         if activation == "multiclass_normalized_relu":
@@ -334,6 +344,12 @@ class Candidate:
         if bias is not None:
             network.init_output_bias(bias)
         return network
+
+    def recipe_key(self) -> tuple:
+        """What of this recipe changes the trained weights (not its names): compare with
+        :func:`card_recipe_key` to tell whether a model file was trained with it."""
+        return _recipe_key(self.soft_gt, self.activation, self.normalization, self.tau, self.loss,
+                           self.loss_params, self.boundary_schedule, self.negative_slope)
 
     @property
     def needs_distance_map(self) -> bool:
@@ -501,10 +517,9 @@ _WING = {"alpha": 2.1, "omega": 8.0, "epsilon": 1.0, "theta": 0.5}
 _SOFTSEG = "Gros et al. 2021 (SoftSeg), Table 2"
 _ISSUE_15 = "softseg issue 15 (benchmarks/softseg_claims.py --study mni-lesion)"
 #: What the default SoftSeg changes against the paper's formula (module docstring, "SoftSeg on
-#: small structures"): a constant divisor (``fixed``, tau 1: no slice is stretched to
-#: certainty, crop and whole slice agree), a leaky training gradient (units that are off still
-#: learn) and the structure's 5 % share of the Adaptive Wing mean (``balance`` in
-#: ``loss_params``).
+#: small structures"), besides its loss (``balance`` and the DML term in ``loss_params``): a
+#: constant divisor (``fixed``, tau 1: no slice is stretched to certainty, crop and whole slice
+#: agree) and a leaky training gradient (units that are off still learn).
 _SOFTSEG_FIXES: dict[str, Any] = {"normalization": "fixed", "tau": 1.0, "negative_slope": 0.1}
 #: The other normalisations of issue 15, each with the rest of the default recipe:
 #: (key, title, normalization, tau, description, source).
@@ -564,29 +579,30 @@ def _presets() -> dict[str, Candidate]:
         ),
         Candidate(
             name="softseg",
-            title="Soft-ReLU-Wing",
-            description="SoftSeg: soft labels, normalized ReLU, Adaptive Wing loss (regression); "
-            "divides by a constant, balanced loss, leaky training gradient (issue 15)",
+            title="Soft-ReLU-Wing+DML",
+            description="SoftSeg: soft labels, normalized ReLU, Adaptive Wing loss (regression) plus "
+            "the Dice semimetric loss; divides by a constant, the structure's share of the Adaptive "
+            "Wing mean at 0.1, leaky training gradient (issue 15)",
+            soft_gt=True,
+            activation="normalized_relu",
+            loss="adaptive_wing",
+            loss_params=dict(_WING, balance=0.1, dice_semimetric_weight=1.0),
+            reference=_SOFTSEG + "; normalisation, balance and gradient: " + _ISSUE_15 + "; DML "
+            "term: Wang & Blaschko 2023 (MICCAI), DML1, as a compound loss (Ma et al. 2021, Loss "
+            "odyssey)",
+            **_SOFTSEG_FIXES,
+        ),
+        Candidate(
+            name="softseg-wing",
+            title="Soft-ReLU-Wing (balanced)",
+            description="softseg without the Dice semimetric term: Adaptive Wing alone, the "
+            "structure's share at 0.05 (the default softseg before the DML term; p >= 0.5 in most "
+            "lesion-free slices: issue 15)",
             soft_gt=True,
             activation="normalized_relu",
             loss="adaptive_wing",
             loss_params=dict(_WING, balance=0.05),
             reference=_SOFTSEG + "; normalisation, balance and gradient: " + _ISSUE_15,
-            **_SOFTSEG_FIXES,
-        ),
-        Candidate(
-            name="softseg-dml",
-            title="Soft-ReLU-Wing+DML",
-            description="softseg with the structure's share of the Adaptive Wing mean at 0.1, plus "
-            "the Dice semimetric loss (weight 1): Adaptive Wing keeps each voxel's soft value, the "
-            "DML term (normalised by the structure's size, 0 only at the soft target) drives small "
-            "structures and penalises false positives",
-            soft_gt=True,
-            activation="normalized_relu",
-            loss="adaptive_wing",
-            loss_params=dict(_WING, balance=0.1, dice_semimetric_weight=1.0),
-            reference=_SOFTSEG + "; DML term: Wang & Blaschko 2023 (MICCAI), DML1, as a compound "
-            "loss (Ma et al. 2021, Loss odyssey); " + _ISSUE_15,
             **_SOFTSEG_FIXES,
         ),
         Candidate(
@@ -604,7 +620,7 @@ def _presets() -> dict[str, Candidate]:
             Candidate(
                 name=f"softseg-{key}",
                 title=f"Soft-ReLU-Wing ({title})",
-                description=f"softseg, but the normalized ReLU {text}",
+                description=f"softseg-wing, but the normalized ReLU {text}",
                 soft_gt=True,
                 activation="normalized_relu",
                 loss="adaptive_wing",
@@ -662,14 +678,99 @@ def _presets() -> dict[str, Candidate]:
 CANDIDATES: dict[str, Candidate] = _presets()
 
 
+#: Names a release used for a recipe that now has another name: old name -> (the recipe's name
+#: now, why). Aliases, not candidates (never listed): :func:`get_candidate` and
+#: :class:`softseg.config.TrainConfig` read them as the new name, so model files, configs and
+#: checkpoints that use them keep working.
+RENAMED: dict[str, tuple[str, str]] = {
+    "softseg-dml": ("softseg", "its recipe became the default softseg (issue 15)"),
+}
+
+#: Candidate names whose recipe changed, as checkpoints that do not record their recipe (written
+#: before it did) meant them: name then -> the registry name of that recipe now.
+RECIPES_BEFORE_RENAMES: dict[str, str] = {"softseg": "softseg-wing", "softseg-dml": "softseg"}
+
+
 def get_candidate(name: str) -> Candidate:
-    """Look up a candidate by name; an unknown name is an :class:`InputError` listing them."""
+    """Look up a candidate by name (a retired name of :data:`RENAMED`: its recipe's name now).
+
+    Raises
+    ------
+    InputError
+        An unknown name (the message lists the candidates).
+    """
+    if isinstance(name, str) and name in RENAMED:
+        name = RENAMED[name][0]
     try:
         return CANDIDATES[name]
     except (KeyError, TypeError):
         raise InputError(
             f"unknown candidate {name!r}; choose one of: {', '.join(CANDIDATES)}"
         ) from None
+
+
+def _recipe_key(soft_gt: Any, activation: str, normalization: Any, tau: Any, loss: Any,
+                loss_params: Any, boundary_schedule: Any, negative_slope: Any) -> tuple:
+    import json
+
+    return (bool(soft_gt), activation, normalization, None if tau is None else float(tau), loss,
+            json.dumps(dict(loss_params or {}), sort_keys=True),
+            None if boundary_schedule is None else tuple(float(v) for v in boundary_schedule),
+            float(negative_slope or 0.0))
+
+
+def card_recipe_key(card: Any) -> tuple:
+    """:meth:`Candidate.recipe_key` of the recipe a model card (:class:`softseg.card.ModelCard`)
+    says its network was trained with."""
+    c = card.candidate
+    return _recipe_key(c.soft_gt, c.activation.name, c.activation.normalization, c.activation.tau,
+                       c.loss, c.loss_params, c.boundary_schedule, c.negative_slope)
+
+
+def trained_with_current_recipe(card: Any, name: str) -> bool:
+    """True when the model card's network was trained with the recipe ``name`` has in the
+    registry now (for the card's number of classes); False for a name whose recipe changed
+    (:data:`RECIPES_BEFORE_RENAMES`) and for a name the registry does not know."""
+    if not (isinstance(name, str) and (name in CANDIDATES or name in RENAMED)):
+        return False
+    return card_recipe_key(card) == get_candidate(name).for_classes(max(1, len(card.classes))).recipe_key()
+
+
+def checkpoint_recipe(name: str, recorded: dict[str, Any] | None, n_classes: int) -> Candidate:
+    """The recipe a resumed run continues with: the one its checkpoint was trained with.
+
+    Parameters
+    ----------
+    name : str
+        The checkpoint's ``config.candidate``.
+    recorded : dict or None
+        The checkpoint's ``recipe`` (:meth:`Candidate.as_dict`); None for a checkpoint written
+        before checkpoints recorded it, which means the recipe ``name`` had then
+        (:data:`RECIPES_BEFORE_RENAMES`: an old ``"softseg"`` is today's ``softseg-wing``).
+    n_classes : int
+        K, for the registry's recipe of an old checkpoint (:meth:`Candidate.for_classes`).
+
+    Returns
+    -------
+    Candidate
+        A recorded recipe is rebuilt exactly (name included), so a run started before the
+        registry changed a name's recipe finishes with the loss it started with.
+
+    Raises
+    ------
+    InputError
+        The recorded recipe is not a valid candidate (a damaged or foreign checkpoint).
+    """
+    if recorded is None:
+        return get_candidate(RECIPES_BEFORE_RENAMES.get(name, name)).for_classes(n_classes)
+    fields = {k: v for k, v in recorded.items() if k != "needs_distance_map"}
+    if fields.get("boundary_schedule") is not None:
+        fields["boundary_schedule"] = tuple(fields["boundary_schedule"])
+    try:
+        return Candidate(**fields)
+    except TypeError as exc:
+        raise InputError(f"the checkpoint's recipe of candidate {name!r} is not one this version "
+                         f"reads ({exc}); start over with --overwrite") from None
 
 
 #: Ways to turn several raters into one training target: the training fusions of the one

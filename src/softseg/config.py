@@ -203,8 +203,10 @@ class TrainConfig(Schema):
     @field_validator("candidate")
     @classmethod
     def _known_candidate(cls, value: str) -> str:
-        from softseg.candidates import CANDIDATES
+        from softseg.candidates import CANDIDATES, RENAMED
 
+        if value in RENAMED:  # a retired name: the same recipe under its name now
+            return RENAMED[value][0]
         if value not in CANDIDATES:
             raise _error("unknown_candidate", f"unknown candidate {value!r}; choose one of {', '.join(CANDIDATES)}")
         return value

@@ -167,6 +167,7 @@ def adaptive_wing_loss(
     weight_map: float = 0.0,
     balance: float | None = None,
     dice_semimetric_weight: float = 0.0,
+    dice_semimetric_include_background: bool = True,
     reduction: str = "mean",
 ) -> torch.Tensor:
     r"""Adaptive Wing loss (Wang et al. 2019, eq. 6-7), the SoftSeg regression loss.
@@ -220,6 +221,11 @@ def adaptive_wing_loss(
         medical image segmentation"). Both terms are 0 only at ``probs == target``, so the sum
         is minimal at the soft target itself. 0 (default) is Adaptive Wing alone. Needs
         ``reduction='mean'``; combines with ``balance`` and ``weight_map``.
+    dice_semimetric_include_background : bool, keyword-only
+        The DML term's ``include_background`` (:func:`dice_semimetric_loss`): False scores the
+        foreground classes 1..K of a K-class map (channel 0 is background), as the K-class Dice
+        losses do (:meth:`softseg.candidates.Candidate.for_classes`). The Adaptive Wing term
+        always covers every channel.
     reduction : {'mean', 'sum', 'none'}
         ``'none'`` returns the per-voxel loss, shape (N, C, *spatial). ``'mean'`` averages over
         every voxel. (ivadomed returns the plain *sum* over the batch, which ties the loss scale
@@ -243,7 +249,8 @@ def adaptive_wing_loss(
                              f"to the mean (reduction='mean'); got reduction={reduction!r}")
         wing = adaptive_wing_loss(probs, target, alpha=alpha, omega=omega, epsilon=epsilon,
                                   theta=theta, weight_map=weight_map, balance=balance)
-        return wing + w * dice_semimetric_loss(probs, target)
+        return wing + w * dice_semimetric_loss(
+            probs, target, include_background=bool(dice_semimetric_include_background))
     if not (omega > 0 and epsilon > 0 and theta > 0):
         raise InputError(
             "adaptive_wing_loss: omega, epsilon and theta must be > 0; "

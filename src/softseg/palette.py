@@ -53,7 +53,7 @@ CANDIDATE_COLORS: dict[str, str] = {
     "softseg-floor": "#C49C94",
     "softseg-batch-max": "#9467BD",
     "softseg-volume-max": "#8C564B",
-    "softseg-dml": "#FFBB78",  # light orange (tab20), a softseg relative
+    "softseg-wing": "#FFBB78",  # light orange (tab20), the previous default softseg
 }
 
 #: Colours of other names (picked by the name's SHA-256): matplotlib's tab20 without the hues

@@ -80,7 +80,7 @@ def test_metadata_is_shown_per_model(viewer_widget, model_file, tmp_path):
     text = widget.model_info.value
     card = read_card(model_file)
     first, second = text.splitlines()
-    assert "Soft-ReLU-Wing (softseg)" in first and "trained on phantoms" in first
+    assert "Soft-ReLU-Wing+DML (softseg)" in first and "trained on phantoms" in first
     assert f"threshold {card.threshold:.2f}" in first
     assert f"val Dice {card.validation.val_dice:.3f}" in first
     assert second.startswith("notes.safetensors: ✗") and "not a safetensors" in second

@@ -31,9 +31,10 @@ TABLE = {
     "hard-relu-wing": ("Hard-ReLU-Wing", False, "normalized_relu", "adaptive_wing"),
     "soft-sig-wing": ("Soft-Sig-Wing", True, "sigmoid", "adaptive_wing"),
     "soft-relu-dice": ("Soft-ReLU-Dice", True, "normalized_relu", "dice"),
-    "softseg": ("Soft-ReLU-Wing", True, "normalized_relu", "adaptive_wing"),
-    # issue 15 #1: softseg + the Dice semimetric loss (compound, for small lesions)
-    "softseg-dml": ("Soft-ReLU-Wing+DML", True, "normalized_relu", "adaptive_wing"),
+    # issue 15 #1: Adaptive Wing + the Dice semimetric loss (compound, for small lesions)
+    "softseg": ("Soft-ReLU-Wing+DML", True, "normalized_relu", "adaptive_wing"),
+    # the previous default: the balanced Adaptive Wing alone
+    "softseg-wing": ("Soft-ReLU-Wing (balanced)", True, "normalized_relu", "adaptive_wing"),
     # issue 15 #1: the paper's formula, and the normalisations studied beside the new default
     "softseg-paper": ("Soft-ReLU-Wing (paper)", True, "normalized_relu", "adaptive_wing"),
     "softseg-floor": ("Soft-ReLU-Wing (floor)", True, "normalized_relu", "adaptive_wing"),
@@ -70,16 +71,16 @@ def test_registry_matches_the_papers_table():
     assert wing == {"alpha": 2.1, "omega": 8.0, "epsilon": 1.0, "theta": 0.5}  # SoftSeg Table 1
     paper = get_candidate("softseg-paper")
     assert (paper.normalization, paper.tau, paper.negative_slope) == ("sample_max", None, 0.0)
-    new = get_candidate("softseg")  # issue 15: same loss parameters, balanced; constant divisor
-    assert new.loss_params == {**wing, "balance": 0.05}
+    new = get_candidate("softseg")  # issue 15: balance 0.1 + 1 x the Dice semimetric; constant divisor
+    assert new.loss_params == {**wing, "balance": 0.1, "dice_semimetric_weight": 1.0}
     assert (new.normalization, new.tau, new.negative_slope) == ("fixed", 1.0, 0.1)
+    old = get_candidate("softseg-wing")  # the previous default: the same fixes, balance 0.05 alone
+    assert old.loss_params == {**wing, "balance": 0.05}
+    assert (old.normalization, old.tau, old.negative_slope) == (new.normalization, new.tau, new.negative_slope)
     for key, norm, slope in (("floor", "floor", 0.1), ("batch-max", "batch_max", 0.0),
                              ("volume-max", "volume_max", 0.0)):
-        c = get_candidate(f"softseg-{key}")
-        assert (c.normalization, c.negative_slope, c.loss_params) == (norm, slope, new.loss_params)
-    dml = get_candidate("softseg-dml")  # softseg's recipe, balance 0.1, + 1 x the Dice semimetric
-    assert dml.loss_params == {**wing, "balance": 0.1, "dice_semimetric_weight": 1.0}
-    assert (dml.normalization, dml.tau, dml.negative_slope) == (new.normalization, new.tau, new.negative_slope)
+        c = get_candidate(f"softseg-{key}")  # softseg-wing but for the normalisation
+        assert (c.normalization, c.negative_slope, c.loss_params) == (norm, slope, old.loss_params)
     assert get_candidate("gdl-boundary").needs_distance_map
     assert not any(c.needs_distance_map for n, c in CANDIDATES.items() if n != "gdl-boundary")
 
@@ -114,7 +115,7 @@ def test_frozen_and_json_able():
     assert custom.loss_params == {"smooth": 1.0}  # own copy
     assert (
         json.loads(json.dumps([c.as_dict() for c in CANDIDATES.values()]))[4]["title"]
-        == "Soft-ReLU-Wing"
+        == "Soft-ReLU-Wing+DML"
     )
     assert hash(c) == hash(get_candidate("softseg"))
 
@@ -172,6 +173,11 @@ def test_compute_loss_is_the_named_loss_with_its_parameters():
     )
     torch.testing.assert_close(
         get_candidate("softseg").compute_loss(probs, target, epoch=0),
+        losses.adaptive_wing_loss(probs, target, alpha=2.1, omega=8, epsilon=1, theta=0.5,
+                                  balance=0.1) + losses.dice_semimetric_loss(probs, target),
+    )
+    torch.testing.assert_close(
+        get_candidate("softseg-wing").compute_loss(probs, target, epoch=0),
         losses.adaptive_wing_loss(probs, target, alpha=2.1, omega=8, epsilon=1, theta=0.5,
                                   balance=0.05),
     )
@@ -251,6 +257,9 @@ def test_errors_are_clear():
         InputError, match="unknown candidate 'soft'; choose one of: conventional, .*softseg"
     ):
         get_candidate("soft")
+    # a retired name is its recipe's name now (issue 15), not listed
+    assert get_candidate("softseg-dml") is get_candidate("softseg")
+    assert "softseg-dml" not in CANDIDATES
     with pytest.raises(InputError, match="unknown activation 'tanh'"):
         Candidate(
             name="x", title="X", description="d", soft_gt=True, activation="tanh", loss="dice"
@@ -278,8 +287,9 @@ MULTICLASS = {
     "hard-relu-wing": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "soft-sig-wing": ("softmax", "adaptive_wing", {}),
     "soft-relu-dice": ("multiclass_normalized_relu", "dice", {"include_background": False}),
-    "softseg": ("multiclass_normalized_relu", "adaptive_wing", {}),
-    "softseg-dml": ("multiclass_normalized_relu", "adaptive_wing", {}),
+    # the compound's DML term scores the foreground classes, as the K-class DML loss does
+    "softseg": ("multiclass_normalized_relu", "adaptive_wing", {"dice_semimetric_include_background": False}),
+    "softseg-wing": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "softseg-paper": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "softseg-floor": ("multiclass_normalized_relu", "adaptive_wing", {}),
     "softseg-batch-max": ("multiclass_normalized_relu", "adaptive_wing", {}),

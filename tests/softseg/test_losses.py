@@ -682,6 +682,21 @@ def test_adaptive_wing_with_dice_semimetric_is_minimal_at_the_soft_target():
     assert torch.allclose(both, expected)
 
 
+def test_adaptive_wing_dice_semimetric_term_without_background_by_hand():
+    """K classes (softseg.candidates: the compound's DML term scores the foreground classes):
+    channel 0 is left out of the DML term only; each channel's DML1 by hand, averaged."""
+    probs = torch.tensor([[[[0.5, 0.25]], [[0.5, 0.75]], [[0.0, 0.0]]]], dtype=torch.float64)
+    target = torch.tensor([[[[0.25, 0.5]], [[0.75, 0.5]], [[0.0, 0.0]]]], dtype=torch.float64)
+    wing = adaptive_wing_loss(probs, target)
+    fg1 = (0.25 + 0.25) / (1.25 + 1.25 + 1.0)
+    fg2 = 0.0 / (0 + 0 + 1.0)
+    bg = (0.25 + 0.25) / (0.75 + 0.75 + 1.0)
+    got = adaptive_wing_loss(probs, target, dice_semimetric_weight=1.0, dice_semimetric_include_background=False)
+    assert float(got) == pytest.approx(float(wing) + (fg1 + fg2) / 2, rel=1e-12)
+    with_bg = adaptive_wing_loss(probs, target, dice_semimetric_weight=1.0)
+    assert float(with_bg) == pytest.approx(float(wing) + (bg + fg1 + fg2) / 3, rel=1e-12)
+
+
 def test_adaptive_wing_with_dice_semimetric_bad_input():
     probs, target = _pair(12, (1, 1, 4, 4))
     for bad in (-0.5, float("nan"), float("inf"), True, "1"):

@@ -16,6 +16,7 @@ from softseg import __version__
 from softseg import events as ev
 from softseg.phantom import write_dataset
 from softseg.errors import InputError
+from softseg.candidates import get_candidate
 from softseg.config import TrainConfig
 from softseg.data import scan_dataset
 from softseg.modelfile import read_card
@@ -102,7 +103,7 @@ def test_two_epoch_run_events_and_model_file(reference, dataset):
 
     card = read_card(out)
     assert card.format_version == 2 and card.classes == scan_dataset(dataset).classes == ("target",)
-    assert card.candidate.name == "softseg" and card.candidate.title == "Soft-ReLU-Wing"
+    assert card.candidate.name == "softseg" and card.candidate.title == "Soft-ReLU-Wing+DML"
     assert card.candidate.activation.name == "normalized_relu" and card.candidate.soft_gt is True
     assert card.architecture.config.width == 4 and card.architecture.config.depth == 3
     zooms = nib.load(dataset / "sub-01" / "image.nii.gz").header.get_zooms()
@@ -176,6 +177,60 @@ def test_cancel_then_resume_continues_exactly(reference, dataset, tmp_path):
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert [float(r["val_loss"]) for r in rows] == [h.val_loss for h in card.history]
+
+
+def test_resume_finishes_with_the_checkpoints_recipe(dataset, tmp_path):
+    """A run interrupted before the registry gave its candidate's name another recipe (issue 15:
+    ``softseg`` became Adaptive Wing + DML, the old recipe is ``softseg-wing``) finishes with the
+    recipe it started with: bit-identical to an uninterrupted ``softseg-wing`` run, whether the
+    checkpoint records its recipe or (written by the previous release) does not."""
+    from softseg.training.checkpoint import read_checkpoint, write_checkpoint
+
+    wing = _config(candidate="softseg-wing")
+    ref = tmp_path / "wing.safetensors"
+    fit(dataset, wing, out=ref)
+    softseg_now = tmp_path / "softseg.safetensors"
+    fit(dataset, _config(), out=softseg_now)
+    assert not _same_weights(ref, softseg_now)  # the two recipes train differently
+    for recorded in (True, False):
+        out = tmp_path / f"old-{recorded}.safetensors"
+        cancel = threading.Event()
+        for e in train(dataset, wing, out=out, cancel=cancel):
+            if isinstance(e, ev.StepEvent) and (e.epoch, e.step) == (2, 1):
+                cancel.set()
+        tensors, doc = read_checkpoint(checkpoint_path(out))
+        assert doc["recipe"]["name"] == "softseg-wing" and doc["recipe"]["loss_params"]["balance"] == 0.05
+        doc["config"]["candidate"] = "softseg"  # what the previous release called this recipe
+        if not recorded:
+            del doc["recipe"]  # ... and its checkpoints did not record the recipe
+        write_checkpoint(checkpoint_path(out), tensors, doc)
+        events = list(train(dataset, _config(), out=out, resume=True))
+        assert events[-1].reason == "completed"
+        assert _same_weights(ref, out), recorded
+        card = read_card(out)
+        assert card.candidate.name == "softseg-wing"
+        assert card.candidate.loss_params == get_candidate("softseg-wing").loss_params
+
+
+def test_resume_accepts_a_renamed_candidates_new_name(dataset, tmp_path):
+    """A checkpoint of ``softseg-dml`` (the name of today's ``softseg`` recipe for one release)
+    resumes as ``--candidate softseg``; a configuration naming it reads as ``softseg``."""
+    from softseg.training.checkpoint import read_checkpoint, write_checkpoint
+
+    out = tmp_path / "m.safetensors"
+    cancel = threading.Event()
+    for e in train(dataset, _config(), out=out, cancel=cancel):
+        if isinstance(e, ev.StepEvent) and (e.epoch, e.step) == (2, 1):
+            cancel.set()
+    tensors, doc = read_checkpoint(checkpoint_path(out))
+    doc["config"]["candidate"] = "softseg-dml"
+    del doc["recipe"]
+    write_checkpoint(checkpoint_path(out), tensors, doc)
+    assert _config(candidate="softseg-dml").candidate == "softseg"
+    list(train(dataset, _config(), out=out, resume=True))
+    ref = tmp_path / "ref.safetensors"
+    fit(dataset, _config(), out=ref)
+    assert _same_weights(ref, out)
 
 
 def test_resume_without_checkpoint(dataset, tmp_path):

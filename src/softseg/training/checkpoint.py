@@ -112,10 +112,20 @@ def check_resume_config(saved: Mapping[str, Any], now: Mapping[str, Any], *, pat
     Parameters
     ----------
     saved, now : mapping
-        ``TrainConfig.as_dict()`` of the checkpoint and of the new run.
+        ``TrainConfig.as_dict()`` of the checkpoint and of the new run. A candidate renamed
+        since (:data:`softseg.candidates.RENAMED`) may be given by its new name.
+
+    Raises
+    ------
+    InputError
+        One line listing each setting that differs.
     """
+    from softseg.candidates import RENAMED
+
     diffs = []
     for section, value in saved.items():
+        if section == "candidate" and value in RENAMED and RENAMED[value][0] == now.get(section):
+            continue  # the same recipe under its new name (checkpoint_recipe restores it)
         if isinstance(value, Mapping):
             for key, v in value.items():
                 if (section, key) in RESUMABLE_CHANGES:

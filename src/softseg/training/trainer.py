@@ -42,7 +42,9 @@ optimizer, scheduler, grad scaler, best model, early-stopping state and every ra
 continues at the exact step, so a cancelled-and-resumed run gives the same weights as an
 uninterrupted one on CPU. A checkpoint is also written after every epoch; it is deleted when the
 model file is written. Resuming requires the same configuration except the maximum number of
-epochs and the device.
+epochs and the device. The checkpoint records the candidate's recipe, and a resumed run finishes
+with it even if the registry has since given that name another recipe
+(:func:`softseg.candidates.checkpoint_recipe`).
 
 Reproducibility
 ---------------
@@ -796,6 +798,8 @@ class Trainer:
             tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         doc = {
             "config": self.config.as_dict(),
+            # the recipe itself: a resumed run keeps it even if the registry renames it since
+            "recipe": self.candidate.as_dict(),
             "epoch": self.epoch, "step": self.step,
             "loss_sum": self.loss_sum, "loss_count": self.loss_count,
             "choice": self.choice, **self.stopper.state_dict(),
@@ -815,6 +819,9 @@ class Trainer:
         """Restore the state written by :meth:`save_checkpoint`."""
         tensors, doc = read_checkpoint(self.ckpt)
         check_resume_config(doc["config"], self.config.as_dict(), path=self.ckpt)
+        from softseg.candidates import checkpoint_recipe
+
+        self.candidate = checkpoint_recipe(doc["config"]["candidate"], doc.get("recipe"), self.n_classes)
         if doc["split"] != self.prepared.split.as_dict():
             raise InputError(f"{self.ckpt}: the dataset's subjects changed since the checkpoint; start over")
         self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
