@@ -43,6 +43,7 @@ from softseg.protocol.reference import (
     parse_candidate,
     predict_subject,
 )
+from softseg.protocol.records import stale_units
 from softseg.protocol.run import STATE_FILE, run_protocol
 from softseg.protocol.units import UnitPlan, plan_units, run_unit, unit_prediction
 
@@ -64,5 +65,6 @@ __all__ = [
     "predict_subject",
     "run_protocol",
     "run_unit",
+    "stale_units",
     "unit_prediction",
 ]

@@ -20,7 +20,7 @@ from softseg.schema import Schema, load_json, parse
 if TYPE_CHECKING:
     from softseg.protocol.units import UnitPlan
 
-__all__ = ["UnitRecord", "error_record", "read_error", "read_record", "write_error"]
+__all__ = ["UnitRecord", "error_record", "read_error", "read_record", "stale_units", "write_error"]
 
 
 class UnitRecord(Schema):
@@ -75,7 +75,48 @@ def read_record(path: str | os.PathLike, plan: UnitPlan | None = None) -> dict[s
             return None  # a record of other settings (an earlier run in this folder)
         if not all(p.exists() for p in plan.model_paths()):
             return None  # its model was deleted: the unit is to be trained again
+        if stale_units(plan.folder, {plan.uid: data}):
+            return None  # trained before its candidate's name got another recipe
     return data
+
+
+def stale_units(folder: str | os.PathLike, units: dict[str, Any]) -> dict[str, str]:
+    """Finished units whose models were not trained with the recipe their candidate's name has
+    now (the registry renamed it or changed it since: :data:`softseg.candidates.RENAMED`,
+    :data:`softseg.candidates.RECIPES_BEFORE_RENAMES`), read from each model's card.
+
+    Parameters
+    ----------
+    folder : path
+        The protocol folder the records' ``models`` are relative to.
+    units : dict
+        uid -> unit record (``run_state.json``'s ``units``).
+
+    Returns
+    -------
+    dict
+        uid -> why, for each stale unit (a missing or unreadable model counts as stale: the
+        unit is to be trained again).
+    """
+    from softseg.candidates import trained_with_current_recipe
+    from softseg.modelfile import read_card
+    from softseg.protocol.reference import parse_candidate
+
+    folder = Path(folder)
+    stale = {}
+    for uid, rec in units.items():
+        name = parse_candidate(rec["candidate"])[0]
+        for model in rec.get("models") or [rec["model"]]:
+            try:
+                card = read_card(folder / model)
+            except (InputError, OSError) as exc:
+                stale[uid] = f"its model {model} cannot be read ({exc})"
+                break
+            if not trained_with_current_recipe(card, name):
+                stale[uid] = (f"{model} was trained with another recipe than {name!r} has in this "
+                              "softseg version; it is trained again")
+                break
+    return stale
 
 
 def _jsonish(obj: Any) -> Any:

@@ -34,7 +34,7 @@ from softseg.protocol.ensemble import ENSEMBLE
 from softseg.protocol.executors import ExecutorConfig, job_threads
 from softseg.protocol.reference import GROUND_TRUTHS, parse_candidate
 from softseg.protocol.running import Failure, run_jobs, run_serial
-from softseg.protocol.records import read_record
+from softseg.protocol.records import read_record, stale_units
 from softseg.protocol.units import JOBS, MODELS, UNITS, UnitPlan, plan_units
 
 __all__ = ["STATE_FILE", "run_protocol"]
@@ -143,6 +143,11 @@ def run_protocol(
                 if record is not None:
                     state["units"][plan.uid] = record
                     state["failures"].pop(plan.uid, None)
+        # a unit trained before its candidate's name got another recipe is trained again
+        stale = stale_units(out, state["units"])
+        for uid, why in stale.items():
+            del state["units"][uid]
+            state["failures"][uid] = {"job_id": None, "reason": why, "log": None}
         save()
         total = len(plans)
         todo = [p for p in plans if p.uid not in state["units"]]

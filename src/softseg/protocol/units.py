@@ -263,6 +263,28 @@ def _check_model(path: Path, config: Any, rater: str | None = None) -> None:
             "folder); use --overwrite to start over, or another --out")
 
 
+def _stale_model(path: Path, candidate: str) -> bool:
+    """True for a model file trained with another recipe than ``candidate`` has now (trained
+    again: :func:`softseg.protocol.stale_units`)."""
+    from softseg.candidates import trained_with_current_recipe
+    from softseg.modelfile import read_card
+
+    return not trained_with_current_recipe(read_card(path), candidate)
+
+
+def _stale_checkpoint(path: Path, candidate: str) -> bool:
+    """True for a training checkpoint of another recipe than ``candidate`` has now (a run
+    interrupted before the name got another recipe: started over, not resumed)."""
+    from softseg.candidates import checkpoint_recipe, get_candidate
+    from softseg.training.checkpoint import read_checkpoint
+
+    doc = read_checkpoint(path)[1]
+    was = checkpoint_recipe(doc["config"]["candidate"], doc.get("recipe"), 1)
+    if doc.get("recipe") is not None:
+        was = checkpoint_recipe(doc["config"]["candidate"], doc["recipe"], int(doc["recipe"]["n_classes"]))
+    return was.recipe_key() != get_candidate(candidate).for_classes(was.n_classes).recipe_key()
+
+
 def _set_threads(threads: int | None) -> None:
     if threads is None:
         return
@@ -327,10 +349,11 @@ def run_unit(
             path = plan.folder / training.model
             path.parent.mkdir(parents=True, exist_ok=True)
             epochs = int(training.config.optim.epochs)
-            if path.exists():
+            if path.exists() and not _stale_model(path, training.config.candidate):
                 _check_model(path, training.config, training.rater)
-            else:
-                resume = checkpoint_path(path).exists()
+            else:  # none yet, or one trained before its candidate's name got another recipe
+                resume = (checkpoint_path(path).exists()
+                          and not _stale_checkpoint(checkpoint_path(path), training.config.candidate))
 
                 def on_event(event: Any, _offset: int = offset) -> None:
                     if on_stage is not None and isinstance(event, EpochEvent):
