@@ -108,17 +108,17 @@ MNI_CANDIDATES = ("conventional:staple", "conventional", "softseg:staple", "soft
 MNI_SHARDS = (("conventional:staple", "softseg"), ("softseg:staple", "conventional"))
 MNI_CLASSES = ("grey matter", "white matter", "csf")
 #: the small-lesion study (--study mni-lesion, issue 15): one shard per candidate
-LESION_CANDIDATES = ("conventional", "softseg", "softseg-paper", "soft-relu-dml")
+LESION_CANDIDATES = ("conventional", "softseg", "softseg-wing", "softseg-paper", "soft-relu-dml")
 EPOCHS_MNI_CPU = 70
 #: issue 15 part 4 on the phantom (budget cpu-issue15): the new default, the paper's recipe, the
 #: Dice semimetric candidate, the rater ensemble (one conventional model per rater) and the
 #: evaluation-only uncertainty rows of each repeat's conventional model; p against conventional
-ISSUE15 = ("conventional", "softseg", "softseg-paper", "soft-relu-dice", "soft-relu-dml",
-           "conventional:ensemble")
+ISSUE15 = ("conventional", "softseg", "softseg-wing", "softseg-paper", "soft-relu-dice",
+           "soft-relu-dml", "conventional:ensemble")
 #: two shards of similar cost: the ensemble trains one model per rater (4 on the phantom), so
 #: 1 + 4 = 5 trainings per repeat against 4
 ISSUE15_SHARDS = (("conventional", "conventional:ensemble"),
-                  ("softseg", "softseg-paper", "soft-relu-dice", "soft-relu-dml"))
+                  ("softseg", "softseg-wing", "softseg-paper", "soft-relu-dice", "soft-relu-dml"))
 #: evaluation-only rows: name -> (trained candidate, softseg.uncertainty method, passes); the
 #: names are the candidate plus the ``softseg predict`` flag (``--mc-dropout N``, ``--tta N``)
 EVALUATION_ROWS = {
@@ -166,16 +166,19 @@ class Budget:
     #: share of training samples drawn from slices that hold the structure (nnU-Net-style
     #: foreground oversampling); 0 = uniform sampling, as every budget measured so far
     foreground_oversampling: float = 0.0
-    #: budget whose finished units of the same candidates, seeds and settings this budget reuses
-    #: (copied into its first shard before training: :func:`reuse_units`); None: train them all
-    reuse_units_of: str | None = None
+    #: earlier runs (folders under build/softseg_claims/) whose finished units this budget reuses
+    #: where they are exactly its own (:func:`reuse_units`); its own folder's superseded shards
+    #: are always looked at
+    reuse_units_of: tuple[str, ...] = ()
 
     def shard_lists(self) -> tuple[tuple[str, ...], ...]:
         """The candidates of each parallel shard."""
         if self.study == "mni-tissue" and self.shards == 2 and self.candidates == MNI_CANDIDATES:
             return MNI_SHARDS
         if self.study == "mni-lesion":  # pairs (a comparison needs two): same cost each
-            return tuple(self.candidates[i:i + 2] for i in range(0, len(self.candidates), 2))
+            n = len(self.candidates)
+            pairs = tuple(self.candidates[i:i + 2] for i in range(0, n - 3 if n % 2 else n, 2))
+            return pairs + ((self.candidates[n - 3:],) if n % 2 and n >= 3 else ())
         if self.candidates == ALL:
             return SHARDS[self.shards]
         if self.shards == 1:
@@ -240,9 +243,10 @@ BUDGETS = {
         n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=6, epochs=12,
         patience=12, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
         device="cpu", shards=2, candidates=ISSUE15, evaluation_rows=tuple(EVALUATION_ROWS),
+        reuse_units_of=("cpu-issue15-dml",),
         why=("issue 15 part 4 on 2 shared CPU cores, <= 40 min wall: the cpu budget's settings "
              "(same dataset, seed and paired splits, 12 epochs, 6 repeats) for conventional, "
-             "the new default softseg, the paper's recipe softseg-paper, soft-relu-dice with "
+             "the new default softseg, the previous one softseg-wing, the paper's recipe softseg-paper, soft-relu-dice with "
              "today's soft Dice, soft-relu-dml with the Dice semimetric loss and the rater "
              "ensemble conventional:ensemble (one conventional model per rater, 4 trainings); "
              "MC dropout (10 passes) and TTA (8 passes) of each repeat's conventional model as "
@@ -253,10 +257,12 @@ BUDGETS = {
     "cpu-long-issue15": Budget(
         n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=6, epochs=40,
         patience=40, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
-        device="cpu", shards=1, candidates=("conventional", "softseg", "soft-relu-dml"),
+        device="cpu", shards=1,
+        candidates=("conventional", "softseg", "softseg-wing", "soft-relu-dml"),
         why=("convergence check of issue 15's candidates: cpu-long's settings and splits (40 "
-             "epochs) for conventional, today's softseg and soft-relu-dml; the published "
-             "SoftSeg is cpu-long's softseg row (measured before issue 15)")),
+             "epochs) for conventional, today's softseg, the previous default softseg-wing and "
+             "soft-relu-dml; the published SoftSeg is cpu-long's softseg row (measured before "
+             "issue 15)")),
     # The papers' settings (SoftSeg Table 1 / label-fusion Table 5) for a GPU.
     "paper": Budget(
         n_subjects=20, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=10, epochs=200,
@@ -296,13 +302,15 @@ MNI_BUDGETS = {
 
 #: budgets of the small-lesion study (--study mni-lesion, issue 15)
 LESION_BUDGETS = {
-    # 24 trainings (4 candidates x 6 repeats) in ~55 min wall on 2 shared CPU cores
+    # 30 trainings (5 candidates x 6 repeats) in ~75 min wall on 2 shared CPU cores; the
+    # finished units of the runs before softseg's recipe changed are reused (reuse_units)
     "cpu": Budget(
         n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
         patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
         fusion="staple", device="cpu", shards=2, candidates=LESION_CANDIDATES,
         study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
-        why=("2 shared CPU cores, ~55 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
+        reuse_units_of=("mni-lesion-cpu-softseg-dml",),
+        why=("2 shared CPU cores, ~75 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
              "2-8 mm each (softseg sample-data mni --target lesion --lesion-count 6 12, seed 0, "
              "4 raters who miss and shift lesions), at 2 mm isotropic (103x85 axial slices; "
              "about 80 % of the slices hold no lesion); trained on the raters' STAPLE "
@@ -312,28 +320,17 @@ LESION_BUDGETS = {
              "in the white matter); nnU-Net's foreground oversampling 0.33 for every candidate "
              "(a third of the samples from slices that hold a lesion); 60 epochs without early "
              "stopping (the best validation-loss epoch is kept); batch 8, Adam 1e-3 + cosine "
-             "annealing, paper augmentation; two single-threaded shards of two candidates")),
-    # softseg-dml against the cpu run's conventional models (issue 15, stop 22): the cpu
-    # budget's settings, seeds and splits; the conventional units are the cpu run's (copied
-    # into this budget's shard with its run state), so only softseg-dml trains (~19 min)
-    "cpu-softseg-dml": Budget(
-        n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
-        patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
-        fusion="staple", device="cpu", shards=1, candidates=("conventional", "softseg-dml"),
-        study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
-        reuse_units_of="cpu",
-        why=("the cpu budget's settings, seeds and splits for softseg-dml (softseg with a "
-             "balance of 0.1 + 1 x the Dice semimetric loss) against conventional; the conventional units are the cpu "
-             "run's, copied (same dataset, seeds and settings), so one shard trains softseg-dml")),
+             "annealing, paper augmentation; single-threaded shards of two or three candidates")),
     # the first run of the study (issue 15, before foreground oversampling existed)
     "cpu-no-oversampling": Budget(
         n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
         patience=60, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3,
         fusion="staple", device="cpu", shards=2,
-        candidates=("conventional", "softseg", "softseg-paper", "softseg-floor"),
+        candidates=("conventional", "softseg-wing", "softseg-paper", "softseg-floor"),
         study="mni-lesion", test_fraction=0.25, val_fraction=0.25,
         why=("the cpu budget with every slice once per epoch (no foreground oversampling), and "
-             "softseg-floor instead of soft-relu-dml: the study's first run")),
+             "softseg-floor instead of soft-relu-dml: the study's first run (softseg-wing was "
+             "then called softseg)")),
 }
 
 # ------------------------------------------------------------------------------ the papers
@@ -512,43 +509,140 @@ def worker(dataset: Path, out: Path, cands: tuple[str, ...], b: Budget) -> int:
     return 0
 
 
-def reuse_units(work: Path, source: Path, candidates: tuple[str, ...]) -> list[str]:
-    """Copy the finished units of ``candidates`` from ``source``'s shards into ``work/shard-0``
-    (a one-shard budget whose other settings equal the source's), with a run state that lists
-    them, so that ``--resume`` trains only the rest. Does nothing once ``work/shard-0`` holds a
-    run state or when the source has none of the units; returns the units copied."""
+def recipe_is_current(folder: Path, record: dict[str, Any]) -> bool:
+    """True when every model of a finished unit (``folder``/its ``models``) was trained with
+    the recipe its candidate name has in the registry now (a renamed or changed recipe: False;
+    :func:`softseg.protocol.stale_units` does the same for ``softseg compare --resume``)."""
+    from softseg.protocol import stale_units
+
+    return not stale_units(folder, {"unit": record})
+
+
+def _dataset_fingerprint(folder: Path) -> str:
+    """SHA-256 of a dataset folder's images as voxels and affines, by relative path (gzip
+    headers hold a time stamp, so the files' bytes differ between two identical writes)."""
+    import hashlib
+
+    import nibabel as nib
+
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*.nii*")):
+        img = nib.load(path)
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(np.ascontiguousarray(np.asanyarray(img.dataobj)).tobytes())
+        h.update(np.asarray(img.affine, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _renamed_record(record: dict[str, Any], new: str, old_ds: str, new_ds: str) -> dict[str, Any]:
+    """A unit record of candidate spec ``record['candidate']`` as candidate ``new`` would have
+    written it: its models' file names, the trainings' candidate name, the dataset path."""
+    from softseg.protocol.reference import parse_candidate
+    from softseg.protocol.units import _safe
+
+    old = record["candidate"]
+    rec = json.loads(json.dumps(record).replace(old_ds, new_ds))
+    if old == new:
+        return rec
+    (old_name, _), (new_name, _) = parse_candidate(old), parse_candidate(new)
+    a, b = f"models/{_safe(old)}-r", f"models/{_safe(new)}-r"
+
+    def move(path: str) -> str:
+        return b + path[len(a):] if path.startswith(a) else path
+
+    rec["candidate"] = rec["plan"]["candidate"] = new
+    rec["model"] = move(rec["model"])
+    rec["models"] = [move(m) for m in rec.get("models", [])]
+    for t in rec["plan"]["trainings"]:
+        t["model"] = move(t["model"])
+        if t["config"].get("candidate") == old_name:
+            t["config"]["candidate"] = new_name
+    return rec
+
+
+def supersede_stale_shards(work: Path, b: Budget) -> list[Path]:
+    """Move aside (into ``work/superseded/``) each shard of an earlier run of this budget that
+    holds a unit whose recipe is not its name's recipe now (the registry renamed or changed
+    it), or whose candidates are not the shard's now, so that :func:`reuse_units` copies back
+    what is still valid and the rest is trained. Returns the folders moved."""
+    lists = b.shard_lists()
+    moved = []
+    for state_path in sorted(work.glob("shard-*/run_state.json")):
+        saved = json.loads(state_path.read_text())
+        folder = state_path.parent
+        index = int(folder.name.split("-")[1])
+        if (index < len(lists) and (saved.get("config") or {}).get("candidates") == list(lists[index])
+                and all(recipe_is_current(folder, rec) for rec in saved.get("units", {}).values())):
+            continue
+        target = work / "superseded" / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+        target.parent.mkdir(exist_ok=True)
+        folder.rename(target)
+        moved.append(target)
+    return moved
+
+
+def reuse_units(work: Path, sources: list[Path], b: Budget) -> list[str]:
+    """Copy into each shard of ``work`` that has no run state yet the finished units of
+    ``sources`` (earlier runs' folders) that are exactly what this budget would train: the same
+    plan (split, every training setting, the same dataset's voxels) and the recipe the unit's
+    candidate has in the registry now, read from its model cards. A unit trained under another
+    name with that recipe is copied under its new name (its files and records renamed). Each
+    shard gets a run state listing what it holds, so that ``--resume`` trains only the rest.
+    Returns the units copied, as ``CAND/rK``."""
     import shutil
 
-    shard = work / "shard-0"
-    if (shard / "run_state.json").exists():
+    from softseg.data import scan_dataset
+    from softseg.protocol.reference import parse_candidate
+    from softseg.protocol.units import plan_units
+
+    new_ds = str((work / "dataset").resolve())
+    mine = _dataset_fingerprint(work / "dataset")
+    pool: list[tuple[Path, str, dict[str, Any]]] = []  # (shard folder, its dataset, record)
+    for source in sources:
+        states = sorted(source.glob("shard-*/run_state.json")) or sorted(source.glob("run_state.json"))
+        for state_path in states:
+            saved = json.loads(state_path.read_text())
+            ds = saved["dataset"]
+            if not Path(ds).is_dir() or (ds != new_ds and _dataset_fingerprint(Path(ds)) != mine):
+                continue
+            pool += [(state_path.parent, ds, rec) for rec in saved.get("units", {}).values()]
+    if not pool:
         return []
-    found: dict[str, tuple[Path, dict[str, Any]]] = {}  # unit -> (its shard, that run state)
-    state: dict[str, Any] | None = None
-    for folder in sorted(source.glob("shard-*")):
-        if not (folder / "run_state.json").is_file():
+    info = scan_dataset(work / "dataset")
+    copied = []
+    for i, cands in enumerate(b.shard_lists()):
+        shard = work / f"shard-{i}"
+        if (shard / "run_state.json").exists():
             continue
-        saved = json.loads((folder / "run_state.json").read_text())
-        for uid in saved.get("units", {}):
-            if uid.split("/")[0] in candidates:
-                found[uid] = (folder, saved)
-                state = state or saved
-    if not found or state is None:
-        return []
-    (shard / "units").mkdir(parents=True, exist_ok=True)
-    (shard / "models").mkdir(exist_ok=True)
-    old_ds, new_ds = str((source / "dataset").resolve()), str((work / "dataset").resolve())
-    units = {}
-    for uid, (folder, saved) in found.items():
-        cand, rep = uid.split("/")
-        units[uid] = json.loads(json.dumps(saved["units"][uid]).replace(old_ds, new_ds))
-        for f in (folder / "models").glob(f"{cand}-{rep}.*"):
-            shutil.copy2(f, shard / "models" / f.name)
-        text = (folder / "units" / f"{cand}-{rep}.json").read_text().replace(old_ds, new_ds)
-        (shard / "units" / f"{cand}-{rep}.json").write_text(text)
-    state = {**state, "dataset": new_ds, "units": units, "jobs": {}, "failures": {},
-             "config": {**state["config"], "candidates": list(candidates)}}
-    (shard / "run_state.json").write_text(json.dumps(state, indent=1))
-    return sorted(units)
+        config = protocol_config(cands, b)
+        units: dict[str, Any] = {}
+        for plan in plan_units(info, config, out=shard):
+            want = json.loads(json.dumps(plan.as_dict()))
+            fusion = parse_candidate(plan.candidate)[1]
+            for folder, ds, rec in pool:
+                if rec.get("repeat") != plan.repeat or parse_candidate(rec["candidate"])[1] != fusion:
+                    continue
+                got = _renamed_record(rec, plan.candidate, ds, new_ds)
+                if got["plan"] != want or not recipe_is_current(folder, got | {"models": rec.get("models"),
+                                                                             "model": rec["model"]}):
+                    continue
+                (shard / "units").mkdir(parents=True, exist_ok=True)
+                (shard / "models").mkdir(exist_ok=True)
+                for src_model, dst_model in zip(rec.get("models") or [rec["model"]],
+                                                got.get("models") or [got["model"]]):
+                    shutil.copy2(folder / src_model, shard / dst_model)
+                    hist = Path(src_model[:-len(".safetensors")] + ".history.csv")
+                    if (folder / hist).exists():
+                        shutil.copy2(folder / hist, shard / (dst_model[:-len(".safetensors")] + ".history.csv"))
+                plan.record_path.write_text(json.dumps(got, indent=1))
+                units[plan.uid] = got
+                break
+        if units:
+            state = {"version": 1, "dataset": new_ds, "config": config.as_dict(), "units": units,
+                     "jobs": {}, "failures": {}}
+            (shard / "run_state.json").write_text(json.dumps(state, indent=1))
+            copied += sorted(units)
+    return copied
 
 
 def run_shards(dataset: Path, work: Path, b: Budget, budget_name: str,
@@ -1843,12 +1937,16 @@ def main(argv: list[str] | None = None) -> int:
                 overrides += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
         if args.candidates is not None:
             overrides += ["--candidates", *args.candidates]
-        if b.reuse_units_of is not None:
-            source = work.parent / f"mni-lesion-{b.reuse_units_of}" if lesion else None
-            copied = reuse_units(work, source, b.candidates) if source is not None else []
-            if copied:
-                print(f"[claims] reusing {len(copied)} finished units of budget "
-                      f"{b.reuse_units_of} ({source})", flush=True)
+        moved = supersede_stale_shards(work, b)
+        for folder in moved:
+            print(f"[claims] {folder.name}: a unit's recipe changed since; moved aside to "
+                  f"{folder}", flush=True)
+        sources = sorted((work / "superseded").glob("shard-*")) + [
+            work.parent / name for name in b.reuse_units_of]
+        copied = reuse_units(work, sources, b)
+        if copied:
+            print(f"[claims] reusing {len(copied)} finished units of earlier runs with the same "
+                  f"plan and recipe ({', '.join(copied)})", flush=True)
         shard_info = run_shards(dataset, work, b, args.budget, overrides)
         if any(s["rc"] != 0 for s in shard_info):
             print("[claims] a shard failed; see its log. Building results from finished units.",

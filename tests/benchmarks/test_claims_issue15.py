@@ -22,15 +22,15 @@ def test_issue15_budget_has_the_cpu_settings_and_two_shards_of_similar_cost(clai
     for f in ("n_subjects", "shape", "spacing", "repeats", "epochs", "patience", "batch_size",
               "lr", "crop", "width", "depth", "fusion", "seed", "test_fraction", "val_fraction"):
         assert getattr(i15, f) == getattr(cpu, f), f
-    assert set(i15.candidates) == {"conventional", "softseg", "softseg-paper", "soft-relu-dice",
-                                   "soft-relu-dml", "conventional:ensemble"}
+    assert set(i15.candidates) == {"conventional", "softseg", "softseg-wing", "softseg-paper",
+                                   "soft-relu-dice", "soft-relu-dml", "conventional:ensemble"}
     assert i15.evaluation_rows == ("conventional+mc-dropout", "conventional+tta")
     assert claims.EVALUATION_ROWS["conventional+mc-dropout"][1:] == ("mc_dropout", 10)
     assert claims.EVALUATION_ROWS["conventional+tta"][1:] == ("tta", 8)
     shards = i15.shard_lists()
     assert sorted(c for s in shards for c in s) == sorted(i15.candidates)
     costs = [sum(claims.training_cost(c) for c in s) for s in shards]
-    assert sorted(costs) == [4, 5]  # the ensemble trains one model per rater (4)
+    assert sorted(costs) == [5, 5]  # the ensemble trains one model per rater (4)
     # the existing budgets keep their shards (their work folders resume)
     assert claims.BUDGETS["cpu-long"].shard_lists() == (("conventional", "soft-sig-bce"),
                                                         ("softseg", "soft-relu-dice"))
@@ -76,7 +76,7 @@ def test_issue15_table_rows_only_when_asked(claims):
     assert claims.versus_conventional(claims.BUDGETS["cpu"]) == ()
     assert claims.versus_conventional(claims.BUDGETS["cpu-long"]) == ()
     rows = claims.versus_conventional(claims.BUDGETS["cpu-issue15"])
-    assert rows[-2:] == ("conventional+mc-dropout", "conventional+tta") and len(rows) == 8
+    assert rows[-2:] == ("conventional+mc-dropout", "conventional+tta") and len(rows) == 9
 
 
 def test_issue15_markdown_every_row_has_mean_sd_and_p(claims):
@@ -209,39 +209,66 @@ def test_uncertainty_units_evaluate_at_the_trained_units_threshold(claims, phant
     assert json.dumps(again, sort_keys=True) == json.dumps(out, sort_keys=True)
 
 
-def test_softseg_dml_budget_reuses_the_cpu_run_s_conventional_units(claims, tmp_path):
-    """budget cpu-softseg-dml: the lesion cpu budget's settings; reuse_units copies only the
-    shared candidate's finished units (models, unit records) into shard-0 with a run state that
-    lists them, the dataset path rewritten; a second call does nothing."""
-    cpu, dml = claims.LESION_BUDGETS["cpu"], claims.LESION_BUDGETS["cpu-softseg-dml"]
-    for f in ("n_subjects", "spacing", "repeats", "epochs", "patience", "batch_size", "lr", "crop",
-              "width", "depth", "fusion", "seed", "test_fraction", "val_fraction",
-              "foreground_oversampling", "study"):
-        assert getattr(dml, f) == getattr(cpu, f), f
-    assert dml.candidates == ("conventional", "softseg-dml") and dml.reuse_units_of == "cpu"
-    assert dml.shard_lists() == (("conventional", "softseg-dml"),)
+def test_lesion_budget_shards_pairs_and_a_last_triple(claims):
+    cpu = claims.LESION_BUDGETS["cpu"]
+    assert cpu.candidates == ("conventional", "softseg", "softseg-wing", "softseg-paper", "soft-relu-dml")
+    assert cpu.shard_lists() == (("conventional", "softseg"), ("softseg-wing", "softseg-paper", "soft-relu-dml"))
+    four = replace(cpu, candidates=cpu.candidates[:4])
+    assert four.shard_lists() == (("conventional", "softseg"), ("softseg-wing", "softseg-paper"))
+    assert claims.LESION_BUDGETS["cpu-no-oversampling"].shard_lists() == (
+        ("conventional", "softseg-wing"), ("softseg-paper", "softseg-floor"))
 
-    source = tmp_path / "mni-lesion-cpu"
-    ds = str((source / "dataset").resolve())
-    for shard, cands in (("shard-0", ("conventional", "softseg")), ("shard-1", ("softseg-paper", "x"))):
-        (source / shard / "units").mkdir(parents=True)
-        (source / shard / "models").mkdir()
-        units = {}
-        for cand in cands:
-            units[f"{cand}/r0"] = {"plan": {"candidate": cand, "dataset": ds}}
-            (source / shard / "units" / f"{cand}-r0.json").write_text(json.dumps({"dataset": ds}))
-            (source / shard / "models" / f"{cand}-r0.safetensors").write_bytes(cand.encode())
-        state = {"version": 1, "dataset": ds, "units": units, "jobs": {"a": 1}, "failures": {},
-                 "config": {"candidates": list(cands), "epochs": 60}}
-        (source / shard / "run_state.json").write_text(json.dumps(state))
-    work = tmp_path / "mni-lesion-cpu-softseg-dml"
-    assert claims.reuse_units(work, source, dml.candidates) == ["conventional/r0"]
-    state = json.loads((work / "shard-0" / "run_state.json").read_text())
-    new_ds = str((work / "dataset").resolve())
-    assert state["dataset"] == new_ds and state["jobs"] == {}
-    assert state["config"] == {"candidates": ["conventional", "softseg-dml"], "epochs": 60}
-    assert state["units"] == {"conventional/r0": {"plan": {"candidate": "conventional", "dataset": new_ds}}}
-    assert json.loads((work / "shard-0" / "units" / "conventional-r0.json").read_text()) == {"dataset": new_ds}
-    assert (work / "shard-0" / "models" / "conventional-r0.safetensors").read_bytes() == b"conventional"
-    assert sorted(p.name for p in (work / "shard-0" / "models").iterdir()) == ["conventional-r0.safetensors"]
-    assert claims.reuse_units(work, source, dml.candidates) == []  # a run state exists: untouched
+
+def test_reuse_renames_units_whose_recipe_moved_and_trains_nothing_twice(claims, tmp_path):
+    """A real 1-epoch protocol run from before a rename (its ``softseg`` unit holds the recipe
+    now called ``softseg-wing``): supersede_stale_shards moves the shard aside, reuse_units copies
+    both units back (``softseg`` renamed ``softseg-wing``: files, records, the trainings'
+    candidate), and the protocol resumed on them trains nothing and reports the same numbers. A
+    unit whose recipe is the registry's for no candidate of the budget, or whose settings
+    differ, is not copied."""
+    from softseg.phantom import write_dataset
+    from softseg.protocol import run_protocol
+
+    b = replace(claims.BUDGETS["cpu"], n_subjects=3, shape=(40, 40, 8), repeats=1, epochs=1,
+                patience=1, crop=(32, 32), width=4, depth=2, shards=1,
+                candidates=("conventional", "softseg-wing"), test_fraction=0.34, val_fraction=0.34)
+    work = tmp_path / "budget"
+    work.mkdir()
+    write_dataset(work / "dataset", n_subjects=3, shape=(40, 40, 8), seed=1)
+    shard = work / "shard-0"
+    first = run_protocol(work / "dataset", claims.protocol_config(b.candidates, b), out=shard)
+    # what the previous release wrote: the same recipe under the name "softseg"
+    state = json.loads((shard / "run_state.json").read_text())
+    rec = claims._renamed_record(state["units"].pop("softseg-wing/r0"), "softseg", "", "")
+    state["units"]["softseg/r0"] = rec
+    state["config"]["candidates"] = ["conventional", "softseg"]
+    (shard / "run_state.json").write_text(json.dumps(state))
+    for f in ("softseg-wing-r0.safetensors", "softseg-wing-r0.history.csv"):
+        (shard / "models" / f).rename(shard / "models" / f.replace("softseg-wing", "softseg"))
+    (shard / "units" / "softseg-wing-r0.json").rename(shard / "units" / "softseg-r0.json")
+    assert not claims.recipe_is_current(shard, rec)  # "softseg" names another recipe now
+
+    moved = claims.supersede_stale_shards(work, b)
+    assert [m.parent.name for m in moved] == ["superseded"] and not shard.exists()
+    # a source with other settings (2 epochs) offers nothing
+    other = replace(b, epochs=2)
+    assert claims.reuse_units(work, moved, other) == [] and not shard.exists()
+    assert claims.reuse_units(work, moved, b) == ["conventional/r0", "softseg-wing/r0"]
+    assert sorted(p.name for p in (shard / "models").iterdir()) == [
+        "conventional-r0.history.csv", "conventional-r0.safetensors",
+        "softseg-wing-r0.history.csv", "softseg-wing-r0.safetensors"]
+    copied = json.loads((shard / "units" / "softseg-wing-r0.json").read_text())
+    assert copied["plan"]["trainings"][0]["config"]["candidate"] == "softseg-wing"
+    assert claims.reuse_units(work, moved, b) == []  # a run state exists: untouched
+
+    events = []
+    stamps = {f.name: f.stat().st_mtime_ns for f in (shard / "models").iterdir()}
+    again = run_protocol(work / "dataset", claims.protocol_config(b.candidates, b), out=shard,
+                         resume=True, on_progress=events.append)
+    assert not [e for e in events if e.stage in ("train", "evaluate", "finished")]
+    assert {f.name: f.stat().st_mtime_ns for f in (shard / "models").iterdir()} == stamps
+    for uid in ("conventional/r0", "softseg-wing/r0"):
+        a = json.loads((moved[0] / "run_state.json").read_text())["units"]
+        a = a[uid.replace("softseg-wing", "softseg")]["subjects"]
+        assert json.loads((shard / "run_state.json").read_text())["units"][uid]["subjects"] == a
+    assert again.report.exists() and first.report == again.report
