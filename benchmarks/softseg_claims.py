@@ -108,17 +108,19 @@ MNI_CANDIDATES = ("conventional:staple", "conventional", "softseg:staple", "soft
 MNI_SHARDS = (("conventional:staple", "softseg"), ("softseg:staple", "conventional"))
 MNI_CLASSES = ("grey matter", "white matter", "csf")
 #: the small-lesion study (--study mni-lesion, issue 15): one shard per candidate
-LESION_CANDIDATES = ("conventional", "softseg", "softseg-wing", "softseg-paper", "soft-relu-dml")
+LESION_CANDIDATES = ("conventional", "softseg", "softseg-dml", "softseg-wing", "softseg-paper",
+                     "soft-relu-dml")
 EPOCHS_MNI_CPU = 70
 #: issue 15 part 4 on the phantom (budget cpu-issue15): the new default, the paper's recipe, the
 #: Dice semimetric candidate, the rater ensemble (one conventional model per rater) and the
 #: evaluation-only uncertainty rows of each repeat's conventional model; p against conventional
-ISSUE15 = ("conventional", "softseg", "softseg-wing", "softseg-paper", "soft-relu-dice",
-           "soft-relu-dml", "conventional:ensemble")
+ISSUE15 = ("conventional", "softseg", "softseg-dml", "softseg-wing", "softseg-paper",
+           "soft-relu-dice", "soft-relu-dml", "conventional:ensemble")
 #: two shards of similar cost: the ensemble trains one model per rater (4 on the phantom), so
 #: 1 + 4 = 5 trainings per repeat against 4
 ISSUE15_SHARDS = (("conventional", "conventional:ensemble"),
-                  ("softseg", "softseg-wing", "softseg-paper", "soft-relu-dice", "soft-relu-dml"))
+                  ("softseg", "softseg-dml", "softseg-wing", "softseg-paper", "soft-relu-dice",
+                   "soft-relu-dml"))
 #: evaluation-only rows: name -> (trained candidate, softseg.uncertainty method, passes); the
 #: names are the candidate plus the ``softseg predict`` flag (``--mc-dropout N``, ``--tta N``)
 EVALUATION_ROWS = {
@@ -246,22 +248,23 @@ BUDGETS = {
         reuse_units_of=("cpu-issue15-dml",),
         why=("issue 15 part 4 on 2 shared CPU cores, <= 40 min wall: the cpu budget's settings "
              "(same dataset, seed and paired splits, 12 epochs, 6 repeats) for conventional, "
-             "the new default softseg, the previous one softseg-wing, the paper's recipe softseg-paper, soft-relu-dice with "
+             "the new default softseg, softseg-dml (its DML weight 1), the previous default "
+             "softseg-wing, the paper's recipe softseg-paper, soft-relu-dice with "
              "today's soft Dice, soft-relu-dml with the Dice semimetric loss and the rater "
              "ensemble conventional:ensemble (one conventional model per rater, 4 trainings); "
              "MC dropout (10 passes) and TTA (8 passes) of each repeat's conventional model as "
              "evaluation-only rows at its threshold; p: Wilcoxon against conventional; two "
-             "shards of 5 and 4 trainings per repeat")),
+             "shards of 5 and 6 trainings per repeat")),
     # Convergence check of issue 15's defaults: cpu-long's settings and splits, the new softseg
     # and soft-relu-dml against conventional (softseg-paper is cpu-long's "softseg" row).
     "cpu-long-issue15": Budget(
         n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=6, epochs=40,
         patience=40, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
         device="cpu", shards=1,
-        candidates=("conventional", "softseg", "softseg-wing", "soft-relu-dml"),
+        candidates=("conventional", "softseg", "softseg-dml", "softseg-wing", "soft-relu-dml"),
         why=("convergence check of issue 15's candidates: cpu-long's settings and splits (40 "
-             "epochs) for conventional, today's softseg, the previous default softseg-wing and "
-             "soft-relu-dml; the published SoftSeg is cpu-long's softseg row (measured before "
+             "epochs) for conventional, today's softseg, softseg-dml, the previous default "
+             "softseg-wing and soft-relu-dml; the published SoftSeg is cpu-long's softseg row (measured before "
              "issue 15)")),
     # The papers' settings (SoftSeg Table 1 / label-fusion Table 5) for a GPU.
     "paper": Budget(
@@ -302,7 +305,7 @@ MNI_BUDGETS = {
 
 #: budgets of the small-lesion study (--study mni-lesion, issue 15)
 LESION_BUDGETS = {
-    # 30 trainings (5 candidates x 6 repeats) in ~75 min wall on 2 shared CPU cores; the
+    # 36 trainings (6 candidates x 6 repeats) in ~90 min wall on 2 shared CPU cores; the
     # finished units of the runs before softseg's recipe changed are reused (reuse_units)
     "cpu": Budget(
         n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
@@ -310,7 +313,7 @@ LESION_BUDGETS = {
         fusion="staple", device="cpu", shards=2, candidates=LESION_CANDIDATES,
         study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
         reuse_units_of=("mni-lesion-cpu-softseg-dml",),
-        why=("2 shared CPU cores, ~75 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
+        why=("2 shared CPU cores, ~90 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
              "2-8 mm each (softseg sample-data mni --target lesion --lesion-count 6 12, seed 0, "
              "4 raters who miss and shift lesions), at 2 mm isotropic (103x85 axial slices; "
              "about 80 % of the slices hold no lesion); trained on the raters' STAPLE "
@@ -558,6 +561,16 @@ def _renamed_record(record: dict[str, Any], new: str, old_ds: str, new_ds: str) 
         if t["config"].get("candidate") == old_name:
             t["config"]["candidate"] = new_name
     return rec
+
+
+def recipes_of(b: Budget) -> dict[str, dict[str, Any]]:
+    """Each trained candidate's recipe as the registry has it now (``Candidate.as_dict``): what a
+    results file's candidate names meant when it was written (names can get other recipes)."""
+    from softseg.candidates import get_candidate
+    from softseg.protocol.reference import parse_candidate
+
+    names = dict.fromkeys(parse_candidate(c)[0] for c in b.candidates)
+    return {n: get_candidate(n).as_dict() for n in names}
 
 
 def supersede_stale_shards(work: Path, b: Budget) -> list[Path]:
@@ -1398,6 +1411,7 @@ def build_results_mni(work: Path, dataset: Path, b: Budget, budget_name: str, sh
     result = {
         "benchmark": "softseg_claims", "study": "mni-tissue", "budget": budget_name,
         "settings": asdict(b),
+        "recipes": recipes_of(b),
         "dataset": {"generator": "softseg.anatomy.write_dataset (softseg sample-data mni)",
                     "classes": meta.get("classes"), "subjects": meta.get("subjects"),
                     "raters_per_class": 4, "seed": b.seed, "spacing_mm": list(b.spacing)},
@@ -1544,6 +1558,7 @@ def build_results_lesion(work: Path, dataset: Path, b: Budget, budget_name: str,
     result = {
         "benchmark": "softseg_claims", "study": "mni-lesion", "budget": budget_name,
         "settings": asdict(b),
+        "recipes": recipes_of(b),
         "dataset": {"generator": "softseg.anatomy.write_dataset (softseg sample-data mni "
                                  "--target lesion --lesion-count 6 12)",
                     "subjects": b.n_subjects, "raters": 4, "seed": b.seed,
@@ -1659,6 +1674,7 @@ def build_results(work: Path, dataset: Path, b: Budget, budget_name: str, shard_
         "benchmark": "softseg_claims",
         "budget": budget_name,
         "settings": asdict(b),
+        "recipes": recipes_of(b),
         "foreground_oversampling_supported": has_foreground_oversampling(),
         "complete": (len(abl_reps) == b.repeats and (not fusion or len(fus_reps) == b.repeats)
                      and (not i15_rows or len(i15_reps) == b.repeats)),
