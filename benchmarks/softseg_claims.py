@@ -108,19 +108,17 @@ MNI_CANDIDATES = ("conventional:staple", "conventional", "softseg:staple", "soft
 MNI_SHARDS = (("conventional:staple", "softseg"), ("softseg:staple", "conventional"))
 MNI_CLASSES = ("grey matter", "white matter", "csf")
 #: the small-lesion study (--study mni-lesion, issue 15): one shard per candidate
-LESION_CANDIDATES = ("conventional", "softseg", "softseg-dml", "softseg-wing", "softseg-paper",
-                     "soft-relu-dml")
+LESION_CANDIDATES = ("conventional", "softseg", "softseg-wing", "softseg-paper", "soft-relu-dml")
 EPOCHS_MNI_CPU = 70
 #: issue 15 part 4 on the phantom (budget cpu-issue15): the new default, the paper's recipe, the
 #: Dice semimetric candidate, the rater ensemble (one conventional model per rater) and the
 #: evaluation-only uncertainty rows of each repeat's conventional model; p against conventional
-ISSUE15 = ("conventional", "softseg", "softseg-dml", "softseg-wing", "softseg-paper",
-           "soft-relu-dice", "soft-relu-dml", "conventional:ensemble")
+ISSUE15 = ("conventional", "softseg", "softseg-wing", "softseg-paper", "soft-relu-dice",
+           "soft-relu-dml", "conventional:ensemble")
 #: two shards of similar cost: the ensemble trains one model per rater (4 on the phantom), so
 #: 1 + 4 = 5 trainings per repeat against 4
 ISSUE15_SHARDS = (("conventional", "conventional:ensemble"),
-                  ("softseg", "softseg-dml", "softseg-wing", "softseg-paper", "soft-relu-dice",
-                   "soft-relu-dml"))
+                  ("softseg", "softseg-wing", "softseg-paper", "soft-relu-dice", "soft-relu-dml"))
 #: evaluation-only rows: name -> (trained candidate, softseg.uncertainty method, passes); the
 #: names are the candidate plus the ``softseg predict`` flag (``--mc-dropout N``, ``--tta N``)
 EVALUATION_ROWS = {
@@ -248,23 +246,23 @@ BUDGETS = {
         reuse_units_of=("cpu-issue15-dml",),
         why=("issue 15 part 4 on 2 shared CPU cores, <= 40 min wall: the cpu budget's settings "
              "(same dataset, seed and paired splits, 12 epochs, 6 repeats) for conventional, "
-             "the new default softseg, softseg-dml (its DML weight 1), the previous default "
-             "softseg-wing, the paper's recipe softseg-paper, soft-relu-dice with "
+             "the new default softseg, the previous default softseg-wing, the paper's recipe "
+             "softseg-paper, soft-relu-dice with "
              "today's soft Dice, soft-relu-dml with the Dice semimetric loss and the rater "
              "ensemble conventional:ensemble (one conventional model per rater, 4 trainings); "
              "MC dropout (10 passes) and TTA (8 passes) of each repeat's conventional model as "
              "evaluation-only rows at its threshold; p: Wilcoxon against conventional; two "
-             "shards of 5 and 6 trainings per repeat")),
+             "shards of 5 and 5 trainings per repeat")),
     # Convergence check of issue 15's defaults: cpu-long's settings and splits, the new softseg
     # and soft-relu-dml against conventional (softseg-paper is cpu-long's "softseg" row).
     "cpu-long-issue15": Budget(
         n_subjects=10, shape=(96, 96, 32), spacing=(1.0, 1.0, 2.0), repeats=6, epochs=40,
         patience=40, batch_size=8, lr=1e-3, crop=(64, 64), width=8, depth=3, fusion="average",
         device="cpu", shards=1,
-        candidates=("conventional", "softseg", "softseg-dml", "softseg-wing", "soft-relu-dml"),
+        candidates=("conventional", "softseg", "softseg-wing", "soft-relu-dml"),
         why=("convergence check of issue 15's candidates: cpu-long's settings and splits (40 "
-             "epochs) for conventional, today's softseg, softseg-dml, the previous default "
-             "softseg-wing and soft-relu-dml; the published SoftSeg is cpu-long's softseg row (measured before "
+             "epochs) for conventional, today's softseg, the previous default softseg-wing and "
+             "soft-relu-dml; the published SoftSeg is cpu-long's softseg row (measured before "
              "issue 15)")),
     # The papers' settings (SoftSeg Table 1 / label-fusion Table 5) for a GPU.
     "paper": Budget(
@@ -305,7 +303,7 @@ MNI_BUDGETS = {
 
 #: budgets of the small-lesion study (--study mni-lesion, issue 15)
 LESION_BUDGETS = {
-    # 36 trainings (6 candidates x 6 repeats) in ~90 min wall on 2 shared CPU cores; the
+    # 30 trainings (5 candidates x 6 repeats) in ~75 min wall on 2 shared CPU cores; the
     # finished units of the runs before softseg's recipe changed are reused (reuse_units)
     "cpu": Budget(
         n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,
@@ -313,7 +311,7 @@ LESION_BUDGETS = {
         fusion="staple", device="cpu", shards=2, candidates=LESION_CANDIDATES,
         study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
         reuse_units_of=("mni-lesion-cpu-softseg-dml",),
-        why=("2 shared CPU cores, ~90 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
+        why=("2 shared CPU cores, ~75 min wall: 8 MNI subjects with 6-12 MS-like lesions of "
              "2-8 mm each (softseg sample-data mni --target lesion --lesion-count 6 12, seed 0, "
              "4 raters who miss and shift lesions), at 2 mm isotropic (103x85 axial slices; "
              "about 80 % of the slices hold no lesion); trained on the raters' STAPLE "

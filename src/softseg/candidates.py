@@ -66,7 +66,17 @@ a small lesion and through its denominator penalises false positives, which the 
 does not (``softseg-wing``, the balance alone at 0.05 and the previous default ``softseg``:
 p >= 0.5 in 67 % of the lesion study's lesion-free slices against 15 % with the DML term and
 21 % for the conventional model). Without the balance the same compound learned no lesion (one
-split each). For K classes (:meth:`Candidate.for_classes`) only the balance and the DML term
+split each). Heavier DML weights did not do better: on a development dataset (the study's
+generator with seed 1, two splits) Dice / LTPR / lesion-free slices with p >= 0.5 were
+0.34 / 0.42 / 41 % at weight 1, 0.44 / 0.45 / 8 % at 2, 0.49 / 0.55 / 7 % at 4, 0.53 / 0.52 / 4 %
+at 8 and 0.48 / 0.44 / 4 % at 16 (conventional 0.52 / 0.43 / 14 %), but weight 8 in the 6-repeat
+study gave Dice 46.5 (weight 1: 49.4; conventional 53.3) with two failed repeats (a haze of 75x
+the lesion volume; a model that found a quarter of the lesions)
+(``benchmarks/results/*dml-weight8*``), and on the phantom every weight above 1 cost
+calibration and softness (``cpu-issue15``: uncertainty AUROC 89.8 % vs 93.3 %, soft volume 24 %
+vs 15 % over, 38 % vs 46 % of the structure's voxels soft, all p = 0.031).
+
+For K classes (:meth:`Candidate.for_classes`) only the balance and the DML term
 apply, per class: the class sum of the multi-class normalized ReLU already has no window, and
 both the constant divisor's clamp and the leaky gradient (divided by ``eps`` where every class
 is <= 0) kept the three-tissue training test below chance. ``softseg-paper`` keeps the
