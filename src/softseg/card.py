@@ -471,6 +471,20 @@ def _upgrade_v1(doc: dict[str, Any], *, source: str) -> dict[str, Any]:
     }
 
 
+#: loss options that change a published recipe (issue 15), shown by :func:`describe`
+_SHOWN_LOSS_OPTIONS = ("balance", "dice_semimetric_weight", "weight_map")
+
+
+def _recipe_options(c: CandidateCard) -> str:
+    """`` (balance 0.1, dice_semimetric_weight 1, leaky gradient 0.1)``: what sets a recipe
+    apart from the published loss and ReLU; empty when nothing does."""
+    parts = [f"{k} {c.loss_params[k]:g}" for k in _SHOWN_LOSS_OPTIONS
+             if isinstance(c.loss_params.get(k), (int, float)) and c.loss_params.get(k)]
+    if c.negative_slope:
+        parts.append(f"leaky gradient {c.negative_slope:g}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _registry_candidate(name: Any) -> dict[str, Any]:
     from softseg.candidates import CANDIDATES
 
@@ -528,7 +542,7 @@ def render_card(card: ModelCard, *, path: str | None = None) -> str:
     rows = [
         ("Model", path or "(unsaved)"),
         ("Candidate", f"{c.name}" + (f" ({c.title})" if c.title else "") +
-         f": {gt}, {act}, {c.loss or '?'} loss"),
+         f": {gt}, {act}, {c.loss or '?'} loss" + _recipe_options(c)),
         ("Classes", ", ".join(f"{name} (threshold {thr:.2f})" for name, thr in zip(card.classes, card.thresholds))),
         ("Channels", ", ".join(card.channels)),
         ("Preprocessing", f"spacing (S, H, W) {spacing} mm; crop {p.crop[0]} x {p.crop[1]}; "

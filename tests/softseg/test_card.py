@@ -54,6 +54,21 @@ def test_render_card_hand_checked():
     ]
 
 
+def test_render_card_names_the_options_that_change_a_recipe():
+    """Two recipes under one loss (issue 15: softseg, softseg-wing) read differently: the
+    balance, the Dice semimetric weight and the leaky gradient are shown; the Wing constants
+    are not."""
+    wing = {"alpha": 2.1, "omega": 8.0, "epsilon": 1.0, "theta": 0.5}
+    cand = {"name": "softseg", "title": "Soft-ReLU-Wing+DML", "soft_gt": True,
+            "activation": {"name": "normalized_relu", "normalization": "fixed", "tau": 1.0},
+            "loss": "adaptive_wing", "negative_slope": 0.1,
+            "loss_params": {**wing, "balance": 0.1, "dice_semimetric_weight": 1.0}}
+    line = render_card(card_from_document(_doc(candidate=cand), source="m")).splitlines()[1]
+    assert line == ("Candidate      softseg (Soft-ReLU-Wing+DML): soft ground truth, normalized_relu "
+                    "(fixed, tau 1), adaptive_wing loss (balance 0.1, dice_semimetric_weight 1, "
+                    "leaky gradient 0.1)")
+
+
 def test_consistency_rules():
     with pytest.raises(InputError, match=r"m: \(top level\): 2 threshold\(s\) for 1 class\(es\)"):
         card_from_document(_doc(thresholds=[0.4, 0.5]), source="m")

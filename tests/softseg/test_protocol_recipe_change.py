@@ -105,3 +105,21 @@ def test_a_unit_checkpoint_of_the_old_recipe_is_started_over_not_resumed(tmp_pat
     doc["config"]["candidate"] = "softseg-dml"  # the previous release's name of today's softseg
     write_checkpoint(ckpt, tensors, doc)
     assert not _stale_checkpoint(ckpt, "softseg")
+
+
+def test_a_retired_name_is_its_recipe_s_name_in_a_comparison(capsys):
+    """``softseg-dml`` (this recipe's name for one release) means ``softseg`` everywhere: a
+    comparison lists it once, takes it as the reference, and ``softseg candidates`` says so."""
+    from softseg.errors import InputError
+    from softseg.protocol import ProtocolConfig
+
+    cfg = ProtocolConfig(candidates=("softseg-wing", "softseg-dml:staple"), repeats=6,
+                         reference="softseg-dml:staple")
+    assert cfg.candidates == ("softseg-wing", "softseg:staple") and cfg.reference == "softseg:staple"
+    with pytest.raises(InputError, match=r"^a candidate is listed twice: softseg, softseg-dml "
+                                         r"\(softseg-dml is another name of softseg\)$"):
+        ProtocolConfig(candidates=("softseg", "softseg-dml"), repeats=6, reference="softseg")
+    assert main(["candidates", "softseg-dml", "softseg"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Soft-ReLU-Wing+DML") == 1 and "adaptive_wing + dice_semimetric" in out
+    assert "(softseg-dml is another name of softseg:" in out

@@ -19,17 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softseg.candidates import CANDIDATES, FUSION_DESCRIPTIONS, FUSIONS, get_candidate
+    from softseg.candidates import CANDIDATES, FUSION_DESCRIPTIONS, FUSIONS, RENAMED, get_candidate
     from softseg.protocol.ensemble import DESCRIPTION as ENSEMBLE_DESCRIPTION
     from softseg.protocol.ensemble import ENSEMBLE
 
-    chosen = [get_candidate(n) for n in args.names] if args.names else list(CANDIDATES.values())
+    chosen = list({get_candidate(n).name: get_candidate(n) for n in args.names}.values()) \
+        if args.names else list(CANDIDATES.values())
+    aliases = {n: RENAMED[n] for n in dict.fromkeys(args.names) if n in RENAMED}
     if args.json:
         payload = {
             "candidates": [c.as_dict() for c in chosen],
             "fusions": [{"name": f, "description": FUSION_DESCRIPTIONS[f]} for f in FUSIONS],
             "protocol_fusions": [{"name": ENSEMBLE, "description": ENSEMBLE_DESCRIPTION}],
         }
+        if aliases:
+            payload["aliases"] = {n: new for n, (new, _) in aliases.items()}
         json.dump(payload, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -38,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
     print("Candidates (softseg train --candidate NAME):")
     for c in chosen:
         gt = "soft" if c.soft_gt else "hard"
+        loss = c.loss + (" + dice_semimetric" if c.loss_params.get("dice_semimetric_weight") else "")
         print(
             f"  {c.name:<{width_name}}  {c.title:<{width_title}}  "
-            f"[{gt} GT, {c.activation}, {c.loss}]"
+            f"[{gt} GT, {c.activation}, {loss}]"
         )
         print(f"  {'':<{width_name}}  {c.description}")
+    for old, (new, why) in aliases.items():
+        print(f"  ({old} is another name of {new}: {why})")
     if not args.names:
         print()
         print("Rater fusion for multi-rater datasets (softseg train --fusion NAME):")

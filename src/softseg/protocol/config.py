@@ -82,8 +82,15 @@ class ProtocolConfig:
             raise InputError(
                 f"comparing needs at least two candidates; got {len(self.candidates)} "
                 f"({', '.join(self.candidates) or 'none'})")
+        # a retired name (softseg.candidates.RENAMED) is its recipe's name now: one unit each
+        given = tuple(self.candidates)
+        object.__setattr__(self, "candidates", tuple(_current_name(c) for c in given))
+        if self.reference is not None:
+            object.__setattr__(self, "reference", _current_name(self.reference))
         if len(set(self.candidates)) != len(self.candidates):
-            raise InputError(f"a candidate is listed twice: {', '.join(self.candidates)}")
+            renamed = [f"{g} is another name of {c}" for g, c in zip(given, self.candidates) if g != c]
+            raise InputError(f"a candidate is listed twice: {', '.join(given)}"
+                             + (f" ({'; '.join(renamed)})" if renamed else ""))
         for spec in self.candidates:
             parse_candidate(spec)
         if self.ground_truth not in GROUND_TRUTHS:
@@ -194,3 +201,14 @@ class ProtocolResult:
     summary: compare.Summary
     report: Path
     state: dict[str, Any] = field(default_factory=dict)
+
+
+def _current_name(spec: str) -> str:
+    """``NAME[:FUSION]`` with a retired NAME (:data:`softseg.candidates.RENAMED`) replaced by
+    its recipe's name now; anything else unchanged (checked later)."""
+    from softseg.candidates import RENAMED
+
+    if not isinstance(spec, str):
+        return spec
+    name, sep, fusion = spec.partition(":")
+    return RENAMED[name][0] + sep + fusion if name in RENAMED else spec
