@@ -94,6 +94,10 @@ def open_tensors(path: str | os.PathLike, *, what: str = "model file", framework
 def _card_of(fh: Any, path: Path) -> ModelCard:
     meta = fh.metadata() or {}
     text = meta.get(METADATA_KEY)
+    if text is None and "softseg_checkpoint" in meta:  # softseg.training.checkpoint's key
+        raise InputError(
+            f"{path}: a training checkpoint, not a model file; finish the training with "
+            "softseg train --resume (the model file is written beside it)")
     if text is None:
         raise InputError(
             f"{path}: a safetensors file without softseg metadata (not written by softseg train); "

@@ -163,6 +163,14 @@ def test_foreign_safetensors_and_bad_versions(tmp_path):
     save_file({"w": torch.zeros(3)}, str(foreign), metadata={"format": "pt"})
     with pytest.raises(InputError, match="without softseg metadata"):
         load_model(foreign)
+    # a training checkpoint (softseg.training.checkpoint) is named as one, with what to do
+    from softseg.training.checkpoint import write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "m.checkpoint.safetensors", {"w": torch.zeros(3)}, {"epoch": 1})
+    for fn in (read_card, load_model):
+        with pytest.raises(InputError, match=r"a training checkpoint, not a model file; finish the "
+                                             r"training with softseg train --resume"):
+            fn(ckpt)
     future = tmp_path / "future.safetensors"
     save_file({"w": torch.zeros(3)}, str(future), metadata={"softseg": json.dumps({"format_version": 99})})
     with pytest.raises(InputError, match="format version 99 is not supported"):
