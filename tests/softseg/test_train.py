@@ -204,9 +204,12 @@ def test_resume_finishes_with_the_checkpoints_recipe(dataset, tmp_path):
         if not recorded:
             del doc["recipe"]  # ... and its checkpoints did not record the recipe
         write_checkpoint(checkpoint_path(out), tensors, doc)
-        events = list(train(dataset, _config(), out=out, resume=True))
+        trainer = Trainer(dataset, _config(), out=out, resume=True)
+        events = list(trainer.run())
         assert events[-1].reason == "completed"
         assert _same_weights(ref, out), recorded
+        # the user is told (softseg train prints the notes)
+        assert len(trainer.notes) == 1 and "the recipe this run started with (softseg-wing" in trainer.notes[0]
         card = read_card(out)
         assert card.candidate.name == "softseg-wing"
         assert card.candidate.loss_params == get_candidate("softseg-wing").loss_params

@@ -285,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
     error = done = None
     try:
         for event in trainer.run():
+            while trainer.notes and not json_out:  # set up by now (the first event)
+                print(f"softseg train: {trainer.notes.pop(0)}", file=sys.stderr, flush=True)
             emit(event)
             if printer is not None:
                 printer(event)

@@ -258,6 +258,8 @@ class Trainer:
         self.history_csv = history_path(self.out)
         self.tensorboard = None if tensorboard is None else Path(tensorboard)
         self.resume = resume
+        #: one-line notes for the user (a resumed run that keeps its checkpoint's older recipe)
+        self.notes: list[str] = []
         self.overwrite = overwrite
         self.cancel = cancel
         self.data = data
@@ -821,7 +823,13 @@ class Trainer:
         check_resume_config(doc["config"], self.config.as_dict(), path=self.ckpt)
         from softseg.candidates import checkpoint_recipe
 
+        now = self.candidate
         self.candidate = checkpoint_recipe(doc["config"]["candidate"], doc.get("recipe"), self.n_classes)
+        if self.candidate.recipe_key() != now.recipe_key():
+            self.notes.append(
+                f"resuming with the recipe this run started with ({self.candidate.name}: "
+                f"{self.candidate.loss} {dict(self.candidate.loss_params)}), not the one "
+                f"{now.name!r} has in this version")
         if doc["split"] != self.prepared.split.as_dict():
             raise InputError(f"{self.ckpt}: the dataset's subjects changed since the checkpoint; start over")
         self.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
