@@ -279,9 +279,9 @@ def _stale_checkpoint(path: Path, candidate: str) -> bool:
     from softseg.training.checkpoint import read_checkpoint
 
     doc = read_checkpoint(path)[1]
-    was = checkpoint_recipe(doc["config"]["candidate"], doc.get("recipe"), 1)
-    if doc.get("recipe") is not None:
-        was = checkpoint_recipe(doc["config"]["candidate"], doc["recipe"], int(doc["recipe"]["n_classes"]))
+    recorded = doc.get("recipe")
+    was = checkpoint_recipe(doc["config"]["candidate"], recorded,
+                            int(recorded["n_classes"]) if recorded is not None else 1)
     return was.recipe_key() != get_candidate(candidate).for_classes(was.n_classes).recipe_key()
 
 
