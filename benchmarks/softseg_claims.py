@@ -175,6 +175,8 @@ class Budget:
         """The candidates of each parallel shard."""
         if self.study == "mni-tissue" and self.shards == 2 and self.candidates == MNI_CANDIDATES:
             return MNI_SHARDS
+        if self.study == "mni-lesion" and self.shards == 1:
+            return (self.candidates,)
         if self.study == "mni-lesion":  # pairs (a comparison needs two): same cost each
             n = len(self.candidates)
             pairs = tuple(self.candidates[i:i + 2] for i in range(0, n - 3 if n % 2 else n, 2))
@@ -322,6 +324,17 @@ LESION_BUDGETS = {
              "(a third of the samples from slices that hold a lesion); 60 epochs without early "
              "stopping (the best validation-loss epoch is kept); batch 8, Adam 1e-3 + cosine "
              "annealing, paper augmentation; single-threaded shards of two or three candidates")),
+    # The papers' settings on the same data, for a GPU (issue 15's open question: does SoftSeg
+    # find more small lesions once trained as the papers train it?). Not run here.
+    "paper": Budget(
+        n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=10, epochs=200,
+        patience=50, batch_size=8, lr=1e-3, crop=(128, 128), width=32, depth=3,
+        fusion="staple", device="auto", shards=1, candidates=LESION_CANDIDATES,
+        study="mni-lesion", test_fraction=0.25, val_fraction=0.25, foreground_oversampling=0.33,
+        why=("papers' protocol (SoftSeg Table 1: U-Net depth 3, width 32, batch 8, Adam 1e-3 + "
+             "cosine annealing, at most 200 epochs with early stopping, patience 50; 10 repeats "
+             "as the paper's MS-lesion trainings) on the cpu budget's lesion data, splits and "
+             "oversampling; 128x128 crops (the 103x85 slices are padded); one shard on a GPU")),
     # the first run of the study (issue 15, before foreground oversampling existed)
     "cpu-no-oversampling": Budget(
         n_subjects=8, shape=(0, 0, 0), spacing=(2.0, 2.0, 2.0), repeats=6, epochs=60,

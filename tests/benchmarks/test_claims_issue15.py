@@ -217,6 +217,14 @@ def test_lesion_budget_shards_pairs_and_a_last_triple(claims):
     assert four.shard_lists() == (("conventional", "softseg"), ("softseg-wing", "softseg-paper"))
     assert claims.LESION_BUDGETS["cpu-no-oversampling"].shard_lists() == (
         ("conventional", "softseg-wing"), ("softseg-paper", "softseg-floor"))
+    # the GPU budget: the papers' training on the cpu budget's data and splits
+    gpu = claims.LESION_BUDGETS["paper"]
+    for f in ("n_subjects", "spacing", "seed", "test_fraction", "val_fraction", "fusion",
+              "foreground_oversampling", "candidates", "study"):
+        assert getattr(gpu, f) == getattr(cpu, f), f
+    assert (gpu.width, gpu.epochs, gpu.patience, gpu.repeats, gpu.crop, gpu.device) == (
+        claims.BUDGETS["paper"].width, 200, 50, 10, (128, 128), "auto")
+    assert gpu.shard_lists() == (cpu.candidates,)
 
 
 def test_reuse_renames_units_whose_recipe_moved_and_trains_nothing_twice(claims, tmp_path):
