@@ -622,12 +622,15 @@ def reuse_units(work: Path, sources: list[Path], b: Budget) -> list[str]:
     new_ds = str((work / "dataset").resolve())
     mine = _dataset_fingerprint(work / "dataset")
     pool: list[tuple[Path, str, dict[str, Any]]] = []  # (shard folder, its dataset, record)
+    same: dict[str, bool] = {new_ds: True}  # dataset folder -> same voxels as ours (hashed once)
     for source in sources:
         states = sorted(source.glob("shard-*/run_state.json")) or sorted(source.glob("run_state.json"))
         for state_path in states:
             saved = json.loads(state_path.read_text())
             ds = saved["dataset"]
-            if not Path(ds).is_dir() or (ds != new_ds and _dataset_fingerprint(Path(ds)) != mine):
+            if ds not in same:
+                same[ds] = Path(ds).is_dir() and _dataset_fingerprint(Path(ds)) == mine
+            if not same[ds]:
                 continue
             pool += [(state_path.parent, ds, rec) for rec in saved.get("units", {}).values()]
     if not pool:
